@@ -1,0 +1,130 @@
+/* main.c - `lopad COMMAND ...`: dispatch to the registered commands. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <limits.h>
+#include "cli.h"
+
+#define MAX_COMMANDS 32
+
+static struct {
+    const char *name;
+    lp_cli_fn fn;
+    const char *summary;
+} commands[MAX_COMMANDS];
+static int n_commands;
+
+void lp_cli_register(const char *name, lp_cli_fn fn, const char *summary) {
+    if (n_commands < MAX_COMMANDS) {
+        commands[n_commands].name = name;
+        commands[n_commands].fn = fn;
+        commands[n_commands].summary = summary;
+        n_commands++;
+    }
+}
+
+int lp_cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "lopad %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+int lp_cli_fail(const char *cmd, enum lopad_status st) {
+    const char *msg = lopad_errmsg();
+    fprintf(stderr, "lopad %s: %s\n", cmd, msg[0] ? msg : lopad_status_name(st));
+    return 1;
+}
+
+bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        lp_cli_usage_error(cmd, "%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi,
+                           s ? s : "(nothing)");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lp_cli_parse_float(const char *cmd, const char *opt, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || v != v) {
+        lp_cli_usage_error(cmd, "%s expects a number, got '%s'", opt, s ? s : "(nothing)");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lp_cli_parse_ids(const char *cmd, const char *opt, const char *s, int32_t **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (!s || !*s) {
+        lp_cli_usage_error(cmd, "%s expects a comma-separated list of integers, got nothing", opt);
+        return false;
+    }
+    int cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int32_t *ids = malloc(sizeof(int32_t) * cap);
+    if (!ids) return lp_cli_usage_error(cmd, "out of memory"), false;
+    const char *p = s;
+    int k = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < INT32_MIN || v > INT32_MAX || (*end != ',' && *end)) {
+            lp_cli_usage_error(cmd, "%s: bad integer list '%s'", opt, s);
+            free(ids);
+            return false;
+        }
+        ids[k++] = (int32_t)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    *out = ids;
+    *n = k;
+    return true;
+}
+
+static int cmp_cmd(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "lopad %s - fast inference for diffusion language models\n\n", LOPAD_VERSION);
+    fprintf(f, "usage: lopad COMMAND [options]   (lopad COMMAND --help for its options)\n\ncommands:\n");
+    const char *names[MAX_COMMANDS];
+    for (int i = 0; i < n_commands; i++) names[i] = commands[i].name;
+    qsort(names, n_commands, sizeof names[0], cmp_cmd);
+    for (int i = 0; i < n_commands; i++)
+        for (int j = 0; j < n_commands; j++)
+            if (commands[j].name == names[i])
+                fprintf(f, "  %-10s %s\n", commands[j].name, commands[j].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("lopad %s\n", LOPAD_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lopad: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

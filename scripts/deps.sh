@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages lopad needs to build and test (idempotent).
+# Usage: scripts/deps.sh [--test]   (--test adds what the test suite needs)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libcjson-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(python3)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "lopad: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

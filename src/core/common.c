@@ -1,0 +1,95 @@
+/* common.c - error messages, allocation with failure injection, timing. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <stdatomic.h>
+
+static _Thread_local char err_msg[1024];
+
+enum lopad_status lp_error(enum lopad_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void lp_clear_error(void) { err_msg[0] = 0; }
+
+const char *lopad_errmsg(void) { return err_msg; }
+
+const char *lopad_status_name(enum lopad_status st) {
+    switch (st) {
+    case LOPAD_OK: return "ok";
+    case LOPAD_ERR_IO: return "i/o error";
+    case LOPAD_ERR_FORMAT: return "format error";
+    case LOPAD_ERR_UNSUPPORTED: return "unsupported";
+    case LOPAD_ERR_ARG: return "bad argument";
+    case LOPAD_ERR_NOMEM: return "out of memory";
+    }
+    return "unknown status";
+}
+
+_Noreturn void lp_abort(const char *file, int line, const char *msg) {
+    fprintf(stderr, "lopad: internal error at %s:%d: assertion `%s' failed\n", file, line, msg);
+    abort();
+}
+
+static atomic_long fail_after = -1;
+static atomic_long n_allocs = 0;
+
+void lp_alloc_fail_after(long n) { atomic_store(&fail_after, n); }
+long lp_alloc_count(void) { return atomic_load(&n_allocs); }
+
+/* true when this allocation must fail (test injection) */
+static bool inject_failure(void) {
+    atomic_fetch_add(&n_allocs, 1);
+    long left = atomic_load(&fail_after);
+    if (left < 0) return false;
+    if (left == 0) return true;
+    atomic_fetch_sub(&fail_after, 1);
+    return false;
+}
+
+static void *nomem(size_t n, const char *what) {
+    lp_error(LOPAD_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what ? what : "?");
+    return NULL;
+}
+
+void *lp_malloc(size_t n, const char *what) {
+    if (inject_failure()) return nomem(n, what);
+    void *p = malloc(n ? n : 1);
+    return p ? p : nomem(n, what);
+}
+
+void *lp_calloc(size_t count, size_t size, const char *what) {
+    if (inject_failure()) return nomem(count * size, what);
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    return p ? p : nomem(count * size, what);
+}
+
+void *lp_realloc(void *p, size_t n, const char *what) {
+    if (inject_failure()) return nomem(n, what);
+    void *q = realloc(p, n ? n : 1);
+    return q ? q : nomem(n, what);
+}
+
+void lp_free(void *p) { free(p); }
+
+char *lp_strdup(const char *s, const char *what) {
+    size_t n = strlen(s) + 1;
+    char *d = lp_malloc(n, what);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+double lp_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
