@@ -1,5 +1,7 @@
 /* common.c - error messages, allocation with failure injection, timing. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "common.h"
 
 #include <stdarg.h>

@@ -1,0 +1,160 @@
+/*
+ * bind.c - turn a tensor directory (canonical GGUF names) into a lopad_model:
+ * every shape is checked against the hyper-parameters before anything points
+ * into the file. Matrices stay views in their stored type; norm weights and
+ * biases (a few KB each) are copied to f32 so the forward never converts them.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "model.h"
+#include "../core/types.h"
+
+const struct lp_tensor *lp_dir_find(const struct lp_tensor_dir *d, const char *name) {
+    for (int i = 0; i < d->n; i++)
+        if (d->t[i].name && !strcmp(d->t[i].name, name)) return &d->t[i];
+    return NULL;
+}
+
+bool lp_model_own(struct lopad_model *m, void *ptr, size_t size, bool mapped) {
+    struct lp_owned *o = lp_realloc(m->owned, sizeof(*o) * (m->n_owned + 1), "model ownership list");
+    if (!o) {
+        if (mapped) munmap(ptr, size);
+        else lp_free(ptr);
+        return false;
+    }
+    m->owned = o;
+    o[m->n_owned++] = (struct lp_owned){ptr, size, mapped};
+    return true;
+}
+
+enum lopad_status lp_hparams_check(const struct lopad_hparams *hp, const char *src) {
+#define REQ(cond, what) \
+    if (!(cond)) return lp_error(LOPAD_ERR_FORMAT, "%s: invalid hyper-parameter: %s", src, what)
+    REQ(hp->n_embd > 0 && hp->n_embd <= 1 << 16, "hidden size (n_embd) must be in 1..65536");
+    REQ(hp->n_layer > 0 && hp->n_layer <= 1024, "layer count must be in 1..1024");
+    REQ(hp->n_head > 0 && hp->n_head <= 1024, "head count must be in 1..1024");
+    REQ(hp->n_head_kv > 0 && hp->n_head_kv <= hp->n_head, "kv head count must be in 1..n_head");
+    REQ(hp->n_head % hp->n_head_kv == 0, "head count must be a multiple of the kv head count");
+    REQ(hp->head_dim > 0 && hp->head_dim % 2 == 0 && hp->head_dim <= 1024,
+        "head dim must be even and in 2..1024");
+    REQ(hp->n_ff > 0 && hp->n_ff <= 1 << 20, "feed-forward size must be in 1..2^20");
+    REQ(hp->n_vocab > 0 && hp->n_vocab <= 1 << 24, "vocabulary size must be in 1..2^24");
+    REQ(hp->norm_eps > 0 && hp->norm_eps < 1, "rms norm epsilon must be in (0, 1)");
+    REQ(hp->rope_theta > 0, "rope theta must be positive");
+    REQ(hp->n_ctx_train >= 0, "context length must be >= 0");
+    int32_t ids[] = {hp->mask_id, hp->bos_id, hp->eos_id, hp->pad_id, hp->eot_id};
+    for (unsigned i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        REQ(ids[i] >= -1 && ids[i] < hp->n_vocab, "special token id outside the vocabulary");
+#undef REQ
+    return LOPAD_OK;
+}
+
+/* Find `name` and check it is a matrix of PyTorch shape [n_out, n_in]. */
+static enum lopad_status bind_matrix(struct lopad_model *m, const struct lp_tensor_dir *d,
+                                     const char *name, int64_t n_out, int64_t n_in,
+                                     const char *src, struct lp_weight *w) {
+    const struct lp_tensor *t = lp_dir_find(d, name);
+    if (!t) return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor '%s'", src, name);
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' has shape [%lld, %lld] (ggml order, %d dims), expected "
+                        "[%lld, %lld] from the model's hyper-parameters",
+                        src, name, (long long)t->ne[0], (long long)t->ne[1], t->n_dims,
+                        (long long)n_in, (long long)n_out);
+    const struct lp_type_traits *tr = lp_type_traits(t->type);
+    if (!tr)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type id %d", src,
+                        name, t->type);
+    size_t rb = lp_row_size(t->type, n_in);
+    if (rb == 0)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' rows of %lld are not whole %s blocks",
+                        src, name, (long long)n_in, tr->name);
+    uint64_t need;
+    if (!lp_mul_ok(rb, (uint64_t)n_out, &need) || need > t->nbytes)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' holds %zu bytes, %s [%lld x %lld] needs more",
+                        src, name, t->nbytes, tr->name, (long long)n_out, (long long)n_in);
+    *w = (struct lp_weight){t->name, t->type, n_in, n_out, rb, t->data};
+    if (t->type >= 0 && t->type < 64) m->type_count[t->type]++;
+    return LOPAD_OK;
+}
+
+/* Find `name`, check it is a vector of n elements, copy it to owned f32. */
+static enum lopad_status bind_vector(struct lopad_model *m, const struct lp_tensor_dir *d,
+                                     const char *name, int64_t n, bool required, const char *src,
+                                     float **out) {
+    *out = NULL;
+    const struct lp_tensor *t = lp_dir_find(d, name);
+    if (!t) {
+        if (!required) return LOPAD_OK;
+        return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor '%s'", src, name);
+    }
+    if (lp_tensor_nelements(t) != n || t->ne[0] != n)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", src,
+                        name, (long long)lp_tensor_nelements(t), (long long)n);
+    const struct lp_type_traits *tr = lp_type_traits(t->type);
+    if (!tr || tr->blck_size != 1)
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' has type %s; norms and biases must be F32, F16 or BF16",
+                        src, name, lp_type_name(t->type));
+    if ((uint64_t)n * tr->type_size > t->nbytes)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' data is too short", src, name);
+    float *v = lp_malloc(sizeof(float) * n, name);
+    if (!v || !lp_model_own(m, v, sizeof(float) * n, false)) return LOPAD_ERR_NOMEM;
+    tr->to_float(t->data, v, n);
+    *out = v;
+    return LOPAD_OK;
+}
+
+enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_dir *d,
+                                const char *src) {
+    enum lopad_status st;
+    struct lopad_hparams *hp = &m->hp;
+    /* the vocabulary size comes from the embedding when the loader did not know it */
+    const struct lp_tensor *emb = lp_dir_find(d, "token_embd.weight");
+    if (!emb) return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", src);
+    if (hp->n_vocab <= 0 && emb->n_dims == 2) hp->n_vocab = (int)LP_MIN(emb->ne[1], 1 << 25);
+    if ((st = lp_hparams_check(hp, src))) return st;
+
+    const int64_t E = hp->n_embd, F = hp->n_ff, V = hp->n_vocab;
+    const int64_t QD = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    memset(m->type_count, 0, sizeof m->type_count);
+
+    if ((st = bind_matrix(m, d, "token_embd.weight", V, E, src, &m->tok_embd))) return st;
+    /* an absent output head means tied embeddings */
+    if (lp_dir_find(d, "output.weight")) {
+        if ((st = bind_matrix(m, d, "output.weight", V, E, src, &m->output))) return st;
+    } else {
+        m->output = m->tok_embd;
+    }
+    if ((st = bind_vector(m, d, "output_norm.weight", E, true, src, &m->output_norm))) return st;
+
+    m->layers = lp_calloc(hp->n_layer, sizeof(struct lp_layer), "layer table");
+    if (!m->layers || !lp_model_own(m, m->layers, 0, false)) return LOPAD_ERR_NOMEM;
+    char name[96];
+#define MAT(field, suffix, rows, cols) \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", i); \
+    if ((st = bind_matrix(m, d, name, rows, cols, src, &L->field))) return st;
+#define VEC(field, suffix, kind, n, req) \
+    snprintf(name, sizeof name, "blk.%d." suffix "." kind, i); \
+    if ((st = bind_vector(m, d, name, n, req, src, &L->field))) return st;
+    for (int i = 0; i < hp->n_layer; i++) {
+        struct lp_layer *L = &m->layers[i];
+        VEC(attn_norm, "attn_norm", "weight", E, true);
+        MAT(wq, "attn_q", QD, E);
+        MAT(wk, "attn_k", KD, E);
+        MAT(wv, "attn_v", KD, E);
+        MAT(wo, "attn_output", E, QD);
+        VEC(bq, "attn_q", "bias", QD, hp->has_qkv_bias);
+        VEC(bk, "attn_k", "bias", KD, hp->has_qkv_bias);
+        VEC(bv, "attn_v", "bias", KD, hp->has_qkv_bias);
+        VEC(ffn_norm, "ffn_norm", "weight", E, true);
+        MAT(w_gate, "ffn_gate", F, E);
+        MAT(w_up, "ffn_up", F, E);
+        MAT(w_down, "ffn_down", E, F);
+    }
+#undef MAT
+#undef VEC
+    return LOPAD_OK;
+}

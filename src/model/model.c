@@ -1,0 +1,98 @@
+/*
+ * model.c - lopad_model_load / lopad_model_free / info: pick the format loader
+ * from the path (a directory is a Hugging Face checkpoint, a file must be GGUF),
+ * then merge an adapter if asked.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include "model.h"
+#include "../core/types.h"
+
+void lopad_model_free(lopad_model *m) {
+    if (!m) return;
+    for (int i = m->n_owned - 1; i >= 0; i--) {
+        if (m->owned[i].mapped) munmap(m->owned[i].ptr, m->owned[i].size);
+        else lp_free(m->owned[i].ptr);
+    }
+    lp_free(m->owned);
+    lp_free(m->chat_template);
+    lp_free(m->lora_path);
+    lp_free(m->path);
+    lp_free(m);
+}
+
+enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opts *opts,
+                                   lopad_model **out) {
+    *out = NULL;
+    lp_clear_error();
+    if (!path || !*path) return lp_error(LOPAD_ERR_ARG, "no model path given");
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return lp_error(LOPAD_ERR_IO, "%s: cannot open model: %s", path, strerror(errno));
+    struct lopad_model *m = lp_calloc(1, sizeof *m, "model");
+    if (!m) return LOPAD_ERR_NOMEM;
+    m->hp.mask_id = m->hp.bos_id = m->hp.eos_id = m->hp.pad_id = m->hp.eot_id = -1;
+    enum lopad_status st = LOPAD_ERR_NOMEM;
+    if (!(m->path = lp_strdup(path, "model path"))) goto fail;
+    if (S_ISDIR(sb.st_mode)) {
+        m->format = "hf";
+        st = lp_load_hf(m, path);
+    } else {
+        m->format = "gguf";
+        st = lp_load_gguf(m, path);
+    }
+    if (st) goto fail;
+    if (opts && opts->lora_dir && (st = lp_lora_merge(m, opts->lora_dir))) goto fail;
+    *out = m;
+    return LOPAD_OK;
+fail:
+    lopad_model_free(m);
+    return st;
+}
+
+const struct lopad_hparams *lopad_model_hparams(const lopad_model *m) { return &m->hp; }
+
+static double weight_bytes(const struct lp_weight *w) { return (double)w->row_bytes * w->n_out; }
+
+void lopad_model_print_info(const lopad_model *m, void *file) {
+    FILE *f = file;
+    const struct lopad_hparams *hp = &m->hp;
+    double bytes = weight_bytes(&m->tok_embd);
+    if (m->output.data != m->tok_embd.data) bytes += weight_bytes(&m->output);
+    double params = (double)hp->n_vocab * hp->n_embd * (m->output.data != m->tok_embd.data ? 2 : 1);
+    for (int i = 0; i < hp->n_layer; i++) {
+        const struct lp_layer *L = &m->layers[i];
+        const struct lp_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (unsigned j = 0; j < 7; j++) {
+            bytes += weight_bytes(ws[j]);
+            params += (double)ws[j]->n_in * ws[j]->n_out;
+        }
+    }
+    fprintf(f, "path            %s (%s)\n", m->path, m->format);
+    fprintf(f, "architecture    %s\n", hp->arch == LOPAD_ARCH_DREAM ? "dream" : "llada");
+    fprintf(f, "parameters      %.3f M (matrices %.1f MiB)\n", params / 1e6, bytes / (1 << 20));
+    fprintf(f, "n_embd          %d\n", hp->n_embd);
+    fprintf(f, "n_layer         %d\n", hp->n_layer);
+    fprintf(f, "n_head          %d\n", hp->n_head);
+    fprintf(f, "n_head_kv       %d\n", hp->n_head_kv);
+    fprintf(f, "head_dim        %d\n", hp->head_dim);
+    fprintf(f, "n_ff            %d\n", hp->n_ff);
+    fprintf(f, "n_vocab         %d\n", hp->n_vocab);
+    fprintf(f, "n_ctx_train     %d\n", hp->n_ctx_train);
+    fprintf(f, "rope            %s, theta %g\n", hp->rope == LOPAD_ROPE_NEOX ? "neox" : "norm (interleaved)",
+            hp->rope_theta);
+    fprintf(f, "norm_eps        %g\n", hp->norm_eps);
+    fprintf(f, "qkv_bias        %s\n", hp->has_qkv_bias ? "yes" : "no");
+    fprintf(f, "shift_logits    %s\n", hp->shift_logits ? "yes" : "no");
+    fprintf(f, "special ids     mask %d, bos %d, eos %d, pad %d, eot %d\n", hp->mask_id, hp->bos_id,
+            hp->eos_id, hp->pad_id, hp->eot_id);
+    fprintf(f, "tensor types   ");
+    for (int t = 0; t < 64; t++)
+        if (m->type_count[t]) fprintf(f, " %s x%d", lp_type_name(t), m->type_count[t]);
+    fprintf(f, "\n");
+    fprintf(f, "chat template   %s\n", m->chat_template ? "yes" : "no");
+    if (m->lora_path) fprintf(f, "lora            %s (merged)\n", m->lora_path);
+}
