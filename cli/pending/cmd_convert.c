@@ -1,0 +1,50 @@
+/* cmd_convert.c - `lopad convert IN OUT [--type T] [--lora DIR]`: write any loadable model as GGUF. */
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+static int cmd_convert(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *lora = NULL, *type_s = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0] [--lora DIR]\n"
+                   "  IN is a .gguf file or a Hugging Face directory; without --type the stored\n"
+                   "  types are kept. A LoRA adapter is merged into the written weights.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
+            type_s = argv[++i];
+        } else if (!strcmp(argv[i], "--lora") && i + 1 < argc) {
+            lora = argv[++i];
+        } else if (argv[i][0] == '-') {
+            return lp_cli_usage_error("convert", "unknown option '%s'", argv[i]);
+        } else if (!in) {
+            in = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            return lp_cli_usage_error("convert", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!in || !out) return lp_cli_usage_error("convert", "usage: lopad convert IN OUT.gguf [--type T]");
+    int type = -1;
+    if (type_s) {
+        static const struct { const char *name; int type; } types[] = {
+            {"f32", LOPAD_TYPE_F32}, {"f16", LOPAD_TYPE_F16}, {"bf16", LOPAD_TYPE_BF16},
+            {"q8_0", LOPAD_TYPE_Q8_0}, {"q4_0", LOPAD_TYPE_Q4_0}};
+        for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (!strcmp(type_s, types[i].name)) type = types[i].type;
+        if (type < 0)
+            return lp_cli_usage_error("convert", "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0)", type_s);
+    }
+    struct lopad_load_opts opts = {.lora_dir = lora};
+    lopad_model *m;
+    enum lopad_status st = lopad_model_load(in, &opts, &m);
+    if (st) return lp_cli_fail("convert", st);
+    st = lopad_model_save_gguf(m, out, type);
+    lopad_model_free(m);
+    if (st) return lp_cli_fail("convert", st);
+    fprintf(stderr, "lopad convert: wrote %s\n", out);
+    return 0;
+}
+
+LP_CLI_COMMAND("convert", cmd_convert, "write a model (GGUF or HF directory, + LoRA) as GGUF")
