@@ -315,6 +315,16 @@ static bool make_fixtures(const char *d) {
     double t1 = lp_time();
     bool ok = write_hf_json(&K, p_json, false) && write_hf_json(&K, p_json_pairs, true) &&
               write_hf_config(p_cfg) && write_gguf(&K, p_gguf, "qwen2");
+    /* a GGUF with no tokenizer keys (for error tests) */
+    char p_notok[1100];
+    snprintf(p_notok, sizeof p_notok, "%s/notok.gguf", d);
+    struct lp_gguf_writer *w;
+    ok = ok && lp_gguf_writer_create(p_notok, &w) == LOPAD_OK;
+    if (ok && lp_gguf_writer_add_str(w, "general.architecture", "dream")) {
+        lp_gguf_writer_abort(w);
+        ok = false;
+    }
+    ok = ok && lp_gguf_writer_finish(w) == LOPAD_OK;
     fprintf(stderr, "  fixtures: tiktoken + merge derivation %.2f s, writing %.2f s\n", t1 - t0,
             lp_time() - t1);
     return ok;
