@@ -1,0 +1,437 @@
+/*
+ * lora.c - merge a PEFT LoRA adapter (adapter_config.json +
+ * adapter_model.safetensors) into a loaded model once, at load time:
+ *     W' = W + scale * B A,   A: [r, n_in], B: [n_out, r] (PyTorch order),
+ *     scale = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+ * The sum is formed in f32 row by row and stored in a NEW buffer owned by the
+ * model, in W's float type (F32 / F16 / BF16; quantised sources become F32);
+ * the mapped file is never written.
+ *
+ * Only what D2F-style adapters use is accepted: plain LoRA on the linear
+ * layers of the transformer blocks. DoRA, LoRA biases, per-module rank/alpha
+ * patterns, modules_to_save and embedding LoRA are refused with a message
+ * rather than merged wrongly.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <math.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "model.h"
+#include "hf_names.h"
+#include "../core/types.h"
+#include "../formats/json.h"
+#include "../formats/safetensors.h"
+
+#define TRY(x) \
+    do { \
+        if ((st = (x))) return st; \
+    } while (0)
+
+/* One linear layer of the model that an adapter may target. */
+struct lora_module {
+    char path[LP_HF_NAME_MAX]; /* HF module path, e.g. model.layers.3.self_attn.q_proj */
+    int layer;                 /* -1 for the output head */
+    int kind;                  /* 0..6: q k v o gate up down, 7: output head */
+    struct lp_weight *w;
+    bool targeted;
+    const struct lp_tensor *a, *b;
+    const char *a_name, *b_name;
+};
+
+struct lora_cfg {
+    int r;
+    double alpha;
+    bool rslora;
+    const char **targets; /* list form */
+    int n_targets;
+    const char *target_regex; /* single-string form (PEFT: re.fullmatch) */
+    bool all_linear;
+    const char **excludes;
+    int n_excludes;
+    const char *exclude_regex;
+    int *layers; /* layers_to_transform, NULL = all */
+    int n_layers;
+};
+
+static void cfg_free(struct lora_cfg *c) {
+    lp_free(c->targets);
+    lp_free(c->excludes);
+    lp_free(c->layers);
+}
+
+/* PEFT's list matching: the module path equals the entry or ends in "." + entry */
+static bool suffix_match(const char *path, const char *t) {
+    size_t lp = strlen(path), lt = strlen(t);
+    if (lp == lt) return !strcmp(path, t);
+    return lp > lt && path[lp - lt - 1] == '.' && !strcmp(path + lp - lt, t);
+}
+
+/* A compiled full-match regex (Python re.fullmatch semantics for plain patterns). */
+struct rx {
+    pcre2_code *code;
+    pcre2_match_data *md;
+};
+
+static enum lopad_status rx_compile(struct rx *r, const char *pat, const char *src,
+                                    const char *key) {
+    size_t n = strlen(pat) + 16;
+    char *full = lp_malloc(n, "regex");
+    if (!full) return LOPAD_ERR_NOMEM;
+    snprintf(full, n, "(?:%s)\\z", pat);
+    int err;
+    PCRE2_SIZE off;
+    r->code = pcre2_compile((PCRE2_SPTR)full, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_UTF,
+                            &err, &off, NULL);
+    lp_free(full);
+    if (!r->code) {
+        PCRE2_UCHAR msg[128];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return lp_error(LOPAD_ERR_FORMAT, "%s: key '%s': bad regular expression \"%s\": %s", src,
+                        key, pat, (const char *)msg);
+    }
+    r->md = pcre2_match_data_create_from_pattern(r->code, NULL);
+    if (!r->md) {
+        pcre2_code_free(r->code);
+        r->code = NULL;
+        return lp_error(LOPAD_ERR_NOMEM, "out of memory for a regex match");
+    }
+    return LOPAD_OK;
+}
+
+static bool rx_full(struct rx *r, const char *s) {
+    return pcre2_match(r->code, (PCRE2_SPTR)s, strlen(s), 0, 0, r->md, NULL) >= 0;
+}
+
+static void rx_free(struct rx *r) {
+    pcre2_match_data_free(r->md);
+    pcre2_code_free(r->code);
+}
+
+/* absent, null, {} or [] */
+static bool empty_value(const cJSON *cfg, const char *key) {
+    const cJSON *it = lp_json_item(cfg, key);
+    if (!it || cJSON_IsNull(it)) return true;
+    if (cJSON_IsFalse(it)) return true;
+    if ((cJSON_IsObject(it) || cJSON_IsArray(it)) && cJSON_GetArraySize(it) == 0) return true;
+    return false;
+}
+
+static enum lopad_status read_config(const cJSON *c, const char *src, struct lora_cfg *lc) {
+    enum lopad_status st;
+    const char *s;
+    bool b;
+    TRY(lp_json_opt_string(c, "peft_type", "LORA", src, &s));
+    if (strcmp(s, "LORA") != 0)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: peft_type '%s' is not supported (only LORA)",
+                        src, s);
+    TRY(lp_json_opt_bool(c, "use_dora", false, src, &b));
+    if (b)
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "%s: DoRA adapters (use_dora true) are not supported; merge them into the "
+                        "model with PEFT first",
+                        src);
+    TRY(lp_json_opt_string(c, "bias", "none", src, &s));
+    if (strcmp(s, "none") != 0)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: bias '%s' is not supported (only \"none\")",
+                        src, s);
+    TRY(lp_json_opt_bool(c, "fan_in_fan_out", false, src, &b));
+    if (b) return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: fan_in_fan_out true is not supported", src);
+    static const char *refused[] = {"rank_pattern", "alpha_pattern", "modules_to_save",
+                                    "layer_replication", "lora_bias", "target_parameters",
+                                    "trainable_token_indices"};
+    for (unsigned i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (!empty_value(c, refused[i]))
+            return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: '%s' is set; lopad merges plain LoRA only",
+                            src, refused[i]);
+    TRY(lp_json_get_int(c, "r", 1, 1 << 16, src, &lc->r));
+    TRY(lp_json_get_double(c, "lora_alpha", src, &lc->alpha));
+    TRY(lp_json_opt_bool(c, "use_rslora", false, src, &lc->rslora));
+
+    if (lp_json_absent(c, "target_modules"))
+        return lp_error(LOPAD_ERR_FORMAT, "%s: missing key 'target_modules'", src);
+    const cJSON *tm = lp_json_item(c, "target_modules");
+    if (cJSON_IsString(tm)) {
+        if (!strcmp(tm->valuestring, "all-linear")) lc->all_linear = true;
+        else lc->target_regex = tm->valuestring;
+    } else {
+        TRY(lp_json_get_strings(c, "target_modules", false, src, &lc->targets, &lc->n_targets));
+        if (lc->n_targets == 0)
+            return lp_error(LOPAD_ERR_FORMAT, "%s: 'target_modules' is empty", src);
+    }
+    const cJSON *ex = lp_json_item(c, "exclude_modules");
+    if (cJSON_IsString(ex)) lc->exclude_regex = ex->valuestring;
+    else TRY(lp_json_opt_strings(c, "exclude_modules", false, src, &lc->excludes, &lc->n_excludes));
+
+    const cJSON *lt = lp_json_item(c, "layers_to_transform");
+    if (lt && !cJSON_IsNull(lt)) {
+        int n = cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : 1;
+        lc->layers = lp_malloc(sizeof(int) * (size_t)(n ? n : 1), "layers_to_transform");
+        if (!lc->layers) return LOPAD_ERR_NOMEM;
+        const cJSON *e = cJSON_IsArray(lt) ? lt->child : lt;
+        for (int i = 0; i < n; i++, e = e->next) {
+            int64_t v;
+            TRY(lp_json_as_i64(e, 0, 1 << 20, src, "layers_to_transform", &v));
+            lc->layers[i] = (int)v;
+        }
+        lc->n_layers = n;
+    }
+    return LOPAD_OK;
+}
+
+/* llama.cpp's LLaDA GGUF stores q/k rows permuted for interleaved RoPE: in
+ * each head, stored row 2i+j came from HF row j*(hd/2)+i. B's rows must follow. */
+static int64_t hf_row_of(const struct lopad_hparams *hp, int kind, int64_t row) {
+    if (hp->rope != LOPAD_ROPE_NORM || kind > 1) return row;
+    int64_t hd = hp->head_dim, h = row / hd, k = row % hd;
+    return h * hd + (k % 2) * (hd / 2) + k / 2;
+}
+
+/* W' = W + scale * B A into a new owned buffer; repoint w. */
+static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mod, int r,
+                                   float scale) {
+    struct lp_weight *w = mod->w;
+    const int64_t n_in = w->n_in, n_out = w->n_out;
+    const struct lp_type_traits *src_tr = lp_type_traits(w->type);
+    if (!src_tr || !src_tr->to_float)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: cannot merge LoRA into type %s", w->name,
+                        lp_type_name(w->type));
+    int out_type = (w->type == LOPAD_TYPE_F16 || w->type == LOPAD_TYPE_BF16) ? w->type
+                                                                              : LOPAD_TYPE_F32;
+    const struct lp_type_traits *out_tr = lp_type_traits(out_type);
+    size_t out_rb = lp_row_size(out_type, n_in);
+    uint64_t bytes;
+    if (!out_tr || !out_tr->from_float || out_rb == 0 || !lp_mul_ok(out_rb, (uint64_t)n_out, &bytes))
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: cannot store a merged %s matrix", w->name,
+                        lp_type_name(out_type));
+    float *A = lp_malloc(sizeof(float) * (size_t)r * (size_t)n_in, "LoRA A");
+    float *B = lp_malloc(sizeof(float) * (size_t)r * (size_t)n_out, "LoRA B");
+    float *row = lp_malloc(sizeof(float) * (size_t)n_in, "LoRA row");
+    uint8_t *dst = lp_malloc((size_t)bytes, "merged LoRA weight");
+    if (!A || !B || !row || !dst) {
+        lp_free(A);
+        lp_free(B);
+        lp_free(row);
+        lp_free(dst);
+        return LOPAD_ERR_NOMEM;
+    }
+    lp_type_traits(mod->a->type)->to_float(mod->a->data, A, (int64_t)r * n_in);
+    lp_type_traits(mod->b->type)->to_float(mod->b->data, B, (int64_t)r * n_out);
+    const uint8_t *src = w->data;
+    for (int64_t o = 0; o < n_out; o++) {
+        src_tr->to_float(src + o * w->row_bytes, row, n_in);
+        const float *b = B + hf_row_of(&m->hp, mod->kind, o) * r;
+        for (int k = 0; k < r; k++) {
+            const float c = scale * b[k];
+            const float *restrict a = A + (size_t)k * n_in;
+            float *restrict y = row;
+            for (int64_t j = 0; j < n_in; j++) y[j] += c * a[j];
+        }
+        out_tr->from_float(row, dst + o * out_rb, n_in);
+    }
+    lp_free(A);
+    lp_free(B);
+    lp_free(row);
+    if (!lp_model_own(m, dst, (size_t)bytes, false)) return LOPAD_ERR_NOMEM;
+    /* a tied head was not counted by bind: it only adds its new matrix */
+    bool tied = w == &m->output && w->data == m->tok_embd.data;
+    if (!tied && w->type >= 0 && w->type < 64 && m->type_count[w->type] > 0) m->type_count[w->type]--;
+    m->type_count[out_type]++;
+    w->type = out_type;
+    w->row_bytes = out_rb;
+    w->data = dst;
+    return LOPAD_OK;
+}
+
+/* "base_model.model.<module>.lora_{A,B}.weight" -> module and which half */
+static bool split_adapter_name(const char *name, char *module, size_t size, int *half) {
+    static const char prefix[] = "base_model.model.";
+    static const char *suffix[2] = {".lora_A.weight", ".lora_B.weight"};
+    size_t pl = sizeof prefix - 1, n = strlen(name);
+    if (strncmp(name, prefix, pl) != 0) return false;
+    for (int h = 0; h < 2; h++) {
+        size_t sl = strlen(suffix[h]);
+        if (n > pl + sl && !strcmp(name + n - sl, suffix[h]) && n - pl - sl < size) {
+            memcpy(module, name + pl, n - pl - sl);
+            module[n - pl - sl] = 0;
+            *half = h;
+            return true;
+        }
+    }
+    return false;
+}
+
+static enum lopad_status check_shape(const struct lp_tensor *t, const char *name, int64_t d0,
+                                     int64_t d1, const char *src) {
+    /* d0, d1 in PyTorch order */
+    if (t->n_dims != 2 || t->ne[1] != d0 || t->ne[0] != d1)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' has shape [%lld, %lld] (%d dims), expected [%lld, %lld]",
+                        src, name, (long long)t->ne[1], (long long)t->ne[0], t->n_dims,
+                        (long long)d0, (long long)d1);
+    return LOPAD_OK;
+}
+
+static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc, const char *cfg_path,
+                               struct lp_st_file *ad, struct lora_module *mods, int n_mods) {
+    enum lopad_status st;
+    struct rx tre = {0}, xre = {0};
+    if (lc->target_regex && (st = rx_compile(&tre, lc->target_regex, cfg_path, "target_modules")))
+        return st;
+    if (lc->exclude_regex &&
+        (st = rx_compile(&xre, lc->exclude_regex, cfg_path, "exclude_modules"))) {
+        if (tre.code) rx_free(&tre);
+        return st;
+    }
+    /* which modules target_modules selects */
+    for (int i = 0; i < n_mods; i++) {
+        struct lora_module *md = &mods[i];
+        bool t = lc->all_linear && md->kind < 7; /* PEFT's all-linear skips the output head */
+        if (lc->target_regex) t = rx_full(&tre, md->path);
+        for (int k = 0; k < lc->n_targets && !t; k++) t = suffix_match(md->path, lc->targets[k]);
+        bool x = lc->exclude_regex ? rx_full(&xre, md->path) : false;
+        for (int k = 0; k < lc->n_excludes && !x; k++) x = suffix_match(md->path, lc->excludes[k]);
+        bool in_layers = lc->layers == NULL;
+        for (int k = 0; k < lc->n_layers && !in_layers; k++) in_layers = lc->layers[k] == md->layer;
+        md->targeted = t && !x && in_layers;
+    }
+    bool any = false;
+    for (int i = 0; i < n_mods; i++) any |= mods[i].targeted;
+    if (tre.code) rx_free(&tre);
+    if (xre.code) rx_free(&xre);
+    /* every listed target must name something in the model */
+    for (int k = 0; k < lc->n_targets; k++) {
+        bool hit = false;
+        for (int i = 0; i < n_mods && !hit; i++) hit = suffix_match(mods[i].path, lc->targets[k]);
+        if (!hit)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: target module '%s' matches no linear layer of the model (%s)",
+                            cfg_path, lc->targets[k], m->path ? m->path : "?");
+    }
+    if (!any)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: target_modules select no linear layer of the model",
+                        cfg_path);
+
+    /* pair every adapter tensor with its module */
+    for (int i = 0; i < ad->n; i++) {
+        const struct lp_tensor *t = &ad->t[i];
+        char module[256];
+        int half;
+        if (strstr(t->name, "lora_magnitude_vector"))
+            return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s' is a DoRA magnitude; DoRA is "
+                            "not supported", ad->path, t->name);
+        if (strstr(t->name, "lora_embedding_"))
+            return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s': LoRA on embeddings is not "
+                            "supported", ad->path, t->name);
+        if (!split_adapter_name(t->name, module, sizeof module, &half))
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: unexpected tensor '%s' (want base_model.model.<module>."
+                            "lora_A.weight / lora_B.weight)",
+                            ad->path, t->name);
+        struct lora_module *md = NULL;
+        for (int k = 0; k < n_mods && !md; k++)
+            if (!strcmp(mods[k].path, module)) md = &mods[k];
+        if (!md)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: tensor '%s' is for module '%s', which is not a linear layer of "
+                            "this model",
+                            ad->path, t->name, module);
+        if (!md->targeted)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: tensor '%s' is for module '%s', which %s does not target",
+                            ad->path, t->name, module, cfg_path);
+        if (half == 0) {
+            md->a = t;
+            md->a_name = t->name;
+        } else {
+            md->b = t;
+            md->b_name = t->name;
+        }
+    }
+    /* check everything before touching the model */
+    for (int i = 0; i < n_mods; i++) {
+        struct lora_module *md = &mods[i];
+        if (!md->targeted) continue;
+        if (!md->a || !md->b)
+            return lp_error(LOPAD_ERR_FORMAT, "%s: module '%s' has %s but no %s", ad->path,
+                            md->path, md->a ? "lora_A" : md->b ? "lora_B" : "no lora_A",
+                            md->a ? "lora_B" : "lora_A (it is in target_modules)");
+        TRY(check_shape(md->a, md->a_name, lc->r, md->w->n_in, ad->path));
+        TRY(check_shape(md->b, md->b_name, md->w->n_out, lc->r, ad->path));
+    }
+    float scale = (float)(lc->rslora ? lc->alpha / sqrt((double)lc->r) : lc->alpha / lc->r);
+    for (int i = 0; i < n_mods; i++)
+        if (mods[i].targeted) TRY(merge_one(m, &mods[i], lc->r, scale));
+    return LOPAD_OK;
+}
+
+enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir) {
+    enum lopad_status st;
+    char cfg_path[4096], st_path[4096];
+    if ((size_t)snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", adapter_dir) >=
+            sizeof cfg_path ||
+        (size_t)snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", adapter_dir) >=
+            sizeof st_path)
+        return lp_error(LOPAD_ERR_ARG, "%s: adapter path too long", adapter_dir);
+    if (m->lora_path)
+        return lp_error(LOPAD_ERR_ARG, "%s: an adapter (%s) is already merged", adapter_dir,
+                        m->lora_path);
+    cJSON *cfg;
+    TRY(lp_json_read_file(cfg_path, 1 << 20, &cfg));
+    struct lora_cfg lc = {0};
+    struct lp_st_file *ad = NULL;
+    struct lora_module *mods = NULL;
+    st = read_config(cfg, cfg_path, &lc);
+    if (st) goto done;
+    struct stat sb;
+    if (stat(st_path, &sb) != 0) {
+        char bin[4200];
+        snprintf(bin, sizeof bin, "%s/adapter_model.bin", adapter_dir);
+        if (stat(bin, &sb) == 0)
+            st = lp_error(LOPAD_ERR_UNSUPPORTED,
+                          "%s: pickled adapters are not read; save the adapter as safetensors",
+                          bin);
+        else
+            st = lp_error(LOPAD_ERR_IO, "%s: adapter weights not found", st_path);
+        goto done;
+    }
+    if ((st = lp_st_open(st_path, &ad))) goto done;
+
+    /* the linear layers of every block, then the output head (PEFT matches
+     * "ff_out" / "lm_head" against it too) */
+    int n_mods = m->hp.n_layer * 7 + 1;
+    mods = lp_calloc((size_t)n_mods, sizeof *mods, "LoRA modules");
+    if (!mods) {
+        st = LOPAD_ERR_NOMEM;
+        goto done;
+    }
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        char paths[7][LP_HF_NAME_MAX];
+        lp_hf_layer_linear_modules(m->hp.arch, il, paths);
+        struct lp_layer *L = &m->layers[il];
+        struct lp_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) {
+            struct lora_module *md = &mods[il * 7 + k];
+            memcpy(md->path, paths[k], LP_HF_NAME_MAX);
+            md->layer = il;
+            md->kind = k;
+            md->w = ws[k];
+        }
+    }
+    struct lora_module *head = &mods[n_mods - 1];
+    snprintf(head->path, sizeof head->path, "%s",
+             m->hp.arch == LOPAD_ARCH_LLADA ? "model.transformer.ff_out" : "lm_head");
+    head->layer = -1;
+    head->kind = 7;
+    head->w = &m->output; /* a tied head gets its own merged copy; the embedding stays */
+    st = merge(m, &lc, cfg_path, ad, mods, n_mods);
+    if (!st && !(m->lora_path = lp_strdup(adapter_dir, "adapter path"))) st = LOPAD_ERR_NOMEM;
+done:
+    lp_free(mods);
+    lp_st_close(ad);
+    cfg_free(&lc);
+    cJSON_Delete(cfg);
+    return st;
+}
