@@ -433,6 +433,34 @@ static void test_canonical_names(void) {
     CHECK(!strcmp(mods[4], "model.layers.2.mlp.gate_proj"));
 }
 
+/* the HF directories written by tools/ref/make_fixtures.py (transformers layout) */
+static void test_ref_fixtures(void) {
+    lopad_model *m = NULL;
+    enum lopad_status st = lopad_model_load(LOPAD_SOURCE_DIR "/tests/fixtures/tiny-llada", NULL, &m);
+    CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
+    if (!st) {
+        const struct lopad_hparams *hp = &m->hp;
+        CHECK(hp->arch == LOPAD_ARCH_LLADA && hp->n_embd == 64 && hp->n_layer == 2);
+        CHECK(hp->n_head == 4 && hp->n_head_kv == 4 && hp->head_dim == 16 && hp->n_ff == 128);
+        CHECK(hp->n_vocab == 272 && hp->n_ctx_train == 512 && !hp->shift_logits);
+        CHECK(hp->mask_id == 266 && hp->eos_id == 265 && hp->bos_id == 264 && hp->eot_id == 269);
+        CHECK(m->chat_template && strstr(m->chat_template, "<|start_header_id|>"));
+        CHECK(m->tok_embd.type == LOPAD_TYPE_F32 && m->output.data != m->tok_embd.data);
+        lopad_model_free(m);
+    }
+    st = lopad_model_load(LOPAD_SOURCE_DIR "/tests/fixtures/tiny-dream", NULL, &m);
+    CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
+    if (!st) {
+        const struct lopad_hparams *hp = &m->hp;
+        CHECK(hp->arch == LOPAD_ARCH_DREAM && hp->n_head_kv == 2 && hp->shift_logits);
+        CHECK(hp->has_qkv_bias && m->layers[1].bk != NULL);
+        CHECK(hp->mask_id == 268 && hp->bos_id == 267 && hp->eos_id == 264);
+        CHECK(hp->eot_id > 0); /* <|im_end|> */
+        CHECK(m->tok_embd.type == LOPAD_TYPE_BF16 && m->chat_template != NULL);
+        lopad_model_free(m);
+    }
+}
+
 /* ------------------------------------------------------------ bad inputs */
 
 static void expect_load_fail(const char *dir, enum lopad_status want, const char *frag1,
@@ -576,6 +604,7 @@ int main(void) {
     TEST_RUN(test_dream_single_file);
     TEST_RUN(test_llada_sharded_tied);
     TEST_RUN(test_llada_untied_f32);
+    TEST_RUN(test_ref_fixtures);
     TEST_RUN(test_bad_dirs);
     TEST_RUN(test_alloc_failures);
     return test_report();
