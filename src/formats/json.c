@@ -54,7 +54,8 @@ static enum lopad_status parse_terminated(const char *p, size_t len, const char 
     if (!root) {
         size_t off = end && end >= p && end <= p + len ? (size_t)(end - p) : len;
         size_t line = 1;
-        for (size_t i = 0; i < off; i++) line += p[i] == '\n';
+        for (size_t i = 0; i < off; i++)
+            line += p[i] == '\n';
         char near[24];
         size_t k = 0;
         for (size_t i = off; i < len && k < sizeof near - 1; i++)
@@ -243,8 +244,8 @@ enum lopad_status lp_json_get_bool(const cJSON *obj, const char *key, const char
     return LOPAD_OK;
 }
 
-enum lopad_status lp_json_opt_bool(const cJSON *obj, const char *key, bool def,
-                                   const char *source, bool *out) {
+enum lopad_status lp_json_opt_bool(const cJSON *obj, const char *key, bool def, const char *source,
+                                   bool *out) {
     if (lp_json_absent(obj, key)) {
         *out = def;
         return LOPAD_OK;

@@ -74,8 +74,8 @@ enum lopad_status lp_json_opt_string(const cJSON *obj, const char *key, const ch
 
 enum lopad_status lp_json_get_bool(const cJSON *obj, const char *key, const char *source,
                                    bool *out);
-enum lopad_status lp_json_opt_bool(const cJSON *obj, const char *key, bool def,
-                                   const char *source, bool *out);
+enum lopad_status lp_json_opt_bool(const cJSON *obj, const char *key, bool def, const char *source,
+                                   bool *out);
 
 /* An array of strings. With allow_single, a lone string counts as a list of
  * one. *out is an lp_malloc'd array of borrowed strings (lp_free it; NULL when

@@ -20,12 +20,14 @@
 
 struct st_dtype {
     const char *name;
-    int type;     /* enum lopad_type, -1 = known to safetensors but not to lopad */
-    size_t size;  /* bytes per element */
+    int type;    /* enum lopad_type, -1 = known to safetensors but not to lopad */
+    size_t size; /* bytes per element */
 };
 
 static const struct st_dtype st_dtypes[] = {
-    {"BF16", LOPAD_TYPE_BF16, 2}, {"F16", LOPAD_TYPE_F16, 2}, {"F32", LOPAD_TYPE_F32, 4},
+    {"BF16", LOPAD_TYPE_BF16, 2},
+    {"F16", LOPAD_TYPE_F16, 2},
+    {"F32", LOPAD_TYPE_F32, 4},
 };
 
 static const struct st_dtype *find_dtype(const char *name) {
@@ -37,7 +39,8 @@ static const struct st_dtype *find_dtype(const char *name) {
 void lp_st_close(struct lp_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, f->map_size);
-    for (int i = 0; i < f->n; i++) lp_free((char *)f->t[i].name);
+    for (int i = 0; i < f->n; i++)
+        lp_free((char *)f->t[i].name);
     lp_free(f->t);
     for (int i = 0; i < f->n_meta; i++) {
         lp_free(f->meta[i].key);
@@ -115,7 +118,8 @@ static enum lopad_status read_tensor(struct lp_st_file *f, const cJSON *e, struc
                         src, rank, LP_MAX_DIMS);
     t->type = dt->type;
     t->n_dims = rank;
-    for (int i = 0; i < LP_MAX_DIMS; i++) t->ne[i] = 1;
+    for (int i = 0; i < LP_MAX_DIMS; i++)
+        t->ne[i] = 1;
     uint64_t count = 1;
     int i = 0;
     const cJSON *d;
@@ -153,10 +157,10 @@ static enum lopad_status read_tensor(struct lp_st_file *f, const cJSON *e, struc
                         (long long)(en - b), dtype, (unsigned long long)nbytes);
     /* the mapping is page-aligned, so this is the alignment of the data itself */
     if (((uintptr_t)f->data + (uint64_t)b) % dt->size)
-        return lp_error(LOPAD_ERR_UNSUPPORTED,
-                        "%s: data at file offset %llu is not aligned to its %zu-byte elements",
-                        src, (unsigned long long)((const uint8_t *)f->data - (const uint8_t *)f->map + b),
-                        dt->size);
+        return lp_error(
+            LOPAD_ERR_UNSUPPORTED,
+            "%s: data at file offset %llu is not aligned to its %zu-byte elements", src,
+            (unsigned long long)((const uint8_t *)f->data - (const uint8_t *)f->map + b), dt->size);
     t->data = f->data + b;
     t->nbytes = (size_t)nbytes;
     *begin = (uint64_t)b;
@@ -184,12 +188,13 @@ static enum lopad_status check_layout(struct lp_st_file *f, struct span *sp) {
     if (f->n == 0) return LOPAD_OK;
     const char **names = lp_malloc(sizeof *names * (size_t)f->n, "safetensors names");
     if (!names) return LOPAD_ERR_NOMEM;
-    for (int i = 0; i < f->n; i++) names[i] = f->t[i].name;
+    for (int i = 0; i < f->n; i++)
+        names[i] = f->t[i].name;
     qsort(names, (size_t)f->n, sizeof *names, cmp_name);
     for (int i = 1; i < f->n; i++)
         if (!strcmp(names[i - 1], names[i])) {
-            enum lopad_status st = lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears twice",
-                                            f->path, names[i]);
+            enum lopad_status st =
+                lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears twice", f->path, names[i]);
             lp_free(names);
             return st;
         }
@@ -200,8 +205,9 @@ static enum lopad_status check_layout(struct lp_st_file *f, struct span *sp) {
     for (int i = 0; i < f->n; i++) {
         if (sp[i].begin == sp[i].end) continue; /* empty tensors occupy nothing */
         if (prev >= 0 && sp[i].begin < prev_end)
-            return lp_error(LOPAD_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data buffer",
-                            f->path, f->t[sp[prev].idx].name, f->t[sp[i].idx].name);
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: tensors '%s' and '%s' overlap in the data buffer", f->path,
+                            f->t[sp[prev].idx].name, f->t[sp[i].idx].name);
         prev_end = sp[i].end;
         prev = i;
     }
@@ -297,7 +303,8 @@ enum lopad_status lp_st_open(const char *path, struct lp_st_file **out) {
 
     const uint8_t *p = map;
     uint64_t hsize = 0;
-    for (int i = 7; i >= 0; i--) hsize = hsize << 8 | p[i]; /* little-endian u64 */
+    for (int i = 7; i >= 0; i--)
+        hsize = hsize << 8 | p[i]; /* little-endian u64 */
     if (hsize > fsize - 8) {
         st = lp_error(LOPAD_ERR_FORMAT,
                       "%s: header size %llu is larger than the %llu bytes after it (truncated or "

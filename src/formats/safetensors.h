@@ -30,7 +30,7 @@ struct lp_st_meta_kv {
 
 struct lp_st_file {
     char *path;
-    void *map;       /* whole-file mapping (NULL once handed over) */
+    void *map; /* whole-file mapping (NULL once handed over) */
     size_t map_size;
     const uint8_t *data; /* start of the data buffer inside the mapping */
     uint64_t data_size;

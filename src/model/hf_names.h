@@ -2,18 +2,19 @@
  * hf_names.h - Hugging Face tensor names <-> lopad's canonical (GGUF) names,
  * shared by the HF loader (load_hf.c) and the LoRA merger (lora.c).
  *
- *   Dream (Qwen2)                              LLaDA                                canonical
- *   model.embed_tokens.weight                  model.transformer.wte.weight         token_embd.weight
- *   model.norm.weight                          model.transformer.ln_f.weight        output_norm.weight
- *   lm_head.weight                             model.transformer.ff_out.weight      output.weight
- *   model.layers.N.input_layernorm             model.transformer.blocks.N.attn_norm blk.N.attn_norm
- *   model.layers.N.self_attn.{q,k,v}_proj      ...blocks.N.{q,k,v}_proj             blk.N.attn_{q,k,v}
- *   model.layers.N.self_attn.o_proj            ...blocks.N.attn_out                 blk.N.attn_output
- *   model.layers.N.post_attention_layernorm    ...blocks.N.ff_norm                  blk.N.ffn_norm
- *   model.layers.N.mlp.gate_proj               ...blocks.N.ff_proj (the GATE)       blk.N.ffn_gate
- *   model.layers.N.mlp.up_proj                 ...blocks.N.up_proj                  blk.N.ffn_up
- *   model.layers.N.mlp.down_proj               ...blocks.N.ff_out (the DOWN proj)   blk.N.ffn_down
- * (each with .weight; q/k/v also .bias)
+ *   Dream (Qwen2), model.layers.N.*    LLaDA, model.transformer.blocks.N.*   canonical
+ *   model.embed_tokens                 model.transformer.wte                 token_embd
+ *   model.norm                         model.transformer.ln_f                output_norm
+ *   lm_head                            model.transformer.ff_out              output
+ *   input_layernorm                    attn_norm                             blk.N.attn_norm
+ *   self_attn.{q,k,v}_proj             {q,k,v}_proj                          blk.N.attn_{q,k,v}
+ *   self_attn.o_proj                   attn_out                              blk.N.attn_output
+ *   post_attention_layernorm           ff_norm                               blk.N.ffn_norm
+ *   mlp.gate_proj                      ff_proj (the GATE)                    blk.N.ffn_gate
+ *   mlp.up_proj                        up_proj                               blk.N.ffn_up
+ *   mlp.down_proj                      ff_out (per block: the DOWN proj)     blk.N.ffn_down
+ * The first three are whole names, the rest follow the layer prefix; each takes
+ * .weight, and q/k/v also .bias.
  */
 #ifndef LP_HF_NAMES_H
 #define LP_HF_NAMES_H

@@ -76,7 +76,8 @@ bool lp_hf_canonical_name(enum lopad_arch arch, const char *hf, char *buf, size_
     const char *p = hf + pl;
     /* layer index: decimal digits, no leading zeros, at most 6 of them */
     int il = 0, nd = 0;
-    while (p[nd] >= '0' && p[nd] <= '9' && nd < 7) il = il * 10 + (p[nd++] - '0');
+    while (p[nd] >= '0' && p[nd] <= '9' && nd < 7)
+        il = il * 10 + (p[nd++] - '0');
     if (nd == 0 || nd > 6 || (nd > 1 && p[0] == '0') || p[nd] != '.') return false;
     const char *rest = p + nd + 1;
     for (size_t i = 0; i < nl; i++)
@@ -138,8 +139,10 @@ static enum lopad_status detect_arch(const cJSON *cfg, const char *src, enum lop
     if ((st = lp_json_opt_string(cfg, "model_type", NULL, src, &mt))) return st;
     if ((st = lp_json_opt_strings(cfg, "architectures", true, src, &archs, &n_archs))) return st;
     int found = -1;
-    if (mt && !strcasecmp(mt, "dream")) found = LOPAD_ARCH_DREAM;
-    else if (mt && !strcasecmp(mt, "llada")) found = LOPAD_ARCH_LLADA;
+    if (mt && !strcasecmp(mt, "dream"))
+        found = LOPAD_ARCH_DREAM;
+    else if (mt && !strcasecmp(mt, "llada"))
+        found = LOPAD_ARCH_LLADA;
     for (int i = 0; i < n_archs && found < 0 && !mt; i++) {
         if (!strcmp(archs[i], "DreamModel")) found = LOPAD_ARCH_DREAM;
         if (!strcmp(archs[i], "LLaDAModelLM")) found = LOPAD_ARCH_LLADA;
@@ -159,9 +162,9 @@ static enum lopad_status detect_arch(const cJSON *cfg, const char *src, enum lop
     return LOPAD_OK;
 }
 
-#define TRY(x) \
-    do { \
-        if ((st = (x))) return st; \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x))) return st;                                                                 \
     } while (0)
 
 static enum lopad_status unsupported_if(bool cond, const char *src, const char *what) {
@@ -444,7 +447,8 @@ static enum lopad_status dir_add(struct dir_builder *b, const struct lp_tensor *
         char *nn = lp_realloc(b->names, (size_t)cap * LP_CANON_NAME_MAX, "tensor names");
         if (!nn) return LOPAD_ERR_NOMEM;
         /* names moved: repoint the entries already added */
-        for (int i = 0; i < b->n; i++) b->t[i].name = nn + (size_t)i * LP_CANON_NAME_MAX;
+        for (int i = 0; i < b->n; i++)
+            b->t[i].name = nn + (size_t)i * LP_CANON_NAME_MAX;
         b->names = nn;
         b->cap = cap;
     }
@@ -510,13 +514,15 @@ static enum lopad_status load_weights(struct lopad_model *m, const char *dir, bo
     }
     /* an untied model must bring its output head */
     bool has_out = false;
-    for (int i = 0; i < b->n; i++) has_out |= !strcmp(b->t[i].name, "output.weight");
+    for (int i = 0; i < b->n; i++)
+        has_out |= !strcmp(b->t[i].name, "output.weight");
     if (!tied && !has_out)
         return lp_error(LOPAD_ERR_FORMAT,
                         "%s: missing output head '%s' (and the config does not tie it to the "
                         "embedding)",
-                        dir, m->hp.arch == LOPAD_ARCH_LLADA ? "model.transformer.ff_out.weight"
-                                                            : "lm_head.weight");
+                        dir,
+                        m->hp.arch == LOPAD_ARCH_LLADA ? "model.transformer.ff_out.weight"
+                                                       : "lm_head.weight");
     return LOPAD_OK;
 }
 
@@ -547,8 +553,10 @@ enum lopad_status lp_load_hf(struct lopad_model *m, const char *dir) {
     st = load_weights(m, dir, tied, &sh, &b);
     /* the model owns the names (weights keep pointers to them) and every
      * mapping a bound tensor lives in; unused shards are just closed */
-    if (st) lp_free(b.names);
-    else if (b.names && !lp_model_own(m, b.names, 0, false)) st = LOPAD_ERR_NOMEM; /* freed it */
+    if (st)
+        lp_free(b.names);
+    else if (b.names && !lp_model_own(m, b.names, 0, false))
+        st = LOPAD_ERR_NOMEM; /* freed it */
     b.names = NULL;
     for (int i = 0; !st && i < sh.n; i++) {
         if (!sh.used[i]) continue;

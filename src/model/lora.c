@@ -25,9 +25,9 @@
 #include "../formats/json.h"
 #include "../formats/safetensors.h"
 
-#define TRY(x) \
-    do { \
-        if ((st = (x))) return st; \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x))) return st;                                                                 \
     } while (0)
 
 /* One linear layer of the model that an adapter may target. */
@@ -139,8 +139,8 @@ static enum lopad_status read_config(const cJSON *c, const char *src, struct lor
                         src, s);
     TRY(lp_json_opt_bool(c, "fan_in_fan_out", false, src, &b));
     if (b) return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: fan_in_fan_out true is not supported", src);
-    static const char *refused[] = {"rank_pattern", "alpha_pattern", "modules_to_save",
-                                    "layer_replication", "lora_bias", "target_parameters",
+    static const char *refused[] = {"rank_pattern",           "alpha_pattern", "modules_to_save",
+                                    "layer_replication",      "lora_bias",     "target_parameters",
                                     "trainable_token_indices"};
     for (unsigned i = 0; i < sizeof refused / sizeof refused[0]; i++)
         if (!empty_value(c, refused[i]))
@@ -154,16 +154,20 @@ static enum lopad_status read_config(const cJSON *c, const char *src, struct lor
         return lp_error(LOPAD_ERR_FORMAT, "%s: missing key 'target_modules'", src);
     const cJSON *tm = lp_json_item(c, "target_modules");
     if (cJSON_IsString(tm)) {
-        if (!strcmp(tm->valuestring, "all-linear")) lc->all_linear = true;
-        else lc->target_regex = tm->valuestring;
+        if (!strcmp(tm->valuestring, "all-linear"))
+            lc->all_linear = true;
+        else
+            lc->target_regex = tm->valuestring;
     } else {
         TRY(lp_json_get_strings(c, "target_modules", false, src, &lc->targets, &lc->n_targets));
         if (lc->n_targets == 0)
             return lp_error(LOPAD_ERR_FORMAT, "%s: 'target_modules' is empty", src);
     }
     const cJSON *ex = lp_json_item(c, "exclude_modules");
-    if (cJSON_IsString(ex)) lc->exclude_regex = ex->valuestring;
-    else TRY(lp_json_opt_strings(c, "exclude_modules", false, src, &lc->excludes, &lc->n_excludes));
+    if (cJSON_IsString(ex))
+        lc->exclude_regex = ex->valuestring;
+    else
+        TRY(lp_json_opt_strings(c, "exclude_modules", false, src, &lc->excludes, &lc->n_excludes));
 
     const cJSON *lt = lp_json_item(c, "layers_to_transform");
     if (lt && !cJSON_IsNull(lt)) {
@@ -198,12 +202,13 @@ static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mo
     if (!src_tr || !src_tr->to_float)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: cannot merge LoRA into type %s", w->name,
                         lp_type_name(w->type));
-    int out_type = (w->type == LOPAD_TYPE_F16 || w->type == LOPAD_TYPE_BF16) ? w->type
-                                                                              : LOPAD_TYPE_F32;
+    int out_type =
+        (w->type == LOPAD_TYPE_F16 || w->type == LOPAD_TYPE_BF16) ? w->type : LOPAD_TYPE_F32;
     const struct lp_type_traits *out_tr = lp_type_traits(out_type);
     size_t out_rb = lp_row_size(out_type, n_in);
     uint64_t bytes;
-    if (!out_tr || !out_tr->from_float || out_rb == 0 || !lp_mul_ok(out_rb, (uint64_t)n_out, &bytes))
+    if (!out_tr || !out_tr->from_float || out_rb == 0 ||
+        !lp_mul_ok(out_rb, (uint64_t)n_out, &bytes))
         return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: cannot store a merged %s matrix", w->name,
                         lp_type_name(out_type));
     float *A = lp_malloc(sizeof(float) * (size_t)r * (size_t)n_in, "LoRA A");
@@ -227,7 +232,8 @@ static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mo
             const float c = scale * b[k];
             const float *restrict a = A + (size_t)k * n_in;
             float *restrict y = row;
-            for (int64_t j = 0; j < n_in; j++) y[j] += c * a[j];
+            for (int64_t j = 0; j < n_in; j++)
+                y[j] += c * a[j];
         }
         out_tr->from_float(row, dst + o * out_rb, n_in);
     }
@@ -237,7 +243,8 @@ static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mo
     if (!lp_model_own(m, dst, (size_t)bytes, false)) return LOPAD_ERR_NOMEM;
     /* a tied head was not counted by bind: it only adds its new matrix */
     bool tied = w == &m->output && w->data == m->tok_embd.data;
-    if (!tied && w->type >= 0 && w->type < 64 && m->type_count[w->type] > 0) m->type_count[w->type]--;
+    if (!tied && w->type >= 0 && w->type < 64 && m->type_count[w->type] > 0)
+        m->type_count[w->type]--;
     m->type_count[out_type]++;
     w->type = out_type;
     w->row_bytes = out_rb;
@@ -274,8 +281,9 @@ static enum lopad_status check_shape(const struct lp_tensor *t, const char *name
     return LOPAD_OK;
 }
 
-static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc, const char *cfg_path,
-                               struct lp_st_file *ad, struct lora_module *mods, int n_mods) {
+static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
+                               const char *cfg_path, struct lp_st_file *ad,
+                               struct lora_module *mods, int n_mods) {
     enum lopad_status st;
     struct rx tre = {0}, xre = {0};
     if (lc->target_regex && (st = rx_compile(&tre, lc->target_regex, cfg_path, "target_modules")))
@@ -290,21 +298,26 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         struct lora_module *md = &mods[i];
         bool t = lc->all_linear && md->kind < 7; /* PEFT's all-linear skips the output head */
         if (lc->target_regex) t = rx_full(&tre, md->path);
-        for (int k = 0; k < lc->n_targets && !t; k++) t = suffix_match(md->path, lc->targets[k]);
+        for (int k = 0; k < lc->n_targets && !t; k++)
+            t = suffix_match(md->path, lc->targets[k]);
         bool x = lc->exclude_regex ? rx_full(&xre, md->path) : false;
-        for (int k = 0; k < lc->n_excludes && !x; k++) x = suffix_match(md->path, lc->excludes[k]);
+        for (int k = 0; k < lc->n_excludes && !x; k++)
+            x = suffix_match(md->path, lc->excludes[k]);
         bool in_layers = lc->layers == NULL;
-        for (int k = 0; k < lc->n_layers && !in_layers; k++) in_layers = lc->layers[k] == md->layer;
+        for (int k = 0; k < lc->n_layers && !in_layers; k++)
+            in_layers = lc->layers[k] == md->layer;
         md->targeted = t && !x && in_layers;
     }
     bool any = false;
-    for (int i = 0; i < n_mods; i++) any |= mods[i].targeted;
+    for (int i = 0; i < n_mods; i++)
+        any |= mods[i].targeted;
     if (tre.code) rx_free(&tre);
     if (xre.code) rx_free(&xre);
     /* every listed target must name something in the model */
     for (int k = 0; k < lc->n_targets; k++) {
         bool hit = false;
-        for (int i = 0; i < n_mods && !hit; i++) hit = suffix_match(mods[i].path, lc->targets[k]);
+        for (int i = 0; i < n_mods && !hit; i++)
+            hit = suffix_match(mods[i].path, lc->targets[k]);
         if (!hit)
             return lp_error(LOPAD_ERR_FORMAT,
                             "%s: target module '%s' matches no linear layer of the model (%s)",
@@ -320,11 +333,15 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         char module[256];
         int half;
         if (strstr(t->name, "lora_magnitude_vector"))
-            return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s' is a DoRA magnitude; DoRA is "
-                            "not supported", ad->path, t->name);
+            return lp_error(LOPAD_ERR_UNSUPPORTED,
+                            "%s: tensor '%s' is a DoRA magnitude; DoRA is "
+                            "not supported",
+                            ad->path, t->name);
         if (strstr(t->name, "lora_embedding_"))
-            return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s': LoRA on embeddings is not "
-                            "supported", ad->path, t->name);
+            return lp_error(LOPAD_ERR_UNSUPPORTED,
+                            "%s: tensor '%s': LoRA on embeddings is not "
+                            "supported",
+                            ad->path, t->name);
         if (!split_adapter_name(t->name, module, sizeof module, &half))
             return lp_error(LOPAD_ERR_FORMAT,
                             "%s: unexpected tensor '%s' (want base_model.model.<module>."
@@ -356,7 +373,10 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         if (!md->targeted) continue;
         if (!md->a || !md->b)
             return lp_error(LOPAD_ERR_FORMAT, "%s: module '%s' has %s but no %s", ad->path,
-                            md->path, md->a ? "lora_A" : md->b ? "lora_B" : "no lora_A",
+                            md->path,
+                            md->a   ? "lora_A"
+                            : md->b ? "lora_B"
+                                    : "no lora_A",
                             md->a ? "lora_B" : "lora_A (it is in target_modules)");
         TRY(check_shape(md->a, md->a_name, lc->r, md->w->n_in, ad->path));
         TRY(check_shape(md->b, md->b_name, md->w->n_out, lc->r, ad->path));
@@ -390,9 +410,9 @@ enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir) 
         char bin[4200];
         snprintf(bin, sizeof bin, "%s/adapter_model.bin", adapter_dir);
         if (stat(bin, &sb) == 0)
-            st = lp_error(LOPAD_ERR_UNSUPPORTED,
-                          "%s: pickled adapters are not read; save the adapter as safetensors",
-                          bin);
+            st =
+                lp_error(LOPAD_ERR_UNSUPPORTED,
+                         "%s: pickled adapters are not read; save the adapter as safetensors", bin);
         else
             st = lp_error(LOPAD_ERR_IO, "%s: adapter weights not found", st_path);
         goto done;
@@ -411,7 +431,8 @@ enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir) 
         char paths[7][LP_HF_NAME_MAX];
         lp_hf_layer_linear_modules(m->hp.arch, il, paths);
         struct lp_layer *L = &m->layers[il];
-        struct lp_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        struct lp_weight *ws[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->w_gate, &L->w_up, &L->w_down};
         for (int k = 0; k < 7; k++) {
             struct lora_module *md = &mods[il * 7 + k];
             memcpy(md->path, paths[k], LP_HF_NAME_MAX);

@@ -35,7 +35,8 @@ struct stw {
 /* deterministic values exactly representable in bf16 and f16 */
 static unsigned name_hash(const char *s) {
     unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
 }
 static float tval(const char *hf_name, int64_t i) {
@@ -55,7 +56,8 @@ static void stw_add(struct stw *w, const char *name, int type, int rank, int64_t
     t->data = malloc(t->nbytes ? t->nbytes : 1);
     for (int64_t i = 0; i < n; i++) {
         float v = tval(name, i);
-        if (type == LOPAD_TYPE_F32) memcpy(t->data + 4 * i, &v, 4);
+        if (type == LOPAD_TYPE_F32)
+            memcpy(t->data + 4 * i, &v, 4);
         else if (type == LOPAD_TYPE_F16) {
             uint16_t h = lp_f32_to_f16(v);
             memcpy(t->data + 2 * i, &h, 2);
@@ -85,27 +87,33 @@ static void stw_write_range(const struct stw *w, int from, int to, const char *p
     hl += sprintf(hdr + hl, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int i = from; i < to; i++) {
         const struct stw_tensor *t = &w->t[i];
-        hl += sprintf(hdr + hl, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, dtype_name(t->type));
-        for (int d = 0; d < t->rank; d++) hl += sprintf(hdr + hl, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        hl += sprintf(hdr + hl, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name,
+                      dtype_name(t->type));
+        for (int d = 0; d < t->rank; d++)
+            hl += sprintf(hdr + hl, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         hl += sprintf(hdr + hl, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
         off += t->nbytes;
     }
     hl += sprintf(hdr + hl, "}");
-    while ((8 + hl) % 8) hdr[hl++] = ' ';
+    while ((8 + hl) % 8)
+        hdr[hl++] = ' ';
     FILE *f = fopen(path, "wb");
     if (!f) {
         perror(path);
         exit(2);
     }
-    for (int i = 0; i < 8; i++) fputc((int)((uint64_t)hl >> (8 * i)) & 0xff, f);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((uint64_t)hl >> (8 * i)) & 0xff, f);
     fwrite(hdr, 1, hl, f);
-    for (int i = from; i < to; i++) fwrite(w->t[i].data, 1, w->t[i].nbytes, f);
+    for (int i = from; i < to; i++)
+        fwrite(w->t[i].data, 1, w->t[i].nbytes, f);
     fclose(f);
     free(hdr);
 }
 
 static void stw_free(struct stw *w) {
-    for (int i = 0; i < w->n; i++) free(w->t[i].data);
+    for (int i = 0; i < w->n; i++)
+        free(w->t[i].data);
     w->n = 0;
 }
 
@@ -131,16 +139,18 @@ enum { E = 8, NH = 2, HD = 4, F = 12, V = 16, NL = 2 };
 
 struct opts {
     int arch;
-    int mat_type;      /* dtype of the matrices */
-    bool tied;         /* config ties output to the embedding; no head tensor written */
-    bool sharded;      /* index + 2 shards */
-    const char *skip;  /* HF tensor not written */
-    const char *wrong; /* HF tensor written with a wrong shape */
+    int mat_type;                /* dtype of the matrices */
+    bool tied;                   /* config ties output to the embedding; no head tensor written */
+    bool sharded;                /* index + 2 shards */
+    const char *skip;            /* HF tensor not written */
+    const char *wrong;           /* HF tensor written with a wrong shape */
     const char *config_override; /* full config.json text */
     bool no_tokenizer_config;
 };
 
-static int n_kv(int arch) { return arch == LOPAD_ARCH_DREAM ? 1 : 2; }
+static int n_kv(int arch) {
+    return arch == LOPAD_ARCH_DREAM ? 1 : 2;
+}
 
 static void add_t(struct stw *w, const struct opts *o, const char *name, int type, int rank,
                   int64_t d0, int64_t d1) {
@@ -157,12 +167,12 @@ static void build_tensors(struct stw *w, const struct opts *o) {
     add_t(w, o, dream ? "model.embed_tokens.weight" : "model.transformer.wte.weight", mt, 2, V, E);
     if (!o->tied)
         add_t(w, o, dream ? "lm_head.weight" : "model.transformer.ff_out.weight", mt, 2, V, E);
-    add_t(w, o, dream ? "model.norm.weight" : "model.transformer.ln_f.weight", LOPAD_TYPE_F32, 1,
-          E, 0);
+    add_t(w, o, dream ? "model.norm.weight" : "model.transformer.ln_f.weight", LOPAD_TYPE_F32, 1, E,
+          0);
     for (int l = 0; l < NL; l++) {
         const char *pre = dream ? "model.layers" : "model.transformer.blocks";
-#define T(suffix, type, rank, a, b) \
-    snprintf(nm, sizeof nm, "%s.%d.%s", pre, l, suffix); \
+#define T(suffix, type, rank, a, b)                                                                \
+    snprintf(nm, sizeof nm, "%s.%d.%s", pre, l, suffix);                                           \
     add_t(w, o, nm, type, rank, a, b);
         if (dream) {
             T("input_layernorm.weight", LOPAD_TYPE_F32, 1, E, 0);
@@ -209,16 +219,17 @@ static const char *dream_config(bool tied) {
 
 static const char *llada_config(bool tied) {
     static char buf[1024];
-    snprintf(buf, sizeof buf,
-             "{\"architectures\": [\"LLaDAModelLM\"], \"model_type\": \"llada\", \"d_model\": %d,"
-             " \"n_layers\": %d, \"n_heads\": %d, \"n_kv_heads\": 2, \"mlp_hidden_size\": %d,"
-             " \"mlp_ratio\": 4, \"vocab_size\": 14, \"embedding_size\": %d, \"rope_theta\": 500000.0,"
-             " \"rms_norm_eps\": 1e-05, \"max_sequence_length\": 4096, \"mask_token_id\": 12,"
-             " \"eos_token_id\": 11, \"pad_token_id\": 11, \"include_bias\": false,"
-             " \"include_qkv_bias\": false, \"weight_tying\": %s, \"block_type\": \"llama\","
-             " \"activation_type\": \"silu\", \"layer_norm_type\": \"rms\", \"alibi\": false,"
-             " \"rope\": true}",
-             E, NL, NH, F, V, tied ? "true" : "false");
+    snprintf(
+        buf, sizeof buf,
+        "{\"architectures\": [\"LLaDAModelLM\"], \"model_type\": \"llada\", \"d_model\": %d,"
+        " \"n_layers\": %d, \"n_heads\": %d, \"n_kv_heads\": 2, \"mlp_hidden_size\": %d,"
+        " \"mlp_ratio\": 4, \"vocab_size\": 14, \"embedding_size\": %d, \"rope_theta\": 500000.0,"
+        " \"rms_norm_eps\": 1e-05, \"max_sequence_length\": 4096, \"mask_token_id\": 12,"
+        " \"eos_token_id\": 11, \"pad_token_id\": 11, \"include_bias\": false,"
+        " \"include_qkv_bias\": false, \"weight_tying\": %s, \"block_type\": \"llama\","
+        " \"activation_type\": \"silu\", \"layer_norm_type\": \"rms\", \"alibi\": false,"
+        " \"rope\": true}",
+        E, NL, NH, F, V, tied ? "true" : "false");
     return buf;
 }
 
@@ -231,7 +242,8 @@ static const char *make_model(const char *name, const struct opts *o) {
     bool dream = o->arch == LOPAD_ARCH_DREAM;
     snprintf(p, sizeof p, "%s/config.json", dir_buf);
     write_text(p, o->config_override ? o->config_override
-                                     : dream ? dream_config(o->tied) : llada_config(o->tied));
+                  : dream            ? dream_config(o->tied)
+                                     : llada_config(o->tied));
     if (!o->no_tokenizer_config) {
         snprintf(p, sizeof p, "%s/tokenizer_config.json", dir_buf);
         write_text(p, dream ? "{\"added_tokens_decoder\": {\"10\": {\"content\": \"<|im_end|>\","
@@ -250,7 +262,8 @@ static const char *make_model(const char *name, const struct opts *o) {
         stw_write_range(w, 0, w->n, p);
     } else {
         int half = w->n / 2;
-        const char *s1 = "model-00001-of-00002.safetensors", *s2 = "model-00002-of-00002.safetensors";
+        const char *s1 = "model-00001-of-00002.safetensors",
+                   *s2 = "model-00002-of-00002.safetensors";
         snprintf(p, sizeof p, "%s/%s", dir_buf, s1);
         stw_write_range(w, 0, half, p);
         snprintf(p, sizeof p, "%s/%s", dir_buf, s2);
@@ -272,20 +285,23 @@ static const char *make_model(const char *name, const struct opts *o) {
 
 /* ---------------------------------------------------------------- checks */
 
-static bool msg_has(const char *s) { return strstr(lopad_errmsg(), s) != NULL; }
+static bool msg_has(const char *s) {
+    return strstr(lopad_errmsg(), s) != NULL;
+}
 
 /* The weight must hold hf_name's generated values, shape [n_out, n_in]. */
 static void check_weight(const struct lp_weight *w, const char *hf_name, int type, int64_t n_out,
                          int64_t n_in) {
     CHECK_MSG(w->data != NULL, "%s unbound", hf_name);
     if (!w->data) return;
-    CHECK_MSG(w->type == type && w->n_out == n_out && w->n_in == n_in,
-              "%s: type %d [%lld x %lld]", hf_name, w->type, (long long)w->n_out, (long long)w->n_in);
+    CHECK_MSG(w->type == type && w->n_out == n_out && w->n_in == n_in, "%s: type %d [%lld x %lld]",
+              hf_name, w->type, (long long)w->n_out, (long long)w->n_in);
     float *row = malloc(sizeof(float) * n_in);
     int bad = 0;
     for (int64_t r = 0; r < n_out; r++) {
         lp_type_traits(w->type)->to_float((const char *)w->data + r * w->row_bytes, row, n_in);
-        for (int64_t c = 0; c < n_in; c++) bad += row[c] != tval(hf_name, r * n_in + c);
+        for (int64_t c = 0; c < n_in; c++)
+            bad += row[c] != tval(hf_name, r * n_in + c);
     }
     CHECK_MSG(bad == 0, "%s: %d values differ", hf_name, bad);
     free(row);
@@ -295,7 +311,8 @@ static void check_vec(const float *v, const char *hf_name, int n) {
     CHECK_MSG(v != NULL, "%s missing", hf_name);
     if (!v) return;
     int bad = 0;
-    for (int i = 0; i < n; i++) bad += v[i] != tval(hf_name, i);
+    for (int i = 0; i < n; i++)
+        bad += v[i] != tval(hf_name, i);
     CHECK_MSG(bad == 0, "%s: %d values differ", hf_name, bad);
 }
 
@@ -339,8 +356,8 @@ static void test_dream_single_file(void) {
 }
 
 static void test_llada_sharded_tied(void) {
-    struct opts o = {.arch = LOPAD_ARCH_LLADA, .mat_type = LOPAD_TYPE_F16, .tied = true,
-                     .sharded = true};
+    struct opts o = {
+        .arch = LOPAD_ARCH_LLADA, .mat_type = LOPAD_TYPE_F16, .tied = true, .sharded = true};
     const char *dir = make_model("llada_sharded", &o);
     lopad_model *m = NULL;
     enum lopad_status st = lopad_model_load(dir, NULL, &m);
@@ -353,8 +370,8 @@ static void test_llada_sharded_tied(void) {
     CHECK(hp->n_head_kv == 2 && hp->head_dim == HD && hp->n_ctx_train == 4096);
     CHECK(hp->rope_theta == 5e5f && hp->norm_eps == 1e-5f);
     CHECK(hp->mask_id == 12 && hp->eos_id == 11 && hp->pad_id == 11);
-    CHECK(hp->bos_id == 8);  /* from tokenizer_config's bos_token */
-    CHECK(hp->eot_id == 9);  /* <|eot_id|> */
+    CHECK(hp->bos_id == 8); /* from tokenizer_config's bos_token */
+    CHECK(hp->eot_id == 9); /* <|eot_id|> */
     CHECK(m->chat_template && !strcmp(m->chat_template, "{{ llama3 }}"));
     check_weight(&m->tok_embd, "model.transformer.wte.weight", LOPAD_TYPE_F16, V, E);
     CHECK(m->output.data == m->tok_embd.data); /* tied */
@@ -362,8 +379,8 @@ static void test_llada_sharded_tied(void) {
     for (int l = 0; l < NL; l++) {
         const struct lp_layer *L = &m->layers[l];
         char nm[96];
-#define W(field, suffix, r, c) \
-    snprintf(nm, sizeof nm, "model.transformer.blocks.%d." suffix, l); \
+#define W(field, suffix, r, c)                                                                     \
+    snprintf(nm, sizeof nm, "model.transformer.blocks.%d." suffix, l);                             \
     check_weight(&L->field, nm, LOPAD_TYPE_F16, r, c);
         W(wq, "q_proj.weight", NH * HD, E);
         W(wk, "k_proj.weight", 2 * HD, E);
@@ -384,8 +401,8 @@ static void test_llada_sharded_tied(void) {
 
 /* an untied LLaDA in one F32 file, with a generation_config.json and no tokenizer config */
 static void test_llada_untied_f32(void) {
-    struct opts o = {.arch = LOPAD_ARCH_LLADA, .mat_type = LOPAD_TYPE_F32,
-                     .no_tokenizer_config = true};
+    struct opts o = {
+        .arch = LOPAD_ARCH_LLADA, .mat_type = LOPAD_TYPE_F32, .no_tokenizer_config = true};
     const char *dir = make_model("llada_f32", &o);
     char p[600];
     snprintf(p, sizeof p, "%s/generation_config.json", dir);
@@ -405,9 +422,11 @@ static void test_llada_untied_f32(void) {
 
 static void test_canonical_names(void) {
     char b[LP_CANON_NAME_MAX];
-    CHECK(lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.27.mlp.down_proj.weight", b, sizeof b) &&
+    CHECK(lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.27.mlp.down_proj.weight", b,
+                               sizeof b) &&
           !strcmp(b, "blk.27.ffn_down.weight"));
-    CHECK(lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.3.self_attn.k_proj.bias", b, sizeof b) &&
+    CHECK(lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.3.self_attn.k_proj.bias", b,
+                               sizeof b) &&
           !strcmp(b, "blk.3.attn_k.bias"));
     CHECK(lp_hf_canonical_name(LOPAD_ARCH_DREAM, "lm_head.weight", b, sizeof b) &&
           !strcmp(b, "output.weight"));
@@ -419,10 +438,13 @@ static void test_canonical_names(void) {
     CHECK(lp_hf_canonical_name(LOPAD_ARCH_LLADA, "model.transformer.blocks.0.ff_proj.weight", b,
                                sizeof b) &&
           !strcmp(b, "blk.0.ffn_gate.weight"));
-    CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.0.self_attn.rotary_emb.inv_freq", b, sizeof b));
-    CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.01.mlp.up_proj.weight", b, sizeof b));
+    CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.0.self_attn.rotary_emb.inv_freq", b,
+                                sizeof b));
+    CHECK(
+        !lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.01.mlp.up_proj.weight", b, sizeof b));
     CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers..mlp.up_proj.weight", b, sizeof b));
-    CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.1234567.mlp.up_proj.weight", b, sizeof b));
+    CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.1234567.mlp.up_proj.weight", b,
+                                sizeof b));
     CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.transformer.wte.weight", b, sizeof b));
     CHECK(!lp_hf_canonical_name(LOPAD_ARCH_LLADA, "model.embed_tokens.weight", b, sizeof b));
     CHECK(!lp_hf_canonical_name(LOPAD_ARCH_DREAM, "model.layers.1.mlp.up_proj.weight", b, 8));
@@ -436,7 +458,8 @@ static void test_canonical_names(void) {
 /* the HF directories written by tools/ref/make_fixtures.py (transformers layout) */
 static void test_ref_fixtures(void) {
     lopad_model *m = NULL;
-    enum lopad_status st = lopad_model_load(LOPAD_SOURCE_DIR "/tests/fixtures/tiny-llada", NULL, &m);
+    enum lopad_status st =
+        lopad_model_load(LOPAD_SOURCE_DIR "/tests/fixtures/tiny-llada", NULL, &m);
     CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
     if (!st) {
         const struct lopad_hparams *hp = &m->hp;
@@ -490,7 +513,8 @@ static void test_bad_dirs(void) {
     o.skip = "model.norm.weight"; /* not written, but listed below */
     dir = make_model("bad_index_tensor", &o);
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
-    write_text(p, "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\"}}");
+    write_text(p,
+               "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\"}}");
     expect_load_fail(dir, LOPAD_ERR_FORMAT, "'model.norm.weight'", "model-00001-of-00002");
     o.skip = NULL;
 

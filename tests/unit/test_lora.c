@@ -19,7 +19,9 @@
 #define FIX LOPAD_SOURCE_DIR "/tests/fixtures"
 #define TMP LOPAD_BINARY_DIR "/test_tmp_lora"
 
-static bool msg_has(const char *s) { return strstr(lopad_errmsg(), s) != NULL; }
+static bool msg_has(const char *s) {
+    return strstr(lopad_errmsg(), s) != NULL;
+}
 
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -54,7 +56,8 @@ static void ad_add(struct adapter *a, const char *name, int64_t d0, int64_t d1, 
     t->d0 = d0;
     t->d1 = d1;
     t->v = malloc(sizeof(float) * d0 * d1);
-    for (int64_t i = 0; i < d0 * d1; i++) t->v[i] = lcg(&seed);
+    for (int64_t i = 0; i < d0 * d1; i++)
+        t->v[i] = lcg(&seed);
 }
 
 static void ad_write(struct adapter *a, const char *dir, const char *config) {
@@ -66,23 +69,27 @@ static void ad_write(struct adapter *a, const char *dir, const char *config) {
     size_t hl = (size_t)sprintf(hdr, "{"), off = 0;
     for (int i = 0; i < a->n; i++) {
         size_t nb = (size_t)(a->t[i].d0 * a->t[i].d1) * 4;
-        hl += (size_t)sprintf(hdr + hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
+        hl += (size_t)sprintf(hdr + hl,
+                              "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
                               "\"data_offsets\":[%zu,%zu]}",
                               i ? "," : "", a->t[i].name, (long long)a->t[i].d0,
                               (long long)a->t[i].d1, off, off + nb);
         off += nb;
     }
     hdr[hl++] = '}';
-    while (hl % 8) hdr[hl++] = ' ';
+    while (hl % 8)
+        hdr[hl++] = ' ';
     snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
     FILE *f = fopen(p, "wb");
-    for (int i = 0; i < 8; i++) fputc((int)((uint64_t)hl >> (8 * i)) & 0xff, f);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((uint64_t)hl >> (8 * i)) & 0xff, f);
     fwrite(hdr, 1, hl, f);
     for (int i = 0; i < a->n; i++)
         fwrite(a->t[i].v, 4, (size_t)(a->t[i].d0 * a->t[i].d1), f);
     fclose(f);
     free(hdr);
-    for (int i = 0; i < a->n; i++) free(a->t[i].v);
+    for (int i = 0; i < a->n; i++)
+        free(a->t[i].v);
     a->n = 0;
 }
 
@@ -121,11 +128,12 @@ static void check_merged(const struct lp_weight *base, const struct lp_weight *m
         int64_t ob = perm ? perm(o, perm_arg) : o;
         for (int64_t i = 0; i < n_in; i++) {
             double d = 0;
-            for (int64_t k = 0; k < r; k++) d += (double)b[ob * r + k] * a[k * n_in + i];
+            for (int64_t k = 0; k < r; k++)
+                d += (double)b[ob * r + k] * a[k * n_in + i];
             double want = w0[o * n_in + i] + scale * d;
             double got = w1[o * n_in + i];
             /* f32 accumulation then one rounding to the stored type */
-            double tol = 1e-5 + fabs(want) * (merged->type == LOPAD_TYPE_BF16 ? 1.0 / 128
+            double tol = 1e-5 + fabs(want) * (merged->type == LOPAD_TYPE_BF16  ? 1.0 / 128
                                               : merged->type == LOPAD_TYPE_F16 ? 1.0 / 1024
                                                                                : 1e-5);
             if (fabs(got - want) > tol) {
@@ -158,14 +166,16 @@ static struct lp_weight *layer_w(lopad_model *m, int il, int k) {
 }
 
 static const char *dream_mod[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                   "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                   "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                    "mlp.down_proj"};
-static const char *llada_mod[7] = {"q_proj", "k_proj", "v_proj", "attn_out",
+static const char *llada_mod[7] = {"q_proj",  "k_proj",  "v_proj", "attn_out",
                                    "ff_proj", "up_proj", "ff_out"};
 
 static void module_path(int arch, int il, int k, char *buf, size_t n) {
-    if (arch == LOPAD_ARCH_DREAM) snprintf(buf, n, "model.layers.%d.%s", il, dream_mod[k]);
-    else snprintf(buf, n, "model.transformer.blocks.%d.%s", il, llada_mod[k]);
+    if (arch == LOPAD_ARCH_DREAM)
+        snprintf(buf, n, "model.layers.%d.%s", il, dream_mod[k]);
+    else
+        snprintf(buf, n, "model.transformer.blocks.%d.%s", il, llada_mod[k]);
 }
 
 /* Load base and base+adapter; modules with mask bit (il*7+k) set must be merged
@@ -204,7 +214,7 @@ static void check_adapter(const char *model_dir, const char *adapter_dir, double
     lopad_model_free(m);
 }
 
-#define QKVO(il) (0xfull << ((il) * 7))
+#define QKVO(il) (0xfull << ((il)*7))
 
 /* written by tools/ref/make_fixtures.py: r 4, alpha 8, plain scale 2, BF16 base */
 static void test_fixture_dream(void) {
@@ -253,8 +263,8 @@ static const char *adir(const char *name) {
     return adir_buf;
 }
 
-#define CFG(extra, targets, r, alpha) \
-    "{\"peft_type\": \"LORA\", \"r\": " #r ", \"lora_alpha\": " #alpha ", \"bias\": \"none\"," \
+#define CFG(extra, targets, r, alpha)                                                              \
+    "{\"peft_type\": \"LORA\", \"r\": " #r ", \"lora_alpha\": " #alpha ", \"bias\": \"none\","     \
     " \"target_modules\": " targets extra "}"
 
 /* rslora with r 3 (scale 5/sqrt 3) on LLaDA's ff_proj (gate) and per-block
@@ -266,8 +276,11 @@ static void test_rslora_mlp(void) {
     const int lk[4][2] = {{0, 4}, {0, 6}, {1, 4}, {1, 6}};
     add_pairs(a, m, lk, 4, 3);
     const char *dir = adir("rslora");
-    ad_write(a, dir, CFG(", \"use_rslora\": true", "[\"ff_proj\", \"blocks.0.ff_out\", "
-                         "\"transformer.blocks.1.ff_out\"]", 3, 5));
+    ad_write(a, dir,
+             CFG(", \"use_rslora\": true",
+                 "[\"ff_proj\", \"blocks.0.ff_out\", "
+                 "\"transformer.blocks.1.ff_out\"]",
+                 3, 5));
     free(a);
     uint64_t mask = 1ull << 4 | 1ull << 6 | 1ull << 11 | 1ull << 13;
     check_adapter(FIX "/tiny-llada", dir, 5.0 / sqrt(3.0), mask);
@@ -370,8 +383,9 @@ static void test_head_and_rope_norm(void) {
     ad_add(a, "base_model.model.model.transformer.ff_out.lora_A.weight", 2, m->output.n_in, 7);
     ad_add(a, "base_model.model.model.transformer.ff_out.lora_B.weight", m->output.n_out, 2, 8);
     const char *dir = adir("head");
-    ad_write(a, dir, CFG(", \"layers_to_transform\": null",
-                         "\"model\\\\.transformer\\\\.(blocks\\\\.0\\\\.[qk]_proj|ff_out)\"", 2, 2));
+    ad_write(a, dir,
+             CFG(", \"layers_to_transform\": null",
+                 "\"model\\\\.transformer\\\\.(blocks\\\\.0\\\\.[qk]_proj|ff_out)\"", 2, 2));
     free(a);
     enum lopad_status st = lp_lora_merge(m, dir);
     CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
@@ -399,8 +413,8 @@ static void test_head_and_rope_norm(void) {
 
 /* ------------------------------------------------------------ refusals */
 
-static void expect_refused(const char *name, const char *config, const int (*lk)[2], int n,
-                           int r, void (*tweak)(struct adapter *), enum lopad_status want,
+static void expect_refused(const char *name, const char *config, const int (*lk)[2], int n, int r,
+                           void (*tweak)(struct adapter *), enum lopad_status want,
                            const char *frag1, const char *frag2) {
     lopad_model *m = load_base(FIX "/tiny-dream");
     if (!m) return;
@@ -419,15 +433,23 @@ static void expect_refused(const char *name, const char *config, const int (*lk)
     lopad_model_free(m);
 }
 
-static void drop_last(struct adapter *a) { free(a->t[--a->n].v); }
-static void bad_a_shape(struct adapter *a) { a->t[0].d1 -= 1; free(a->t[0].v); a->t[0].v = calloc(a->t[0].d0 * a->t[0].d1, 4); }
+static void drop_last(struct adapter *a) {
+    free(a->t[--a->n].v);
+}
+static void bad_a_shape(struct adapter *a) {
+    a->t[0].d1 -= 1;
+    free(a->t[0].v);
+    a->t[0].v = calloc(a->t[0].d0 * a->t[0].d1, 4);
+}
 static void extra_module(struct adapter *a) {
     ad_add(a, "base_model.model.model.layers.0.self_attn.x_proj.lora_A.weight", 2, 64, 1);
 }
 static void dora_tensor(struct adapter *a) {
     ad_add(a, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", 1, 64, 1);
 }
-static void odd_name(struct adapter *a) { ad_add(a, "something.else", 1, 1, 1); }
+static void odd_name(struct adapter *a) {
+    ad_add(a, "something.else", 1, 1, 1);
+}
 
 static void test_refusals(void) {
     const int q0[1][2] = {{0, 0}};
@@ -436,10 +458,10 @@ static void test_refusals(void) {
                    LOPAD_ERR_UNSUPPORTED, "DoRA", "adapter_config.json");
     expect_refused("dora_tensor", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, dora_tensor,
                    LOPAD_ERR_UNSUPPORTED, "DoRA", "lora_magnitude_vector");
-    expect_refused("unknown_target", CFG("", "[\"q_proj\", \"foo_proj\"]", 2, 2), q01, 2, 2,
-                   NULL, LOPAD_ERR_FORMAT, "'foo_proj'", "adapter_config.json");
-    expect_refused("regex_none", CFG("", "\"nothing.*\"", 2, 2), q01, 2, 2, NULL,
-                   LOPAD_ERR_FORMAT, "select no", NULL);
+    expect_refused("unknown_target", CFG("", "[\"q_proj\", \"foo_proj\"]", 2, 2), q01, 2, 2, NULL,
+                   LOPAD_ERR_FORMAT, "'foo_proj'", "adapter_config.json");
+    expect_refused("regex_none", CFG("", "\"nothing.*\"", 2, 2), q01, 2, 2, NULL, LOPAD_ERR_FORMAT,
+                   "select no", NULL);
     expect_refused("a_without_b", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, drop_last,
                    LOPAD_ERR_FORMAT, "model.layers.1.self_attn.q_proj", "lora_B");
     expect_refused("bad_shape", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, bad_a_shape,
@@ -449,25 +471,27 @@ static void test_refusals(void) {
                    LOPAD_ERR_FORMAT, "lora_A.weight", "expected [4, 64]");
     expect_refused("unknown_module", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, extra_module,
                    LOPAD_ERR_FORMAT, "x_proj", "not a linear layer");
-    expect_refused("odd_name", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, odd_name,
-                   LOPAD_ERR_FORMAT, "'something.else'", NULL);
-    expect_refused("untargeted", CFG(", \"layers_to_transform\": [1]", "[\"q_proj\"]", 2, 2),
-                   q01, 2, 2, NULL, LOPAD_ERR_FORMAT, "model.layers.0.self_attn.q_proj",
+    expect_refused("odd_name", CFG("", "[\"q_proj\"]", 2, 2), q01, 2, 2, odd_name, LOPAD_ERR_FORMAT,
+                   "'something.else'", NULL);
+    expect_refused("untargeted", CFG(", \"layers_to_transform\": [1]", "[\"q_proj\"]", 2, 2), q01,
+                   2, 2, NULL, LOPAD_ERR_FORMAT, "model.layers.0.self_attn.q_proj",
                    "does not target");
     expect_refused("missing_module", CFG("", "[\"q_proj\"]", 2, 2), q0, 1, 2, NULL,
                    LOPAD_ERR_FORMAT, "model.layers.1.self_attn.q_proj", NULL);
     expect_refused("rank_pattern", CFG(", \"rank_pattern\": {\"q_proj\": 8}", "[\"q_proj\"]", 2, 2),
                    q01, 2, 2, NULL, LOPAD_ERR_UNSUPPORTED, "rank_pattern", NULL);
-    expect_refused("peft_type", "{\"peft_type\": \"IA3\", \"r\": 2, \"lora_alpha\": 2, "
-                   "\"target_modules\": [\"q_proj\"]}", q01, 2, 2, NULL, LOPAD_ERR_UNSUPPORTED,
-                   "IA3", NULL);
+    expect_refused("peft_type",
+                   "{\"peft_type\": \"IA3\", \"r\": 2, \"lora_alpha\": 2, "
+                   "\"target_modules\": [\"q_proj\"]}",
+                   q01, 2, 2, NULL, LOPAD_ERR_UNSUPPORTED, "IA3", NULL);
     expect_refused("empty_adapter", CFG("", "[\"q_proj\"]", 2, 2), q01, 0, 2, NULL,
                    LOPAD_ERR_FORMAT, "model.layers.0.self_attn.q_proj", NULL);
-    expect_refused("bias_all", "{\"r\": 2, \"lora_alpha\": 2, \"bias\": \"all\", "
-                   "\"target_modules\": [\"q_proj\"]}", q01, 2, 2, NULL, LOPAD_ERR_UNSUPPORTED,
-                   "bias 'all'", NULL);
-    expect_refused("no_r", "{\"lora_alpha\": 2, \"target_modules\": [\"q_proj\"]}", q01, 2, 2,
-                   NULL, LOPAD_ERR_FORMAT, "'r'", "adapter_config.json");
+    expect_refused("bias_all",
+                   "{\"r\": 2, \"lora_alpha\": 2, \"bias\": \"all\", "
+                   "\"target_modules\": [\"q_proj\"]}",
+                   q01, 2, 2, NULL, LOPAD_ERR_UNSUPPORTED, "bias 'all'", NULL);
+    expect_refused("no_r", "{\"lora_alpha\": 2, \"target_modules\": [\"q_proj\"]}", q01, 2, 2, NULL,
+                   LOPAD_ERR_FORMAT, "'r'", "adapter_config.json");
     expect_refused("bad_regex", CFG("", "\"(q_proj\"", 2, 2), q01, 2, 2, NULL, LOPAD_ERR_FORMAT,
                    "regular expression", NULL);
     expect_refused("fan_in", CFG(", \"fan_in_fan_out\": true", "[\"q_proj\"]", 2, 2), q01, 2, 2,

@@ -39,7 +39,8 @@ static void write_st_x(const char *path, const char *header, const void *data, s
     size_t hl0 = strlen(header), hl = raw ? hl0 : (hl0 + 7) / 8 * 8;
     size_t n = 8 + hl + data_len;
     unsigned char *buf = malloc(n);
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
     memcpy(buf + 8, header, hl0);
     memset(buf + 8 + hl0, ' ', hl - hl0);
     if (data_len) memcpy(buf + 8 + hl, data, data_len);
@@ -50,7 +51,9 @@ static void write_st(const char *path, const char *header, const void *data, siz
     write_st_x(path, header, data, data_len, false);
 }
 
-static bool msg_has(const char *s) { return strstr(lopad_errmsg(), s) != NULL; }
+static bool msg_has(const char *s) {
+    return strstr(lopad_errmsg(), s) != NULL;
+}
 
 /* Open a file expected to fail with `want`; the message must contain each of
  * the given fragments. */
@@ -89,7 +92,8 @@ static void test_dtypes_and_dims(void) {
     CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
     if (st) return;
     CHECK(f->n == 3);
-    const struct lp_tensor *a = lp_st_find(f, "a"), *b = lp_st_find(f, "b"), *c = lp_st_find(f, "c");
+    const struct lp_tensor *a = lp_st_find(f, "a"), *b = lp_st_find(f, "b"),
+                           *c = lp_st_find(f, "c");
     CHECK(a && b && c);
     CHECK(lp_st_find(f, "__metadata__") == NULL);
     CHECK(lp_st_find(f, "d") == NULL);
@@ -147,8 +151,7 @@ static void test_empty_and_scalar(void) {
 /* written by the python `safetensors` package */
 static void test_python_fixture(void) {
     struct lp_st_file *f = NULL;
-    enum lopad_status st =
-        lp_st_open(LOPAD_SOURCE_DIR "/tests/fixtures/st_python.safetensors", &f);
+    enum lopad_status st = lp_st_open(LOPAD_SOURCE_DIR "/tests/fixtures/st_python.safetensors", &f);
     CHECK_MSG(st == LOPAD_OK, "%s", lopad_errmsg());
     if (st) return;
     CHECK(f->n == 4);
@@ -169,11 +172,13 @@ static void test_python_fixture(void) {
         CHECK_MSG(t != NULL, "%s", want[k].name);
         if (!t) continue;
         CHECK(t->type == want[k].type && t->n_dims == want[k].n_dims);
-        for (int d = 0; d < 4; d++) CHECK(t->ne[d] == want[k].ne[d]);
+        for (int d = 0; d < 4; d++)
+            CHECK(t->ne[d] == want[k].ne[d]);
         int64_t n = lp_tensor_nelements(t);
         float *v = malloc(sizeof(float) * n);
         lp_type_traits(t->type)->to_float(t->data, v, n);
-        for (int64_t i = 0; i < n; i++) CHECK_NEAR(v[i], (i - want[k].c) * want[k].s, 0, 0);
+        for (int64_t i = 0; i < n; i++)
+            CHECK_NEAR(v[i], (i - want[k].c) * want[k].s, 0, 0);
         free(v);
     }
     lp_st_close(f);
@@ -202,7 +207,8 @@ static void test_bad_headers(void) {
     {
         uint64_t hs = LP_ST_MAX_HEADER + 1;
         unsigned char b[8];
-        for (int i = 0; i < 8; i++) b[i] = (unsigned char)(hs >> (8 * i));
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(hs >> (8 * i));
         write_bytes(p = tmp_path("huge.safetensors"), b, 8);
         CHECK(truncate(p, (off_t)(8 + hs + 16)) == 0);
         expect_fail(p, LOPAD_ERR_FORMAT, "huge.safetensors", "limit");
@@ -240,17 +246,15 @@ static void test_bad_tensors(void) {
          16, LOPAD_ERR_FORMAT, "'t'", "needs 12"},
         {"i64.safetensors", "{\"ids\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}",
          16, LOPAD_ERR_UNSUPPORTED, "'ids'", "I64"},
-        {"f8.safetensors",
-         "{\"q\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
-         LOPAD_ERR_UNSUPPORTED, "'q'", "F8_E4M3"},
+        {"f8.safetensors", "{\"q\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}",
+         2, LOPAD_ERR_UNSUPPORTED, "'q'", "F8_E4M3"},
         {"rank.safetensors",
          "{\"r\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
          LOPAD_ERR_UNSUPPORTED, "'r'", "5 dimensions"},
         {"neg.safetensors", "{\"n\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
          LOPAD_ERR_FORMAT, "'n'", "shape"},
-        {"frac.safetensors",
-         "{\"n\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4.5]}}", 8,
-         LOPAD_ERR_FORMAT, "'n'", "data_offsets[1]"},
+        {"frac.safetensors", "{\"n\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4.5]}}",
+         8, LOPAD_ERR_FORMAT, "'n'", "data_offsets[1]"},
         {"huge_shape.safetensors",
          "{\"n\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,4]}}",
          4, LOPAD_ERR_FORMAT, "'n'", "overflow"},
@@ -275,7 +279,8 @@ static void test_bad_tensors(void) {
         const char *p = tmp_path(c->file);
         write_st(p, c->header, zeros, c->data_len);
         expect_fail(p, c->want, c->file, c->frag1);
-        if (c->frag2) CHECK_MSG(msg_has(c->frag2), "%s: '%s' lacks '%s'", c->file, lopad_errmsg(), c->frag2);
+        if (c->frag2)
+            CHECK_MSG(msg_has(c->frag2), "%s: '%s' lacks '%s'", c->file, lopad_errmsg(), c->frag2);
     }
     /* a BF16 tensor at an odd address: header of odd length puts data at an odd offset */
     const char *p = tmp_path("align.safetensors");
