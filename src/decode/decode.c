@@ -1,0 +1,374 @@
+/*
+ * decode.c - the common decoding loop: request defaults and validation, the
+ * engine binding, canvas / PRNG / NFE / timing bookkeeping, step events and
+ * the blocking wrapper. The decoders themselves live in llada.c, dream.c, ...
+ */
+#include "decoder_impl.h"
+
+#include <math.h>
+#include <string.h>
+#include "core/common.h"
+
+static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
+    [LP_DEC_LLADA] = &lp_llada_ops,
+    [LP_DEC_DREAM] = &lp_dream_ops,
+};
+
+/* ----------------------------------------------------------------- names */
+
+static const char *const remask_names[] = {"low_confidence", "random"};
+static const char *const alg_names[] = {"origin", "maskgit_plus", "topk_margin", "entropy"};
+
+const char *lp_decoder_name(enum lp_decoder_kind k) {
+    return (unsigned)k < LP_DEC_COUNT ? decoder_table[k]->name : "?";
+}
+
+enum lopad_status lp_decoder_parse(const char *s, enum lp_decoder_kind *out) {
+    for (int k = 0; k < LP_DEC_COUNT; k++)
+        if (s && !strcmp(s, decoder_table[k]->name)) {
+            *out = (enum lp_decoder_kind)k;
+            return LOPAD_OK;
+        }
+    return lp_error(LOPAD_ERR_ARG, "unknown decoder '%s' (choices: llada, dream)", s ? s : "");
+}
+
+const char *lp_remasking_name(enum lp_remasking r) {
+    return (unsigned)r < 2 ? remask_names[r] : "?";
+}
+
+enum lopad_status lp_remasking_parse(const char *s, enum lp_remasking *out) {
+    for (int k = 0; k < 2; k++)
+        if (s && !strcmp(s, remask_names[k])) {
+            *out = (enum lp_remasking)k;
+            return LOPAD_OK;
+        }
+    return lp_error(LOPAD_ERR_ARG, "unknown remasking '%s' (choices: low_confidence, random)",
+                    s ? s : "");
+}
+
+const char *lp_dream_alg_name(enum lp_dream_alg a) { return (unsigned)a < 4 ? alg_names[a] : "?"; }
+
+enum lopad_status lp_dream_alg_parse(const char *s, enum lp_dream_alg *out) {
+    for (int k = 0; k < 4; k++)
+        if (s && !strcmp(s, alg_names[k])) {
+            *out = (enum lp_dream_alg)k;
+            return LOPAD_OK;
+        }
+    return lp_error(LOPAD_ERR_ARG,
+                    "unknown algorithm '%s' (choices: origin, maskgit_plus, topk_margin, entropy)",
+                    s ? s : "");
+}
+
+enum lp_decoder_kind lp_decoder_default(enum lopad_arch arch) {
+    return arch == LOPAD_ARCH_LLADA ? LP_DEC_LLADA : LP_DEC_DREAM;
+}
+
+/* --------------------------------------------------------------- request */
+
+void lp_decode_request_init(struct lp_decode_request *rq, enum lp_decoder_kind kind, int gen_len) {
+    memset(rq, 0, sizeof *rq);
+    rq->decoder = kind;
+    rq->gen_len = gen_len;
+    rq->steps = gen_len;
+    if (kind == LP_DEC_LLADA) rq->block_len = gen_len > 0 && gen_len % 32 == 0 ? 32 : gen_len;
+    else rq->block_len = gen_len;
+    rq->remasking = LP_REMASK_LOW_CONFIDENCE;
+    rq->cfg_scale = 0;
+    rq->temperature = 0;
+    rq->eps = 1e-3;
+    rq->alg = LP_ALG_ENTROPY;
+    rq->alg_temp = 0;
+    rq->top_p = 1.0;
+    rq->top_k = 0;
+    rq->seed = 0;
+}
+
+enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
+                                     const struct lopad_hparams *hp, int n_ctx) {
+    if ((unsigned)rq->decoder >= LP_DEC_COUNT)
+        return lp_error(LOPAD_ERR_ARG, "unknown decoder id %d", (int)rq->decoder);
+    const char *dn = decoder_table[rq->decoder]->name;
+    if (!rq->prompt || rq->n_prompt < 1)
+        return lp_error(LOPAD_ERR_ARG, "empty prompt: at least one prompt token is needed");
+    if (rq->gen_len < 1)
+        return lp_error(LOPAD_ERR_ARG, "--gen must be at least 1, got %d", rq->gen_len);
+    if ((int64_t)rq->n_prompt + rq->gen_len > n_ctx)
+        return lp_error(LOPAD_ERR_ARG,
+                        "prompt (%d tokens) + --gen (%d) = %lld positions exceed the context "
+                        "length %d",
+                        rq->n_prompt, rq->gen_len, (long long)rq->n_prompt + rq->gen_len, n_ctx);
+    if (hp->mask_id < 0 || hp->mask_id >= hp->n_vocab)
+        return lp_error(LOPAD_ERR_ARG, "the model has no valid mask token id (mask_id = %d)",
+                        (int)hp->mask_id);
+    for (int i = 0; i < rq->n_prompt; i++) {
+        if (rq->prompt[i] < 0 || rq->prompt[i] >= hp->n_vocab)
+            return lp_error(LOPAD_ERR_ARG,
+                            "prompt token %d at index %d is outside the vocabulary [0, %d)",
+                            (int)rq->prompt[i], i, hp->n_vocab);
+        if (rq->prompt[i] == hp->mask_id)
+            return lp_error(LOPAD_ERR_ARG, "prompt token at index %d is the mask token (%d)", i,
+                            (int)hp->mask_id);
+    }
+    if (rq->steps < 1)
+        return lp_error(LOPAD_ERR_ARG, "--steps must be at least 1, got %d", rq->steps);
+    if (!(rq->temperature >= 0) || !isfinite(rq->temperature))
+        return lp_error(LOPAD_ERR_ARG, "--temperature must be a finite number >= 0, got %g",
+                        rq->temperature);
+    if (!(rq->top_p > 0 && rq->top_p <= 1))
+        return lp_error(LOPAD_ERR_ARG, "--top-p must be in (0, 1], got %g", rq->top_p);
+    if (rq->top_k < 0)
+        return lp_error(LOPAD_ERR_ARG, "--top-k must be >= 0 (0 = off), got %d", rq->top_k);
+    if (!(rq->cfg_scale >= 0) || !isfinite(rq->cfg_scale))
+        return lp_error(LOPAD_ERR_ARG, "--cfg-scale must be a finite number >= 0, got %g",
+                        rq->cfg_scale);
+    if (!(rq->alg_temp >= 0) || !isfinite(rq->alg_temp))
+        return lp_error(LOPAD_ERR_ARG, "--alg-temp must be a finite number >= 0, got %g",
+                        rq->alg_temp);
+    if ((unsigned)rq->remasking > LP_REMASK_RANDOM)
+        return lp_error(LOPAD_ERR_ARG, "unknown remasking id %d", (int)rq->remasking);
+    if ((unsigned)rq->alg > LP_ALG_ENTROPY)
+        return lp_error(LOPAD_ERR_ARG, "unknown algorithm id %d", (int)rq->alg);
+    enum lopad_status st = decoder_table[rq->decoder]->check(rq, hp);
+    if (st != LOPAD_OK) return st;
+    LP_UNUSED(dn);
+    return LOPAD_OK;
+}
+
+/* ---------------------------------------------------------------- engine */
+
+static enum lopad_status ctx_forward(void *ud, const struct lopad_batch *b) {
+    return lopad_forward((lopad_ctx *)ud, b);
+}
+static enum lopad_status ctx_kv_commit(void *ud, int src, int n, int dst) {
+    return lopad_kv_commit((lopad_ctx *)ud, src, n, dst);
+}
+static void ctx_kv_truncate(void *ud, int n) { lopad_kv_truncate((lopad_ctx *)ud, n); }
+
+void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
+                        int n_batch_max) {
+    memset(e, 0, sizeof *e);
+    e->ud = c;
+    e->forward = ctx_forward;
+    e->kv_commit = ctx_kv_commit;
+    e->kv_truncate = ctx_kv_truncate;
+    e->hp = *lopad_model_hparams(m);
+    e->n_ctx = n_ctx;
+    e->n_batch_max = n_batch_max;
+}
+
+/* ------------------------------------------------------------ the helpers */
+
+enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, int n_seq,
+                                 const int32_t *out_rows, int n_out, float *logits) {
+    LP_ASSERT(n_seq >= 1 && n_seq <= 2);
+    double t0 = lp_time();
+    enum lopad_status st = LOPAD_OK;
+    if ((int64_t)n_seq * d->L <= d->eng.n_batch_max || n_seq == 1) {
+        struct lopad_batch b = {
+            .n_tokens = n_seq * d->L,
+            .tokens = tokens,
+            .pos = d->pos,
+            .n_seq = n_seq,
+            .seq = n_seq > 1 ? d->seq : NULL,
+            .n_out = n_out,
+            .out_rows = out_rows,
+            .logits = logits,
+        };
+        st = d->eng.forward(d->eng.ud, &b);
+    } else {
+        /* one call per canvas; out_rows must be grouped by sequence */
+        int o = 0;
+        for (int s = 0; s < n_seq && st == LOPAD_OK; s++) {
+            int o0 = o;
+            while (o < n_out && out_rows[o] / d->L == s) o++;
+            int32_t rows_buf[256];
+            int32_t *rows = o - o0 <= 256 ? rows_buf : lp_malloc(sizeof(int32_t) * (o - o0), "rows");
+            if (!rows) return LOPAD_ERR_NOMEM;
+            for (int i = o0; i < o; i++) rows[i - o0] = out_rows[i] - s * d->L;
+            struct lopad_batch b = {
+                .n_tokens = d->L,
+                .tokens = tokens + (size_t)s * d->L,
+                .pos = d->pos,
+                .n_seq = 1,
+                .n_out = o - o0,
+                .out_rows = rows,
+                .logits = logits + (size_t)o0 * d->V,
+            };
+            st = d->eng.forward(d->eng.ud, &b);
+            if (rows != rows_buf) lp_free(rows);
+        }
+        LP_ASSERT(st != LOPAD_OK || o == n_out);
+    }
+    double dt = lp_time() - t0;
+    d->t_forward += dt;
+    if (d->step == 0) d->t_first_forward += dt;
+    if (st != LOPAD_OK) return st;
+    d->nfe += 1; /* the reference runs the canvases as one batched call */
+    d->n_seq_evals += n_seq;
+    return LOPAD_OK;
+}
+
+void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok) {
+    LP_ASSERT(p >= d->P && p < d->L && d->canvas[p] == d->mask_id);
+    /* a proposal of the mask token itself leaves the position masked, as writing
+     * it does in the references (it is proposed again by a later step) */
+    if (tok == d->mask_id) return;
+    d->canvas[p] = tok;
+    d->committed[d->n_committed_step++] = p;
+    d->n_masked--;
+}
+
+/* -------------------------------------------------------------- the loop */
+
+enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_decode_request *rq,
+                                  lp_decoder **out) {
+    *out = NULL;
+    if (!e || !e->forward) return lp_error(LOPAD_ERR_ARG, "decoder: no engine");
+    enum lopad_status st = lp_decode_validate(rq, &e->hp, e->n_ctx);
+    if (st != LOPAD_OK) return st;
+    lp_decoder *d = lp_calloc(1, sizeof *d, "decoder");
+    if (!d) return LOPAD_ERR_NOMEM;
+    d->ops = decoder_table[rq->decoder];
+    d->eng = *e;
+    d->rq = *rq;
+    d->P = rq->n_prompt;
+    d->G = rq->gen_len;
+    d->L = d->P + d->G;
+    d->V = e->hp.n_vocab;
+    d->mask_id = e->hp.mask_id;
+    d->prompt = lp_malloc(sizeof(int32_t) * d->P, "prompt copy");
+    d->canvas = lp_malloc(sizeof(int32_t) * d->L, "canvas");
+    d->pos = lp_malloc(sizeof(int32_t) * 2 * d->L, "position ids");
+    d->seq = lp_malloc(sizeof(int32_t) * 2 * d->L, "sequence ids");
+    d->committed = lp_malloc(sizeof(int32_t) * d->L, "committed list");
+    if (!d->prompt || !d->canvas || !d->pos || !d->seq || !d->committed) {
+        lp_decode_free(d);
+        return LOPAD_ERR_NOMEM;
+    }
+    memcpy(d->prompt, rq->prompt, sizeof(int32_t) * d->P);
+    d->rq.prompt = d->prompt;
+    for (int i = 0; i < d->L; i++) {
+        d->canvas[i] = i < d->P ? d->prompt[i] : d->mask_id;
+        d->pos[i] = d->pos[d->L + i] = i;
+        d->seq[i] = 0;
+        d->seq[d->L + i] = 1;
+    }
+    d->n_masked = d->G;
+    d->n_steps = -1;
+    lp_rng_seed(&d->rng, rq->seed);
+    d->t_start = lp_time();
+    st = d->ops->init(d);
+    if (st != LOPAD_OK) {
+        lp_decode_free(d);
+        return st;
+    }
+    *out = d;
+    return LOPAD_OK;
+}
+
+static int final_prefix(const lp_decoder *d) {
+    int f = 0;
+    while (f < d->G && d->canvas[d->P + f] != d->mask_id) f++;
+    return f;
+}
+
+static void fill_event(const lp_decoder *d, struct lp_step_event *ev) {
+    ev->canvas = d->canvas;
+    ev->n_canvas = d->L;
+    ev->n_prompt = d->P;
+    ev->mask_id = d->mask_id;
+    ev->committed = d->committed;
+    ev->n_committed = d->n_committed_step;
+    ev->step = d->step - 1;
+    ev->n_steps = d->n_steps;
+    ev->nfe = d->nfe;
+    ev->n_masked = d->n_masked;
+    ev->final_prefix = final_prefix(d);
+    ev->done = d->done;
+}
+
+enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev) {
+    if (d->done) {
+        d->n_committed_step = 0;
+        if (ev) fill_event(d, ev);
+        return LOPAD_OK;
+    }
+    d->n_committed_step = 0;
+    enum lopad_status st = d->ops->step(d);
+    if (st != LOPAD_OK) return st;
+    d->step++;
+    if (d->n_steps >= 0 && d->step >= d->n_steps) d->done = true; /* fixed-step decoders */
+    if (ev) fill_event(d, ev);
+    return LOPAD_OK;
+}
+
+bool lp_decode_done(const lp_decoder *d) { return d->done; }
+
+enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) {
+    memset(res, 0, sizeof *res);
+    res->canvas = lp_malloc(sizeof(int32_t) * d->L, "result canvas");
+    res->ids = lp_malloc(sizeof(int32_t) * (d->G ? d->G : 1), "result ids");
+    if (!res->canvas || !res->ids) {
+        lp_decode_result_free(res);
+        return LOPAD_ERR_NOMEM;
+    }
+    memcpy(res->canvas, d->canvas, sizeof(int32_t) * d->L);
+    res->n_canvas = d->L;
+    res->n_prompt = d->P;
+    int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;
+    int n = 0;
+    for (; n < d->G; n++) {
+        int32_t t = d->canvas[d->P + n];
+        if (t == d->mask_id || (eos >= 0 && t == eos) || (eot >= 0 && t == eot)) break;
+        res->ids[n] = t;
+    }
+    res->n_ids = n;
+    res->n_committed = d->G - d->n_masked;
+    res->nfe = d->nfe;
+    res->n_seq_evals = d->n_seq_evals;
+    res->tpf = d->nfe ? (double)res->n_committed / d->nfe : 0.0;
+    res->t_total = lp_time() - d->t_start;
+    res->t_first_forward = d->t_first_forward;
+    res->t_forward = d->t_forward;
+    res->cancelled = d->cancelled;
+    return LOPAD_OK;
+}
+
+void lp_decode_free(lp_decoder *d) {
+    if (!d) return;
+    if (d->ops && d->ops->release) d->ops->release(d);
+    lp_free(d->prompt);
+    lp_free(d->canvas);
+    lp_free(d->pos);
+    lp_free(d->seq);
+    lp_free(d->committed);
+    lp_free(d);
+}
+
+void lp_decode_result_free(struct lp_decode_result *r) {
+    if (!r) return;
+    lp_free(r->ids);
+    lp_free(r->canvas);
+    r->ids = r->canvas = NULL;
+    r->n_ids = r->n_canvas = 0;
+}
+
+enum lopad_status lp_decode_run(const struct lp_engine *e, const struct lp_decode_request *rq,
+                                lp_step_cb cb, void *ud, struct lp_decode_result *res) {
+    memset(res, 0, sizeof *res);
+    lp_decoder *d;
+    enum lopad_status st = lp_decode_start(e, rq, &d);
+    if (st != LOPAD_OK) return st;
+    while (!d->done) {
+        struct lp_step_event ev;
+        st = lp_decode_step(d, &ev);
+        if (st != LOPAD_OK) break;
+        if (cb && cb(ud, &ev) && !d->done) {
+            d->cancelled = true;
+            break;
+        }
+    }
+    if (st == LOPAD_OK) st = lp_decode_finish(d, res);
+    lp_decode_free(d);
+    return st;
+}

@@ -1,0 +1,177 @@
+/*
+ * decode.h - the decoders: from model predictions to committed tokens.
+ *
+ * A decoder is pure logic. It sees the model only through struct lp_engine (a
+ * table of function pointers with the lopad_forward / lopad_kv_* semantics of
+ * include/lopad.h), so tests can replace the transformer by a fake predictor and
+ * later decoders (Fast-dLLM caches, DPad, D2F, LoPA) use the same door.
+ *
+ * Use:
+ *     struct lp_decode_request rq;
+ *     lp_decode_request_init(&rq, LP_DEC_LLADA, gen_len);  // reference defaults
+ *     rq.prompt = ids; rq.n_prompt = n; rq.temperature = ...;
+ *     lp_engine_from_ctx(&eng, model, ctx, n_ctx, n_batch_max);
+ *     lp_decode_run(&eng, &rq, on_step, ud, &res);        // blocking, streams
+ *     ... res.ids[0..res.n_ids) ...
+ *     lp_decode_result_free(&res);
+ * or the stepped form: lp_decode_start / lp_decode_step (one iteration: its
+ * forwards plus its commits) / lp_decode_finish / lp_decode_free.
+ *
+ * Counting: NFE is the number of denoiser evaluations as the references count
+ * them: one per step. A classifier-free-guidance step runs the conditional and
+ * the unconditional canvas as ONE batched model call (n_seq = 2), as the LLaDA
+ * reference does, so it counts one NFE; n_seq_evals counts sequences (2 there).
+ * TPF = committed generated positions / NFE.
+ */
+#ifndef LP_DECODE_H
+#define LP_DECODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "lopad.h"
+
+/* ------------------------------------------------------------ the engine */
+
+/* What a decoder needs from the model. lp_engine_from_ctx() binds a real
+ * context; tests fill it with a fake. Semantics as in include/lopad.h. */
+struct lp_engine {
+    void *ud;
+    enum lopad_status (*forward)(void *ud, const struct lopad_batch *b);
+    /* cache operations; NULL where the engine has no cache (vanilla decoders
+     * never call them) */
+    enum lopad_status (*kv_commit)(void *ud, int src, int n, int dst);
+    void (*kv_truncate)(void *ud, int n);
+    struct lopad_hparams hp; /* n_vocab, mask/eos/eot ids, shift_logits */
+    int n_ctx;               /* longest canvas the engine accepts */
+    int n_batch_max;         /* most fed tokens in one forward (all sequences) */
+};
+
+/* Bind a lopad context (created with n_ctx / n_batch_max) as an engine. */
+void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
+                        int n_batch_max);
+
+/* ----------------------------------------------------------- the request */
+
+enum lp_decoder_kind {
+    LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (ALGORITHMS.md 1) */
+    LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (ALGORITHMS.md 1) */
+    LP_DEC_COUNT
+};
+
+enum lp_remasking {
+    LP_REMASK_LOW_CONFIDENCE = 0, /* rank by the probability of the chosen token */
+    LP_REMASK_RANDOM = 1,         /* rank by uniform noise */
+};
+
+enum lp_dream_alg {
+    LP_ALG_ORIGIN = 0,       /* each mask unmasked independently with prob 1 - s/t */
+    LP_ALG_MASKGIT_PLUS = 1, /* rank by pmax */
+    LP_ALG_TOPK_MARGIN = 2,  /* rank by top1 - top2 */
+    LP_ALG_ENTROPY = 3,      /* rank by negative entropy */
+};
+
+struct lp_decode_request {
+    const int32_t *prompt; /* [n_prompt], not owned */
+    int n_prompt;
+    int gen_len;                  /* generated positions G */
+    enum lp_decoder_kind decoder;
+    int steps;                    /* total forwards (llada: over all blocks) */
+    int block_len;                /* llada block B; dream: must equal gen_len */
+    /* llada */
+    enum lp_remasking remasking;
+    double cfg_scale;             /* 0 = off; else un + (s+1)(cond - un) */
+    bool logits_eos_inf;          /* EOS logit -inf before choosing */
+    bool confidence_eos_eot_inf;  /* EOS/EoT proposals rank last (the reference's intent) */
+    /* both */
+    double temperature;           /* 0 = argmax */
+    /* dream */
+    double eps;                   /* time grid linspace(1, eps, steps+1) */
+    enum lp_dream_alg alg;
+    double alg_temp;              /* 0 = top-k by confidence, > 0 = sample positions */
+    double top_p;                 /* (0, 1]; 1 = off */
+    int top_k;                    /* 0 = off */
+    uint64_t seed;                /* the request's PRNG */
+};
+
+/* Reference defaults for `kind`: steps = gen, block 32 for llada (gen when gen
+ * is not a multiple of 32) and gen for dream, low_confidence, T = 0, cfg 0,
+ * eps 1e-3, alg entropy (the Dream authors' demo/eval setting; the HF config's
+ * default `origin` unmasks in random order), alg_temp 0, top_p 1, top_k 0,
+ * seed 0. The prompt is left empty. */
+void lp_decode_request_init(struct lp_decode_request *rq, enum lp_decoder_kind kind, int gen_len);
+
+/* Full check of a request against a model; the LOPAD_ERR_ARG message names the
+ * option. n_ctx = longest canvas allowed (prompt + gen). */
+enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
+                                     const struct lopad_hparams *hp, int n_ctx);
+
+/* Names <-> enums; the parse functions return LOPAD_ERR_ARG naming the choices. */
+const char *lp_decoder_name(enum lp_decoder_kind k);
+enum lopad_status lp_decoder_parse(const char *s, enum lp_decoder_kind *out);
+const char *lp_remasking_name(enum lp_remasking r);
+enum lopad_status lp_remasking_parse(const char *s, enum lp_remasking *out);
+const char *lp_dream_alg_name(enum lp_dream_alg a);
+enum lopad_status lp_dream_alg_parse(const char *s, enum lp_dream_alg *out);
+/* Default decoder for an architecture (llada for LLaDA, dream for Dream). */
+enum lp_decoder_kind lp_decoder_default(enum lopad_arch arch);
+
+/* ------------------------------------------------------------ the stream */
+
+/* Passed to the callback after every step (one or more forwards + commits). */
+struct lp_step_event {
+    const int32_t *canvas;    /* [n_canvas]: prompt then generated positions */
+    int n_canvas;
+    int n_prompt;
+    int32_t mask_id;
+    const int32_t *committed; /* [n_committed] canvas positions committed by this step */
+    int n_committed;
+    int step;                 /* 0-based index of this step */
+    int n_steps;              /* planned steps (-1 if the decoder cannot tell) */
+    int nfe;                  /* forwards so far */
+    int n_masked;             /* generated positions still MASK */
+    int final_prefix;         /* generated positions [0, final_prefix) are all committed */
+    bool done;
+};
+/* Return nonzero to stop decoding after this step (result.cancelled). */
+typedef int (*lp_step_cb)(void *ud, const struct lp_step_event *ev);
+
+/* ------------------------------------------------------------ the result */
+
+struct lp_decode_result {
+    int32_t *ids;    /* generated ids cut before the first EOS / EoT (lp_free) */
+    int n_ids;
+    int32_t *canvas; /* the whole final canvas [n_canvas] (lp_free) */
+    int n_canvas;
+    int n_prompt;
+    int n_committed; /* committed generated positions */
+    int nfe;         /* denoiser evaluations (see the header comment) */
+    int n_seq_evals; /* sequences evaluated (2 per CFG step) */
+    double tpf;      /* n_committed / nfe */
+    double t_total;         /* seconds from start to finish */
+    double t_first_forward; /* seconds of the first step's forwards ("prefill") */
+    double t_forward;       /* seconds inside the engine's forward, all steps */
+    bool cancelled;
+};
+void lp_decode_result_free(struct lp_decode_result *r);
+
+/* -------------------------------------------------------------- the loop */
+
+typedef struct lp_decoder lp_decoder;
+
+/* Validate rq (against e->n_ctx) and set up a decoder; the prompt is copied. */
+enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_decode_request *rq,
+                                  lp_decoder **out);
+/* One step. *ev (may be NULL) describes it; its pointers stay valid until the
+ * next call. After ev->done, further steps do nothing. */
+enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev);
+bool lp_decode_done(const lp_decoder *d);
+/* Fill *res from the current state (callable any time; copies). */
+enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res);
+void lp_decode_free(lp_decoder *d);
+
+/* Blocking wrapper: start, step until done (calling cb after each step when
+ * non-NULL), finish. res is zeroed first; on error it holds nothing. */
+enum lopad_status lp_decode_run(const struct lp_engine *e, const struct lp_decode_request *rq,
+                                lp_step_cb cb, void *ud, struct lp_decode_result *res);
+
+#endif
