@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# fuzz.sh - build the libFuzzer harnesses (tests/fuzz/fuzz_*.c) with clang +
+# ASan + UBSan and run each one for a bounded time on its seed corpus.
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   SECONDS_PER_TARGET  default 60
+#   TARGET              e.g. fuzz_gguf (default: every tests/fuzz/fuzz_*.c)
+# Environment:
+#   LOPAD_FUZZ_BUILD    build directory (default <repo>/build-fuzz)
+#   LOPAD_FUZZ_JOBS     parallel libFuzzer workers per target (default 1)
+#
+# Inputs libFuzzer discovers go to <build>/fuzz-work/<target>/corpus (not the
+# repository). Every crash / leak / timeout / out-of-memory input is copied to
+# tests/fuzz/regress/<target>/, where the CTest test_fuzz_regress replays it;
+# the script then exits 1. Exit 0: nothing found.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+secs=${1:-60}
+[[ $# -gt 0 ]] && shift
+if ! [[ $secs =~ ^[0-9]+$ ]] || ((secs < 1)); then
+  echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2
+  exit 2
+fi
+build=${LOPAD_FUZZ_BUILD:-$root/build-fuzz}
+jobs=${LOPAD_FUZZ_JOBS:-1}
+
+command -v clang >/dev/null || { echo "fuzz.sh: clang not found" >&2; exit 2; }
+
+if (($# > 0)); then
+  targets=("$@")
+else
+  targets=()
+  for f in "$root"/tests/fuzz/fuzz_*.c; do
+    [[ -e $f ]] && targets+=("$(basename "$f" .c)")
+  done
+fi
+((${#targets[@]})) || { echo "fuzz.sh: no harnesses in tests/fuzz" >&2; exit 2; }
+
+# The whole library is built with clang; -fsanitize=fuzzer-no-link gives the
+# library the coverage instrumentation libFuzzer steers by (the harness
+# executables get -fsanitize=fuzzer from CMakeLists.txt). Only the fuzz
+# targets are built, not the CLI or the unit tests.
+echo "== configure $build" >&2
+CC=clang cmake -S "$root" -B "$build" -DLOPAD_FUZZ=ON -DLOPAD_SANITIZE=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" >/dev/null ||
+  { echo "fuzz.sh: cmake configure failed" >&2; exit 2; }
+echo "== build ${targets[*]}" >&2
+cmake --build "$build" -j2 --target "${targets[@]}" >"$build/fuzz-build.log" 2>&1 ||
+  { tail -40 "$build/fuzz-build.log" >&2; echo "fuzz.sh: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=0:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# Scratch files of the harnesses (a crashing run cannot clean up after itself).
+scratch=$(mktemp -d "${TMPDIR:-/dev/shm}/lopad-fuzz-run.XXXXXX" 2>/dev/null || mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export LOPAD_FUZZ_TMP=$scratch
+
+found=0
+summary=()
+for t in "${targets[@]}"; do
+  bin="$build/$t"
+  [[ -x $bin ]] || { echo "fuzz.sh: $bin missing" >&2; found=1; continue; }
+  work="$build/fuzz-work/$t"
+  mkdir -p "$work/corpus" "$work/artifacts"
+  rm -f "$work/artifacts"/*
+  dirs=("$work/corpus")
+  [[ -d $root/tests/fuzz/corpus/$t ]] && dirs+=("$root/tests/fuzz/corpus/$t")
+  [[ -d $root/tests/fuzz/regress/$t ]] && dirs+=("$root/tests/fuzz/regress/$t")
+  dict=()
+  [[ -f $root/tests/fuzz/$t.dict ]] && dict=(-dict="$root/tests/fuzz/$t.dict")
+  echo "== $t: ${secs}s (log $work/fuzz.log)" >&2
+  # fork mode keeps going after a crash, so one run can collect several.
+  "$bin" -fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -artifact_prefix="$work/artifacts/" -print_final_stats=1 "${dict[@]}" \
+    "${dirs[@]}" >"$work/fuzz.log" 2>&1
+  rc=$?
+  n_new=0
+  for a in "$work"/artifacts/crash-* "$work"/artifacts/leak-* "$work"/artifacts/timeout-* \
+    "$work"/artifacts/oom-*; do
+    [[ -f $a ]] || continue
+    mkdir -p "$root/tests/fuzz/regress/$t"
+    dst="$root/tests/fuzz/regress/$t/$(basename "$a")"
+    if [[ ! -e $dst ]]; then
+      cp "$a" "$dst"
+      echo "   new finding: $dst" >&2
+    fi
+    n_new=$((n_new + 1))
+  done
+  execs=$(grep -o "^#[0-9]*" "$work/fuzz.log" | tail -1 | tr -d "#")
+  cov=$(grep -o 'cov: [0-9]*' "$work/fuzz.log" | tail -1)
+  if ((n_new)); then
+    found=1
+    summary+=("$t: $n_new finding(s) -> tests/fuzz/regress/$t/ (${cov:-cov ?}, log $work/fuzz.log)")
+    grep -m3 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|contract violation' \
+      "$work/fuzz.log" | sed 's/^/   /' >&2
+  elif ((rc != 0)) && ! grep -q 'Done [0-9]* runs\|INFO: exiting: 0' "$work/fuzz.log"; then
+    found=1
+    summary+=("$t: libFuzzer exited $rc without an artifact (see $work/fuzz.log)")
+  else
+    summary+=("$t: clean, ${execs:-?} runs, ${cov:-cov ?}")
+  fi
+done
+
+echo "== summary" >&2
+printf '   %s\n' "${summary[@]}" >&2
+exit $found
