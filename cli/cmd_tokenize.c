@@ -114,8 +114,10 @@ static int cmd_tokenize(int argc, char **argv) {
         char *s = NULL;
         size_t len = 0;
         st = lp_tokenizer_decode(t, ids, (size_t)n_ids, false, &s, &len);
-        if (st) rc = lp_cli_fail("tokenize", st);
-        else fwrite(s, 1, len, stdout);
+        if (st)
+            rc = lp_cli_fail("tokenize", st);
+        else
+            fwrite(s, 1, len, stdout);
         lp_free(s);
         free(ids);
         lp_tokenizer_free(t);
@@ -162,7 +164,8 @@ static int cmd_tokenize(int argc, char **argv) {
         }
     } else {
         fputc('[', stdout);
-        for (size_t i = 0; i < out.n; i++) printf(i ? ", %d" : "%d", (int)out.v[i]);
+        for (size_t i = 0; i < out.n; i++)
+            printf(i ? ", %d" : "%d", (int)out.v[i]);
         fputs("]\n", stdout);
     }
     lp_ids_free(&out);

@@ -31,15 +31,20 @@ static bool chatml_default_system(const char *tmpl, char *out, size_t cap) {
     static const char *const head = "<|im_start|>system";
     for (const char *p = strstr(tmpl, head); p; p = strstr(p + 1, head)) {
         const char *b = p + strlen(head);
-        if (!strncmp(b, "\\n", 2)) b += 2;
-        else if (*b == '\n') b += 1;
-        else continue;
+        if (!strncmp(b, "\\n", 2))
+            b += 2;
+        else if (*b == '\n')
+            b += 1;
+        else
+            continue;
         const char *e = strstr(b, "<|im_end|>");
         if (!e) return false;
         bool plain = true;
         for (const char *q = b; q < e && plain; q++) {
-            if (*q == '{' || *q == '}' || *q == '+') plain = false;
-            else if ((*q == '\'' || *q == '"') && (q == b || q[-1] != '\\')) plain = false;
+            if (*q == '{' || *q == '}' || *q == '+')
+                plain = false;
+            else if ((*q == '\'' || *q == '"') && (q == b || q[-1] != '\\'))
+                plain = false;
         }
         if (!plain || b == e) continue;
         size_t o = 0;
@@ -108,7 +113,8 @@ static void put(struct sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *p = lp_realloc(b->s, cap, "chat prompt");
         if (!p) {
             b->oom = true;
@@ -122,7 +128,9 @@ static void put(struct sbuf *b, const char *s, size_t n) {
     b->s[b->n] = 0;
 }
 
-static void puts_(struct sbuf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(struct sbuf *b, const char *s) {
+    put(b, s, strlen(s));
+}
 
 static bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -130,8 +138,10 @@ static bool is_space(char c) {
 
 static void put_trimmed(struct sbuf *b, const char *s) {
     size_t n = strlen(s);
-    while (n && is_space(*s)) s++, n--;
-    while (n && is_space(s[n - 1])) n--;
+    while (n && is_space(*s))
+        s++, n--;
+    while (n && is_space(s[n - 1]))
+        n--;
     put(b, s, n);
 }
 
@@ -148,8 +158,10 @@ static void render_one(struct sbuf *b, const struct lp_chat_style *st, const cha
         puts_(b, "<|start_header_id|>");
         puts_(b, role);
         puts_(b, "<|end_header_id|>\n\n");
-        if (st->trim) put_trimmed(b, content);
-        else puts_(b, content);
+        if (st->trim)
+            put_trimmed(b, content);
+        else
+            puts_(b, content);
         puts_(b, "<|eot_id|>");
     }
 }
@@ -183,8 +195,9 @@ enum lopad_status lp_chat_render(const struct lp_chat_style *style, const struct
         first = false;
     }
     if (add_generation_prompt)
-        puts_(&b, style->format == LP_CHAT_CHATML ? "<|im_start|>assistant\n"
-                                                  : "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        puts_(&b, style->format == LP_CHAT_CHATML
+                      ? "<|im_start|>assistant\n"
+                      : "<|start_header_id|>assistant<|end_header_id|>\n\n");
     put(&b, "", 0); /* an empty conversation still yields "" */
     if (b.oom) {
         lp_free(b.s);

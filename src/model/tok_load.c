@@ -18,7 +18,8 @@
 /* ------------------------------------------------------------ shared bits */
 
 /* Decode a byte-level alphabet string into t's scratch and look it up. */
-static int32_t lookup_bytelevel(const struct lp_tokenizer *t, const char *s, size_t len, char *buf) {
+static int32_t lookup_bytelevel(const struct lp_tokenizer *t, const char *s, size_t len,
+                                char *buf) {
     size_t n = lp_bytelevel_decode(s, len, buf);
     return lp_tok_lookup(t, buf, n);
 }
@@ -32,9 +33,12 @@ static enum lopad_status add_merge(struct lp_tokenizer *t, const char *a, size_t
     size_t nb = lp_bytelevel_decode(b, lb, buf + na);
     int32_t im = lp_tok_lookup(t, buf, na + nb);
     if (ia < 0 || ib < 0 || im < 0)
-        return lp_error(LOPAD_ERR_FORMAT, "%s: merge %zu ('%.*s' '%.*s'): %s is not in the vocabulary",
-                        source, idx, (int)LP_MIN(la, 64), a, (int)LP_MIN(lb, 64), b,
-                        ia < 0 ? "the left part" : ib < 0 ? "the right part" : "the merged token");
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: merge %zu ('%.*s' '%.*s'): %s is not in the vocabulary", source, idx,
+                        (int)LP_MIN(la, 64), a, (int)LP_MIN(lb, 64), b,
+                        ia < 0   ? "the left part"
+                        : ib < 0 ? "the right part"
+                                 : "the merged token");
     lp_tok_merge_add(t, ia, ib, im);
     return LOPAD_OK;
 }
@@ -102,10 +106,12 @@ static enum lopad_status parse_pre(struct lp_tokenizer *t, const cJSON *p, const
         if ((st = lp_json_opt_bool(p, "use_regex", true, src, &use_regex))) return st;
         if (prefix)
             return lp_error(LOPAD_ERR_UNSUPPORTED,
-                            "%s: pre_tokenizer ByteLevel with add_prefix_space is not supported", src);
+                            "%s: pre_tokenizer ByteLevel with add_prefix_space is not supported",
+                            src);
         return use_regex ? lp_tok_add_pattern(t, LP_PAT_GPT2) : LOPAD_OK;
     }
-    return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported", src, type);
+    return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported", src,
+                    type);
 }
 
 static enum lopad_status parse_normalizer(struct lp_tokenizer *t, const cJSON *n, const char *src,
@@ -161,8 +167,9 @@ static enum lopad_status read_config(struct lp_tokenizer *t, const cJSON *cfg, c
             char *end;
             long id = strtol(e->string, &end, 10);
             if (*end || end == e->string || id < 0 || id >= LP_TOK_MAX_ID)
-                return lp_error(LOPAD_ERR_FORMAT, "%s: added_tokens_decoder key '%s' is not a token id",
-                                src, e->string);
+                return lp_error(LOPAD_ERR_FORMAT,
+                                "%s: added_tokens_decoder key '%s' is not a token id", src,
+                                e->string);
             if ((st = add_token_obj(t, e, id, true, src))) return st;
         }
     }
@@ -206,10 +213,11 @@ static enum lopad_status load_hf(struct lp_tokenizer *t, const cJSON *root, cons
     if ((st = lp_json_opt_string(model, "end_of_word_suffix", NULL, src, &eow))) return st;
     if ((st = lp_json_opt_bool(model, "byte_fallback", false, src, &byte_fallback))) return st;
     if ((csp && *csp) || (eow && *eow) || byte_fallback)
-        return lp_error(LOPAD_ERR_UNSUPPORTED,
-                        "%s: BPE with continuing_subword_prefix / end_of_word_suffix / byte_fallback "
-                        "is not supported (byte-level BPE only)",
-                        src);
+        return lp_error(
+            LOPAD_ERR_UNSUPPORTED,
+            "%s: BPE with continuing_subword_prefix / end_of_word_suffix / byte_fallback "
+            "is not supported (byte-level BPE only)",
+            src);
     if ((st = lp_json_opt_bool(model, "ignore_merges", false, src, &t->ignore_merges))) return st;
     if ((st = lp_json_get_item(model, "vocab", cJSON_Object, src, &vocab))) return st;
     if ((st = lp_json_get_item(model, "merges", cJSON_Array, src, &merges))) return st;
@@ -218,7 +226,8 @@ static enum lopad_status load_hf(struct lp_tokenizer *t, const cJSON *root, cons
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) maxlen = LP_MAX(maxlen, strlen(e->string) + 1);
     cJSON_ArrayForEach(e, merges) {
-        if (cJSON_IsString(e)) maxlen = LP_MAX(maxlen, strlen(e->valuestring) + 1);
+        if (cJSON_IsString(e))
+            maxlen = LP_MAX(maxlen, strlen(e->valuestring) + 1);
         else if (cJSON_IsArray(e))
             for (const cJSON *x = e->child; x; x = x->next)
                 if (cJSON_IsString(x)) maxlen = LP_MAX(maxlen, 2 * strlen(x->valuestring) + 1);
@@ -262,7 +271,8 @@ static enum lopad_status load_hf(struct lp_tokenizer *t, const cJSON *root, cons
             la = strlen(a);
             lb = strlen(b);
         } else {
-            st = lp_error(LOPAD_ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [a, b]", src, idx);
+            st =
+                lp_error(LOPAD_ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [a, b]", src, idx);
             goto out;
         }
         if ((st = add_merge(t, a, la, b, lb, buf, idx, src))) goto out;
@@ -291,8 +301,10 @@ enum lopad_status lp_tokenizer_from_hf_json(const char *json_path, const char *c
         return st;
     }
     struct lp_tokenizer *t = lp_tok_new(json_path);
-    if (!t) st = LOPAD_ERR_NOMEM;
-    else st = load_hf(t, root, cfg, json_path, config_path);
+    if (!t)
+        st = LOPAD_ERR_NOMEM;
+    else
+        st = load_hf(t, root, cfg, json_path, config_path);
     cJSON_Delete(root);
     cJSON_Delete(cfg);
     if (st) {
@@ -338,14 +350,15 @@ static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf 
                                    const char *src) {
     enum lopad_status st;
     if (!lp_gguf_get(g, "tokenizer.ggml.model"))
-        return lp_error(LOPAD_ERR_FORMAT, "%s: no tokenizer in this GGUF (tokenizer.ggml.model missing)",
-                        src);
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: no tokenizer in this GGUF (tokenizer.ggml.model missing)", src);
     const char *model;
     if ((st = lp_gguf_get_str(g, "tokenizer.ggml.model", &model))) return st;
     if (strcmp(model, "gpt2"))
-        return lp_error(LOPAD_ERR_UNSUPPORTED,
-                        "%s: tokenizer.ggml.model '%s' is not supported (only byte-level BPE 'gpt2')",
-                        src, model);
+        return lp_error(
+            LOPAD_ERR_UNSUPPORTED,
+            "%s: tokenizer.ggml.model '%s' is not supported (only byte-level BPE 'gpt2')", src,
+            model);
     const struct lp_gguf_value *tokens, *types = NULL, *merges = NULL;
     if ((st = lp_gguf_get_arr(g, "tokenizer.ggml.tokens", LP_GGUF_STRING, &tokens))) return st;
     if (lp_gguf_get(g, "tokenizer.ggml.token_type") &&
@@ -366,8 +379,8 @@ static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf 
     for (uint64_t j = 0; j < n; j++) {
         size_t l = 0;
         if (!lp_gguf_arr_str(tokens, j, &l))
-            return lp_error(LOPAD_ERR_FORMAT, "%s: tokenizer.ggml.tokens[%llu] is not a string", src,
-                            (unsigned long long)j);
+            return lp_error(LOPAD_ERR_FORMAT, "%s: tokenizer.ggml.tokens[%llu] is not a string",
+                            src, (unsigned long long)j);
         maxlen = LP_MAX(maxlen, l + 1);
     }
     if (merges)
@@ -403,8 +416,9 @@ static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf 
         size_t l, la, lb;
         const char *s = lp_gguf_arr_str(merges, j, &l), *b;
         if (!split_merge(s, l, &la, &b, &lb)) {
-            st = lp_error(LOPAD_ERR_FORMAT, "%s: tokenizer.ggml.merges[%llu] ('%.64s') is not two tokens",
-                          src, (unsigned long long)j, s);
+            st = lp_error(LOPAD_ERR_FORMAT,
+                          "%s: tokenizer.ggml.merges[%llu] ('%.64s') is not two tokens", src,
+                          (unsigned long long)j, s);
             goto out;
         }
         if ((st = add_merge(t, s, la, b, lb, buf, (size_t)j, src))) goto out;
@@ -412,7 +426,8 @@ static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf 
     const struct lp_gguf_value *pre = lp_gguf_get(g, "tokenizer.ggml.pre");
     if (!pre) {
         st = lp_error(LOPAD_ERR_UNSUPPORTED,
-                      "%s: tokenizer.ggml.pre is missing: cannot tell the pre-tokenizer pattern", src);
+                      "%s: tokenizer.ggml.pre is missing: cannot tell the pre-tokenizer pattern",
+                      src);
         goto out;
     }
     const char *pre_s;
@@ -473,8 +488,7 @@ static bool ends_with(const char *s, const char *suf) {
 enum lopad_status lp_tokenizer_load(const char *path, struct lp_tokenizer **out) {
     *out = NULL;
     struct stat sb;
-    if (stat(path, &sb) != 0)
-        return lp_error(LOPAD_ERR_IO, "%s: no such file or directory", path);
+    if (stat(path, &sb) != 0) return lp_error(LOPAD_ERR_IO, "%s: no such file or directory", path);
     size_t n = strlen(path);
     char *a = lp_malloc(n + 32, "path"), *b = lp_malloc(n + 32, "path");
     enum lopad_status st;
@@ -485,13 +499,16 @@ enum lopad_status lp_tokenizer_load(const char *path, struct lp_tokenizer **out)
         snprintf(b, n + 32, "%s/tokenizer_config.json", path);
         if (!is_file(a))
             st = lp_error(LOPAD_ERR_IO, "%s: no tokenizer.json in this model directory", path);
-        else st = lp_tokenizer_from_hf_json(a, is_file(b) ? b : NULL, out);
+        else
+            st = lp_tokenizer_from_hf_json(a, is_file(b) ? b : NULL, out);
     } else if (ends_with(path, ".json")) {
         /* tokenizer.json: read its sibling tokenizer_config.json when present */
         memcpy(a, path, n + 1);
         char *slash = strrchr(a, '/');
-        if (slash) snprintf(slash + 1, n + 32 - (size_t)(slash + 1 - a), "tokenizer_config.json");
-        else snprintf(a, n + 32, "tokenizer_config.json");
+        if (slash)
+            snprintf(slash + 1, n + 32 - (size_t)(slash + 1 - a), "tokenizer_config.json");
+        else
+            snprintf(a, n + 32, "tokenizer_config.json");
         st = lp_tokenizer_from_hf_json(path, is_file(a) && strcmp(a, path) ? a : NULL, out);
     } else {
         st = lp_tokenizer_from_gguf(path, out);

@@ -14,16 +14,16 @@
 
 const char *const LP_PAT_GPT2 =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-const char *const LP_PAT_QWEN2 =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
-    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char *const LP_PAT_QWEN2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+                                 "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                                 "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const char *const LP_PAT_LLAMA3 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-#define CACHE_SLOTS (1u << 17)      /* piece cache; cleared when 70% full */
-#define CACHE_MAX_PIECE 128         /* longer pieces are not cached */
-#define ADDED_MAX_SCAN_TOKENS 4096  /* sanity bound, see lp_tok_finish */
+#define CACHE_SLOTS (1u << 17)     /* piece cache; cleared when 70% full */
+#define CACHE_MAX_PIECE 128        /* longer pieces are not cached */
+#define ADDED_MAX_SCAN_TOKENS 4096 /* sanity bound, see lp_tok_finish */
 
 /* ------------------------------------------------------------ small helpers */
 
@@ -42,7 +42,8 @@ enum lopad_status lp_ids_push(struct lp_ids *ids, int32_t id) {
 static enum lopad_status ids_append(struct lp_ids *ids, const int32_t *src, size_t n) {
     if (ids->n + n > ids->cap) {
         size_t cap = ids->cap ? ids->cap : 64;
-        while (cap < ids->n + n) cap *= 2;
+        while (cap < ids->n + n)
+            cap *= 2;
         int32_t *v = lp_realloc(ids->v, cap * sizeof *v, "token ids");
         if (!v) return LOPAD_ERR_NOMEM;
         ids->v = v;
@@ -90,7 +91,8 @@ static uint64_t hash_u64(uint64_t x) {
 
 static uint32_t pow2_at_least(size_t n) {
     uint32_t p = 16;
-    while (p < n && p < (1u << 31)) p <<= 1;
+    while (p < n && p < (1u << 31))
+        p <<= 1;
     return p;
 }
 
@@ -103,7 +105,8 @@ static pthread_once_t bl_once = PTHREAD_ONCE_INIT;
 /* The printable bytes stand for themselves; the other 68 bytes take the code
  * points 256, 257, ... in byte order, so every byte is a visible character. */
 static void bl_init(void) {
-    for (int i = 0; i < 512; i++) bl_cp_to_byte[i] = -1;
+    for (int i = 0; i < 512; i++)
+        bl_cp_to_byte[i] = -1;
     int extra = 0;
     for (int b = 0; b < 256; b++) {
         bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
@@ -118,8 +121,8 @@ size_t lp_bytelevel_decode(const char *s, size_t len, char *out) {
     size_t o = 0, i = 0;
     while (i < len) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(len - i),
-                                              &cp);
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
         if (k <= 0) { /* not UTF-8: keep the byte */
             out[o++] = s[i++];
             continue;
@@ -161,7 +164,8 @@ struct lp_tokenizer *lp_tok_new(const char *source) {
         return NULL;
     }
     t->bos_id = t->eos_id = t->pad_id = t->unk_id = -1;
-    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
     pthread_mutex_init(&t->mu, NULL);
     return t;
 }
@@ -175,7 +179,8 @@ void lp_tokenizer_free(struct lp_tokenizer *t) {
     lp_free(t->vmap);
     lp_free(t->mmap);
     lp_free(t->added);
-    for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
+    for (int i = 0; i < t->n_re; i++)
+        pcre2_code_free(t->re[i]);
     if (t->md) pcre2_match_data_free(t->md);
     lp_free(t->chat_template);
     lp_free(t->source);
@@ -191,7 +196,8 @@ void lp_tokenizer_free(struct lp_tokenizer *t) {
 static enum lopad_status grow_tables(struct lp_tokenizer *t, int32_t need) {
     if (need <= t->tab_cap) return LOPAD_OK;
     int32_t cap = t->tab_cap < 1024 ? 1024 : t->tab_cap;
-    while (cap < need) cap = cap > LP_TOK_MAX_ID / 2 ? LP_TOK_MAX_ID : cap * 2;
+    while (cap < need)
+        cap = cap > LP_TOK_MAX_ID / 2 ? LP_TOK_MAX_ID : cap * 2;
     size_t ncap = (size_t)cap;
     uint8_t *kind = lp_realloc(t->kind, ncap, "token kinds");
     if (!kind) return LOPAD_ERR_NOMEM;
@@ -221,7 +227,8 @@ enum lopad_status lp_tok_set(struct lp_tokenizer *t, int32_t id, const char *byt
         return lp_error(LOPAD_ERR_FORMAT, "%s: token strings exceed 4 GiB", t->source);
     if (t->data_len + len + 1 > t->data_cap) {
         size_t cap = t->data_cap ? t->data_cap : 1 << 20;
-        while (cap < t->data_len + len + 1) cap *= 2;
+        while (cap < t->data_len + len + 1)
+            cap *= 2;
         char *d = lp_realloc(t->tok_data, cap, "token strings");
         if (!d) return LOPAD_ERR_NOMEM;
         t->tok_data = d;
@@ -250,7 +257,8 @@ int32_t lp_tok_lookup(const struct lp_tokenizer *t, const char *bytes, size_t le
 
 enum lopad_status lp_tok_index_vocab(struct lp_tokenizer *t) {
     size_t n_normal = 0;
-    for (int32_t i = 0; i < t->n_vocab; i++) n_normal += t->kind[i] == LP_TOK_NORMAL;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        n_normal += t->kind[i] == LP_TOK_NORMAL;
     uint32_t size = pow2_at_least(2 * n_normal + 16);
     lp_free(t->vmap);
     t->vmap = lp_malloc((size_t)size * sizeof *t->vmap, "vocabulary index");
@@ -323,15 +331,16 @@ enum lopad_status lp_tok_add_pattern(struct lp_tokenizer *t, const char *pattern
                         t->source, LP_TOK_MAX_PATTERNS);
     int err;
     PCRE2_SIZE erroff;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &erroff,
-                                   NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &erroff, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return lp_error(LOPAD_ERR_UNSUPPORTED,
-                        "%s: pre-tokenizer pattern does not compile at offset %zu: %s (pattern: %s)",
-                        t->source, (size_t)erroff, (const char *)msg, pattern);
+        return lp_error(
+            LOPAD_ERR_UNSUPPORTED,
+            "%s: pre-tokenizer pattern does not compile at offset %zu: %s (pattern: %s)", t->source,
+            (size_t)erroff, (const char *)msg, pattern);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter is used when JIT is missing */
     t->re[t->n_re++] = re;
@@ -348,7 +357,8 @@ static int cmp_added(const void *a, const void *b, void *arg) {
 
 enum lopad_status lp_tok_finish(struct lp_tokenizer *t) {
     int n = 0;
-    for (int32_t i = 0; i < t->n_vocab; i++) n += t->kind[i] >= LP_TOK_ADDED && t->tok_len[i] > 0;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        n += t->kind[i] >= LP_TOK_ADDED && t->tok_len[i] > 0;
     lp_free(t->added);
     t->added = NULL;
     t->n_added = 0;
@@ -380,7 +390,9 @@ enum lopad_status lp_tok_finish(struct lp_tokenizer *t) {
 
 /* ----------------------------------------------------------------- queries */
 
-int32_t lp_tokenizer_n_vocab(const struct lp_tokenizer *t) { return t->n_vocab; }
+int32_t lp_tokenizer_n_vocab(const struct lp_tokenizer *t) {
+    return t->n_vocab;
+}
 
 const char *lp_tokenizer_token(const struct lp_tokenizer *t, int32_t id, size_t *len) {
     if (id < 0 || id >= t->n_vocab || t->kind[id] == LP_TOK_HOLE) return NULL;
@@ -401,12 +413,24 @@ int32_t lp_tokenizer_find(const struct lp_tokenizer *t, const char *content) {
     return lp_tok_lookup(t, content, len);
 }
 
-int32_t lp_tokenizer_bos_id(const struct lp_tokenizer *t) { return t->bos_id; }
-int32_t lp_tokenizer_eos_id(const struct lp_tokenizer *t) { return t->eos_id; }
-int32_t lp_tokenizer_pad_id(const struct lp_tokenizer *t) { return t->pad_id; }
-const char *lp_tokenizer_chat_template(const struct lp_tokenizer *t) { return t->chat_template; }
-int lp_tokenizer_n_patterns(const struct lp_tokenizer *t) { return t->n_re; }
-bool lp_tokenizer_nfc(const struct lp_tokenizer *t) { return t->nfc; }
+int32_t lp_tokenizer_bos_id(const struct lp_tokenizer *t) {
+    return t->bos_id;
+}
+int32_t lp_tokenizer_eos_id(const struct lp_tokenizer *t) {
+    return t->eos_id;
+}
+int32_t lp_tokenizer_pad_id(const struct lp_tokenizer *t) {
+    return t->pad_id;
+}
+const char *lp_tokenizer_chat_template(const struct lp_tokenizer *t) {
+    return t->chat_template;
+}
+int lp_tokenizer_n_patterns(const struct lp_tokenizer *t) {
+    return t->n_re;
+}
+bool lp_tokenizer_nfc(const struct lp_tokenizer *t) {
+    return t->nfc;
+}
 
 /* ---------------------------------------------------------------- the BPE */
 
@@ -488,7 +512,8 @@ static enum lopad_status bpe_word(struct lp_tokenizer *t, const char *s, size_t 
         ns++;
     }
     int nh = 0;
-    for (int i = 0; i + 1 < ns; i++) try_pair(t, sym, i, heap, &nh);
+    for (int i = 0; i + 1 < ns; i++)
+        try_pair(t, sym, i, heap, &nh);
     while (nh > 0) {
         struct bpe_cand c = heap_pop(heap, &nh);
         int l = c.pos, r = c.right;
@@ -503,7 +528,8 @@ static enum lopad_status bpe_word(struct lp_tokenizer *t, const char *s, size_t 
         try_pair(t, sym, l, heap, &nh);
     }
     enum lopad_status st = LOPAD_OK;
-    for (int i = ns > 0 ? 0 : -1; i >= 0 && !st; i = sym[i].next) st = lp_ids_push(out, sym[i].id);
+    for (int i = ns > 0 ? 0 : -1; i >= 0 && !st; i = sym[i].next)
+        st = lp_ids_push(out, sym[i].id);
     if (sym != sym_stack) {
         lp_free(sym);
         lp_free(heap);
@@ -523,7 +549,8 @@ static void cache_clear(struct lp_tokenizer *t) {
 static enum lopad_status piece_encode(struct lp_tokenizer *t, const char *s, size_t n,
                                       struct lp_ids *out) {
     if (n == 0) return LOPAD_OK;
-    if (n == 1 && t->byte_id[(uint8_t)s[0]] >= 0) return lp_ids_push(out, t->byte_id[(uint8_t)s[0]]);
+    if (n == 1 && t->byte_id[(uint8_t)s[0]] >= 0)
+        return lp_ids_push(out, t->byte_id[(uint8_t)s[0]]);
     if (t->ignore_merges) {
         int32_t id = lp_tok_lookup(t, s, n);
         if (id >= 0) return lp_ids_push(out, id);
@@ -558,7 +585,8 @@ static enum lopad_status piece_encode(struct lp_tokenizer *t, const char *s, siz
     }
     if (t->ckeys_len + n > t->ckeys_cap) {
         size_t cap = t->ckeys_cap ? t->ckeys_cap * 2 : 1 << 16;
-        while (cap < t->ckeys_len + n) cap *= 2;
+        while (cap < t->ckeys_len + n)
+            cap *= 2;
         char *k = lp_realloc(t->ckeys, cap, "tokenizer cache keys");
         if (!k) return LOPAD_ERR_NOMEM;
         t->ckeys = k;
@@ -566,7 +594,8 @@ static enum lopad_status piece_encode(struct lp_tokenizer *t, const char *s, siz
     }
     if (t->cids_len + n_ids > t->cids_cap) {
         size_t cap = t->cids_cap ? t->cids_cap * 2 : 1 << 14;
-        while (cap < t->cids_len + n_ids) cap *= 2;
+        while (cap < t->cids_len + n_ids)
+            cap *= 2;
         int32_t *v = lp_realloc(t->cids, cap * sizeof *v, "tokenizer cache ids");
         if (!v) return LOPAD_ERR_NOMEM;
         t->cids = v;
@@ -608,7 +637,8 @@ static enum lopad_status split_level(struct lp_tokenizer *t, int level, const ch
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) { /* empty match: step over one byte (or one character) */
             off = ms + 1;
-            while (off < n && ((uint8_t)s[off] & 0xC0) == 0x80) off++;
+            while (off < n && ((uint8_t)s[off] & 0xC0) == 0x80)
+                off++;
             continue;
         }
         /* Isolated: the gap before the match and the match are both pieces */
@@ -631,7 +661,8 @@ static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
         }
         size_t k;
         uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) k = 2;
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 2;
         else if (c >= 0xE0 && c <= 0xEF) {
             k = 3;
             if (c == 0xE0) lo = 0xA0;
@@ -640,7 +671,8 @@ static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
             k = 4;
             if (c == 0xF0) lo = 0x90;
             if (c == 0xF4) hi = 0x8F;
-        } else return i;
+        } else
+            return i;
         if (i + k > n) return i;
         if (s[i + 1] < lo || s[i + 1] > hi) return i;
         for (size_t j = 2; j < k; j++)
@@ -653,7 +685,8 @@ static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
 static enum lopad_status nfc_reserve(struct lp_tokenizer *t, size_t need) {
     if (need <= t->nfc_cap) return LOPAD_OK;
     size_t cap = t->nfc_cap ? t->nfc_cap : 4096;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     char *b = lp_realloc(t->nfc_buf, cap, "NFC buffer");
     if (!b) return LOPAD_ERR_NOMEM;
     t->nfc_buf = b;
@@ -701,7 +734,8 @@ static enum lopad_status encode_segment(struct lp_tokenizer *t, const char *s, s
         /* every code point below U+0300 is NFC-stable and never composes with
          * what precedes it, so text whose bytes are all < 0xCC is unchanged */
         bool may_change = false;
-        for (size_t i = 0; i < n && !may_change; i++) may_change = (uint8_t)s[i] >= 0xCC;
+        for (size_t i = 0; i < n && !may_change; i++)
+            may_change = (uint8_t)s[i] >= 0xCC;
         if (may_change) {
             size_t nn = 0;
             enum lopad_status st = nfc_text(t, s, n, &nn);
@@ -792,7 +826,8 @@ size_t lp_utf8_complete_prefix(const char *str, size_t n) {
         if ((c & 0xC0) == 0x80) continue; /* continuation: keep looking back */
         size_t need;
         uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) need = 2;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 2;
         else if (c >= 0xE0 && c <= 0xEF) {
             need = 3;
             if (c == 0xE0) lo = 0xA0;
@@ -801,7 +836,8 @@ size_t lp_utf8_complete_prefix(const char *str, size_t n) {
             need = 4;
             if (c == 0xF0) lo = 0x90;
             if (c == 0xF4) hi = 0x8F;
-        } else return n; /* ASCII or an invalid byte: complete */
+        } else
+            return n;               /* ASCII or an invalid byte: complete */
         if (back >= need) return n; /* the sequence is whole (or over-long: invalid) */
         /* incomplete: hold it only if what has arrived can still become valid */
         if (back >= 2 && (s[p + 1] < lo || s[p + 1] > hi)) return n;
@@ -826,7 +862,8 @@ enum lopad_status lp_tok_stream_push(const struct lp_tokenizer *t, struct lp_tok
     s->len = s->held;
     if (s->len + tl > s->cap) {
         size_t cap = s->cap ? s->cap : 64;
-        while (cap < s->len + tl) cap *= 2;
+        while (cap < s->len + tl)
+            cap *= 2;
         char *b = lp_realloc(s->buf, cap, "stream decode buffer");
         if (!b) return LOPAD_ERR_NOMEM;
         s->buf = b;

@@ -44,7 +44,8 @@ static void expect(const struct lp_chat_style *st, const struct lp_chat_msg *m, 
 static void test_detect(void) {
     struct lp_chat_style st;
     CHECK(lp_chat_style_detect(DREAM_TMPL, -1, NULL, &st) == LOPAD_OK);
-    CHECK(st.format == LP_CHAT_CHATML && !strcmp(st.default_system, "You are a helpful assistant."));
+    CHECK(st.format == LP_CHAT_CHATML &&
+          !strcmp(st.default_system, "You are a helpful assistant."));
     CHECK(!strcmp(lp_chat_format_name(st.format), "chatml"));
 
     CHECK(lp_chat_style_detect(QWEN25_TMPL, -1, NULL, &st) == LOPAD_OK);
@@ -67,7 +68,8 @@ static void test_detect(void) {
 
     /* by architecture when there is no template */
     CHECK(lp_chat_style_detect(NULL, LOPAD_ARCH_DREAM, NULL, &st) == LOPAD_OK);
-    CHECK(st.format == LP_CHAT_CHATML && !strcmp(st.default_system, "You are a helpful assistant."));
+    CHECK(st.format == LP_CHAT_CHATML &&
+          !strcmp(st.default_system, "You are a helpful assistant."));
     CHECK(lp_chat_style_detect(NULL, LOPAD_ARCH_LLADA, NULL, &st) == LOPAD_OK);
     CHECK(st.format == LP_CHAT_LLAMA3 && !strcmp(st.bos, "<|startoftext|>") && st.trim);
 
@@ -88,10 +90,8 @@ static void test_chatml(void) {
            "<|im_start|>system\nBe brief.<|im_end|>\n"
            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
     /* a system message in the conversation also does; multi-turn; no generation prompt */
-    struct lp_chat_msg multi[] = {{"system", "S"},
-                                  {"user", "  hi  "},
-                                  {"assistant", "hello"},
-                                  {"user", "more"}};
+    struct lp_chat_msg multi[] = {
+        {"system", "S"}, {"user", "  hi  "}, {"assistant", "hello"}, {"user", "more"}};
     expect(&st, multi, 4, NULL, false,
            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n  hi  <|im_end|>\n"
            "<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nmore<|im_end|>\n");

@@ -40,7 +40,8 @@ struct tik {
 
 static uint64_t h64(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -66,7 +67,8 @@ static int b64val(int c) {
  * has the lowest rank (< limit), leftmost on ties; parts as (offset) list */
 static int naive_bpe(const struct tik *k, const char *s, int n, int limit, int *start) {
     int np = n;
-    for (int i = 0; i <= n; i++) start[i] = i;
+    for (int i = 0; i <= n; i++)
+        start[i] = i;
     for (;;) {
         int best = -1, bi = -1;
         for (int i = 0; i + 1 < np; i++) {
@@ -118,7 +120,8 @@ static bool tik_load(struct tik *k) {
     for (int r = 0; r < k->n; r++) {
         if (!k->tok[r]) return false;
         uint32_t i = (uint32_t)h64(k->tok[r], (size_t)k->len[r]) & k->mask;
-        while (k->hmap[i] >= 0) i = (i + 1) & k->mask;
+        while (k->hmap[i] >= 0)
+            i = (i + 1) & k->mask;
         k->hmap[i] = r;
     }
     /* derive the merge that creates each multi-byte token */
@@ -137,7 +140,8 @@ static bool tik_load(struct tik *k) {
 }
 
 static void tik_free(struct tik *k) {
-    for (int r = 0; r < k->n; r++) free(k->tok[r]);
+    for (int r = 0; r < k->n; r++)
+        free(k->tok[r]);
     free(k->tok);
     free(k->len);
     free(k->hmap);
@@ -152,18 +156,18 @@ static const struct {
     const char *content;
     bool special;
 } ADDED[] = {
-    {151643, "<|endoftext|>", true},   {151644, "<|im_start|>", true},
-    {151645, "<|im_end|>", true},      {151646, "<|object_ref_start|>", true},
+    {151643, "<|endoftext|>", true},      {151644, "<|im_start|>", true},
+    {151645, "<|im_end|>", true},         {151646, "<|object_ref_start|>", true},
     {151647, "<|object_ref_end|>", true}, {151648, "<|box_start|>", true},
-    {151649, "<|box_end|>", true},     {151650, "<|quad_start|>", true},
-    {151651, "<|quad_end|>", true},    {151652, "<|vision_start|>", true},
-    {151653, "<|vision_end|>", true},  {151654, "<|vision_pad|>", true},
-    {151655, "<|image_pad|>", true},   {151656, "<|video_pad|>", true},
-    {151657, "<tool_call>", false},    {151658, "</tool_call>", false},
-    {151659, "<|fim_prefix|>", false}, {151660, "<|fim_middle|>", false},
-    {151661, "<|fim_suffix|>", false}, {151662, "<|fim_pad|>", false},
-    {151663, "<|repo_name|>", false},  {151664, "<|file_sep|>", false},
-    {151665, "<|beginoftext|>", true}, {151666, "<|mask|>", true},
+    {151649, "<|box_end|>", true},        {151650, "<|quad_start|>", true},
+    {151651, "<|quad_end|>", true},       {151652, "<|vision_start|>", true},
+    {151653, "<|vision_end|>", true},     {151654, "<|vision_pad|>", true},
+    {151655, "<|image_pad|>", true},      {151656, "<|video_pad|>", true},
+    {151657, "<tool_call>", false},       {151658, "</tool_call>", false},
+    {151659, "<|fim_prefix|>", false},    {151660, "<|fim_middle|>", false},
+    {151661, "<|fim_suffix|>", false},    {151662, "<|fim_pad|>", false},
+    {151663, "<|repo_name|>", false},     {151664, "<|file_sep|>", false},
+    {151665, "<|beginoftext|>", true},    {151666, "<|mask|>", true},
 };
 #define N_ADDED ((int)(sizeof ADDED / sizeof ADDED[0]))
 
@@ -178,10 +182,14 @@ static void json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -262,7 +270,8 @@ static bool write_gguf(const struct tik *k, const char *path, const char *pre) {
         toks[r] = strndup(buf, m);
         types[r] = 1;
         if (k->merge_l[r] >= 0) {
-            size_t na = lp_bytelevel_encode(k->tok[k->merge_l[r]], (size_t)k->len[k->merge_l[r]], buf);
+            size_t na =
+                lp_bytelevel_encode(k->tok[k->merge_l[r]], (size_t)k->len[k->merge_l[r]], buf);
             buf[na] = ' ';
             size_t nb = lp_bytelevel_encode(k->tok[k->merge_r[r]], (size_t)k->len[k->merge_r[r]],
                                             buf + na + 1);
@@ -279,18 +288,24 @@ static bool write_gguf(const struct tik *k, const char *path, const char *pre) {
         ok = !lp_gguf_writer_add_str(w, "general.architecture", "dream") &&
              !lp_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2") &&
              (!pre || !lp_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre)) &&
-             !lp_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", LP_GGUF_STRING, toks, (uint64_t)n) &&
-             !lp_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LP_GGUF_I32, types, (uint64_t)n) &&
+             !lp_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", LP_GGUF_STRING, toks,
+                                     (uint64_t)n) &&
+             !lp_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LP_GGUF_I32, types,
+                                     (uint64_t)n) &&
              !lp_gguf_writer_add_arr(w, "tokenizer.ggml.merges", LP_GGUF_STRING, merges,
                                      (uint64_t)nm) &&
              !lp_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 151665) &&
              !lp_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 151643) &&
              !lp_gguf_writer_add_str(w, "tokenizer.chat_template", DREAM_TEMPLATE);
-        if (ok) ok = lp_gguf_writer_finish(w) == LOPAD_OK;
-        else lp_gguf_writer_abort(w);
+        if (ok)
+            ok = lp_gguf_writer_finish(w) == LOPAD_OK;
+        else
+            lp_gguf_writer_abort(w);
     }
-    for (int i = 0; i < n; i++) free(toks[i]);
-    for (int i = 0; i < nm; i++) free(merges[i]);
+    for (int i = 0; i < n; i++)
+        free(toks[i]);
+    for (int i = 0; i < nm; i++)
+        free(merges[i]);
     free(toks);
     free(types);
     free(merges);
@@ -337,10 +352,13 @@ static void test_derivation(void) {
     int n_merges = 0, unreachable = 0;
     for (int r = 0; r < K.n; r++) {
         if (K.len[r] < 2) continue;
-        if (K.merge_l[r] >= 0) n_merges++;
-        else unreachable++;
+        if (K.merge_l[r] >= 0)
+            n_merges++;
+        else
+            unreachable++;
     }
-    fprintf(stderr, "  %d merges derived, %d unreachable multi-byte tokens\n", n_merges, unreachable);
+    fprintf(stderr, "  %d merges derived, %d unreachable multi-byte tokens\n", n_merges,
+            unreachable);
     CHECK(K.n == N_BASE);
     CHECK(n_merges > 151000);
     /* the merged parts always have lower ranks than the result */
@@ -446,7 +464,8 @@ static void check_suite(struct lp_tokenizer *t, const char *name) {
         if (!same) {
             bad++;
             fprintf(stderr, "  %s: case %d '%.*s' mismatch: got", name, cases, (int)(e - p), p);
-            for (size_t i = 0; i < ids.n; i++) fprintf(stderr, " %d", ids.v[i]);
+            for (size_t i = 0; i < ids.n; i++)
+                fprintf(stderr, " %d", ids.v[i]);
             fprintf(stderr, "\n    want %s\n", line);
         }
         /* and back (the inputs are NFC already) */
@@ -523,7 +542,8 @@ static void test_roundtrip(void) {
         CHECK(lp_tokenizer_encode(tk_json, text, n, false, &a) == LOPAD_OK);
         CHECK(lp_tokenizer_encode(tk_gguf, text, n, false, &b) == LOPAD_OK);
         CHECK(a.n == b.n && !memcmp(a.v, b.v, a.n * sizeof(int32_t)));
-        for (size_t i = 0; i < a.n; i++) CHECK(a.v[i] >= 0 && a.v[i] < N_BASE);
+        for (size_t i = 0; i < a.n; i++)
+            CHECK(a.v[i] >= 0 && a.v[i] < N_BASE);
         char *dec = NULL;
         size_t dl = 0;
         CHECK(lp_tokenizer_decode(tk_json, a.v, a.n, false, &dec, &dl) == LOPAD_OK);
@@ -554,7 +574,7 @@ static void test_roundtrip(void) {
         size_t n = 1 + rnd() % 250;
         for (size_t i = 0; i < n; i++) {
             uint32_t r = rnd() % 4;
-            uint8_t c = r == 0 ? (uint8_t)(0x80 + rnd() % 0x40)
+            uint8_t c = r == 0   ? (uint8_t)(0x80 + rnd() % 0x40)
                         : r == 1 ? (uint8_t)(0xF5 + rnd() % 11)
                         : r == 2 ? (uint8_t)(0xC0 + rnd() % 2)
                                  : (uint8_t)(rnd() % 0x80);
@@ -581,7 +601,8 @@ static void test_bpe_reference(void) {
         int n = 1 + (int)(rnd() % (iter < 390 ? 40 : 2000));
         const char *alpha = iter % 2 ? "etaoinshrdlucmfwyp" : "abcdefghijklmnopqrstuvwxyz";
         size_t na = strlen(alpha);
-        for (int i = 0; i < n; i++) w[i] = alpha[rnd() % na];
+        for (int i = 0; i < n; i++)
+            w[i] = alpha[rnd() % na];
         struct lp_ids ids = {0};
         CHECK(lp_tokenizer_encode(tk_json, w, (size_t)n, false, &ids) == LOPAD_OK);
         int np = naive_bpe(&K, w, n, K.n, start);
@@ -596,7 +617,8 @@ static void test_bpe_reference(void) {
     /* a long run (one piece) is not quadratic: 256 KiB of letters */
     size_t n = 1 << 18;
     char *big = malloc(n);
-    for (size_t i = 0; i < n; i++) big[i] = "abcdefghijklmnopqrstuvwxyz"[rnd() % 26];
+    for (size_t i = 0; i < n; i++)
+        big[i] = "abcdefghijklmnopqrstuvwxyz"[rnd() % 26];
     struct lp_ids ids = {0};
     double t0 = lp_time();
     CHECK(lp_tokenizer_encode(tk_json, big, n, false, &ids) == LOPAD_OK);
@@ -621,12 +643,15 @@ static void test_special(void) {
     /* with parsing: <|im_start|> user \n Hi <|im_end|> \n <tool_call> <|mask|> */
     CHECK(on.n >= 8 && on.v[0] == 151644 && on.v[on.n - 1] == 151666 && on.v[on.n - 2] == 151657);
     int n_special_on = 0, n_special_off = 0;
-    for (size_t i = 0; i < on.n; i++) n_special_on += on.v[i] >= N_BASE;
-    for (size_t i = 0; i < off.n; i++) n_special_off += off.v[i] >= N_BASE;
+    for (size_t i = 0; i < on.n; i++)
+        n_special_on += on.v[i] >= N_BASE;
+    for (size_t i = 0; i < off.n; i++)
+        n_special_off += off.v[i] >= N_BASE;
     CHECK(n_special_on == 4);
     /* without: special tokens are plain text, the non-special <tool_call> still matches */
     CHECK(n_special_off == 1);
-    for (size_t i = 0; i < off.n; i++) CHECK(off.v[i] < N_BASE || off.v[i] == 151657);
+    for (size_t i = 0; i < off.n; i++)
+        CHECK(off.v[i] < N_BASE || off.v[i] == 151657);
     char *a = NULL, *b = NULL;
     CHECK(lp_tokenizer_decode(tk_json, on.v, on.n, false, &a, NULL) == LOPAD_OK);
     CHECK(lp_tokenizer_decode(tk_json, off.v, off.n, false, &b, NULL) == LOPAD_OK);
@@ -675,7 +700,10 @@ static void test_decode_stream(void) {
     /* a lead byte followed by a non-continuation: both come out raw */
     CHECK(lp_tok_stream_push(tk_json, &s, e4, false, &out, &n) == LOPAD_OK && n == 0);
     CHECK(lp_tok_stream_push(tk_json, &s, la, false, &out, &n) == LOPAD_OK && n == 2 &&
-          !memcmp(out, "\xe4" "a", 2));
+          !memcmp(out,
+                  "\xe4"
+                  "a",
+                  2));
     /* held bytes come out on flush */
     CHECK(lp_tok_stream_push(tk_json, &s, e4, false, &out, &n) == LOPAD_OK && n == 0);
     lp_tok_stream_flush(&s, &out, &n);
@@ -690,7 +718,10 @@ static void test_decode_stream(void) {
     char *d = NULL;
     size_t dl = 0;
     CHECK(lp_tokenizer_decode(tk_json, ids, 4, false, &d, &dl) == LOPAD_OK);
-    CHECK(dl == 4 && !memcmp(d, "\xe4" "a\xff\xbd", 4));
+    CHECK(dl == 4 && !memcmp(d,
+                             "\xe4"
+                             "a\xff\xbd",
+                             4));
     lp_free(d);
     int32_t badid[] = {9707, 151667};
     CHECK(lp_tokenizer_decode(tk_json, badid, 2, false, &d, &dl) == LOPAD_ERR_ARG);
@@ -722,11 +753,12 @@ static bool write_text(const char *path, const char *s) {
 static char *tiny_json(const char *pre, const char *merges_extra, bool ignore_merges) {
     size_t cap = 1 << 16, o = 0;
     char *s = malloc(cap);
-    o += (size_t)snprintf(s + o, cap - o,
-                          "{\"added_tokens\":[{\"id\":300,\"content\":\"<|eot_id|>\",\"special\":true}],"
-                          "\"normalizer\":null,\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\","
-                          "\"ignore_merges\":%s,\"vocab\":{",
-                          pre, ignore_merges ? "true" : "false");
+    o += (size_t)snprintf(
+        s + o, cap - o,
+        "{\"added_tokens\":[{\"id\":300,\"content\":\"<|eot_id|>\",\"special\":true}],"
+        "\"normalizer\":null,\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\","
+        "\"ignore_merges\":%s,\"vocab\":{",
+        pre, ignore_merges ? "true" : "false");
     char buf[8];
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
@@ -746,8 +778,8 @@ static char *tiny_json(const char *pre, const char *merges_extra, bool ignore_me
 static void test_generic_json(void) {
     char path[1200];
     snprintf(path, sizeof path, "%s/tiny.json", dir);
-    char *j = tiny_json("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}", "",
-                        false);
+    char *j = tiny_json("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}",
+                        "", false);
     CHECK(write_text(path, j));
     free(j);
     struct lp_tokenizer *t = NULL;
@@ -851,8 +883,10 @@ static void test_generic_json(void) {
             struct lp_ids e = {0};
             st = lp_tokenizer_encode(t, "abcd the abcabc", 15, true, &e);
             lp_ids_free(&e);
-            if (st == LOPAD_OK) ok_at = k;
-            else CHECK(st == LOPAD_ERR_NOMEM);
+            if (st == LOPAD_OK)
+                ok_at = k;
+            else
+                CHECK(st == LOPAD_ERR_NOMEM);
         } else {
             CHECK_MSG(st == LOPAD_ERR_NOMEM, "k=%d st=%d %s", k, (int)st, lopad_errmsg());
         }
@@ -907,8 +941,8 @@ static void test_throughput(void) {
     double t0 = lp_time();
     CHECK(lp_tokenizer_encode(tk_json, text, n, false, &ids) == LOPAD_OK);
     double dt = lp_time() - t0;
-    fprintf(stderr, "  gsm8k_test.jsonl (%.2f MB): %zu ids, %.1f MB/s (cold cache)\n", n / 1e6, ids.n,
-            n / 1e6 / dt);
+    fprintf(stderr, "  gsm8k_test.jsonl (%.2f MB): %zu ids, %.1f MB/s (cold cache)\n", n / 1e6,
+            ids.n, n / 1e6 / dt);
     char *dec = NULL;
     size_t dl = 0;
     CHECK(lp_tokenizer_decode(tk_json, ids.v, ids.n, false, &dec, &dl) == LOPAD_OK);
