@@ -894,6 +894,10 @@ static struct gguf_kv *writer_find_kv(struct lp_gguf_writer *w, const char *key)
     return NULL;
 }
 
+bool lp_gguf_writer_has_key(const struct lp_gguf_writer *w, const char *key) {
+    return writer_find_kv((struct lp_gguf_writer *)w, key) != NULL;
+}
+
 enum lopad_status lp_gguf_writer_set_alignment(struct lp_gguf_writer *w, uint32_t alignment) {
     if (alignment == 0 || alignment % 8 || alignment > (1u << 30))
         return lp_error(LOPAD_ERR_ARG, "%s: alignment %u must be a nonzero multiple of 8",

@@ -188,6 +188,8 @@ enum lopad_status lp_gguf_writer_add_str(struct lp_gguf_writer *w, const char *k
  * of n NUL-terminated strings. */
 enum lopad_status lp_gguf_writer_add_arr(struct lp_gguf_writer *w, const char *key,
                                          enum lp_gguf_type elem, const void *data, uint64_t n);
+/* True when key was already added. */
+bool lp_gguf_writer_has_key(const struct lp_gguf_writer *w, const char *key);
 /* Any value, deep-copied (nested arrays, or a value taken from a reader). */
 enum lopad_status lp_gguf_writer_add_value(struct lp_gguf_writer *w, const char *key,
                                            const struct lp_gguf_value *v);

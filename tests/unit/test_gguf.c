@@ -14,6 +14,7 @@
 #include "core/common.h"
 #include "core/types.h"
 #include "formats/gguf.h"
+#include "model/model.h"
 
 static char tmpdir[256];
 
@@ -841,6 +842,354 @@ static void test_copy_values(void) {
     unlink(dst);
 }
 
+
+/* ------------------------------------------------------- model load/save */
+
+#define FIX(name) LOPAD_SOURCE_DIR "/tests/fixtures/" name
+
+static bool have_fixtures(void) { return file_exists(FIX("tiny-dream.gguf")); }
+
+/* largest |a - b| over all elements of two weights (any stored types) */
+static double weight_diff(const struct lp_weight *a, const struct lp_weight *b) {
+    if (a->n_in != b->n_in || a->n_out != b->n_out) return INFINITY;
+    float *x = malloc(sizeof(float) * a->n_in), *y = malloc(sizeof(float) * a->n_in);
+    double d = 0;
+    for (int64_t r = 0; r < a->n_out; r++) {
+        lp_type_traits(a->type)->to_float((const uint8_t *)a->data + r * a->row_bytes, x, a->n_in);
+        lp_type_traits(b->type)->to_float((const uint8_t *)b->data + r * b->row_bytes, y, b->n_in);
+        for (int64_t i = 0; i < a->n_in; i++) d = fmax(d, fabs((double)x[i] - y[i]));
+    }
+    free(x);
+    free(y);
+    return d;
+}
+
+static double vec_diff(const float *a, const float *b, int64_t n) {
+    if (!a || !b) return a == b ? 0 : INFINITY;
+    double d = 0;
+    for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* every weight of a and b within tol (tol < 0: byte-identical) */
+static void compare_models(const struct lopad_model *a, const struct lopad_model *b, double tol) {
+    const struct lopad_hparams *x = &a->hp, *y = &b->hp;
+    CHECK(x->arch == y->arch && x->n_embd == y->n_embd && x->n_layer == y->n_layer &&
+          x->n_head == y->n_head && x->n_head_kv == y->n_head_kv && x->head_dim == y->head_dim &&
+          x->n_ff == y->n_ff && x->n_vocab == y->n_vocab && x->n_ctx_train == y->n_ctx_train &&
+          x->rope_theta == y->rope_theta && x->norm_eps == y->norm_eps &&
+          x->shift_logits == y->shift_logits && x->has_qkv_bias == y->has_qkv_bias &&
+          x->mask_id == y->mask_id && x->bos_id == y->bos_id && x->eos_id == y->eos_id &&
+          x->pad_id == y->pad_id && x->eot_id == y->eot_id);
+    const struct lp_weight *wa[] = {&a->tok_embd, &a->output}, *wb[] = {&b->tok_embd, &b->output};
+    for (int k = 0; k < 2; k++) CHECK(weight_diff(wa[k], wb[k]) <= (tol < 0 ? 0 : tol));
+    CHECK(vec_diff(a->output_norm, b->output_norm, x->n_embd) == 0);
+    for (int i = 0; i < x->n_layer && i < y->n_layer; i++) {
+        const struct lp_layer *p = &a->layers[i], *q = &b->layers[i];
+        const struct lp_weight *ma[] = {&p->wq, &p->wk, &p->wv, &p->wo, &p->w_gate, &p->w_up, &p->w_down};
+        const struct lp_weight *mb[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
+        for (int k = 0; k < 7; k++) {
+            if (tol < 0)
+                CHECK_MSG(ma[k]->type == mb[k]->type && ma[k]->row_bytes == mb[k]->row_bytes &&
+                              !memcmp(ma[k]->data, mb[k]->data, ma[k]->row_bytes * ma[k]->n_out),
+                          "layer %d matrix %d", i, k);
+            else
+                CHECK_MSG(weight_diff(ma[k], mb[k]) <= tol, "layer %d matrix %d", i, k);
+        }
+        CHECK(vec_diff(p->attn_norm, q->attn_norm, x->n_embd) == 0);
+        CHECK(vec_diff(p->ffn_norm, q->ffn_norm, x->n_embd) == 0);
+        int64_t QD = (int64_t)x->n_head * x->head_dim, KD = (int64_t)x->n_head_kv * x->head_dim;
+        CHECK(vec_diff(p->bq, q->bq, QD) == 0 && vec_diff(p->bk, q->bk, KD) == 0 &&
+              vec_diff(p->bv, q->bv, KD) == 0);
+    }
+}
+
+static void test_load_gguf_fixtures(void) {
+    if (!have_fixtures()) TEST_SKIP("no fixtures");
+    lopad_model *d = NULL, *l = NULL, *dh = NULL;
+    CHECK_MSG(lopad_model_load(FIX("tiny-dream.gguf"), NULL, &d) == LOPAD_OK, "%s", lopad_errmsg());
+    CHECK_MSG(lopad_model_load(FIX("tiny-llada.gguf"), NULL, &l) == LOPAD_OK, "%s", lopad_errmsg());
+    CHECK_MSG(lopad_model_load(FIX("tiny-dream"), NULL, &dh) == LOPAD_OK, "%s", lopad_errmsg());
+    if (d) {
+        struct lp_gguf *g;
+        CHECK(lp_gguf_open(FIX("tiny-dream.gguf"), &g) == LOPAD_OK);
+        uint32_t v;
+        const struct lopad_hparams *hp = &d->hp;
+        CHECK(hp->arch == LOPAD_ARCH_DREAM && hp->rope == LOPAD_ROPE_NEOX && hp->shift_logits);
+        CHECK(hp->has_qkv_bias);
+        CHECK(!lp_gguf_get_u32(g, "dream.block_count", &v) && (int)v == hp->n_layer);
+        CHECK(!lp_gguf_get_u32(g, "dream.attention.head_count_kv", &v) && (int)v == hp->n_head_kv);
+        CHECK(lp_gguf_find_tensor(g, "token_embd.weight")->ne[1] == hp->n_vocab);
+        CHECK(!lp_gguf_get_u32(g, "tokenizer.ggml.mask_token_id", &v) && (int)v == hp->mask_id);
+        CHECK(hp->head_dim * hp->n_head == hp->n_embd);
+        const char *tpl;
+        CHECK(!lp_gguf_get_str(g, "tokenizer.chat_template", &tpl) && d->chat_template &&
+              !strcmp(tpl, d->chat_template));
+        lp_gguf_close(g);
+        if (dh) compare_models(d, dh, 0); /* the F32 GGUF holds the HF weights */
+    }
+    if (l) {
+        const struct lopad_hparams *hp = &l->hp;
+        CHECK(hp->arch == LOPAD_ARCH_LLADA && hp->rope == LOPAD_ROPE_NORM && !hp->shift_logits);
+        CHECK(!hp->has_qkv_bias && l->layers[0].bq == NULL);
+        CHECK(hp->eot_id == 269 && hp->bos_id == 264 && hp->eos_id == 265);
+        CHECK(l->type_count[LOPAD_TYPE_F16] == 7 * hp->n_layer + 2);
+    }
+    lopad_model_free(d);
+    lopad_model_free(l);
+    lopad_model_free(dh);
+}
+
+static void check_same_tokenizer(const char *a, const char *b) {
+    struct lp_gguf *x = NULL, *y = NULL;
+    CHECK(lp_gguf_open(a, &x) == LOPAD_OK && lp_gguf_open(b, &y) == LOPAD_OK);
+    if (x && y) {
+        int n = 0;
+        for (int64_t i = 0; i < lp_gguf_n_kv(x); i++) {
+            const char *k = lp_gguf_key(x, i);
+            if (strncmp(k, "tokenizer.", 10)) continue;
+            const struct lp_gguf_value *u = lp_gguf_value(x, i), *v = lp_gguf_get(y, k);
+            CHECK_MSG(v != NULL, "%s", k);
+            if (!v) continue;
+            n++;
+            if (u->type == LP_GGUF_ARRAY && v->type == LP_GGUF_ARRAY) {
+                CHECK(u->arr.n == v->arr.n && u->arr.type == v->arr.type);
+                if (u->arr.type == LP_GGUF_STRING)
+                    for (uint64_t j = 0; j < u->arr.n && j < v->arr.n; j++)
+                        CHECK(!strcmp(lp_gguf_arr_str(u, j, NULL), lp_gguf_arr_str(v, j, NULL)));
+                else if (u->arr.n == v->arr.n && u->arr.data)
+                    CHECK(!memcmp(u->arr.data, v->arr.data, u->arr.n * lp_gguf_type_size(u->arr.type)));
+            } else if (u->type == LP_GGUF_STRING) {
+                CHECK(v->type == LP_GGUF_STRING && !strcmp(u->str.s, v->str.s));
+            } else {
+                int64_t p, q;
+                CHECK(lp_gguf_value_i64(u, &p) && lp_gguf_value_i64(v, &q) && p == q);
+            }
+        }
+        CHECK(n >= 5);
+    }
+    lp_gguf_close(x);
+    lp_gguf_close(y);
+}
+
+static void test_save_roundtrip(void) {
+    if (!have_fixtures()) TEST_SKIP("no fixtures");
+    lopad_model *d = NULL;
+    CHECK(lopad_model_load(FIX("tiny-dream.gguf"), NULL, &d) == LOPAD_OK);
+    if (!d) return;
+    char out[512];
+    path_in_tmp(out, sizeof out, "saved.gguf");
+    /* kept types: byte-identical weights */
+    CHECK_MSG(lopad_model_save_gguf(d, out, -1) == LOPAD_OK, "%s", lopad_errmsg());
+    CHECK(no_tmp_left(out));
+    lopad_model *e = NULL;
+    CHECK_MSG(lopad_model_load(out, NULL, &e) == LOPAD_OK, "%s", lopad_errmsg());
+    if (e) {
+        compare_models(d, e, -1);
+        CHECK(e->hp.rope == LOPAD_ROPE_NEOX && e->chat_template &&
+              !strcmp(e->chat_template, d->chat_template));
+        lopad_model_free(e);
+    }
+    check_same_tokenizer(FIX("tiny-dream.gguf"), out);
+    struct lp_gguf *g = NULL;
+    CHECK(lp_gguf_open(out, &g) == LOPAD_OK);
+    if (g) {
+        bool b;
+        const char *s;
+        CHECK(!lp_gguf_get_bool(g, "dream.attention.causal", &b) && !b);
+        CHECK(!lp_gguf_get_bool(g, "diffusion.shift_logits", &b) && b);
+        CHECK(!lp_gguf_get_str(g, "lopad.rope_type", &s) && !strcmp(s, "neox"));
+        CHECK(lp_gguf_get(g, "general.quantization_version") == NULL);
+        CHECK(lp_gguf_find_tensor(g, "output.weight") != NULL);
+        CHECK(lp_gguf_find_tensor(g, "blk.0.attn_q.bias")->type == LOPAD_TYPE_F32);
+        lp_gguf_close(g);
+    }
+    /* Q8_0 / Q4_0 / BF16 / F16: dequantised weights close to the originals */
+    const struct {
+        int type;
+        double tol;
+    } conv[] = {{LOPAD_TYPE_Q8_0, 0.02}, {LOPAD_TYPE_Q4_0, 0.3}, {LOPAD_TYPE_BF16, 0.01},
+                {LOPAD_TYPE_F16, 0.001}};
+    for (unsigned k = 0; k < sizeof conv / sizeof conv[0]; k++) {
+        CHECK_MSG(lopad_model_save_gguf(d, out, conv[k].type) == LOPAD_OK, "%s", lopad_errmsg());
+        e = NULL;
+        CHECK_MSG(lopad_model_load(out, NULL, &e) == LOPAD_OK, "%s", lopad_errmsg());
+        if (!e) continue;
+        compare_models(d, e, conv[k].tol);
+        CHECK(e->layers[0].wq.type == conv[k].type && e->tok_embd.type == conv[k].type);
+        lopad_model_free(e);
+        CHECK(lp_gguf_open(out, &g) == LOPAD_OK);
+        if (g) {
+            bool quant = conv[k].type == LOPAD_TYPE_Q8_0 || conv[k].type == LOPAD_TYPE_Q4_0;
+            uint32_t qv = 0;
+            CHECK(quant ? !lp_gguf_get_u32(g, "general.quantization_version", &qv) && qv == 2
+                        : lp_gguf_get(g, "general.quantization_version") == NULL);
+            lp_gguf_close(g);
+        }
+    }
+    /* the Q8_0 fixture written by gguf-py matches our Q8_0 conversion of the F32 model */
+    lopad_model *q = NULL;
+    CHECK(lopad_model_load(FIX("tiny-dream-q8_0.gguf"), NULL, &q) == LOPAD_OK);
+    CHECK_MSG(lopad_model_save_gguf(d, out, LOPAD_TYPE_Q8_0) == LOPAD_OK, "%s", lopad_errmsg());
+    e = NULL;
+    CHECK(lopad_model_load(out, NULL, &e) == LOPAD_OK);
+    if (q && e) compare_models(q, e, -1);
+    lopad_model_free(q);
+    lopad_model_free(e);
+
+    /* types lopad does not write, and unwritable places */
+    unlink(out);
+    CHECK(lopad_model_save_gguf(d, out, LOPAD_TYPE_Q4_K) == LOPAD_ERR_ARG);
+    CHECK(lopad_model_save_gguf(d, out, 3) == LOPAD_ERR_ARG);
+    CHECK(!file_exists(out) && no_tmp_left(out));
+    CHECK(lopad_model_save_gguf(d, "/nonexistent/dir/m.gguf", -1) == LOPAD_ERR_IO);
+    /* allocation failures leave nothing behind */
+    int done = 0;
+    for (long k = 0; k < 300 && !done; k++) {
+        lp_alloc_fail_after(k);
+        enum lopad_status st = lopad_model_save_gguf(d, out, LOPAD_TYPE_Q8_0);
+        lp_alloc_fail_after(-1);
+        if (st == LOPAD_OK) done = 1;
+        else CHECK(st == LOPAD_ERR_NOMEM && !file_exists(out) && no_tmp_left(out));
+    }
+    CHECK(done);
+    unlink(out);
+    lopad_model_free(d);
+}
+
+/* LLaDA from Hugging Face (rotate-half q/k) is written the way llama.cpp's
+ * converter writes it: q/k rows interleaved, RoPE NORM */
+static void test_save_llada_permuted(void) {
+    if (!have_fixtures()) TEST_SKIP("no fixtures");
+    lopad_model *h = NULL, *ref = NULL, *e = NULL;
+    CHECK_MSG(lopad_model_load(FIX("tiny-llada"), NULL, &h) == LOPAD_OK, "%s", lopad_errmsg());
+    CHECK(lopad_model_load(FIX("tiny-llada.gguf"), NULL, &ref) == LOPAD_OK);
+    if (!h || !ref) goto out;
+    CHECK(h->hp.rope == LOPAD_ROPE_NEOX);
+    char out[512];
+    path_in_tmp(out, sizeof out, "llada.gguf");
+    CHECK_MSG(lopad_model_save_gguf(h, out, LOPAD_TYPE_F16) == LOPAD_OK, "%s", lopad_errmsg());
+    CHECK_MSG(lopad_model_load(out, NULL, &e) == LOPAD_OK, "%s", lopad_errmsg());
+    if (e) {
+        CHECK(e->hp.rope == LOPAD_ROPE_NORM);
+        /* same bytes as the fixture made with gguf-py and the LLaMA permutation */
+        compare_models(ref, e, -1);
+        /* and saving the NORM model again changes nothing */
+        char out2[512];
+        path_in_tmp(out2, sizeof out2, "llada2.gguf");
+        CHECK(lopad_model_save_gguf(e, out2, -1) == LOPAD_OK);
+        lopad_model *e2 = NULL;
+        CHECK(lopad_model_load(out2, NULL, &e2) == LOPAD_OK);
+        if (e2) compare_models(e, e2, -1);
+        lopad_model_free(e2);
+        unlink(out2);
+    }
+    unlink(out);
+out:
+    lopad_model_free(h);
+    lopad_model_free(ref);
+    lopad_model_free(e);
+}
+
+/* Copy src to dst, dropping key `drop` and adding one string key. */
+static void rewrite(const char *src, const char *dst, const char *drop, const char *add_key,
+                    const char *add_val) {
+    struct lp_gguf *g = NULL;
+    CHECK(lp_gguf_open(src, &g) == LOPAD_OK);
+    if (!g) return;
+    struct lp_gguf_writer *w;
+    CHECK(lp_gguf_writer_create(dst, &w) == LOPAD_OK);
+    if (add_key) CHECK(lp_gguf_writer_add_str(w, add_key, add_val) == LOPAD_OK);
+    for (int64_t i = 0; i < lp_gguf_n_kv(g); i++) {
+        const char *k = lp_gguf_key(g, i);
+        if ((drop && !strcmp(k, drop)) || (add_key && !strcmp(k, add_key))) continue;
+        CHECK(lp_gguf_writer_add_value(w, k, lp_gguf_value(g, i)) == LOPAD_OK);
+    }
+    for (int64_t i = 0; i < lp_gguf_n_tensors(g); i++) {
+        const struct lp_tensor *t = &lp_gguf_tensors(g)[i];
+        CHECK(lp_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes) ==
+              LOPAD_OK);
+    }
+    CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
+    lp_gguf_close(g);
+}
+
+static void test_load_gguf_errors(void) {
+    if (!have_fixtures()) TEST_SKIP("no fixtures");
+    char p[512];
+    path_in_tmp(p, sizeof p, "bad_model.gguf");
+    lopad_model *m = NULL;
+
+    rewrite(FIX("tiny-dream.gguf"), p, NULL, "general.architecture", "llama");
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_UNSUPPORTED && m == NULL);
+    CHECK(strstr(lopad_errmsg(), "llama") && strstr(lopad_errmsg(), p));
+
+    rewrite(FIX("tiny-llada.gguf"), p, "llada.block_count", NULL, NULL);
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT);
+    CHECK(strstr(lopad_errmsg(), "llada.block_count") && strstr(lopad_errmsg(), p));
+
+    rewrite(FIX("tiny-llada.gguf"), p, "llada.attention.layer_norm_rms_epsilon", NULL, NULL);
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT);
+    CHECK(strstr(lopad_errmsg(), "layer_norm_rms_epsilon") != NULL);
+
+    rewrite(FIX("tiny-dream.gguf"), p, NULL, "lopad.rope_type", "sideways");
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT);
+    CHECK(strstr(lopad_errmsg(), "lopad.rope_type") != NULL);
+
+    rewrite(FIX("tiny-dream.gguf"), p, NULL, "dream.block_count", "two"); /* wrong type */
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT);
+    CHECK(strstr(lopad_errmsg(), "dream.block_count") != NULL);
+
+    rewrite(FIX("tiny-dream.gguf"), p, NULL, "lopad.rope_type", "norm");
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_OK);
+    if (m) CHECK(m->hp.rope == LOPAD_ROPE_NORM);
+    lopad_model_free(m);
+    m = NULL;
+
+    /* absent head_count_kv defaults to head_count; absent shift_logits: llada -> false */
+    rewrite(FIX("tiny-llada.gguf"), p, "diffusion.shift_logits", NULL, NULL);
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_OK);
+    if (m) CHECK(!m->hp.shift_logits && m->hp.n_head_kv == 4);
+    lopad_model_free(m);
+    m = NULL;
+    rewrite(FIX("tiny-llada.gguf"), p, "llada.attention.head_count_kv", NULL, NULL);
+    CHECK(lopad_model_load(p, NULL, &m) == LOPAD_OK);
+    if (m) CHECK(m->hp.n_head_kv == m->hp.n_head);
+    lopad_model_free(m);
+    m = NULL;
+
+    /* a missing tensor is named */
+    struct lp_gguf *g = NULL;
+    CHECK(lp_gguf_open(FIX("tiny-dream.gguf"), &g) == LOPAD_OK);
+    if (g) {
+        struct lp_gguf_writer *w;
+        CHECK(lp_gguf_writer_create(p, &w) == LOPAD_OK);
+        for (int64_t i = 0; i < lp_gguf_n_kv(g); i++)
+            lp_gguf_writer_add_value(w, lp_gguf_key(g, i), lp_gguf_value(g, i));
+        for (int64_t i = 0; i < lp_gguf_n_tensors(g); i++) {
+            const struct lp_tensor *t = &lp_gguf_tensors(g)[i];
+            if (!strcmp(t->name, "blk.1.ffn_up.weight")) continue;
+            lp_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
+        }
+        CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
+        lp_gguf_close(g);
+        CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT);
+        CHECK(strstr(lopad_errmsg(), "blk.1.ffn_up.weight") != NULL);
+    }
+
+    /* allocation failures while loading */
+    int done = 0;
+    for (long k = 0; k < 400 && !done; k++) {
+        lp_alloc_fail_after(k);
+        enum lopad_status st = lopad_model_load(FIX("tiny-llada.gguf"), NULL, &m);
+        lp_alloc_fail_after(-1);
+        if (st == LOPAD_OK) done = 1, lopad_model_free(m);
+        else CHECK(st == LOPAD_ERR_NOMEM && m == NULL);
+    }
+    CHECK(done);
+    unlink(p);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_gguf_tmp_%ld", LOPAD_BINARY_DIR, (long)getpid());
     mkdir(tmpdir, 0755);
@@ -854,6 +1203,10 @@ int main(void) {
     TEST_RUN(test_writer_failures);
     TEST_RUN(test_writer_replace);
     TEST_RUN(test_copy_values);
+    TEST_RUN(test_load_gguf_fixtures);
+    TEST_RUN(test_save_roundtrip);
+    TEST_RUN(test_save_llada_permuted);
+    TEST_RUN(test_load_gguf_errors);
     for (int i = 0; i < N_TSPEC; i++) free(tensor_data[i]);
     rmdir(tmpdir);
     return test_report();

@@ -1,0 +1,254 @@
+/*
+ * save_gguf.c - lopad_model_save_gguf(): write a loaded model (GGUF or Hugging
+ * Face, LoRA merged or not) as a GGUF v3 file that lopad and llama.cpp read.
+ *
+ * Matrices are converted row by row inside the writer's callback (dequantise
+ * to f32, requantise to the target type; a plain copy when the type is kept),
+ * so no converted model is ever held in memory. Norms and biases are F32.
+ *
+ * RoPE: a LLaDA model whose q/k are in rotate-half layout (NEOX, as loaded
+ * from Hugging Face) gets its q/k rows (and biases) permuted per head to the
+ * interleaved layout llama.cpp's converter produces, and is written as NORM:
+ *   new_row[h][2i + j] = old_row[h][j*half + i],  j in {0, 1}, i < half.
+ * Every file also records the layout it holds in "lopad.rope_type".
+ *
+ * Tokenizer metadata: a model loaded from GGUF gets all tokenizer.* keys of its
+ * source file copied (the file is re-opened: the model keeps no metadata).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include "model.h"
+#include "../core/types.h"
+#include "../formats/gguf.h"
+
+#define TRY(x) \
+    do { \
+        if ((st = (x))) return st; \
+    } while (0)
+
+/* One matrix to write: where its rows come from and how they convert. */
+struct row_src {
+    const struct lp_weight *w;
+    int out_type;
+    int head_dim; /* > 0: permute rows NEOX -> NORM within heads of this size */
+    float *scratch; /* (n_in) shared f32 row */
+};
+
+static int64_t permuted_row(int64_t r, int head_dim) {
+    if (head_dim <= 0) return r;
+    int64_t h = r / head_dim, k = r % head_dim, half = head_dim / 2;
+    return h * head_dim + (k % 2) * half + k / 2;
+}
+
+static enum lopad_status produce_row(void *user, int64_t row, void *dst, size_t row_bytes) {
+    const struct row_src *s = user;
+    const struct lp_weight *w = s->w;
+    const uint8_t *src = (const uint8_t *)w->data + (size_t)permuted_row(row, s->head_dim) * w->row_bytes;
+    if (s->out_type == w->type) {
+        memcpy(dst, src, row_bytes);
+        return LOPAD_OK;
+    }
+    lp_type_traits(w->type)->to_float(src, s->scratch, w->n_in);
+    lp_type_traits(s->out_type)->from_float(s->scratch, dst, w->n_in);
+    return LOPAD_OK;
+}
+
+static bool is_quantised(int type) { return lp_type_traits(type) && lp_type_traits(type)->blck_size > 1; }
+
+/* The type a matrix is written in: the requested one, or F16 when its rows do
+ * not hold whole blocks of it (as llama.cpp's converter falls back). */
+static int matrix_type(const struct lp_weight *w, int type) {
+    if (type < 0) return w->type;
+    if (w->n_in % lp_type_traits(type)->blck_size) return LOPAD_TYPE_F16;
+    return type;
+}
+
+struct saver {
+    const struct lopad_model *m;
+    const char *path;
+    struct lp_gguf_writer *w;
+    int type;
+    struct row_src *src; /* one per matrix */
+    int n_src, cap_src;
+    float *scratch;
+    float **tmp; /* permuted bias copies, freed after finish */
+    int n_tmp;
+    bool any_quant;
+};
+
+static enum lopad_status add_matrix(struct saver *s, const char *name, const struct lp_weight *w,
+                                    int head_dim) {
+    LP_ASSERT(s->n_src < s->cap_src);
+    struct row_src *r = &s->src[s->n_src++];
+    *r = (struct row_src){w, matrix_type(w, s->type), head_dim, s->scratch};
+    const struct lp_type_traits *tr = lp_type_traits(w->type);
+    if (!tr)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type id %d",
+                        s->path, name, w->type);
+    if (r->out_type != w->type && !lp_type_traits(r->out_type)->from_float)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s': lopad cannot write %s",
+                        s->path, name, lp_type_name(r->out_type));
+    const int64_t ne[2] = {w->n_in, w->n_out};
+    return lp_gguf_writer_add_tensor_rows(s->w, name, r->out_type, 2, ne, produce_row, r);
+}
+
+static enum lopad_status add_vector(struct saver *s, const char *name, const float *v, int64_t n,
+                                    int head_dim) {
+    if (head_dim > 0) {
+        float *p = lp_malloc(sizeof(float) * (size_t)n, "permuted bias");
+        if (!p) return LOPAD_ERR_NOMEM;
+        s->tmp[s->n_tmp++] = p;
+        for (int64_t i = 0; i < n; i++) p[i] = v[permuted_row(i, head_dim)];
+        v = p;
+    }
+    return lp_gguf_writer_add_tensor(s->w, name, LOPAD_TYPE_F32, 1, &n, v, sizeof(float) * (size_t)n);
+}
+
+static enum lopad_status add_tensors(struct saver *s, bool permute) {
+    const struct lopad_model *m = s->m;
+    const struct lopad_hparams *hp = &m->hp;
+    enum lopad_status st;
+    const int hd = permute ? hp->head_dim : 0;
+    const int64_t E = hp->n_embd, QD = (int64_t)hp->n_head * hp->head_dim,
+                  KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    TRY(add_matrix(s, "token_embd.weight", &m->tok_embd, 0));
+    char name[96];
+    for (int i = 0; i < hp->n_layer; i++) {
+        const struct lp_layer *L = &m->layers[i];
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, i), name)
+        TRY(add_vector(s, NAME("attn_norm.weight"), L->attn_norm, E, 0));
+        TRY(add_matrix(s, NAME("attn_q.weight"), &L->wq, hd));
+        TRY(add_matrix(s, NAME("attn_k.weight"), &L->wk, hd));
+        TRY(add_matrix(s, NAME("attn_v.weight"), &L->wv, 0));
+        if (L->bq) TRY(add_vector(s, NAME("attn_q.bias"), L->bq, QD, hd));
+        if (L->bk) TRY(add_vector(s, NAME("attn_k.bias"), L->bk, KD, hd));
+        if (L->bv) TRY(add_vector(s, NAME("attn_v.bias"), L->bv, KD, 0));
+        TRY(add_matrix(s, NAME("attn_output.weight"), &L->wo, 0));
+        TRY(add_vector(s, NAME("ffn_norm.weight"), L->ffn_norm, E, 0));
+        TRY(add_matrix(s, NAME("ffn_gate.weight"), &L->w_gate, 0));
+        TRY(add_matrix(s, NAME("ffn_up.weight"), &L->w_up, 0));
+        TRY(add_matrix(s, NAME("ffn_down.weight"), &L->w_down, 0));
+#undef NAME
+    }
+    TRY(add_vector(s, "output_norm.weight", m->output_norm, E, 0));
+    /* a tied head (same data as the embedding) is written as no output.weight */
+    if (m->output.data != m->tok_embd.data) TRY(add_matrix(s, "output.weight", &m->output, 0));
+    for (int i = 0; i < s->n_src; i++)
+        if (is_quantised(s->src[i].out_type)) s->any_quant = true;
+    return LOPAD_OK;
+}
+
+/* llama.cpp's general.file_type for a uniform output type, or -1 */
+static int file_type_of(int type) {
+    switch (type) {
+    case LOPAD_TYPE_F32: return 0;
+    case LOPAD_TYPE_F16: return 1;
+    case LOPAD_TYPE_Q4_0: return 2;
+    case LOPAD_TYPE_Q8_0: return 7;
+    case LOPAD_TYPE_BF16: return 32;
+    }
+    return -1;
+}
+
+static enum lopad_status add_kvs(struct saver *s, bool norm_rope) {
+    const struct lopad_model *m = s->m;
+    const struct lopad_hparams *hp = &m->hp;
+    struct lp_gguf_writer *w = s->w;
+    enum lopad_status st;
+    const char *arch = hp->arch == LOPAD_ARCH_DREAM ? "dream" : "llada";
+    char key[128];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    TRY(lp_gguf_writer_add_str(w, "general.architecture", arch));
+    TRY(lp_gguf_writer_add_u32(w, "general.alignment", LP_GGUF_DEFAULT_ALIGNMENT));
+    if (file_type_of(s->type) >= 0)
+        TRY(lp_gguf_writer_add_u32(w, "general.file_type", (uint32_t)file_type_of(s->type)));
+    if (s->any_quant) TRY(lp_gguf_writer_add_u32(w, "general.quantization_version", 2));
+    TRY(lp_gguf_writer_add_u32(w, K("block_count"), (uint32_t)hp->n_layer));
+    if (hp->n_ctx_train > 0)
+        TRY(lp_gguf_writer_add_u32(w, K("context_length"), (uint32_t)hp->n_ctx_train));
+    TRY(lp_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)hp->n_embd));
+    TRY(lp_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)hp->n_ff));
+    TRY(lp_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)hp->n_head));
+    TRY(lp_gguf_writer_add_u32(w, K("attention.head_count_kv"), (uint32_t)hp->n_head_kv));
+    if (hp->head_dim * hp->n_head != hp->n_embd) {
+        TRY(lp_gguf_writer_add_u32(w, K("attention.key_length"), (uint32_t)hp->head_dim));
+        TRY(lp_gguf_writer_add_u32(w, K("attention.value_length"), (uint32_t)hp->head_dim));
+    }
+    TRY(lp_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), hp->norm_eps));
+    TRY(lp_gguf_writer_add_f32(w, K("rope.freq_base"), hp->rope_theta));
+    TRY(lp_gguf_writer_add_u32(w, K("rope.dimension_count"), (uint32_t)hp->head_dim));
+    TRY(lp_gguf_writer_add_u32(w, K("vocab_size"), (uint32_t)hp->n_vocab));
+    TRY(lp_gguf_writer_add_bool(w, K("attention.causal"), false));
+#undef K
+    TRY(lp_gguf_writer_add_bool(w, "diffusion.shift_logits", hp->shift_logits));
+    TRY(lp_gguf_writer_add_str(w, "lopad.rope_type", norm_rope ? "norm" : "neox"));
+    const struct {
+        const char *key;
+        int32_t id;
+    } ids[] = {
+        {"tokenizer.ggml.mask_token_id", hp->mask_id},
+        {"tokenizer.ggml.bos_token_id", hp->bos_id},
+        {"tokenizer.ggml.eos_token_id", hp->eos_id},
+        {"tokenizer.ggml.padding_token_id", hp->pad_id},
+        {"tokenizer.ggml.eot_token_id", hp->eot_id},
+    };
+    for (unsigned i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i].id >= 0) TRY(lp_gguf_writer_add_u32(w, ids[i].key, (uint32_t)ids[i].id));
+    if (m->chat_template) TRY(lp_gguf_writer_add_str(w, "tokenizer.chat_template", m->chat_template));
+
+    /* the source GGUF's tokenizer (vocabulary, merges, types, flags) */
+    if (m->format && !strcmp(m->format, "gguf") && m->path) {
+        struct lp_gguf *g;
+        TRY(lp_gguf_open(m->path, &g));
+        st = LOPAD_OK;
+        for (int64_t i = 0; !st && i < lp_gguf_n_kv(g); i++) {
+            const char *k = lp_gguf_key(g, i);
+            if (strncmp(k, "tokenizer.", 10) && strcmp(k, "general.name")) continue;
+            if (lp_gguf_writer_has_key(w, k)) continue;
+            st = lp_gguf_writer_add_value(w, k, lp_gguf_value(g, i));
+        }
+        lp_gguf_close(g);
+        if (st) return st;
+    }
+    return LOPAD_OK;
+}
+
+enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, int type) {
+    lp_clear_error();
+    if (!m || !path || !*path) return lp_error(LOPAD_ERR_ARG, "save: no model or no path");
+    if (type >= 0 && (!lp_type_traits(type) || !lp_type_traits(type)->from_float))
+        return lp_error(LOPAD_ERR_ARG,
+                        "%s: cannot write weights as %s (type id %d); lopad writes F32, F16, BF16, "
+                        "Q8_0 and Q4_0",
+                        path, lp_type_name(type), type);
+    const struct lopad_hparams *hp = &m->hp;
+    /* LLaDA in rotate-half layout is written in llama.cpp's interleaved layout */
+    const bool permute = hp->arch == LOPAD_ARCH_LLADA && hp->rope == LOPAD_ROPE_NEOX;
+    if (permute && hp->head_dim % 2)
+        return lp_error(LOPAD_ERR_ARG, "%s: odd head dim %d", path, hp->head_dim);
+    const bool norm_rope = permute || hp->rope == LOPAD_ROPE_NORM;
+
+    struct saver s = {.m = m, .path = path, .type = type};
+    int64_t max_in = LP_MAX(LP_MAX(hp->n_embd, hp->n_ff), (int64_t)hp->n_head * hp->head_dim);
+    s.cap_src = 7 * hp->n_layer + 2;
+    s.src = lp_calloc((size_t)s.cap_src, sizeof *s.src, "save: row sources");
+    s.scratch = lp_malloc(sizeof(float) * (size_t)max_in, "save: row scratch");
+    s.tmp = lp_calloc((size_t)2 * hp->n_layer + 1, sizeof *s.tmp, "save: bias copies");
+    enum lopad_status st = LOPAD_ERR_NOMEM;
+    if (!s.src || !s.scratch || !s.tmp) goto out;
+    if ((st = lp_gguf_writer_create(path, &s.w))) goto out;
+    /* tensors are only described here (rows are produced in finish), so the
+     * quantisation version can be decided before the keys are written */
+    if (!(st = add_tensors(&s, permute)) && !(st = add_kvs(&s, norm_rope)))
+        st = lp_gguf_writer_finish(s.w);
+    else
+        lp_gguf_writer_abort(s.w);
+    s.w = NULL;
+out:
+    for (int i = 0; s.tmp && i < s.n_tmp; i++) lp_free(s.tmp[i]);
+    lp_free(s.tmp);
+    lp_free(s.scratch);
+    lp_free(s.src);
+    return st;
+}
