@@ -133,7 +133,7 @@ static void check_merged(const struct lp_weight *base, const struct lp_weight *m
             double want = w0[o * n_in + i] + scale * d;
             double got = w1[o * n_in + i];
             /* f32 accumulation then one rounding to the stored type */
-            double tol = 1e-5 + fabs(want) * (merged->type == LOPAD_TYPE_BF16  ? 1.0 / 128
+            double tol = 1e-5 + fabs(want) * (merged->type == LOPAD_TYPE_BF16  ? 1.0 / 256
                                               : merged->type == LOPAD_TYPE_F16 ? 1.0 / 1024
                                                                                : 1e-5);
             if (fabs(got - want) > tol) {
