@@ -12,7 +12,8 @@
 # Inputs libFuzzer discovers go to <build>/fuzz-work/<target>/corpus (not the
 # repository). Every crash / leak / timeout / out-of-memory input is copied to
 # tests/fuzz/regress/<target>/, where the CTest test_fuzz_regress replays it;
-# the script then exits 1. Exit 0: nothing found.
+# the script then exits 1, as it does when a seed or an already saved finding
+# still fails (those are replayed first). Exit 0: nothing found.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,6 +71,23 @@ for t in "${targets[@]}"; do
   [[ -d $root/tests/fuzz/regress/$t ]] && dirs+=("$root/tests/fuzz/regress/$t")
   dict=()
   [[ -f $root/tests/fuzz/$t.dict ]] && dict=(-dict="$root/tests/fuzz/$t.dict")
+  # Replay the seeds and saved findings one by one first: fork mode silently
+  # drops seed inputs that crash, so it would not report them.
+  n_replay_bad=0
+  for d in "${dirs[@]:1}"; do
+    for f in "$d"/*; do
+      [[ -f $f ]] || continue
+      if ! "$bin" -runs=1 "$f" >"$work/replay.log" 2>&1; then
+        n_replay_bad=$((n_replay_bad + 1))
+        echo "   replay fails: ${f#$root/}" >&2
+        grep -m2 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|contract violation' \
+          "$work/replay.log" | sed 's/^/     /' >&2
+      fi
+    done
+  done
+  for d in "${dirs[@]:1}"; do
+    for f in "$d"/*; do [[ -f $f ]] && sha1sum "$f" | cut -c1-40; done
+  done >"$work/known.sha1"
   echo "== $t: ${secs}s (log $work/fuzz.log)" >&2
   # fork mode keeps going after a crash, so one run can collect several.
   "$bin" -fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
@@ -81,6 +99,10 @@ for t in "${targets[@]}"; do
   for a in "$work"/artifacts/crash-* "$work"/artifacts/leak-* "$work"/artifacts/timeout-* \
     "$work"/artifacts/oom-*; do
     [[ -f $a ]] || continue
+    # an input identical to a seed or a saved finding is already covered by
+    # the replay above (libFuzzer names artifacts by their SHA-1)
+    sum=$(sha1sum "$a" | cut -c1-40)
+    if grep -qx "$sum" "$work/known.sha1" 2>/dev/null; then continue; fi
     mkdir -p "$root/tests/fuzz/regress/$t"
     dst="$root/tests/fuzz/regress/$t/$(basename "$a")"
     if [[ ! -e $dst ]]; then
@@ -91,6 +113,10 @@ for t in "${targets[@]}"; do
   done
   execs=$(grep -o "^#[0-9]*" "$work/fuzz.log" | tail -1 | tr -d "#")
   cov=$(grep -o 'cov: [0-9]*' "$work/fuzz.log" | tail -1)
+  if ((n_replay_bad)); then
+    found=1
+    summary+=("$t: $n_replay_bad seed/regress input(s) still fail (see above)")
+  fi
   if ((n_new)); then
     found=1
     summary+=("$t: $n_new finding(s) -> tests/fuzz/regress/$t/ (${cov:-cov ?}, log $work/fuzz.log)")

@@ -385,8 +385,13 @@ static char lp_fuzz_dir_path[256];
 
 static inline void lp_fuzz_rm_dir(void) {
     if (!lp_fuzz_dir_path[0]) return;
-    static const char *const names[] = {"input.safetensors", "tokenizer.json", "model.gguf",
-                                        "hf/config.json",    "hf/model.safetensors", "hf"};
+    static const char *const names[] = {
+        "input.safetensors",  "tokenizer.json",          "model.gguf",
+        "gguf_model.gguf",    "hf/config.json",          "hf/model.safetensors",
+        "hf",                 "lora/base/config.json",   "lora/base/model.safetensors",
+        "lora/base",          "lora/adapter/adapter_config.json",
+        "lora/adapter/adapter_model.safetensors",        "lora/adapter",
+        "lora"};
     char p[512];
     for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", lp_fuzz_dir_path, names[i]);
@@ -410,9 +415,13 @@ static inline const char *lp_fuzz_dir(void) {
             abort(); /* the harness cannot work at all */
         }
     }
-    char hf[300];
-    snprintf(hf, sizeof hf, "%s/hf", lp_fuzz_dir_path);
-    mkdir(hf, 0700); /* the Hugging Face directory of the config target */
+    /* directories of the config and LoRA targets */
+    static const char *const sub[] = {"hf", "lora", "lora/base", "lora/adapter"};
+    for (unsigned i = 0; i < sizeof sub / sizeof sub[0]; i++) {
+        char d[300];
+        snprintf(d, sizeof d, "%s/%s", lp_fuzz_dir_path, sub[i]);
+        mkdir(d, 0700);
+    }
     atexit(lp_fuzz_rm_dir);
     return lp_fuzz_dir_path;
 }
@@ -606,15 +615,56 @@ static inline int lp_fuzz_tokenizer_json(const uint8_t *data, size_t size) {
     return (int)st;
 }
 
+/* What a successfully loaded model must satisfy, whatever the file said. */
+static inline void lp_fuzz_check_model(const lopad_model *m, const char *what) {
+    const struct lopad_hparams *hp = lopad_model_hparams(m);
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
+        hp->head_dim <= 0 || hp->n_ff <= 0 || hp->n_vocab <= 0 || hp->n_head % hp->n_head_kv)
+        lp_fuzz_fail("%s: accepted hyper-parameters embd %d layer %d head %d/%d dim %d ff %d "
+                     "vocab %d", what, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
+                     hp->head_dim, hp->n_ff, hp->n_vocab);
+    if (!(hp->norm_eps > 0) || !(hp->rope_theta > 0) || hp->norm_eps != hp->norm_eps)
+        lp_fuzz_fail("%s: accepted norm_eps %g rope_theta %g", what, (double)hp->norm_eps,
+                     (double)hp->rope_theta);
+    int32_t sp[5] = {hp->mask_id, hp->bos_id, hp->eos_id, hp->pad_id, hp->eot_id};
+    for (int k = 0; k < 5; k++)
+        if (sp[k] < -1 || sp[k] >= hp->n_vocab)
+            lp_fuzz_fail("%s: special id %d outside the vocabulary (%d)", what, sp[k],
+                         hp->n_vocab);
+    /* every weight row must be readable: touch the first and last byte of
+     * each matrix and norm */
+    const struct lp_weight *ws[2] = {&m->tok_embd, &m->output};
+    for (int k = 0; k < 2; k++) {
+        if (!ws[k]->data) lp_fuzz_fail("%s: %s has no data", what, k ? "output" : "tok_embd");
+        lp_fuzz_touch(ws[k]->data, ws[k]->row_bytes * (size_t)ws[k]->n_out);
+    }
+    lp_fuzz_touch(m->output_norm, (size_t)hp->n_embd * sizeof(float));
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct lp_layer *L = &m->layers[il];
+        const struct lp_weight *lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                         &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) {
+            if (!lw[k]->data) lp_fuzz_fail("%s: layer %d matrix %d has no data", what, il, k);
+            lp_fuzz_touch(lw[k]->data, lw[k]->row_bytes * (size_t)lw[k]->n_out);
+        }
+        lp_fuzz_touch(L->attn_norm, (size_t)hp->n_embd * sizeof(float));
+        lp_fuzz_touch(L->ffn_norm, (size_t)hp->n_embd * sizeof(float));
+    }
+    FILE *devnull = fopen("/dev/null", "w");
+    if (devnull) {
+        lopad_model_print_info(m, devnull);
+        fclose(devnull);
+    }
+}
+
 /* ------------------------------------------------------------- config.json */
 
 /* A tiny checkpoint that matches the seed configs (n_embd 8, 1 layer, 2 heads
  * of 4, n_ff 16, vocab 16) under both the LLaDA and the Dream tensor names
  * (the loader ignores names of the other family), so a well-formed config
  * gets through binding. Written once per process next to config.json. */
-static inline void lp_fuzz_write_tiny_checkpoint(void) {
-    static int done;
-    if (done) return;
+static inline void lp_fuzz_write_tiny_checkpoint(const char *subdir, int *done) {
+    if (*done) return;
     static const struct {
         const char *name;
         int rows, cols; /* PyTorch shape [rows, cols]; cols 0 = 1-D */
@@ -675,15 +725,18 @@ static inline void lp_fuzz_write_tiny_checkpoint(void) {
     memcpy(buf + 8, hdr, h);
     float *w = (float *)(void *)(buf + 8 + h); /* 8 + h is a multiple of 8 */
     for (size_t i = 0; i < off / 4; i++) w[i] = (float)((int)(i % 7) - 3) * 0.125f;
-    lp_fuzz_put("hf/model.safetensors", buf, total);
+    char name[64];
+    snprintf(name, sizeof name, "%s/model.safetensors", subdir);
+    lp_fuzz_put(name, buf, total);
     free(buf);
-    done = 1;
+    *done = 1;
 }
 
 /* config.json parsing is inside lp_load_hf: a directory with the fuzzed
  * config.json and the tiny checkpoint, loaded through lopad_model_load. */
 static inline int lp_fuzz_json_config(const uint8_t *data, size_t size) {
-    lp_fuzz_write_tiny_checkpoint();
+    static int ckpt_done;
+    lp_fuzz_write_tiny_checkpoint("hf", &ckpt_done);
     lp_fuzz_put("hf/config.json", data, size);
     char dir[300];
     snprintf(dir, sizeof dir, "%s/hf", lp_fuzz_dir());
@@ -693,27 +746,69 @@ static inline int lp_fuzz_json_config(const uint8_t *data, size_t size) {
     lp_fuzz_check_status(st, "lopad_model_load");
     if (st == LOPAD_OK) {
         if (!m) lp_fuzz_fail("config: LOPAD_OK without a model");
-        const struct lopad_hparams *hp = lopad_model_hparams(m);
-        if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
-            hp->head_dim <= 0 || hp->n_ff <= 0 || hp->n_vocab <= 0 || hp->n_head % hp->n_head_kv)
-            lp_fuzz_fail("config: accepted hyper-parameters embd %d layer %d head %d/%d dim %d "
-                         "ff %d vocab %d", hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
-                         hp->head_dim, hp->n_ff, hp->n_vocab);
-        if (!(hp->norm_eps > 0) || !(hp->rope_theta > 0))
-            lp_fuzz_fail("config: accepted norm_eps %g rope_theta %g", (double)hp->norm_eps,
-                         (double)hp->rope_theta);
-        int32_t sp[5] = {hp->mask_id, hp->bos_id, hp->eos_id, hp->pad_id, hp->eot_id};
-        for (int k = 0; k < 5; k++)
-            if (sp[k] < -1 || sp[k] >= hp->n_vocab)
-                lp_fuzz_fail("config: special id %d outside the vocabulary (%d)", sp[k],
-                             hp->n_vocab);
-        FILE *devnull = fopen("/dev/null", "w");
-        if (devnull) {
-            lopad_model_print_info(m, devnull);
-            fclose(devnull);
-        }
+        lp_fuzz_check_model(m, "config");
     } else if (m) {
         lp_fuzz_fail("config: error status but a model was returned");
+    }
+    lopad_model_free(m);
+    return (int)st;
+}
+
+/* ------------------------------------------------------------ GGUF model */
+
+/* The GGUF model loader (metadata -> hyper-parameters, tensor directory,
+ * binding) through lopad_model_load on a file. */
+static inline int lp_fuzz_gguf_model(const uint8_t *data, size_t size) {
+    const char *path = lp_fuzz_put("gguf_model.gguf", data, size);
+    lopad_model *m = NULL;
+    lp_clear_error();
+    enum lopad_status st = lopad_model_load(path, NULL, &m);
+    lp_fuzz_check_status(st, "lopad_model_load (gguf)");
+    if (st == LOPAD_OK) {
+        if (!m) lp_fuzz_fail("gguf model: LOPAD_OK without a model");
+        lp_fuzz_check_model(m, "gguf model");
+    } else if (m) {
+        lp_fuzz_fail("gguf model: error status but a model was returned");
+    }
+    lopad_model_free(m);
+    return (int)st;
+}
+
+/* ------------------------------------------------------------ LoRA adapter */
+
+/* Input layout: u16 little-endian n, then n bytes of adapter_config.json,
+ * then the rest as adapter_model.safetensors. The base model is the tiny
+ * LLaDA checkpoint with a fixed, valid config. */
+#define LP_FUZZ_LORA_BASE_CONFIG \
+    "{\"model_type\":\"llada\",\"d_model\":8,\"n_layers\":1,\"n_heads\":2," \
+    "\"n_kv_heads\":2,\"mlp_hidden_size\":16,\"vocab_size\":16,\"rope_theta\":500000.0," \
+    "\"rms_norm_eps\":1e-5,\"mask_token_id\":15}"
+
+static inline int lp_fuzz_lora(const uint8_t *data, size_t size) {
+    static int base_done;
+    if (!base_done) {
+        lp_fuzz_put("lora/base/config.json", LP_FUZZ_LORA_BASE_CONFIG,
+                    sizeof LP_FUZZ_LORA_BASE_CONFIG - 1);
+    }
+    lp_fuzz_write_tiny_checkpoint("lora/base", &base_done);
+    size_t n = size >= 2 ? (size_t)data[0] | (size_t)data[1] << 8 : 0;
+    if (n > size - (size >= 2 ? 2 : size)) n = size >= 2 ? size - 2 : 0;
+    const uint8_t *cfg = data + (size >= 2 ? 2 : size);
+    lp_fuzz_put("lora/adapter/adapter_config.json", cfg, n);
+    lp_fuzz_put("lora/adapter/adapter_model.safetensors", cfg + n, (size_t)(data + size - (cfg + n)));
+    char base[300], adapter[300];
+    snprintf(base, sizeof base, "%s/lora/base", lp_fuzz_dir());
+    snprintf(adapter, sizeof adapter, "%s/lora/adapter", lp_fuzz_dir());
+    struct lopad_load_opts opts = {.lora_dir = adapter};
+    lopad_model *m = NULL;
+    lp_clear_error();
+    enum lopad_status st = lopad_model_load(base, &opts, &m);
+    lp_fuzz_check_status(st, "lopad_model_load (lora)");
+    if (st == LOPAD_OK) {
+        if (!m) lp_fuzz_fail("lora: LOPAD_OK without a model");
+        lp_fuzz_check_model(m, "lora");
+    } else if (m) {
+        lp_fuzz_fail("lora: error status but a model was returned");
     }
     lopad_model_free(m);
     return (int)st;

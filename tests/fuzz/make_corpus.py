@@ -256,6 +256,59 @@ def tokenizer_seeds():
     return s
 
 
+def gguf_model_seeds():
+    """Small complete models for lopad_model_load (both architectures)."""
+    g = gguf_seeds()
+    s = {"seed_llada": g["seed_model"]}
+    kv = [("general.architecture", STR, "dream"),
+          ("dream.block_count", U32, 1), ("dream.embedding_length", U32, 8),
+          ("dream.feed_forward_length", U32, 16), ("dream.attention.head_count", U32, 2),
+          ("dream.attention.head_count_kv", U32, 1), ("dream.context_length", U32, 64),
+          ("dream.attention.layer_norm_rms_epsilon", F32, 1e-6), ("dream.rope.freq_base", F32, 1e6),
+          ("tokenizer.ggml.mask_token_id", U32, 31), ("tokenizer.ggml.eos_token_id", I32, 1),
+          ("lopad.rope_type", STR, "neox"), ("tokenizer.chat_template", STR, "{{ x }}")]
+    ts = [("token_embd.weight", 8, [32, 32]), ("output_norm.weight", 0, [32]),
+          ("blk.0.attn_norm.weight", 0, [32]), ("blk.0.attn_q.weight", 8, [32, 32]),
+          ("blk.0.attn_k.weight", 1, [32, 16]), ("blk.0.attn_v.weight", 30, [32, 16]),
+          ("blk.0.attn_q.bias", 0, [32]), ("blk.0.attn_k.bias", 0, [16]),
+          ("blk.0.attn_v.bias", 0, [16]),
+          ("blk.0.attn_output.weight", 2, [32, 32]), ("blk.0.ffn_norm.weight", 0, [32]),
+          ("blk.0.ffn_gate.weight", 8, [32, 64]), ("blk.0.ffn_up.weight", 8, [32, 64]),
+          ("blk.0.ffn_down.weight", 8, [64, 32])]
+    kv = [(k, t, 32 if k == "dream.embedding_length" else 64 if k.endswith("feed_forward_length")
+           else v) for k, t, v in kv]
+    s["seed_dream_q8_tied"] = gguf(kv, ts)
+    return s
+
+
+def lora_seeds():
+    """u16 length + adapter_config.json + adapter_model.safetensors, for the
+    tiny LLaDA base of fuzz_targets.h (n_embd 8, n_ff 16, 1 layer)."""
+    def bundle(cfg, st):
+        c = json.dumps(cfg).encode()
+        return struct.pack("<H", len(c)) + c + st
+
+    def adapter(r, mods, dtype="F32"):
+        shapes = {"q_proj": (8, 8), "k_proj": (8, 8), "v_proj": (8, 8), "attn_out": (8, 8),
+                  "ff_proj": (16, 8), "up_proj": (16, 8), "ff_out": (8, 16)}
+        t = []
+        for m in mods:
+            out, inn = shapes[m]
+            p = "base_model.model.model.transformer.blocks.0.%s." % m
+            t += [(p + "lora_A.weight", dtype, [r, inn]), (p + "lora_B.weight", dtype, [out, r])]
+        return safetensors(t, meta={"format": "pt"})
+
+    attn = ["q_proj", "k_proj", "v_proj", "attn_out"]
+    return {
+        "seed_attn": bundle({"peft_type": "LORA", "r": 2, "lora_alpha": 2,
+                             "target_modules": attn, "bias": "none"}, adapter(2, attn)),
+        "seed_mlp_bf16_rslora": bundle({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                        "use_rslora": True,
+                                        "target_modules": ["ff_proj", "up_proj", "blocks.0.ff_out"]},
+                                       adapter(4, ["ff_proj", "up_proj", "ff_out"], "BF16")),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -270,6 +323,8 @@ def main():
     write("fuzz_json", json_seeds())
     write("fuzz_json_config", config_seeds())
     write("fuzz_tokenizer_json", tokenizer_seeds())
+    write("fuzz_gguf_model", gguf_model_seeds())
+    write("fuzz_lora", lora_seeds())
     total = 0
     for root, _, files in os.walk(OUT):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
