@@ -1,0 +1,272 @@
+/*
+ * cpu_matmul.c - y = x W^T with W in its stored type, and embedding row gather.
+ *
+ * Work is split by output: a task owns a tile of weight rows, converts them to
+ * f32 once into per-thread scratch (F32 weights are read in place) and
+ * multiplies them against every activation row, so the conversion cost is
+ * amortised over the 32-512 rows of a diffusion forward. Each output is one dot
+ * product with a fixed lane order (see cpu_internal.h), whatever the tile, the
+ * micro-kernel or the thread that computes it.
+ */
+#include "cpu_internal.h"
+
+#include <string.h>
+#include "../../core/types.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LP_HAVE_X86 1
+#endif
+
+/* ------------------------------------------------------------ primitives */
+
+static inline float hsum8_scalar(const float *l) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+float lp_cpu_dot_scalar(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i + l < n; l++)
+        acc[l] += a[i + l] * b[i + l];
+    return hsum8_scalar(acc);
+}
+
+void lp_cpu_axpby_scalar(float *y, float c, float p, const float *x, int n) {
+    if (c != 1.0f)
+        for (int i = 0; i < n; i++)
+            y[i] *= c;
+    for (int i = 0; i < n; i++)
+        y[i] += p * x[i];
+}
+
+/* rows [r0, r0+nr) of the tile at w (row stride ldw) against nt activation rows */
+static void mm_tile_scalar(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt,
+                           int n, float *y, int64_t ldy, const float *bias) {
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < nr; r++) {
+            float s = lp_cpu_dot_scalar(w + r * ldw, x + t * ldx, n);
+            y[t * ldy + r] = bias ? s + bias[r] : s;
+        }
+}
+
+#ifdef LP_HAVE_X86
+__attribute__((target("avx2,fma"))) static inline float hsum8_avx(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256i tail_mask(int rem) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((target("avx2,fma"))) float lp_cpu_dot_avx2(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        acc = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), acc);
+    }
+    return hsum8_avx(acc);
+}
+
+__attribute__((target("avx2,fma"))) void lp_cpu_axpby_avx2(float *y, float c, float p,
+                                                           const float *x, int n) {
+    __m256 vp = _mm256_set1_ps(p), vc = _mm256_set1_ps(c);
+    int i = 0;
+    if (c != 1.0f) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vp, _mm256_loadu_ps(x + i),
+                                                    _mm256_mul_ps(vc, _mm256_loadu_ps(y + i))));
+        for (; i < n; i++)
+            y[i] = y[i] * c + p * x[i];
+    } else {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i,
+                             _mm256_fmadd_ps(vp, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        for (; i < n; i++)
+            y[i] = __builtin_fmaf(p, x[i], y[i]);
+    }
+}
+
+/* 4 weight rows x 2 activation rows per step; every output keeps the lane
+ * order of lp_cpu_dot_avx2, so the remainder loops may use it directly. */
+__attribute__((target("avx2,fma"))) static void mm_tile_avx2(const float *w, int64_t ldw, int nr,
+                                                             const float *x, int64_t ldx, int nt,
+                                                             int n, float *y, int64_t ldy,
+                                                             const float *bias) {
+    const int n8 = n & ~7;
+    const __m256i m = tail_mask(n - n8);
+    int t = 0;
+    for (; t + 2 <= nt; t += 2) {
+        const float *x0 = x + t * ldx, *x1 = x0 + ldx;
+        int r = 0;
+        for (; r + 4 <= nr; r += 4) {
+            const float *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+            __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int i = 0; i < n8; i += 8) {
+                __m256 v0 = _mm256_loadu_ps(x0 + i), v1 = _mm256_loadu_ps(x1 + i), wv;
+                wv = _mm256_loadu_ps(w0 + i);
+                a00 = _mm256_fmadd_ps(wv, v0, a00);
+                a01 = _mm256_fmadd_ps(wv, v1, a01);
+                wv = _mm256_loadu_ps(w1 + i);
+                a10 = _mm256_fmadd_ps(wv, v0, a10);
+                a11 = _mm256_fmadd_ps(wv, v1, a11);
+                wv = _mm256_loadu_ps(w2 + i);
+                a20 = _mm256_fmadd_ps(wv, v0, a20);
+                a21 = _mm256_fmadd_ps(wv, v1, a21);
+                wv = _mm256_loadu_ps(w3 + i);
+                a30 = _mm256_fmadd_ps(wv, v0, a30);
+                a31 = _mm256_fmadd_ps(wv, v1, a31);
+            }
+            if (n8 < n) {
+                __m256 v0 = _mm256_maskload_ps(x0 + n8, m), v1 = _mm256_maskload_ps(x1 + n8, m);
+                __m256 wv;
+                wv = _mm256_maskload_ps(w0 + n8, m);
+                a00 = _mm256_fmadd_ps(wv, v0, a00);
+                a01 = _mm256_fmadd_ps(wv, v1, a01);
+                wv = _mm256_maskload_ps(w1 + n8, m);
+                a10 = _mm256_fmadd_ps(wv, v0, a10);
+                a11 = _mm256_fmadd_ps(wv, v1, a11);
+                wv = _mm256_maskload_ps(w2 + n8, m);
+                a20 = _mm256_fmadd_ps(wv, v0, a20);
+                a21 = _mm256_fmadd_ps(wv, v1, a21);
+                wv = _mm256_maskload_ps(w3 + n8, m);
+                a30 = _mm256_fmadd_ps(wv, v0, a30);
+                a31 = _mm256_fmadd_ps(wv, v1, a31);
+            }
+            float b0 = bias ? bias[r] : 0, b1 = bias ? bias[r + 1] : 0;
+            float b2 = bias ? bias[r + 2] : 0, b3 = bias ? bias[r + 3] : 0;
+            float *y0 = y + t * ldy + r, *y1 = y0 + ldy;
+            /* s + 0.0f is exact, so bias-free outputs equal the plain dot */
+            y0[0] = hsum8_avx(a00) + b0;
+            y0[1] = hsum8_avx(a10) + b1;
+            y0[2] = hsum8_avx(a20) + b2;
+            y0[3] = hsum8_avx(a30) + b3;
+            y1[0] = hsum8_avx(a01) + b0;
+            y1[1] = hsum8_avx(a11) + b1;
+            y1[2] = hsum8_avx(a21) + b2;
+            y1[3] = hsum8_avx(a31) + b3;
+        }
+        for (; r < nr; r++) {
+            float b = bias ? bias[r] : 0;
+            y[t * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x0, n) + b;
+            y[(t + 1) * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x1, n) + b;
+        }
+    }
+    for (; t < nt; t++)
+        for (int r = 0; r < nr; r++)
+            y[t * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x + t * ldx, n) + (bias ? bias[r] : 0);
+}
+#else
+float lp_cpu_dot_avx2(const float *a, const float *b, int n) {
+    return lp_cpu_dot_scalar(a, b, n);
+}
+void lp_cpu_axpby_avx2(float *y, float c, float p, const float *x, int n) {
+    lp_cpu_axpby_scalar(y, c, p, x, n);
+}
+#endif
+
+/* ---------------------------------------------------------------- matmul */
+
+struct mm_job {
+    struct lp_cpu *cpu;
+    const struct lp_weight *w;
+    const struct lp_type_traits *tt; /* NULL for F32 (read in place) */
+    const float *bias, *x;
+    int n_rows;
+    int tile;
+    float *y;
+};
+
+/* Weight rows per tile: more rows amortise the activation reads, fewer keep the
+ * converted tile in L2. Depends only on the row length, never on threads. */
+static int mm_tile_rows(int64_t n_in) {
+    return n_in <= 4096 ? 16 : 8;
+}
+
+static void mm_task(void *arg, int task, int tid) {
+    struct mm_job *j = arg;
+    const struct lp_weight *w = j->w;
+    int64_t r0 = (int64_t)task * j->tile;
+    int nr = (int)LP_MIN((int64_t)j->tile, w->n_out - r0);
+    int n = (int)w->n_in;
+    const float *wt;
+    int64_t ldw;
+    if (!j->tt) {
+        wt = (const float *)((const char *)w->data + r0 * w->row_bytes);
+        ldw = (int64_t)(w->row_bytes / sizeof(float));
+    } else {
+        float *s = j->cpu->mm_scratch + (size_t)tid * j->cpu->mm_stride;
+        for (int r = 0; r < nr; r++)
+            j->tt->to_float((const char *)w->data + (r0 + r) * w->row_bytes, s + (int64_t)r * n, n);
+        wt = s;
+        ldw = n;
+    }
+    const float *bias = j->bias ? j->bias + r0 : NULL;
+    float *y = j->y + r0;
+#ifdef LP_HAVE_X86
+    if (j->cpu->simd) {
+        mm_tile_avx2(wt, ldw, nr, j->x, n, j->n_rows, n, y, w->n_out, bias);
+        return;
+    }
+#endif
+    mm_tile_scalar(wt, ldw, nr, j->x, n, j->n_rows, n, y, w->n_out, bias);
+}
+
+void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
+                   int n_rows, float *y) {
+    struct lp_cpu *cpu = ctx;
+    LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
+    struct mm_job j = {.cpu = cpu, .w = w, .bias = bias, .x = x, .n_rows = n_rows, .y = y};
+    if (w->type != LOPAD_TYPE_F32) {
+        j.tt = lp_type_traits(w->type);
+        LP_ASSERT(j.tt && j.tt->to_float);
+    }
+    j.tile = mm_tile_rows(w->n_in);
+    LP_ASSERT(j.tile <= LP_MM_TILE_MAX);
+    int64_t n_tasks = (w->n_out + j.tile - 1) / j.tile;
+    LP_ASSERT(n_tasks <= INT32_MAX);
+    if (n_rows <= 0) return;
+    lp_pool_run(cpu->pool, (int)n_tasks, mm_task, &j);
+}
+
+/* -------------------------------------------------------------- get_rows */
+
+struct rows_job {
+    const struct lp_weight *w;
+    const struct lp_type_traits *tt;
+    const int32_t *ids;
+    float *out;
+};
+
+static void rows_task(void *arg, int task, int tid) {
+    struct rows_job *j = arg;
+    const struct lp_weight *w = j->w;
+    int64_t id = j->ids[task];
+    LP_ASSERT(id >= 0 && id < w->n_out);
+    const void *src = (const char *)w->data + id * w->row_bytes;
+    float *dst = j->out + (int64_t)task * w->n_in;
+    if (j->tt)
+        j->tt->to_float(src, dst, w->n_in);
+    else
+        memcpy(dst, src, (size_t)w->n_in * sizeof(float));
+}
+
+void lp_cpu_get_rows(void *ctx, const struct lp_weight *w, const int32_t *ids, int n, float *out) {
+    struct lp_cpu *cpu = ctx;
+    struct rows_job j = {.w = w, .ids = ids, .out = out};
+    if (w->type != LOPAD_TYPE_F32) {
+        j.tt = lp_type_traits(w->type);
+        LP_ASSERT(j.tt && j.tt->to_float);
+    }
+    lp_pool_run(cpu->pool, n, rows_task, &j);
+}

@@ -1,0 +1,158 @@
+/*
+ * context.c - lopad_ctx: creation (every buffer the forward pass will need,
+ * sized from n_ctx and n_batch_max), the KV cache bookkeeping (commit,
+ * truncate) and teardown.
+ */
+#include "forward.h"
+
+#include <string.h>
+#include "../backend/cpu/cpu.h"
+
+static void ctx_release(struct lopad_ctx *c, void **p) {
+    if (*p) c->be.ops->release(c->be.ctx, *p);
+    *p = NULL;
+}
+
+void lopad_ctx_free(lopad_ctx *c) {
+    if (!c) return;
+    if (c->be.ops) {
+        void **bufs[] = {(void **)&c->k_cache, (void **)&c->v_cache, (void **)&c->k_fed,
+                         (void **)&c->v_fed,   (void **)&c->x,       (void **)&c->xn,
+                         (void **)&c->q,       (void **)&c->att,     (void **)&c->gate,
+                         (void **)&c->up};
+        for (unsigned i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            ctx_release(c, bufs[i]);
+        lp_backend_free(&c->be);
+    }
+    lp_free(c->seq_start);
+    lp_free(c);
+}
+
+int lopad_ctx_n_threads(const lopad_ctx *c) {
+    return c ? c->n_threads : 0;
+}
+
+/* bytes = a*b*c*4 with overflow checks */
+static bool buf_bytes(uint64_t a, uint64_t b, uint64_t d, uint64_t *out) {
+    uint64_t t;
+    return lp_mul_ok(a, b, &t) && lp_mul_ok(t, d, &t) && lp_mul_ok(t, sizeof(float), out) &&
+           *out <= (uint64_t)SIZE_MAX;
+}
+
+enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_params *p,
+                                lopad_ctx **out) {
+    if (!out) return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: out is NULL");
+    *out = NULL;
+    if (!m || !p) return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: model and params are required");
+    if (p->n_ctx < 1 || p->n_batch_max < 1)
+        return lp_error(LOPAD_ERR_ARG,
+                        "lopad_ctx_new: n_ctx (%d) and n_batch_max (%d) must be at least 1",
+                        p->n_ctx, p->n_batch_max);
+    if (p->n_threads < 0 || p->n_threads > 1024)
+        return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: n_threads %d out of range 0..1024",
+                        p->n_threads);
+    const struct lopad_hparams *hp = &m->hp;
+
+    struct lopad_ctx *c = lp_calloc(1, sizeof *c, "context");
+    if (!c) return LOPAD_ERR_NOMEM;
+    c->model = m;
+    c->n_ctx = p->n_ctx;
+    c->n_batch_max = p->n_batch_max;
+    c->kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
+
+    struct lp_backend_limits lim = {
+        .max_n_in = LP_MAX(LP_MAX((int64_t)hp->n_embd, (int64_t)hp->n_ff), qd),
+        .head_dim = hp->head_dim,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+    };
+    enum lopad_status st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
+    if (st) {
+        lp_free(c);
+        return st;
+    }
+    c->n_threads = lp_backend_cpu_n_threads(&c->be);
+    if (!c->be.ops->host_memory) { /* logits are written straight into the caller's array */
+        lp_error(LOPAD_ERR_UNSUPPORTED, "backend %s: no logits staging yet", c->be.ops->name);
+        lp_backend_free(&c->be);
+        lp_free(c);
+        return LOPAD_ERR_UNSUPPORTED;
+    }
+
+    struct {
+        float **dst;
+        uint64_t a, b, d;
+        const char *what;
+    } bufs[] = {
+        {&c->k_cache, hp->n_layer, c->n_ctx, c->kv_dim, "KV cache (K)"},
+        {&c->v_cache, hp->n_layer, c->n_ctx, c->kv_dim, "KV cache (V)"},
+        {&c->k_fed, hp->n_layer, c->n_batch_max, c->kv_dim, "fed K scratch"},
+        {&c->v_fed, hp->n_layer, c->n_batch_max, c->kv_dim, "fed V scratch"},
+        {&c->x, 1, c->n_batch_max, hp->n_embd, "residual activations"},
+        {&c->xn, 1, c->n_batch_max, LP_MAX((int64_t)hp->n_embd, qd), "normed activations"},
+        {&c->q, 1, c->n_batch_max, qd, "query activations"},
+        {&c->att, 1, c->n_batch_max, qd, "attention output"},
+        {&c->gate, 1, c->n_batch_max, hp->n_ff, "mlp gate activations"},
+        {&c->up, 1, c->n_batch_max, hp->n_ff, "mlp up activations"},
+    };
+    for (unsigned i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        uint64_t bytes;
+        if (!buf_bytes(bufs[i].a, bufs[i].b, bufs[i].d, &bytes)) {
+            lopad_ctx_free(c);
+            return lp_error(LOPAD_ERR_ARG,
+                            "lopad_ctx_new: %s size overflows (n_ctx %d, n_batch_max %d)",
+                            bufs[i].what, p->n_ctx, p->n_batch_max);
+        }
+        *bufs[i].dst = c->be.ops->alloc(c->be.ctx, (size_t)bytes, bufs[i].what);
+        if (!*bufs[i].dst) {
+            lopad_ctx_free(c);
+            return LOPAD_ERR_NOMEM;
+        }
+    }
+    c->seq_start = lp_malloc(sizeof(int32_t) * ((size_t)c->n_batch_max + 1), "batch seq starts");
+    if (!c->seq_start) {
+        lopad_ctx_free(c);
+        return LOPAD_ERR_NOMEM;
+    }
+    *out = c;
+    return LOPAD_OK;
+}
+
+enum lopad_status lopad_kv_commit(lopad_ctx *c, int src, int n, int dst) {
+    if (!c) return lp_error(LOPAD_ERR_ARG, "lopad_kv_commit: context is NULL");
+    if (c->last_n_fed == 0)
+        return lp_error(LOPAD_ERR_ARG, "lopad_kv_commit: no forward to commit rows from");
+    if (n < 0 || src < 0 || src > c->last_n_fed - n)
+        return lp_error(
+            LOPAD_ERR_ARG,
+            "lopad_kv_commit: fed rows [%d, %d+%d) are outside the last forward's %d rows", src,
+            src, n, c->last_n_fed);
+    if (dst < 0 || dst > c->kv_len)
+        return lp_error(
+            LOPAD_ERR_ARG,
+            "lopad_kv_commit: destination row %d would leave a gap (cache holds %d rows)", dst,
+            c->kv_len);
+    if (dst > c->n_ctx - n)
+        return lp_error(LOPAD_ERR_ARG, "lopad_kv_commit: rows [%d, %d) exceed n_ctx %d", dst,
+                        dst + n, c->n_ctx);
+    const size_t row = (size_t)c->kv_dim * sizeof(float);
+    for (int l = 0; l < c->model->hp.n_layer; l++) {
+        c->be.ops->copy(c->be.ctx, lp_ctx_kcache(c, l) + (int64_t)dst * c->kv_dim,
+                        lp_ctx_kfed(c, l) + (int64_t)src * c->kv_dim, row * n);
+        c->be.ops->copy(c->be.ctx, lp_ctx_vcache(c, l) + (int64_t)dst * c->kv_dim,
+                        lp_ctx_vfed(c, l) + (int64_t)src * c->kv_dim, row * n);
+    }
+    if (dst + n > c->kv_len) c->kv_len = dst + n;
+    return LOPAD_OK;
+}
+
+void lopad_kv_truncate(lopad_ctx *c, int n) {
+    if (!c) return;
+    if (n < 0) n = 0;
+    if (n < c->kv_len) c->kv_len = n;
+}
+
+int lopad_kv_len(const lopad_ctx *c) {
+    return c ? c->kv_len : 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * forward.h - the inside of a lopad_ctx (internal): the backend, the KV cache,
+ * the fed rows' K/V scratch and the activation buffers, all sized once in
+ * lopad_ctx_new so that lopad_forward never allocates.
+ */
+#ifndef LP_FORWARD_H
+#define LP_FORWARD_H
+
+#include "../backend/backend.h"
+#include "../model/model.h"
+
+struct lopad_ctx {
+    const struct lopad_model *model;
+    struct lp_backend be;
+    int n_ctx, n_batch_max, n_threads;
+    int64_t kv_dim; /* n_head_kv * head_dim: floats per cached row of one layer */
+
+    int kv_len;     /* cached rows [0, kv_len) hold valid K/V */
+    int last_n_fed; /* fed rows of the last successful forward (0 = none) */
+
+    /* backend memory */
+    float *k_cache, *v_cache; /* (n_layer, n_ctx, kv_dim) */
+    float *k_fed, *v_fed; /* (n_layer, n_batch_max, kv_dim): K (RoPE'd) / V of the last forward */
+    float *x;             /* (n_batch_max, n_embd) residual stream */
+    float *xn;            /* (n_batch_max, n_embd) normed input / projection output */
+    float *q;             /* (n_batch_max, n_head*head_dim) */
+    float *att;           /* (n_batch_max, n_head*head_dim) attention output */
+    float *gate;          /* (n_batch_max, n_ff) */
+    float *up;            /* (n_batch_max, n_ff) */
+
+    /* host memory */
+    int32_t *seq_start; /* [n_batch_max + 1] */
+};
+
+/* K / V of layer l in the cache (row r at + r*kv_dim) and in the fed scratch. */
+static inline float *lp_ctx_kcache(const struct lopad_ctx *c, int l) {
+    return c->k_cache + (int64_t)l * c->n_ctx * c->kv_dim;
+}
+static inline float *lp_ctx_vcache(const struct lopad_ctx *c, int l) {
+    return c->v_cache + (int64_t)l * c->n_ctx * c->kv_dim;
+}
+static inline float *lp_ctx_kfed(const struct lopad_ctx *c, int l) {
+    return c->k_fed + (int64_t)l * c->n_batch_max * c->kv_dim;
+}
+static inline float *lp_ctx_vfed(const struct lopad_ctx *c, int l) {
+    return c->v_fed + (int64_t)l * c->n_batch_max * c->kv_dim;
+}
+
+/* Check a batch against the context; LOPAD_ERR_ARG naming the bad field, index
+ * and value. On success fills c->seq_start. */
+enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *b);
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * synthetic.h - models with random weights built in memory (no file), for
+ * tests and `lopad bench forward`.
+ */
+#ifndef LP_SYNTHETIC_H
+#define LP_SYNTHETIC_H
+
+#include "model.h"
+
+/* Build a model of a named shape with random weights stored as `type`
+ * (F32, F16, BF16, Q8_0, Q4_0; Q4_K / Q6_K have no quantiser). Shapes:
+ *   "tiny"        Dream-like: n_embd 64, 2 layers, 4 heads / 2 kv heads of 16, n_ff 128,
+ *                 vocab 300, q/k/v biases, NEOX RoPE, shifted logits
+ *   "tiny-llada"  LLaDA-like: same sizes, 4 kv heads (no GQA), no biases
+ *   "dream-7b", "llada-8b"  the real shapes (MODELS.md)
+ * Weights are uniform with variance 1/n_in (activations stay O(1)), norm
+ * weights 1 +- 0.1, biases +- 0.2. The same (shape, type, seed) always gives
+ * the same bytes, whatever the number of cores used to generate them. */
+enum lopad_status lp_model_synthetic(const char *shape, int type, uint64_t seed, lopad_model **out);
+
+#endif

@@ -1,0 +1,447 @@
+/*
+ * test_ops.c - the thread pool and every CPU kernel against plain scalar
+ * references written here (double accumulation), for every weight type, on
+ * both the SIMD and the scalar path; plus bitwise equality across thread
+ * counts and across batch compositions.
+ */
+#include "test.h"
+
+#include <stdatomic.h>
+#include "backend/cpu/cpu.h"
+#include "core/threadpool.h"
+#include "core/types.h"
+
+static uint64_t rng_state = 0x1234567;
+static float frand(void) { /* uniform [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static void fill(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand() * scale;
+}
+
+static struct lp_backend make_cpu(int threads, bool scalar) {
+    struct lp_backend_limits lim = {.max_n_in = 1024, .head_dim = 32, .n_head = 8, .n_head_kv = 2};
+    struct lp_backend be = {0};
+    enum lopad_status st = lp_backend_cpu_new(threads, &lim, &be);
+    if (st) {
+        fprintf(stderr, "cannot create cpu backend: %s\n", lopad_errmsg());
+        exit(1);
+    }
+    lp_backend_cpu_force_scalar(&be, scalar);
+    return be;
+}
+
+static bool bits_equal(const float *a, const float *b, int64_t n) {
+    return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+/* ------------------------------------------------------------ thread pool */
+
+struct count_ctx {
+    atomic_int hits[1000];
+    int tid_of[1000];
+    int n_threads;
+    atomic_int bad_tid;
+};
+
+static void count_task(void *arg, int task, int tid) {
+    struct count_ctx *c = arg;
+    atomic_fetch_add(&c->hits[task], 1);
+    c->tid_of[task] = tid;
+    if (tid < 0 || tid >= c->n_threads) atomic_store(&c->bad_tid, 1);
+}
+
+static void test_pool(void) {
+    static struct count_ctx c;
+    for (int nt = 1; nt <= 4; nt++) {
+        lp_pool *p = lp_pool_new(nt);
+        CHECK(p != NULL);
+        if (!p) return;
+        CHECK(lp_pool_n_threads(p) == nt);
+        const int sizes[] = {1, 2, 3, 7, 64, 1000};
+        for (int rep = 0; rep < 50; rep++)
+            for (unsigned s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                int n = sizes[s];
+                for (int i = 0; i < n; i++)
+                    atomic_store(&c.hits[i], 0);
+                c.n_threads = nt;
+                atomic_store(&c.bad_tid, 0);
+                lp_pool_run(p, n, count_task, &c);
+                int ok = 1, part_ok = 1;
+                for (int i = 0; i < n; i++) {
+                    if (atomic_load(&c.hits[i]) != 1) ok = 0;
+                    /* static split: thread t owns [t*n/nt, (t+1)*n/nt) */
+                    int t = c.tid_of[i];
+                    if (n > 1 && !((int64_t)n * t / nt <= i && i < (int64_t)n * (t + 1) / nt))
+                        part_ok = 0;
+                }
+                CHECK_MSG(ok, "%d threads, %d tasks: some task not run exactly once", nt, n);
+                CHECK_MSG(part_ok, "%d threads, %d tasks: partition is not the static split", nt,
+                          n);
+                CHECK(atomic_load(&c.bad_tid) == 0);
+            }
+        lp_pool_run(p, 0, count_task, &c); /* no tasks: a no-op */
+        lp_pool_free(p);
+    }
+    lp_pool_free(NULL);
+}
+
+/* ----------------------------------------------------------------- matmul */
+
+/* a weight matrix of `type` with random contents; *deq gets its f32 values */
+static void *make_weight(int type, int n_out, int n_in, struct lp_weight *w, float **deq) {
+    const struct lp_type_traits *tt = lp_type_traits(type);
+    size_t rb = lp_row_size(type, n_in);
+    unsigned char *data = malloc(rb * n_out);
+    float *src = malloc(sizeof(float) * n_in);
+    if (tt->from_float) {
+        for (int r = 0; r < n_out; r++) {
+            fill(src, n_in, 0.5f);
+            tt->from_float(src, data + r * rb, n_in);
+        }
+    } else {
+        /* K-quants: random bits with sane f16 super-block scales */
+        for (size_t i = 0; i < rb * n_out; i++)
+            data[i] = (unsigned char)(frand() * 127 + 128);
+        for (int r = 0; r < n_out; r++)
+            for (int b = 0; b < n_in / LP_QK_K; b++) {
+                unsigned char *blk = data + r * rb + b * tt->type_size;
+                if (type == LOPAD_TYPE_Q4_K) {
+                    lp_block_q4_K *q = (lp_block_q4_K *)blk;
+                    q->d = lp_f32_to_f16(0.002f + 0.001f * frand());
+                    q->dmin = lp_f32_to_f16(0.004f + 0.001f * frand());
+                } else {
+                    lp_block_q6_K *q = (lp_block_q6_K *)blk;
+                    q->d = lp_f32_to_f16(0.0005f + 0.0001f * frand());
+                }
+            }
+    }
+    free(src);
+    *deq = malloc(sizeof(float) * (size_t)n_in * n_out);
+    tt->to_float(data, *deq, (int64_t)n_in * n_out);
+    *w = (struct lp_weight){"test.weight", type, n_in, n_out, rb, data};
+    return data;
+}
+
+static void ref_matmul(const float *W, const float *bias, const float *x, int n_rows, int n_in,
+                       int n_out, double *y) {
+    for (int t = 0; t < n_rows; t++)
+        for (int o = 0; o < n_out; o++) {
+            double s = bias ? bias[o] : 0;
+            for (int i = 0; i < n_in; i++)
+                s += (double)W[(size_t)o * n_in + i] * x[(size_t)t * n_in + i];
+            y[(size_t)t * n_out + o] = s;
+        }
+}
+
+static void check_matmul_type(int type, int n_in) {
+    const int n_out = 37, n_rows = 7;
+    struct lp_weight w;
+    float *W;
+    void *data = make_weight(type, n_out, n_in, &w, &W);
+    float *x = malloc(sizeof(float) * n_rows * n_in), bias[37];
+    fill(x, (int64_t)n_rows * n_in, 1.0f);
+    fill(bias, n_out, 0.3f);
+    double *ref = malloc(sizeof(double) * n_rows * n_out);
+    float *y[4];
+    for (int k = 0; k < 4; k++)
+        y[k] = malloc(sizeof(float) * n_rows * n_out);
+    for (int use_bias = 0; use_bias < 2; use_bias++) {
+        const float *b = use_bias ? bias : NULL;
+        ref_matmul(W, b, x, n_rows, n_in, n_out, ref);
+        /* y0: simd 1 thread, y1: simd 3 threads, y2: scalar 2 threads, y3: simd rows fed one by one
+         */
+        struct lp_backend be1 = make_cpu(1, false), be3 = make_cpu(3, false),
+                          bs = make_cpu(2, true);
+        be1.ops->matmul(be1.ctx, &w, b, x, n_rows, y[0]);
+        be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[1]);
+        bs.ops->matmul(bs.ctx, &w, b, x, n_rows, y[2]);
+        for (int t = 0; t < n_rows; t++)
+            be1.ops->matmul(be1.ctx, &w, b, x + (size_t)t * n_in, 1, y[3] + (size_t)t * n_out);
+        double max_err = 0, max_sv = 0;
+        for (int i = 0; i < n_rows * n_out; i++) {
+            double scale = sqrt((double)n_in) * 0.5;
+            max_err = fmax(max_err, fabs(y[0][i] - ref[i]) / scale);
+            max_err = fmax(max_err, fabs(y[2][i] - ref[i]) / scale);
+            max_sv = fmax(max_sv, fabs(y[0][i] - y[2][i]) / scale);
+        }
+        CHECK_MSG(max_err < 1e-5, "%s n_in %d bias %d: error vs reference %g", lp_type_name(type),
+                  n_in, use_bias, max_err);
+        CHECK_MSG(max_sv < 1e-5, "%s: simd vs scalar differ by %g", lp_type_name(type), max_sv);
+        CHECK_MSG(bits_equal(y[0], y[1], (int64_t)n_rows * n_out),
+                  "%s: 1 vs 3 threads not bitwise equal", lp_type_name(type));
+        CHECK_MSG(bits_equal(y[0], y[3], (int64_t)n_rows * n_out),
+                  "%s: a row's result depends on the other rows fed", lp_type_name(type));
+        lp_backend_free(&be1);
+        lp_backend_free(&be3);
+        lp_backend_free(&bs);
+    }
+    for (int k = 0; k < 4; k++)
+        free(y[k]);
+    free(ref);
+    free(x);
+    free(W);
+    free(data);
+}
+
+static void test_matmul(void) {
+    const int types[] = {LOPAD_TYPE_F32,  LOPAD_TYPE_F16,  LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0,
+                         LOPAD_TYPE_Q4_0, LOPAD_TYPE_Q4_K, LOPAD_TYPE_Q6_K};
+    for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const struct lp_type_traits *tt = lp_type_traits(types[i]);
+        CHECK(tt != NULL);
+        if (!tt) continue;
+        check_matmul_type(types[i], 512);
+        if (tt->blck_size == 32) check_matmul_type(types[i], 96);
+        if (tt->blck_size == 1) check_matmul_type(types[i], 101); /* masked SIMD tail */
+    }
+}
+
+static void test_get_rows(void) {
+    const int types[] = {LOPAD_TYPE_F32, LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0, LOPAD_TYPE_Q6_K};
+    for (unsigned k = 0; k < sizeof types / sizeof types[0]; k++) {
+        struct lp_weight w;
+        float *W;
+        void *data = make_weight(types[k], 20, 256, &w, &W);
+        int32_t ids[5] = {3, 0, 19, 3, 7};
+        float out[5 * 256];
+        struct lp_backend be = make_cpu(2, false);
+        be.ops->get_rows(be.ctx, &w, ids, 5, out);
+        for (int i = 0; i < 5; i++)
+            CHECK_MSG(bits_equal(out + i * 256, W + (size_t)ids[i] * 256, 256), "%s row %d",
+                      lp_type_name(types[k]), ids[i]);
+        lp_backend_free(&be);
+        free(W);
+        free(data);
+    }
+}
+
+/* ----------------------------------------------------------- small kernels */
+
+static void test_rmsnorm(void) {
+    const int n = 77, rows = 5;
+    float x[5 * 77], w[77], y[5 * 77];
+    fill(x, rows * n, 3.0f);
+    fill(w, n, 1.0f);
+    for (int scalar = 0; scalar < 2; scalar++) {
+        struct lp_backend be = make_cpu(2, scalar);
+        be.ops->rmsnorm(be.ctx, x, w, 1e-5f, rows, n, y);
+        for (int r = 0; r < rows; r++) {
+            double ss = 0;
+            for (int i = 0; i < n; i++)
+                ss += (double)x[r * n + i] * x[r * n + i];
+            double inv = 1.0 / sqrt(ss / n + 1e-5);
+            for (int i = 0; i < n; i++)
+                CHECK_NEAR(y[r * n + i], w[i] * x[r * n + i] * inv, 1e-6, 1e-5);
+        }
+        /* in place */
+        float z[5 * 77];
+        memcpy(z, x, sizeof z);
+        be.ops->rmsnorm(be.ctx, z, w, 1e-5f, rows, n, z);
+        CHECK(bits_equal(z, y, rows * n));
+        lp_backend_free(&be);
+    }
+}
+
+static void ref_rope(float *x, int n_head, int d, int pos, double theta, enum lopad_rope mode) {
+    for (int h = 0; h < n_head; h++)
+        for (int i = 0; i < d / 2; i++) {
+            double ang = pos * pow(theta, -2.0 * i / d);
+            int a = mode == LOPAD_ROPE_NEOX ? i : 2 * i,
+                b = mode == LOPAD_ROPE_NEOX ? i + d / 2 : 2 * i + 1;
+            double x0 = x[h * d + a], x1 = x[h * d + b];
+            x[h * d + a] = (float)(x0 * cos(ang) - x1 * sin(ang));
+            x[h * d + b] = (float)(x1 * cos(ang) + x0 * sin(ang));
+        }
+}
+
+static void test_rope(void) {
+    const int n_head = 3, d = 32, rows = 4;
+    const int32_t pos[4] = {0, 1, 17, 700};
+    float x[4 * 3 * 32], y[4 * 3 * 32];
+    fill(x, rows * n_head * d, 1.0f);
+    for (int mode = 0; mode < 2; mode++) {
+        memcpy(y, x, sizeof x);
+        struct lp_backend be = make_cpu(2, false);
+        be.ops->rope(be.ctx, y, rows, n_head, d, pos, 10000.0f, (enum lopad_rope)mode);
+        CHECK(bits_equal(y, x, n_head * d)); /* position 0 is the identity */
+        for (int r = 0; r < rows; r++) {
+            float ref[3 * 32];
+            memcpy(ref, x + r * n_head * d, sizeof ref);
+            ref_rope(ref, n_head, d, pos[r], 10000.0, (enum lopad_rope)mode);
+            for (int i = 0; i < n_head * d; i++)
+                CHECK_NEAR(y[r * n_head * d + i], ref[i], 2e-4, 1e-4); /* f32 angles at pos 700 */
+        }
+        /* the two variants pair different elements */
+        if (mode == 1) {
+            float z[4 * 3 * 32];
+            memcpy(z, x, sizeof x);
+            be.ops->rope(be.ctx, z, rows, n_head, d, pos, 10000.0f, LOPAD_ROPE_NEOX);
+            CHECK(!bits_equal(z + n_head * d, y + n_head * d, n_head * d));
+        }
+        lp_backend_free(&be);
+    }
+}
+
+static void test_elementwise(void) {
+    const int n = 40000; /* more than one chunk */
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n),
+          *g0 = malloc(sizeof(float) * n);
+    fill(g, n, 8.0f);
+    fill(u, n, 2.0f);
+    memcpy(g0, g, sizeof(float) * n);
+    struct lp_backend be = make_cpu(3, false);
+    be.ops->silu_mul(be.ctx, g, u, n);
+    for (int i = 0; i < n; i += 97)
+        CHECK_NEAR(g[i], g0[i] / (1 + exp(-(double)g0[i])) * u[i], 1e-6, 1e-5);
+    memcpy(g, g0, sizeof(float) * n);
+    be.ops->add(be.ctx, g, u, n);
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        ok &= g[i] == g0[i] + u[i];
+    CHECK(ok);
+    lp_backend_free(&be);
+    free(g);
+    free(u);
+    free(g0);
+}
+
+/* -------------------------------------------------------------- attention */
+
+/* Reference: per query, list its visible keys, softmax in double. */
+static void ref_attention(const struct lp_attn_desc *a, double *out) {
+    const int hd = a->head_dim, kvd = a->n_head_kv * hd, qd = a->n_head * hd;
+    const int group = a->n_head / a->n_head_kv;
+    for (int s = 0; s < a->n_seq; s++)
+        for (int i = a->seq_start[s]; i < a->seq_start[s + 1]; i++)
+            for (int h = 0; h < a->n_head; h++) {
+                const float *q = a->q + i * qd + h * hd;
+                int kvh = h / group;
+                double sc[512], mx = -INFINITY;
+                const float *vr[512];
+                int nk = 0;
+                for (int r = 0; r < a->n_cache; r++) {
+                    if (r >= a->skip_begin && r < a->skip_end) continue;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += (double)q[e] * a->k_cache[r * kvd + kvh * hd + e];
+                    sc[nk] = d * a->scale;
+                    vr[nk++] = a->v_cache + r * kvd + kvh * hd;
+                }
+                for (int j = a->seq_start[s]; j < a->seq_start[s + 1]; j++) {
+                    if (a->block && a->block[j] > a->block[i]) continue;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += (double)q[e] * a->k[j * kvd + kvh * hd + e];
+                    sc[nk] = d * a->scale;
+                    vr[nk++] = a->v + j * kvd + kvh * hd;
+                }
+                for (int k = 0; k < nk; k++)
+                    mx = fmax(mx, sc[k]);
+                double l = 0;
+                for (int k = 0; k < nk; k++)
+                    l += exp(sc[k] - mx);
+                for (int e = 0; e < hd; e++) {
+                    double acc = 0;
+                    for (int k = 0; k < nk; k++)
+                        acc += exp(sc[k] - mx) * vr[k][e];
+                    out[i * qd + h * hd + e] = acc / l;
+                }
+            }
+}
+
+static void test_attention(void) {
+    const int n_head = 8, n_kv = 2, hd = 32, n_tok = 19, n_cache = 70;
+    const int qd = n_head * hd, kvd = n_kv * hd;
+    float *q = malloc(sizeof(float) * n_tok * qd), *k = malloc(sizeof(float) * n_tok * kvd);
+    float *v = malloc(sizeof(float) * n_tok * kvd), *kc = malloc(sizeof(float) * n_cache * kvd);
+    float *vc = malloc(sizeof(float) * n_cache * kvd);
+    fill(q, n_tok * qd, 1.5f);
+    fill(k, n_tok * kvd, 1.5f);
+    fill(v, n_tok * kvd, 1.0f);
+    fill(kc, n_cache * kvd, 1.5f);
+    fill(vc, n_cache * kvd, 1.0f);
+    /* three sequences (lengths 9, 1, 9), a block-causal mask, a hidden cache range */
+    int32_t seq_start[4] = {0, 9, 10, 19};
+    int32_t block[19] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 5, 3, 3, 4, 4, 4, 4, 4, 4};
+    double *ref = malloc(sizeof(double) * n_tok * qd);
+    float *out[4];
+    for (int i = 0; i < 4; i++)
+        out[i] = malloc(sizeof(float) * n_tok * qd);
+    for (int variant = 0; variant < 4; variant++) {
+        struct lp_attn_desc a = {.n_tokens = n_tok,
+                                 .n_head = n_head,
+                                 .n_head_kv = n_kv,
+                                 .head_dim = hd,
+                                 .q = q,
+                                 .k = k,
+                                 .v = v,
+                                 .k_cache = kc,
+                                 .v_cache = vc,
+                                 .n_cache = variant == 3 ? 0 : n_cache,
+                                 .skip_begin = variant == 1 ? 20 : 0,
+                                 .skip_end = variant == 1 ? 45 : 0,
+                                 .n_seq = 3,
+                                 .seq_start = seq_start,
+                                 .block = variant >= 2 ? block : NULL,
+                                 .scale = 1.0f / sqrtf((float)hd)};
+        ref_attention(&a, ref);
+        struct lp_backend b1 = make_cpu(1, false), b3 = make_cpu(3, false), bs = make_cpu(2, true);
+        a.out = out[0];
+        b1.ops->attention(b1.ctx, &a);
+        a.out = out[1];
+        b3.ops->attention(b3.ctx, &a);
+        a.out = out[2];
+        bs.ops->attention(bs.ctx, &a);
+        double err = 0, err_s = 0;
+        for (int i = 0; i < n_tok * qd; i++) {
+            err = fmax(err, fabs(out[0][i] - ref[i]));
+            err_s = fmax(err_s, fabs(out[2][i] - ref[i]));
+        }
+        CHECK_MSG(err < 2e-6, "variant %d: simd error %g", variant, err);
+        CHECK_MSG(err_s < 2e-6, "variant %d: scalar error %g", variant, err_s);
+        CHECK_MSG(bits_equal(out[0], out[1], (int64_t)n_tok * qd), "variant %d: threads differ",
+                  variant);
+        /* a sequence alone gives bitwise the same rows as inside the batch */
+        int32_t one[2] = {0, 9};
+        struct lp_attn_desc a2 = a;
+        a2.n_tokens = 9;
+        a2.n_seq = 1;
+        a2.seq_start = one;
+        a2.q = q + 10 * qd;
+        a2.k = k + 10 * kvd;
+        a2.v = v + 10 * kvd;
+        a2.block = a.block ? block + 10 : NULL;
+        a2.out = out[3];
+        b3.ops->attention(b3.ctx, &a2);
+        CHECK_MSG(bits_equal(out[3], out[0] + 10 * qd, 9 * qd),
+                  "variant %d: batch changes a sequence", variant);
+        lp_backend_free(&b1);
+        lp_backend_free(&b3);
+        lp_backend_free(&bs);
+    }
+    for (int i = 0; i < 4; i++)
+        free(out[i]);
+    free(ref);
+    free(q);
+    free(k);
+    free(v);
+    free(kc);
+    free(vc);
+}
+
+int main(void) {
+    fprintf(stderr, "simd kernels available: %s\n", lp_cpu_simd_available() ? "yes" : "no");
+    TEST_RUN(test_pool);
+    TEST_RUN(test_matmul);
+    TEST_RUN(test_get_rows);
+    TEST_RUN(test_rmsnorm);
+    TEST_RUN(test_rope);
+    TEST_RUN(test_elementwise);
+    TEST_RUN(test_attention);
+    return test_report();
+}
