@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bench.h"
-#include "../src/core/common.h"
+#include "core/common.h"
 
 #define ACC 12 /* independent accumulators: enough to cover FMA latency x ports */
 
