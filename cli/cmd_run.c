@@ -314,6 +314,39 @@ static int on_step(void *ud, const struct lp_step_event *ev) {
     return 0;
 }
 
+/* text for JSON: invalid UTF-8 (a random model's bytes) becomes U+FFFD */
+static char *utf8_sanitize(const char *s, size_t n) {
+    char *o = malloc(3 * n + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (int j = 1; ok && j < len; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
+        if (ok && len == 2) ok = c >= 0xC2;
+        if (ok && len == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
+        }
+        if (ok && len == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+        }
+        if (ok) {
+            memcpy(o + k, s + i, (size_t)len);
+            k += (size_t)len;
+            i += (size_t)len;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = 0;
+    return o;
+}
+
 static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
     cJSON_AddStringToObject(o, "decoder", lp_decoder_name(rq->decoder));
     cJSON_AddNumberToObject(o, "gen", rq->gen_len);
@@ -378,10 +411,13 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         cJSON *ids = cJSON_AddArrayToObject(j, "ids");
         for (int i = 0; i < res.n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(res.ids[i]));
         if (s->tok) {
-            char *text = NULL;
-            if (lp_tokenizer_decode(s->tok, res.ids, (size_t)res.n_ids, true, &text, NULL) ==
-                LOPAD_OK)
-                cJSON_AddStringToObject(j, "text", text);
+            char *text = NULL, *clean = NULL;
+            size_t tl = 0;
+            if (lp_tokenizer_decode(s->tok, res.ids, (size_t)res.n_ids, true, &text, &tl) ==
+                    LOPAD_OK &&
+                (clean = utf8_sanitize(text, tl)))
+                cJSON_AddStringToObject(j, "text", clean);
+            free(clean);
             lp_free(text);
         }
         cJSON_AddNumberToObject(j, "n_prompt", res.n_prompt);

@@ -201,7 +201,7 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
     }
     double dt = lp_time() - t0;
     d->t_forward += dt;
-    if (d->step == 0) d->t_first_forward += dt;
+    if (d->nfe == 0) d->t_first_forward += dt; /* the first forward (both CFG calls) */
     if (st != LOPAD_OK) return st;
     d->nfe += 1; /* the reference runs the canvases as one batched call */
     d->n_seq_evals += n_seq;

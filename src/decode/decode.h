@@ -148,7 +148,7 @@ struct lp_decode_result {
     int n_seq_evals; /* sequences evaluated (2 per CFG step) */
     double tpf;      /* n_committed / nfe */
     double t_total;         /* seconds from start to finish */
-    double t_first_forward; /* seconds of the first step's forwards ("prefill") */
+    double t_first_forward; /* seconds of the first forward ("prefill": no cache here) */
     double t_forward;       /* seconds inside the engine's forward, all steps */
     bool cancelled;
 };

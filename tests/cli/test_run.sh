@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# test_run.sh - `lopad run` end to end on the tiny fixture models: every golden decode
+# case of tests/fixtures/decode/tiny-*.txt through --prompt-ids --json (ids must equal
+# the reference), determinism of seeds, text prompts, and every bad input giving a
+# clear message and a non-zero exit.
+# usage: bash test_run.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
+set -u
+BIN=$1
+SRC=$2
+FIX=$SRC/tests/fixtures
+LLADA=$FIX/tiny-llada
+DREAM=$FIX/tiny-dream
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "  FAIL: $*" >&2; }
+unset LOPAD_DEFAULT_MODEL
+# one worker: keep the suite light (and independent of the thread pool)
+T="--threads 1"
+
+val() { sed -n "s/^$1 //p" "$2"; }
+
+# ---- golden cases: ids through the CLI equal the reference's
+n_cases=0
+for f in "$FIX"/decode/tiny-*.txt; do
+    n_cases=$((n_cases + 1))
+    name=$(basename "$f" .txt)
+    model=$FIX/$(val model "$f")
+    dec=$(val decoder "$f")
+    args=(--prompt-ids "$(val prompt "$f")" --gen "$(val gen "$f")" --steps "$(val steps "$f")"
+          --decoder "$dec" --temperature "$(val temperature "$f")" --seed "$(val seed "$f")")
+    if [ "$dec" = llada ]; then
+        args+=(--block "$(val block "$f")" --remasking "$(val remasking "$f")"
+               --cfg-scale "$(val cfg_scale "$f")")
+        [ "$(val logits_eos_inf "$f")" = 1 ] && args+=(--logits-eos-inf)
+        [ "$(val confidence_eos_eot_inf "$f")" = 1 ] && args+=(--confidence-eos-eot-inf)
+    else
+        args+=(--alg "$(val alg "$f")" --alg-temp "$(val alg_temp "$f")" --eps "$(val eps "$f")"
+               --top-p "$(val top_p "$f")" --top-k "$(val top_k "$f")")
+    fi
+    out=$(timeout 60 "$BIN" run -m "$model" "${args[@]}" --json $T 2>/tmp/lopad_run_err.$$)
+    rc=$?
+    want=$(val ids "$f")
+    [ "$want" = "-" ] && want=""
+    got=$(printf '%s' "$out" | sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')
+    nfe=$(printf '%s' "$out" | sed -n 's/.*"nfe":\([0-9]*\).*/\1/p')
+    if [ $rc -eq 0 ] && [ "$got" = "$want" ] && [ "$nfe" = "$(val nfe "$f")" ]; then
+        ok
+    else
+        bad "$name: rc $rc, ids [$got] vs [$want], nfe $nfe: $(cat /tmp/lopad_run_err.$$)"
+    fi
+done
+[ $n_cases -ge 10 ] && ok || bad "only $n_cases tiny fixtures found"
+
+# ---- settings appear in the JSON; summary on stderr
+out=$("$BIN" run -m "$LLADA" --prompt-ids 5,6,7 --gen 8 --json $T 2>/tmp/lopad_run_err.$$)
+case "$out" in *'"decoder":"llada"'*'"block":8'*) ok ;; *) bad "json settings: $out" ;; esac
+grep -q "NFE 8" /tmp/lopad_run_err.$$ && ok || bad "summary: $(cat /tmp/lopad_run_err.$$)"
+out=$("$BIN" run -m "$DREAM" --prompt-ids 5,6,7 --gen 8 --json $T 2>/dev/null)
+case "$out" in *'"decoder":"dream"'*'"alg":"entropy"'*) ok ;; *) bad "dream default: $out" ;; esac
+
+# ---- seeds: same seed same ids, another seed other ids
+run_ids() { "$BIN" run -m "$DREAM" --prompt-ids 10,20,30 --gen 32 --temperature 1 --seed "$1" \
+    --json $T 2>/dev/null | sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
+a=$(run_ids 1); b=$(run_ids 1); c=$(run_ids 2)
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "seed 1 twice: [$a] [$b]"
+[ "$a" != "$c" ] && ok || bad "seeds 1 and 2 gave the same ids"
+
+# ---- text prompts (tokenizer + chat template), streaming text, --visual
+out=$("$BIN" run -m "$LLADA" -p "hello" --gen 8 $T 2>/tmp/lopad_run_err.$$)
+[ $? -eq 0 ] && ok || bad "text prompt: $(cat /tmp/lopad_run_err.$$)"
+out=$("$BIN" run -m "$DREAM" -p "hello" --raw --gen 8 --json $T 2>/dev/null)
+case "$out" in *'"text":'*) ok ;; *) bad "json text: $out" ;; esac
+"$BIN" run -m "$DREAM" -p "hello" --gen 8 --visual $T >/dev/null 2>/tmp/lopad_run_err.$$ &&
+    grep -q "step 8/8" /tmp/lopad_run_err.$$ && ok || bad "visual: $(cat /tmp/lopad_run_err.$$)"
+# chat: two turns from stdin
+printf 'hi\nhow are you\n' | "$BIN" chat -m "$DREAM" --gen 8 $T >/dev/null 2>/tmp/lopad_run_err.$$
+[ $? -eq 0 ] && [ "$(grep -c 'NFE' /tmp/lopad_run_err.$$)" = 2 ] && ok ||
+    bad "chat: $(cat /tmp/lopad_run_err.$$)"
+
+# ---- bad inputs: non-zero exit and a message naming the problem
+expect_fail() { # expected-substring, args...
+    local want=$1
+    shift
+    "$BIN" "$@" >/dev/null 2>/tmp/lopad_run_err.$$
+    local rc=$?
+    if [ $rc -ne 0 ] && grep -q -- "$want" /tmp/lopad_run_err.$$; then
+        ok
+    else
+        bad "lopad $* -> rc $rc, stderr '$(cat /tmp/lopad_run_err.$$)' (want '$want')"
+    fi
+}
+expect_fail "empty prompt" run -m "$LLADA" -p ""
+expect_fail "--prompt-ids" run -m "$LLADA" --prompt-ids ""
+expect_fail "--prompt-ids" run -m "$LLADA" --prompt-ids 1,x
+expect_fail "exactly one of" run -m "$LLADA" -p hi --prompt-ids 1,2
+expect_fail "exactly one of" run -m "$LLADA"
+expect_fail "exceed the context" run -m "$LLADA" --prompt-ids 1,2,3 --gen 4096 --block 32 $T
+expect_fail "multiple of --block" run -m "$LLADA" --prompt-ids 1,2,3 --gen 16 --block 5 $T
+expect_fail "divisible by the number of blocks" run -m "$LLADA" --prompt-ids 1,2,3 --gen 16 --block 8 --steps 7 $T
+expect_fail "unknown decoder 'foo'" run -m "$LLADA" --prompt-ids 1,2,3 --decoder foo
+expect_fail "unknown algorithm 'greedy'" run -m "$DREAM" --prompt-ids 1,2,3 --alg greedy
+expect_fail "unknown remasking" run -m "$LLADA" --prompt-ids 1,2,3 --remasking high
+expect_fail "--temperature" run -m "$LLADA" --prompt-ids 1,2,3 --temperature -1
+expect_fail "--temperature" run -m "$LLADA" --prompt-ids 1,2,3 --temperature abc
+expect_fail "--top-p" run -m "$DREAM" --prompt-ids 1,2,3 --top-p 0
+expect_fail "--top-p" run -m "$DREAM" --prompt-ids 1,2,3 --top-p 1.5
+expect_fail "--top-k" run -m "$DREAM" --prompt-ids 1,2,3 --top-k -2
+expect_fail "--eps" run -m "$DREAM" --prompt-ids 1,2,3 --eps 1.5
+expect_fail "--cfg-scale" run -m "$LLADA" --prompt-ids 1,2,3 --cfg-scale -1
+expect_fail "--cfg-scale" run -m "$DREAM" --prompt-ids 1,2,3 --cfg-scale 1
+expect_fail "--block" run -m "$DREAM" --prompt-ids 1,2,3 --gen 16 --block 8
+expect_fail "--gen" run -m "$LLADA" --prompt-ids 1,2,3 --gen 0
+expect_fail "--steps" run -m "$LLADA" --prompt-ids 1,2,3 --steps 0
+expect_fail "--seed" run -m "$LLADA" --prompt-ids 1,2,3 --seed -4
+expect_fail "outside the vocabulary" run -m "$LLADA" --prompt-ids 1,5000 $T
+expect_fail "mask token" run -m "$LLADA" --prompt-ids 1,266 $T
+expect_fail "no model" run --prompt-ids 1,2,3
+expect_fail "nonexistent" run -m "$SRC/tests/fixtures/nonexistent" --prompt-ids 1,2,3
+expect_fail "unknown option" run -m "$LLADA" --prompt-ids 1,2,3 --bogus
+expect_fail "needs a value" run -m "$LLADA" --prompt-ids 1,2,3 --gen
+expect_fail "exclude each other" run -m "$LLADA" -p hi --chat --raw
+expect_fail "unknown option" chat -m "$LLADA" --bogus
+
+rm -f /tmp/lopad_run_err.$$
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
