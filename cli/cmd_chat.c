@@ -82,7 +82,8 @@ static bool history_add(struct history *h, const char *role, const char *content
 }
 
 static void history_clear(struct history *h) {
-    for (int i = 0; i < h->n; i++) free(h->owned[i]);
+    for (int i = 0; i < h->n; i++)
+        free(h->owned[i]);
     h->n = 0;
 }
 
@@ -120,7 +121,8 @@ static int cmd_chat(int argc, char **argv) {
         }
         ssize_t n = getline(&line, &cap, stdin);
         if (n < 0) break;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
         if (!n) continue;
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
         if (!strcmp(line, "/reset")) {

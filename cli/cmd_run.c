@@ -59,28 +59,28 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
     long l;
     double d;
 #define VAL (need(cmd, argc, argv, *i) ? argv[++*i] : NULL)
-#define INT_OPT(name, lo, hi, dst, flag) \
-    if (!strcmp(a, name)) { \
-        const char *v_ = VAL; \
-        if (!v_ || !lp_cli_parse_int(cmd, name, v_, lo, hi, &l)) return -1; \
-        dst = (int)l; \
-        flag; \
-        return 1; \
+#define INT_OPT(name, lo, hi, dst, flag)                                                           \
+    if (!strcmp(a, name)) {                                                                        \
+        const char *v_ = VAL;                                                                      \
+        if (!v_ || !lp_cli_parse_int(cmd, name, v_, lo, hi, &l)) return -1;                        \
+        dst = (int)l;                                                                              \
+        flag;                                                                                      \
+        return 1;                                                                                  \
     }
-#define DBL_OPT(name, dst, flag) \
-    if (!strcmp(a, name)) { \
-        const char *v_ = VAL; \
-        if (!v_ || !lp_cli_parse_float(cmd, name, v_, &d)) return -1; \
-        dst = d; \
-        flag; \
-        return 1; \
+#define DBL_OPT(name, dst, flag)                                                                   \
+    if (!strcmp(a, name)) {                                                                        \
+        const char *v_ = VAL;                                                                      \
+        if (!v_ || !lp_cli_parse_float(cmd, name, v_, &d)) return -1;                              \
+        dst = d;                                                                                   \
+        flag;                                                                                      \
+        return 1;                                                                                  \
     }
-#define STR_OPT(name, dst) \
-    if (!strcmp(a, name)) { \
-        const char *v_ = VAL; \
-        if (!v_) return -1; \
-        dst = v_; \
-        return 1; \
+#define STR_OPT(name, dst)                                                                         \
+    if (!strcmp(a, name)) {                                                                        \
+        const char *v_ = VAL;                                                                      \
+        if (!v_) return -1;                                                                        \
+        dst = v_;                                                                                  \
+        return 1;                                                                                  \
     }
     STR_OPT("-m", o->model);
     STR_OPT("--model", o->model);
@@ -126,7 +126,8 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
 }
 
 const char *lp_run_opts_help =
-    "  -m, --model PATH     a .gguf file or a Hugging Face directory (default: $LOPAD_DEFAULT_MODEL)\n"
+    "  -m, --model PATH     a .gguf file or a Hugging Face directory (default: "
+    "$LOPAD_DEFAULT_MODEL)\n"
     "  --lora DIR           merge a PEFT LoRA adapter at load time\n"
     "  --gen N              generated positions (default 64)\n"
     "  --decoder D          llada | dream (default: from the architecture)\n"
@@ -139,7 +140,8 @@ const char *lp_run_opts_help =
     "  --logits-eos-inf     llada: never propose EOS\n"
     "  --confidence-eos-eot-inf  llada: EOS / EoT proposals are committed last\n"
     "  --eps E              dream time grid linspace(1, E, steps+1) (default 1e-3)\n"
-    "  --alg A              dream: origin | maskgit_plus | topk_margin | entropy (default entropy)\n"
+    "  --alg A              dream: origin | maskgit_plus | topk_margin | entropy (default "
+    "entropy)\n"
     "  --alg-temp AT        dream: sample positions from softmax(conf / AT) (default 0 = top-k)\n"
     "  --top-p P, --top-k K dream sampling filters (default off)\n"
     "  --seed S             PRNG seed (default 0); same seed, same tokens\n"
@@ -255,9 +257,12 @@ static void draw_token(const struct lp_run_session *s, int32_t t, FILE *f) {
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)b[i];
-        if (c == '\n') fputs("\\n", f);
-        else if (c < 0x20) fputc(' ', f);
-        else fputc(c, f);
+        if (c == '\n')
+            fputs("\\n", f);
+        else if (c < 0x20)
+            fputc(' ', f);
+        else
+            fputc(c, f);
     }
 }
 
@@ -267,7 +272,8 @@ static void draw_canvas(struct stream *st, const struct lp_step_event *ev) {
     fprintf(f, "step %d/%d  nfe %d  masked %d\n", ev->step + 1, ev->n_steps, ev->nfe, ev->n_masked);
     for (int j = ev->n_prompt; j < ev->n_canvas; j++) {
         bool fresh = false;
-        for (int c = 0; c < ev->n_committed; c++) fresh |= ev->committed[c] == j;
+        for (int c = 0; c < ev->n_committed; c++)
+            fresh |= ev->committed[c] == j;
         int32_t t = ev->canvas[j];
         if (t == ev->mask_id) {
             fputs(st->tty ? "\033[2m_\033[0m" : "_", f);
@@ -323,7 +329,8 @@ static char *utf8_sanitize(const char *s, size_t n) {
         unsigned char c = (unsigned char)s[i];
         int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
         bool ok = len > 0 && i + len <= n;
-        for (int j = 1; ok && j < len; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
+        for (int j = 1; ok && j < len; j++)
+            ok = ((unsigned char)s[i + j] >> 6) == 2;
         if (ok && len == 2) ok = c >= 0xC2;
         if (ok && len == 3) {
             unsigned char c1 = (unsigned char)s[i + 1];
@@ -409,7 +416,8 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(j, "ids");
-        for (int i = 0; i < res.n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(res.ids[i]));
+        for (int i = 0; i < res.n_ids; i++)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(res.ids[i]));
         if (s->tok) {
             char *text = NULL, *clean = NULL;
             size_t tl = 0;
@@ -438,7 +446,8 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         }
         cJSON_Delete(j);
     } else if (!s->tok) {
-        for (int i = 0; i < res.n_ids; i++) printf(i ? ",%d" : "%d", (int)res.ids[i]);
+        for (int i = 0; i < res.n_ids; i++)
+            printf(i ? ",%d" : "%d", (int)res.ids[i]);
         putchar('\n');
     }
     fflush(stdout);
@@ -462,7 +471,8 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
 int lp_run_encode(const char *cmd, const struct lp_run_session *s, const struct lp_chat_msg *msgs,
                   int n_msgs, const char *system, bool chat, struct lp_ids *out) {
     if (!s->tok)
-        return lp_cli_usage_error(cmd, "the model has no tokenizer: give the prompt as --prompt-ids");
+        return lp_cli_usage_error(cmd,
+                                  "the model has no tokenizer: give the prompt as --prompt-ids");
     out->n = 0;
     enum lopad_status st;
     if (chat) {
@@ -475,8 +485,8 @@ int lp_run_encode(const char *cmd, const struct lp_run_session *s, const struct 
         st = lp_tokenizer_encode(s->tok, text, len, true, out);
         lp_free(text);
     } else {
-        st = lp_tokenizer_encode(s->tok, msgs[n_msgs - 1].content,
-                                 strlen(msgs[n_msgs - 1].content), true, out);
+        st = lp_tokenizer_encode(s->tok, msgs[n_msgs - 1].content, strlen(msgs[n_msgs - 1].content),
+                                 true, out);
     }
     return st ? lp_cli_fail(cmd, st) : 0;
 }

@@ -46,7 +46,9 @@ enum lopad_status lp_remasking_parse(const char *s, enum lp_remasking *out) {
                     s ? s : "");
 }
 
-const char *lp_dream_alg_name(enum lp_dream_alg a) { return (unsigned)a < 4 ? alg_names[a] : "?"; }
+const char *lp_dream_alg_name(enum lp_dream_alg a) {
+    return (unsigned)a < 4 ? alg_names[a] : "?";
+}
 
 enum lopad_status lp_dream_alg_parse(const char *s, enum lp_dream_alg *out) {
     for (int k = 0; k < 4; k++)
@@ -70,8 +72,10 @@ void lp_decode_request_init(struct lp_decode_request *rq, enum lp_decoder_kind k
     rq->decoder = kind;
     rq->gen_len = gen_len;
     rq->steps = gen_len;
-    if (kind == LP_DEC_LLADA) rq->block_len = gen_len > 0 && gen_len % 32 == 0 ? 32 : gen_len;
-    else rq->block_len = gen_len;
+    if (kind == LP_DEC_LLADA)
+        rq->block_len = gen_len > 0 && gen_len % 32 == 0 ? 32 : gen_len;
+    else
+        rq->block_len = gen_len;
     rq->remasking = LP_REMASK_LOW_CONFIDENCE;
     rq->cfg_scale = 0;
     rq->temperature = 0;
@@ -142,7 +146,9 @@ static enum lopad_status ctx_forward(void *ud, const struct lopad_batch *b) {
 static enum lopad_status ctx_kv_commit(void *ud, int src, int n, int dst) {
     return lopad_kv_commit((lopad_ctx *)ud, src, n, dst);
 }
-static void ctx_kv_truncate(void *ud, int n) { lopad_kv_truncate((lopad_ctx *)ud, n); }
+static void ctx_kv_truncate(void *ud, int n) {
+    lopad_kv_truncate((lopad_ctx *)ud, n);
+}
 
 void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
                         int n_batch_max) {
@@ -180,11 +186,14 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
         int o = 0;
         for (int s = 0; s < n_seq && st == LOPAD_OK; s++) {
             int o0 = o;
-            while (o < n_out && out_rows[o] / d->L == s) o++;
+            while (o < n_out && out_rows[o] / d->L == s)
+                o++;
             int32_t rows_buf[256];
-            int32_t *rows = o - o0 <= 256 ? rows_buf : lp_malloc(sizeof(int32_t) * (o - o0), "rows");
+            int32_t *rows =
+                o - o0 <= 256 ? rows_buf : lp_malloc(sizeof(int32_t) * (o - o0), "rows");
             if (!rows) return LOPAD_ERR_NOMEM;
-            for (int i = o0; i < o; i++) rows[i - o0] = out_rows[i] - s * d->L;
+            for (int i = o0; i < o; i++)
+                rows[i - o0] = out_rows[i] - s * d->L;
             struct lopad_batch b = {
                 .n_tokens = d->L,
                 .tokens = tokens + (size_t)s * d->L,
@@ -268,7 +277,8 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
 
 static int final_prefix(const lp_decoder *d) {
     int f = 0;
-    while (f < d->G && d->canvas[d->P + f] != d->mask_id) f++;
+    while (f < d->G && d->canvas[d->P + f] != d->mask_id)
+        f++;
     return f;
 }
 
@@ -302,7 +312,9 @@ enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev) {
     return LOPAD_OK;
 }
 
-bool lp_decode_done(const lp_decoder *d) { return d->done; }
+bool lp_decode_done(const lp_decoder *d) {
+    return d->done;
+}
 
 enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) {
     memset(res, 0, sizeof *res);

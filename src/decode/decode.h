@@ -73,24 +73,24 @@ enum lp_dream_alg {
 struct lp_decode_request {
     const int32_t *prompt; /* [n_prompt], not owned */
     int n_prompt;
-    int gen_len;                  /* generated positions G */
+    int gen_len; /* generated positions G */
     enum lp_decoder_kind decoder;
-    int steps;                    /* total forwards (llada: over all blocks) */
-    int block_len;                /* llada block B; dream: must equal gen_len */
+    int steps;     /* total forwards (llada: over all blocks) */
+    int block_len; /* llada block B; dream: must equal gen_len */
     /* llada */
     enum lp_remasking remasking;
-    double cfg_scale;             /* 0 = off; else un + (s+1)(cond - un) */
-    bool logits_eos_inf;          /* EOS logit -inf before choosing */
-    bool confidence_eos_eot_inf;  /* EOS/EoT proposals rank last (the reference's intent) */
+    double cfg_scale;            /* 0 = off; else un + (s+1)(cond - un) */
+    bool logits_eos_inf;         /* EOS logit -inf before choosing */
+    bool confidence_eos_eot_inf; /* EOS/EoT proposals rank last (the reference's intent) */
     /* both */
-    double temperature;           /* 0 = argmax */
+    double temperature; /* 0 = argmax */
     /* dream */
-    double eps;                   /* time grid linspace(1, eps, steps+1) */
+    double eps; /* time grid linspace(1, eps, steps+1) */
     enum lp_dream_alg alg;
-    double alg_temp;              /* 0 = top-k by confidence, > 0 = sample positions */
-    double top_p;                 /* (0, 1]; 1 = off */
-    int top_k;                    /* 0 = off */
-    uint64_t seed;                /* the request's PRNG */
+    double alg_temp; /* 0 = top-k by confidence, > 0 = sample positions */
+    double top_p;    /* (0, 1]; 1 = off */
+    int top_k;       /* 0 = off */
+    uint64_t seed;   /* the request's PRNG */
 };
 
 /* Reference defaults for `kind`: steps = gen, block 32 for llada (gen when gen
@@ -119,17 +119,17 @@ enum lp_decoder_kind lp_decoder_default(enum lopad_arch arch);
 
 /* Passed to the callback after every step (one or more forwards + commits). */
 struct lp_step_event {
-    const int32_t *canvas;    /* [n_canvas]: prompt then generated positions */
+    const int32_t *canvas; /* [n_canvas]: prompt then generated positions */
     int n_canvas;
     int n_prompt;
     int32_t mask_id;
     const int32_t *committed; /* [n_committed] canvas positions committed by this step */
     int n_committed;
-    int step;                 /* 0-based index of this step */
-    int n_steps;              /* planned steps (-1 if the decoder cannot tell) */
-    int nfe;                  /* forwards so far */
-    int n_masked;             /* generated positions still MASK */
-    int final_prefix;         /* generated positions [0, final_prefix) are all committed */
+    int step;         /* 0-based index of this step */
+    int n_steps;      /* planned steps (-1 if the decoder cannot tell) */
+    int nfe;          /* forwards so far */
+    int n_masked;     /* generated positions still MASK */
+    int final_prefix; /* generated positions [0, final_prefix) are all committed */
     bool done;
 };
 /* Return nonzero to stop decoding after this step (result.cancelled). */
@@ -138,15 +138,15 @@ typedef int (*lp_step_cb)(void *ud, const struct lp_step_event *ev);
 /* ------------------------------------------------------------ the result */
 
 struct lp_decode_result {
-    int32_t *ids;    /* generated ids cut before the first EOS / EoT (lp_free) */
+    int32_t *ids; /* generated ids cut before the first EOS / EoT (lp_free) */
     int n_ids;
     int32_t *canvas; /* the whole final canvas [n_canvas] (lp_free) */
     int n_canvas;
     int n_prompt;
-    int n_committed; /* committed generated positions */
-    int nfe;         /* denoiser evaluations (see the header comment) */
-    int n_seq_evals; /* sequences evaluated (2 per CFG step) */
-    double tpf;      /* n_committed / nfe */
+    int n_committed;        /* committed generated positions */
+    int nfe;                /* denoiser evaluations (see the header comment) */
+    int n_seq_evals;        /* sequences evaluated (2 per CFG step) */
+    double tpf;             /* n_committed / nfe */
     double t_total;         /* seconds from start to finish */
     double t_first_forward; /* seconds of the first forward ("prefill": no cache here) */
     double t_forward;       /* seconds inside the engine's forward, all steps */

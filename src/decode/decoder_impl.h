@@ -33,14 +33,14 @@ struct lp_decoder {
     struct lp_engine eng;
     struct lp_decode_request rq; /* rq.prompt points at `prompt` (owned copy) */
     int32_t *prompt;
-    int P, G, L, V;              /* prompt, generated, canvas length; vocabulary */
+    int P, G, L, V; /* prompt, generated, canvas length; vocabulary */
     int32_t mask_id;
-    int32_t *canvas;             /* [L] */
-    int32_t *pos;                /* [2L] position ids 0..L-1, twice (batches of 2 canvases) */
-    int32_t *seq;                /* [2L] sequence ids: L zeros then L ones */
-    int32_t *committed;          /* [L] positions committed by the current step */
+    int32_t *canvas;    /* [L] */
+    int32_t *pos;       /* [2L] position ids 0..L-1, twice (batches of 2 canvases) */
+    int32_t *seq;       /* [2L] sequence ids: L zeros then L ones */
+    int32_t *committed; /* [L] positions committed by the current step */
     int n_committed_step;
-    int n_masked;                /* generated positions still MASK */
+    int n_masked; /* generated positions still MASK */
     int step, n_steps;
     int nfe, n_seq_evals;
     bool done, cancelled;

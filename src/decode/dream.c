@@ -29,18 +29,18 @@
 #include "decoder_impl.h"
 
 struct dream {
-    float *logits;      /* [G][V] predictions of the rows asked for */
-    float *probs;       /* [V] */
-    float *fscratch;    /* [V] top-k scratch */
-    int32_t *iscratch;  /* [2V] top-p scratch */
-    int32_t *rows;      /* [G] */
-    int32_t *mpos;      /* [G] masked positions */
-    int32_t *tpos;      /* [G] positions whose proposal is needed */
-    int32_t *x0;        /* [G] */
-    double *conf;       /* [G] */
-    double *w;          /* [G] alg_temp weights */
-    int32_t *sel;       /* [G] */
-    int32_t *scratch;   /* [G] */
+    float *logits;     /* [G][V] predictions of the rows asked for */
+    float *probs;      /* [V] */
+    float *fscratch;   /* [V] top-k scratch */
+    int32_t *iscratch; /* [2V] top-p scratch */
+    int32_t *rows;     /* [G] */
+    int32_t *mpos;     /* [G] masked positions */
+    int32_t *tpos;     /* [G] positions whose proposal is needed */
+    int32_t *x0;       /* [G] */
+    double *conf;      /* [G] */
+    double *w;         /* [G] alg_temp weights */
+    int32_t *sel;      /* [G] */
+    int32_t *scratch;  /* [G] */
 };
 
 static enum lopad_status dream_check(const struct lp_decode_request *rq,
@@ -105,7 +105,9 @@ static enum lopad_status dream_init(struct lp_decoder *d) {
 }
 
 /* t_i of the grid linspace(1, eps, steps + 1) */
-static double dream_t(int i, int steps, double eps) { return 1.0 - i * ((1.0 - eps) / steps); }
+static double dream_t(int i, int steps, double eps) {
+    return 1.0 - i * ((1.0 - eps) / steps);
+}
 
 /* Proposal for row q of s->logits (in place): token and the three scores. */
 static void dream_propose(struct lp_decoder *d, struct dream *s, int q, double u, int32_t *x0,
@@ -115,7 +117,8 @@ static void dream_propose(struct lp_decoder *d, struct dream *s, int q, double u
     float *lg = s->logits + (size_t)q * V; /* (V) */
     if (rq->temperature > 0) {
         float T = (float)rq->temperature;
-        for (int v = 0; v < V; v++) lg[v] = lg[v] / T;
+        for (int v = 0; v < V; v++)
+            lg[v] = lg[v] / T;
     }
     if (rq->top_p < 1.0) lp_top_p_filter(lg, V, rq->top_p, s->iscratch);
     if (rq->top_k > 0) lp_top_k_filter(lg, V, rq->top_k, s->fscratch);
@@ -128,8 +131,10 @@ static void dream_propose(struct lp_decoder *d, struct dream *s, int q, double u
         tok = lp_sample_categorical(s->probs, V, u);
         c = s->probs[tok];
     }
-    if (rq->alg == LP_ALG_TOPK_MARGIN) c = ps.margin;
-    else if (rq->alg == LP_ALG_ENTROPY) c = ps.negent;
+    if (rq->alg == LP_ALG_TOPK_MARGIN)
+        c = ps.margin;
+    else if (rq->alg == LP_ALG_ENTROPY)
+        c = ps.negent;
     *x0 = tok;
     *conf = c;
 }
@@ -162,7 +167,8 @@ static enum lopad_status dream_step(struct lp_decoder *d) {
     }
     if (nt == 0) return LOPAD_OK;
 
-    for (int q = 0; q < nt; q++) s->rows[q] = lp_pred_row(shift, s->tpos[q]);
+    for (int q = 0; q < nt; q++)
+        s->rows[q] = lp_pred_row(shift, s->tpos[q]);
     enum lopad_status st = lp_dec_forward(d, d->canvas, 1, s->rows, nt, s->logits);
     if (st != LOPAD_OK) return st;
 
@@ -171,18 +177,22 @@ static enum lopad_status dream_step(struct lp_decoder *d) {
         dream_propose(d, s, q, u, &s->x0[q], &s->conf[q]);
     }
     if (rq->alg == LP_ALG_ORIGIN) {
-        for (int q = 0; q < nt; q++) lp_dec_commit(d, s->tpos[q], s->x0[q]);
+        for (int q = 0; q < nt; q++)
+            lp_dec_commit(d, s->tpos[q], s->x0[q]);
         return LOPAD_OK;
     }
     if (rq->alg_temp > 0) {
         double cmax = -INFINITY;
-        for (int q = 0; q < nt; q++) cmax = s->conf[q] > cmax ? s->conf[q] : cmax;
-        for (int q = 0; q < nt; q++) s->w[q] = exp((s->conf[q] - cmax) / rq->alg_temp);
+        for (int q = 0; q < nt; q++)
+            cmax = s->conf[q] > cmax ? s->conf[q] : cmax;
+        for (int q = 0; q < nt; q++)
+            s->w[q] = exp((s->conf[q] - cmax) / rq->alg_temp);
         lp_sample_without_replacement(s->w, s->conf, nt, n_commit, &d->rng, s->sel);
     } else {
         lp_select_topk(s->conf, s->tpos, nt, n_commit, s->sel, s->scratch);
     }
-    for (int k = 0; k < n_commit; k++) lp_dec_commit(d, s->tpos[s->sel[k]], s->x0[s->sel[k]]);
+    for (int k = 0; k < n_commit; k++)
+        lp_dec_commit(d, s->tpos[s->sel[k]], s->x0[s->sel[k]]);
     return LOPAD_OK;
 }
 

@@ -26,15 +26,15 @@
 
 struct llada {
     int B, S, n_blocks;
-    int *k;            /* [S] schedule of the current block */
-    float *logits;     /* [2 * B][V]: conditional rows, then unconditional rows */
-    int32_t *tok2;     /* [2L]: canvas, then the unconditional canvas (CFG) */
-    int32_t *rows;     /* [2B] out rows */
-    int32_t *mpos;     /* [B] masked block positions */
-    int32_t *x0;       /* [B] */
-    double *conf;      /* [B] */
-    int32_t *sel;      /* [B] */
-    int32_t *scratch;  /* [B] */
+    int *k;           /* [S] schedule of the current block */
+    float *logits;    /* [2 * B][V]: conditional rows, then unconditional rows */
+    int32_t *tok2;    /* [2L]: canvas, then the unconditional canvas (CFG) */
+    int32_t *rows;    /* [2B] out rows */
+    int32_t *mpos;    /* [B] masked block positions */
+    int32_t *x0;      /* [B] */
+    double *conf;     /* [B] */
+    int32_t *sel;     /* [B] */
+    int32_t *scratch; /* [B] */
 };
 
 static enum lopad_status llada_check(const struct lp_decode_request *rq,
@@ -100,7 +100,8 @@ static enum lopad_status llada_init(struct lp_decoder *d) {
 
 /* get_num_transfer_tokens: M tokens over S steps, the first M mod S steps get one more */
 static void llada_schedule(int M, int S, int *k) {
-    for (int i = 0; i < S; i++) k[i] = M / S + (i < M % S);
+    for (int i = 0; i < S; i++)
+        k[i] = M / S + (i < M % S);
 }
 
 static enum lopad_status llada_step(struct lp_decoder *d) {
@@ -126,11 +127,12 @@ static enum lopad_status llada_step(struct lp_decoder *d) {
     if (cfg) {
         memcpy(s->tok2, d->canvas, sizeof(int32_t) * d->L);
         memcpy(s->tok2 + d->L, d->canvas, sizeof(int32_t) * d->L);
-        for (int j = 0; j < d->P; j++) s->tok2[d->L + j] = d->mask_id;
+        for (int j = 0; j < d->P; j++)
+            s->tok2[d->L + j] = d->mask_id;
         tokens = s->tok2;
     }
-    enum lopad_status st = lp_dec_forward(d, tokens, cfg ? 2 : 1, s->rows, cfg ? 2 * m : m,
-                                          s->logits);
+    enum lopad_status st =
+        lp_dec_forward(d, tokens, cfg ? 2 : 1, s->rows, cfg ? 2 * m : m, s->logits);
     if (st != LOPAD_OK) return st;
 
     uint64_t key = rq->temperature > 0 ? lp_rng_u64(&d->rng) : 0;
@@ -141,15 +143,16 @@ static enum lopad_status llada_step(struct lp_decoder *d) {
         if (cfg) {
             const float *un = s->logits + (size_t)(m + q) * V;
             float w = (float)(rq->cfg_scale + 1.0);
-            for (int v = 0; v < V; v++) lg[v] = un[v] + w * (lg[v] - un[v]);
+            for (int v = 0; v < V; v++)
+                lg[v] = un[v] + w * (lg[v] - un[v]);
         }
         if (rq->logits_eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
         int x0 = rq->temperature > 0
                      ? lp_gumbel_argmax(lg, V, rq->temperature, key, (uint64_t)s->mpos[q] * V)
                      : lp_argmax_f32(lg, V);
         s->x0[q] = x0;
-        s->conf[q] = rq->remasking == LP_REMASK_LOW_CONFIDENCE ? lp_softmax_prob_f64(lg, V, x0)
-                                                                : 0.0;
+        s->conf[q] =
+            rq->remasking == LP_REMASK_LOW_CONFIDENCE ? lp_softmax_prob_f64(lg, V, x0) : 0.0;
     }
     for (int q = 0; q < m; q++) {
         if (rq->remasking == LP_REMASK_RANDOM) s->conf[q] = lp_rng_u01(&d->rng);
@@ -158,7 +161,8 @@ static enum lopad_status llada_step(struct lp_decoder *d) {
             s->conf[q] = -INFINITY;
     }
     lp_select_topk(s->conf, s->mpos, m, k, s->sel, s->scratch);
-    for (int t = 0; t < k; t++) lp_dec_commit(d, s->mpos[s->sel[t]], s->x0[s->sel[t]]);
+    for (int t = 0; t < k; t++)
+        lp_dec_commit(d, s->mpos[s->sel[t]], s->x0[s->sel[t]]);
     return LOPAD_OK;
 }
 

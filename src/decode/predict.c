@@ -26,7 +26,9 @@ void lp_rng_seed(struct lp_rng *r, uint64_t seed) {
     }
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t lp_rng_u64(struct lp_rng *r) {
     uint64_t *s = r->s;
@@ -45,9 +47,13 @@ static inline double to_u01(uint64_t x) {
     return ((double)(x >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* 2^-53 */
 }
 
-double lp_rng_u01(struct lp_rng *r) { return to_u01(lp_rng_u64(r)); }
+double lp_rng_u01(struct lp_rng *r) {
+    return to_u01(lp_rng_u64(r));
+}
 
-double lp_counter_u01(uint64_t key, uint64_t c) { return to_u01(lp_mix64(key + (c + 1) * LP_GOLDEN)); }
+double lp_counter_u01(uint64_t key, uint64_t c) {
+    return to_u01(lp_mix64(key + (c + 1) * LP_GOLDEN));
+}
 
 /* ---------------------------------------------------------------- scoring */
 
@@ -68,7 +74,8 @@ static float max_f32(const float *x, int n) {
 void lp_softmax_f32(float *p, const float *x, int n) {
     float mx = max_f32(x, n);
     if (mx == -INFINITY) { /* nothing allowed: put all mass on token 0 */
-        for (int i = 0; i < n; i++) p[i] = i == 0;
+        for (int i = 0; i < n; i++)
+            p[i] = i == 0;
         return;
     }
     double sum = 0;
@@ -78,14 +85,16 @@ void lp_softmax_f32(float *p, const float *x, int n) {
         sum += e;
     }
     double inv = 1.0 / sum;
-    for (int i = 0; i < n; i++) p[i] = (float)(p[i] * inv);
+    for (int i = 0; i < n; i++)
+        p[i] = (float)(p[i] * inv);
 }
 
 double lp_softmax_prob_f64(const float *x, int n, int v) {
     double mx = max_f32(x, n);
     if (mx == -INFINITY) return v == 0;
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    for (int i = 0; i < n; i++)
+        sum += exp((double)x[i] - mx);
     return exp((double)x[v] - mx) / sum;
 }
 
@@ -140,7 +149,8 @@ void lp_top_p_filter(float *x, int n, double top_p, int32_t *scratch_idx) {
     float mx = max_f32(x, n);
     if (mx == -INFINITY) return;
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    for (int i = 0; i < n; i++)
+        sum += exp((double)x[i] - mx);
     /* Only the head of the sorted order matters: gather candidates above a
      * probability floor until they hold more than top_p of the mass, so the
      * cut lies among them; then sort just those. */
@@ -159,7 +169,8 @@ void lp_top_p_filter(float *x, int n, double top_p, int32_t *scratch_idx) {
         if (mass > top_p || m == n || tau == 0.0) break;
     }
     qsort_r(idx, m, sizeof idx[0], cmp_idx_by_val_desc, x);
-    for (int i = 0; i < n; i++) keep[i] = 0;
+    for (int i = 0; i < n; i++)
+        keep[i] = 0;
     double cum = 0;
     for (int i = 0; i < m; i++) {
         if (i > 0 && cum > top_p) break; /* mass before this one already exceeds p */
@@ -177,8 +188,10 @@ static float kth_largest(float *a, int n, int k) {
         float piv = a[lo + (hi - lo) / 2];
         int i = lo, j = hi;
         while (i <= j) {
-            while (a[i] > piv) i++;
-            while (a[j] < piv) j--;
+            while (a[i] > piv)
+                i++;
+            while (a[j] < piv)
+                j--;
             if (i <= j) {
                 float t = a[i];
                 a[i] = a[j];
@@ -187,16 +200,20 @@ static float kth_largest(float *a, int n, int k) {
                 j--;
             }
         }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return a[k];
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k];
     }
     return a[k];
 }
 
 void lp_top_k_filter(float *x, int n, int k, float *scratch) {
     if (k <= 0 || k >= n) return;
-    for (int i = 0; i < n; i++) scratch[i] = x[i];
+    for (int i = 0; i < n; i++)
+        scratch[i] = x[i];
     float kth = kth_largest(scratch, n, k - 1);
     for (int i = 0; i < n; i++)
         if (x[i] < kth) x[i] = -FLT_MAX;
@@ -204,7 +221,8 @@ void lp_top_k_filter(float *x, int n, int k, float *scratch) {
 
 int lp_sample_categorical(const float *p, int n, double u) {
     double total = 0;
-    for (int i = 0; i < n; i++) total += p[i];
+    for (int i = 0; i < n; i++)
+        total += p[i];
     double target = u * total, cum = 0;
     int last = 0;
     for (int i = 0; i < n; i++) {
@@ -233,10 +251,12 @@ static int cmp_conf_desc(const void *a, const void *b, void *ctx) {
 
 void lp_select_topk(const double *conf, const int32_t *pos, int n, int k, int32_t *out,
                     int32_t *scratch) {
-    for (int i = 0; i < n; i++) scratch[i] = i;
+    for (int i = 0; i < n; i++)
+        scratch[i] = i;
     struct conf_ctx c = {conf, pos};
     qsort_r(scratch, n, sizeof scratch[0], cmp_conf_desc, &c);
-    for (int i = 0; i < k && i < n; i++) out[i] = scratch[i];
+    for (int i = 0; i < k && i < n; i++)
+        out[i] = scratch[i];
 }
 
 void lp_sample_without_replacement(double *w, const double *fallback, int n, int k,
@@ -258,7 +278,8 @@ void lp_sample_without_replacement(double *w, const double *fallback, int n, int
             /* all remaining weight underflowed: take the best remaining by fallback */
             for (int i = 0; i < n; i++) {
                 bool taken = false;
-                for (int j = 0; j < t; j++) taken |= out[j] == i;
+                for (int j = 0; j < t; j++)
+                    taken |= out[j] == i;
                 if (!taken && (pick < 0 || fallback[i] > fallback[pick])) pick = i;
             }
         }

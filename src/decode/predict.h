@@ -54,10 +54,10 @@ double lp_softmax_prob_f64(const float *x, int n, int v);
 
 /* Scores of a probability vector. */
 struct lp_pstats {
-    int argmax;    /* ties to the lower index */
-    float pmax;    /* p[argmax] */
-    float margin;  /* top1 - top2 */
-    float negent;  /* sum p log(p + 1e-10) */
+    int argmax;   /* ties to the lower index */
+    float pmax;   /* p[argmax] */
+    float margin; /* top1 - top2 */
+    float negent; /* sum p log(p + 1e-10) */
 };
 void lp_prob_stats(const float *p, int n, struct lp_pstats *st);
 

@@ -52,6 +52,23 @@ for f in "$FIX"/decode/tiny-*.txt; do
 done
 [ $n_cases -ge 10 ] && ok || bad "only $n_cases tiny fixtures found"
 
+# ---- the same cases from the GGUF files (same weights), and with 2 worker threads
+gguf_case() { # fixture model-file extra-args...
+    local f=$FIX/decode/$1.txt m=$2
+    shift 2
+    local want got
+    want=$(val ids "$f")
+    got=$("$BIN" run -m "$m" --prompt-ids "$(val prompt "$f")" --gen "$(val gen "$f")" \
+        --steps "$(val steps "$f")" --temperature "$(val temperature "$f")" \
+        --seed "$(val seed "$f")" "$@" --json 2>/dev/null |
+        sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')
+    [ "$got" = "$want" ] && ok || bad "$1 on $(basename "$m") $*: [$got] vs [$want]"
+}
+gguf_case tiny-dream-entropy "$FIX/tiny-dream.gguf" --alg entropy $T
+gguf_case tiny-llada-lowconf "$FIX/tiny-llada.gguf" --block 8 $T
+gguf_case tiny-llada-temp "$LLADA" --block 8 --threads 2
+gguf_case tiny-dream-origin "$DREAM" --alg origin --threads 2
+
 # ---- settings appear in the JSON; summary on stderr
 out=$("$BIN" run -m "$LLADA" --prompt-ids 5,6,7 --gen 8 --json $T 2>/tmp/lopad_run_err.$$)
 case "$out" in *'"decoder":"llada"'*'"block":8'*) ok ;; *) bad "json settings: $out" ;; esac

@@ -28,17 +28,18 @@
 
 static uint64_t fake_ctx(const int32_t *tok, const int32_t *pos, int n) {
     uint64_t ctx = 0;
-    for (int j = 0; j < n; j++) ctx += (uint64_t)(tok[j] + 1) * (uint64_t)(pos[j] + 1);
+    for (int j = 0; j < n; j++)
+        ctx += (uint64_t)(tok[j] + 1) * (uint64_t)(pos[j] + 1);
     return ctx;
 }
 
 struct fake {
-    int n_forward;   /* lopad_forward calls */
-    int n_tokens;    /* fed tokens over all calls */
+    int n_forward; /* lopad_forward calls */
+    int n_tokens;  /* fed tokens over all calls */
     int last_rows[64];
     int n_last_rows;
-    int fail_at;     /* make the n-th forward fail (0 = never) */
-    int peaked;      /* 1: row i strongly predicts token i % 30 (shift test) */
+    int fail_at; /* make the n-th forward fail (0 = never) */
+    int peaked;  /* 1: row i strongly predicts token i % 30 (shift test) */
 };
 
 static enum lopad_status fake_forward(void *ud, const struct lopad_batch *b) {
@@ -48,13 +49,16 @@ static enum lopad_status fake_forward(void *ud, const struct lopad_batch *b) {
     if (f->fail_at && f->n_forward == f->fail_at)
         return lp_error(LOPAD_ERR_IO, "fake forward failure");
     f->n_last_rows = b->n_out < 64 ? b->n_out : 64;
-    for (int o = 0; o < f->n_last_rows; o++) f->last_rows[o] = b->out_rows[o];
+    for (int o = 0; o < f->n_last_rows; o++)
+        f->last_rows[o] = b->out_rows[o];
     for (int o = 0; o < b->n_out; o++) {
         int r = b->out_rows[o];
         int s = b->seq ? b->seq[r] : 0;
         int beg = r, end = r + 1; /* this sequence's contiguous span */
-        while (beg > 0 && (b->seq ? b->seq[beg - 1] : 0) == s) beg--;
-        while (end < b->n_tokens && (b->seq ? b->seq[end] : 0) == s) end++;
+        while (beg > 0 && (b->seq ? b->seq[beg - 1] : 0) == s)
+            beg--;
+        while (end < b->n_tokens && (b->seq ? b->seq[end] : 0) == s)
+            end++;
         int L = end - beg;
         uint64_t ctx = fake_ctx(b->tokens + beg, b->pos + beg, L);
         int i = b->pos[r];
@@ -128,31 +132,56 @@ static bool load_fixture(const char *path, struct fixture *fx) {
         *sp = 0;
         const char *k = line, *v = sp + 1;
         struct lp_decode_request *rq = &fx->rq;
-        if (!strcmp(k, "model")) snprintf(fx->model, sizeof fx->model, "%s", v);
-        else if (!strcmp(k, "n_vocab")) fx->n_vocab = atoi(v);
-        else if (!strcmp(k, "mask_id")) fx->mask_id = atoi(v);
-        else if (!strcmp(k, "eos_id")) fx->eos_id = atoi(v);
-        else if (!strcmp(k, "eot_id")) fx->eot_id = atoi(v);
-        else if (!strcmp(k, "shift_logits")) fx->shift = atoi(v);
-        else if (!strcmp(k, "prompt")) fx->n_prompt = parse_list(v, fx->prompt, 256);
-        else if (!strcmp(k, "decoder")) lp_decoder_parse(v, &rq->decoder);
-        else if (!strcmp(k, "gen")) rq->gen_len = atoi(v);
-        else if (!strcmp(k, "steps")) rq->steps = atoi(v);
-        else if (!strcmp(k, "block")) rq->block_len = atoi(v);
-        else if (!strcmp(k, "remasking")) lp_remasking_parse(v, &rq->remasking);
-        else if (!strcmp(k, "temperature")) rq->temperature = strtod(v, NULL);
-        else if (!strcmp(k, "cfg_scale")) rq->cfg_scale = strtod(v, NULL);
-        else if (!strcmp(k, "logits_eos_inf")) rq->logits_eos_inf = atoi(v);
-        else if (!strcmp(k, "confidence_eos_eot_inf")) rq->confidence_eos_eot_inf = atoi(v);
-        else if (!strcmp(k, "eps")) rq->eps = strtod(v, NULL);
-        else if (!strcmp(k, "alg")) lp_dream_alg_parse(v, &rq->alg);
-        else if (!strcmp(k, "alg_temp")) rq->alg_temp = strtod(v, NULL);
-        else if (!strcmp(k, "top_p")) rq->top_p = strtod(v, NULL);
-        else if (!strcmp(k, "top_k")) rq->top_k = atoi(v);
-        else if (!strcmp(k, "seed")) rq->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "nfe")) fx->nfe = atoi(v);
-        else if (!strcmp(k, "canvas")) fx->n_canvas = parse_list(v, fx->canvas, 1024);
-        else if (!strcmp(k, "ids")) fx->n_ids = parse_list(v, fx->ids, 1024);
+        if (!strcmp(k, "model"))
+            snprintf(fx->model, sizeof fx->model, "%s", v);
+        else if (!strcmp(k, "n_vocab"))
+            fx->n_vocab = atoi(v);
+        else if (!strcmp(k, "mask_id"))
+            fx->mask_id = atoi(v);
+        else if (!strcmp(k, "eos_id"))
+            fx->eos_id = atoi(v);
+        else if (!strcmp(k, "eot_id"))
+            fx->eot_id = atoi(v);
+        else if (!strcmp(k, "shift_logits"))
+            fx->shift = atoi(v);
+        else if (!strcmp(k, "prompt"))
+            fx->n_prompt = parse_list(v, fx->prompt, 256);
+        else if (!strcmp(k, "decoder"))
+            lp_decoder_parse(v, &rq->decoder);
+        else if (!strcmp(k, "gen"))
+            rq->gen_len = atoi(v);
+        else if (!strcmp(k, "steps"))
+            rq->steps = atoi(v);
+        else if (!strcmp(k, "block"))
+            rq->block_len = atoi(v);
+        else if (!strcmp(k, "remasking"))
+            lp_remasking_parse(v, &rq->remasking);
+        else if (!strcmp(k, "temperature"))
+            rq->temperature = strtod(v, NULL);
+        else if (!strcmp(k, "cfg_scale"))
+            rq->cfg_scale = strtod(v, NULL);
+        else if (!strcmp(k, "logits_eos_inf"))
+            rq->logits_eos_inf = atoi(v);
+        else if (!strcmp(k, "confidence_eos_eot_inf"))
+            rq->confidence_eos_eot_inf = atoi(v);
+        else if (!strcmp(k, "eps"))
+            rq->eps = strtod(v, NULL);
+        else if (!strcmp(k, "alg"))
+            lp_dream_alg_parse(v, &rq->alg);
+        else if (!strcmp(k, "alg_temp"))
+            rq->alg_temp = strtod(v, NULL);
+        else if (!strcmp(k, "top_p"))
+            rq->top_p = strtod(v, NULL);
+        else if (!strcmp(k, "top_k"))
+            rq->top_k = atoi(v);
+        else if (!strcmp(k, "seed"))
+            rq->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "nfe"))
+            fx->nfe = atoi(v);
+        else if (!strcmp(k, "canvas"))
+            fx->n_canvas = parse_list(v, fx->canvas, 1024);
+        else if (!strcmp(k, "ids"))
+            fx->n_ids = parse_list(v, fx->ids, 1024);
     }
     fclose(f);
     fx->rq.prompt = fx->prompt;
@@ -166,20 +195,25 @@ static int check_against(const struct fixture *fx, const struct lp_engine *e, co
     CHECK_MSG(st == LOPAD_OK, "%s: %s", name, lopad_errmsg());
     if (st != LOPAD_OK) return 1;
     int bad = res.n_canvas != fx->n_canvas;
-    for (int i = 0; !bad && i < fx->n_canvas; i++) bad |= res.canvas[i] != fx->canvas[i];
+    for (int i = 0; !bad && i < fx->n_canvas; i++)
+        bad |= res.canvas[i] != fx->canvas[i];
     if (bad) {
         fprintf(stderr, "  %s: canvas differs\n    want", name);
-        for (int i = 0; i < fx->n_canvas; i++) fprintf(stderr, " %d", fx->canvas[i]);
+        for (int i = 0; i < fx->n_canvas; i++)
+            fprintf(stderr, " %d", fx->canvas[i]);
         fprintf(stderr, "\n    got ");
-        for (int i = 0; i < res.n_canvas; i++) fprintf(stderr, " %d", res.canvas[i]);
+        for (int i = 0; i < res.n_canvas; i++)
+            fprintf(stderr, " %d", res.canvas[i]);
         fputc('\n', stderr);
     }
     CHECK_MSG(!bad, "%s: canvas equals the reference", name);
     CHECK_MSG(res.n_ids == fx->n_ids, "%s: %d ids vs %d", name, res.n_ids, fx->n_ids);
-    for (int i = 0; i < res.n_ids && i < fx->n_ids; i++) CHECK(res.ids[i] == fx->ids[i]);
+    for (int i = 0; i < res.n_ids && i < fx->n_ids; i++)
+        CHECK(res.ids[i] == fx->ids[i]);
     CHECK_MSG(res.nfe == fx->nfe, "%s: nfe %d vs %d", name, res.nfe, fx->nfe);
     int n_done = 0; /* a proposed MASK token leaves its position masked */
-    for (int i = fx->n_prompt; i < fx->n_canvas; i++) n_done += fx->canvas[i] != fx->mask_id;
+    for (int i = fx->n_prompt; i < fx->n_canvas; i++)
+        n_done += fx->canvas[i] != fx->mask_id;
     CHECK_MSG(res.n_committed == n_done, "%s: committed %d vs %d", name, res.n_committed, n_done);
     CHECK_NEAR(res.tpf, (double)n_done / fx->nfe, 1e-12, 0);
     lp_decode_result_free(&res);
@@ -261,10 +295,12 @@ static void test_rng(void) {
     struct lp_rng a, b;
     lp_rng_seed(&a, 42);
     lp_rng_seed(&b, 42);
-    for (int i = 0; i < 100; i++) CHECK(lp_rng_u64(&a) == lp_rng_u64(&b));
+    for (int i = 0; i < 100; i++)
+        CHECK(lp_rng_u64(&a) == lp_rng_u64(&b));
     lp_rng_seed(&b, 43);
     int same = 0;
-    for (int i = 0; i < 100; i++) same += lp_rng_u64(&a) == lp_rng_u64(&b);
+    for (int i = 0; i < 100; i++)
+        same += lp_rng_u64(&a) == lp_rng_u64(&b);
     CHECK(same == 0);
     /* uniform: mean 1/2, variance 1/12, never 0 or 1 */
     double s = 0, s2 = 0;
@@ -303,7 +339,8 @@ static void test_softmax_stats(void) {
     CHECK_NEAR(st.pmax, exp(3) / z, 1e-7, 1e-6);
     CHECK_NEAR(st.margin, 0.0, 1e-9, 0);
     double ne = 0;
-    for (int i = 0; i < 5; i++) ne += p[i] * log(p[i] + 1e-10);
+    for (int i = 0; i < 5; i++)
+        ne += p[i] * log(p[i] + 1e-10);
     CHECK_NEAR(st.negent, ne, 1e-6, 1e-5);
     CHECK_NEAR(lp_softmax_prob_f64(x, 5, 4), 1.0 / z, 1e-15, 1e-12);
     /* top-k keeps ties at the k-th value */
@@ -338,20 +375,25 @@ static void test_categorical_topk_topp(void) {
     const float base[8] = {2.0f, 0.5f, 1.7f, -1.0f, 1.0f, 0.2f, 1.9f, -0.3f};
     float lg[8], p[8], sc[8];
     int32_t is[16];
-    for (int v = 0; v < V; v++) lg[v] = base[v] / 1.5f;
+    for (int v = 0; v < V; v++)
+        lg[v] = base[v] / 1.5f;
     lp_top_p_filter(lg, V, 0.9, is);
     lp_top_k_filter(lg, V, 4, sc);
     lp_softmax_f32(p, lg, V);
     /* expected: top-p 0.9 on softmax(base / 1.5) removes the tail, top-k keeps 4 */
     double q[8] = {0}, z = 0;
     int keep[4] = {0, 6, 2, 4};
-    for (int i = 0; i < 4; i++) z += exp(base[keep[i]] / 1.5);
-    for (int i = 0; i < 4; i++) q[keep[i]] = exp(base[keep[i]] / 1.5) / z;
-    for (int v = 0; v < V; v++) CHECK_NEAR(p[v], q[v], 1e-6, 1e-5);
+    for (int i = 0; i < 4; i++)
+        z += exp(base[keep[i]] / 1.5);
+    for (int i = 0; i < 4; i++)
+        q[keep[i]] = exp(base[keep[i]] / 1.5) / z;
+    for (int v = 0; v < V; v++)
+        CHECK_NEAR(p[v], q[v], 1e-6, 1e-5);
     struct lp_rng r;
     lp_rng_seed(&r, 1);
     int cnt[8] = {0}, n = 100000;
-    for (int i = 0; i < n; i++) cnt[lp_sample_categorical(p, V, lp_rng_u01(&r))]++;
+    for (int i = 0; i < n; i++)
+        cnt[lp_sample_categorical(p, V, lp_rng_u01(&r))]++;
     CHECK(cnt[1] == 0 && cnt[3] == 0 && cnt[5] == 0 && cnt[7] == 0);
     /* 3 degrees of freedom: P(chi2 > 21.1) = 1e-4 */
     double c = chi2(cnt, q, V, n);
@@ -364,15 +406,19 @@ static void test_gumbel_proportional(void) {
     const float x[6] = {1.0f, 0.0f, 2.0f, -1.0f, 0.5f, 1.5f};
     const double T = 0.8;
     double q[6], z = 0;
-    for (int v = 0; v < V; v++) z += exp(x[v] / T);
-    for (int v = 0; v < V; v++) q[v] = exp(x[v] / T) / z;
+    for (int v = 0; v < V; v++)
+        z += exp(x[v] / T);
+    for (int v = 0; v < V; v++)
+        q[v] = exp(x[v] / T) / z;
     int cnt[6] = {0}, n = 60000;
-    for (int i = 0; i < n; i++) cnt[lp_gumbel_argmax(x, V, T, 12345, (uint64_t)i * V)]++;
+    for (int i = 0; i < n; i++)
+        cnt[lp_gumbel_argmax(x, V, T, 12345, (uint64_t)i * V)]++;
     double c = chi2(cnt, q, V, n);
     CHECK_MSG(c < 25.7, "chi2 %.2f (5 dof, p = 1e-4)", c);
     /* -inf (logits_eos_inf) is never chosen */
     float y[3] = {0.0f, -INFINITY, 0.0f};
-    for (int i = 0; i < 1000; i++) CHECK(lp_gumbel_argmax(y, 3, 1.0, 99, (uint64_t)i * 3) != 1);
+    for (int i = 0; i < 1000; i++)
+        CHECK(lp_gumbel_argmax(y, 3, 1.0, 99, (uint64_t)i * 3) != 1);
 }
 
 static void test_without_replacement(void) {
@@ -380,7 +426,8 @@ static void test_without_replacement(void) {
     const int n = 5;
     const double w0[5] = {1, 2, 3, 0, 4};
     double q[5];
-    for (int i = 0; i < n; i++) q[i] = w0[i] / 10.0;
+    for (int i = 0; i < n; i++)
+        q[i] = w0[i] / 10.0;
     struct lp_rng r;
     lp_rng_seed(&r, 3);
     int cnt[5] = {0}, N = 50000;
@@ -430,7 +477,8 @@ static int on_step(void *ud, const struct lp_step_event *ev) {
     if (ev->final_prefix < r->last_prefix) r->bad++;
     r->last_prefix = ev->final_prefix;
     int masked = 0;
-    for (int i = ev->n_prompt; i < ev->n_canvas; i++) masked += ev->canvas[i] == ev->mask_id;
+    for (int i = ev->n_prompt; i < ev->n_canvas; i++)
+        masked += ev->canvas[i] == ev->mask_id;
     if (masked != ev->n_masked) r->bad++;
     for (int i = 0; i < ev->n_committed; i++)
         if (ev->canvas[ev->committed[i]] == ev->mask_id) r->bad++;
@@ -454,7 +502,8 @@ static void test_schedule_and_events(void) {
     CHECK(lp_decode_run(&e, &rq, on_step, &r, &res) == LOPAD_OK);
     CHECK(r.n_events == 6);
     int want[6] = {3, 3, 2, 3, 3, 2};
-    for (int i = 0; i < 6; i++) CHECK(r.committed[i] == want[i]);
+    for (int i = 0; i < 6; i++)
+        CHECK(r.committed[i] == want[i]);
     CHECK(r.bad == 0);
     CHECK(r.last_prefix == 16);
     CHECK(res.nfe == 6 && f.n_forward == 6);
@@ -518,7 +567,8 @@ static void test_shift(void) {
             rq.n_prompt = 5;
             struct lp_decode_result res;
             CHECK(lp_decode_run(&e, &rq, NULL, NULL, &res) == LOPAD_OK);
-            for (int j = 5; j < 13; j++) CHECK(res.canvas[j] == (shift ? j - 1 : j) % 30);
+            for (int j = 5; j < 13; j++)
+                CHECK(res.canvas[j] == (shift ? j - 1 : j) % 30);
             lp_decode_result_free(&res);
         }
     }
@@ -533,7 +583,8 @@ static void test_shift(void) {
     struct lp_decode_result res;
     CHECK(lp_decode_run(&e, &rq, NULL, NULL, &res) == LOPAD_OK);
     CHECK(f.n_last_rows == 4);
-    for (int i = 0; i < 4; i++) CHECK(f.last_rows[i] == 4 + i);
+    for (int i = 0; i < 4; i++)
+        CHECK(f.last_rows[i] == 4 + i);
     lp_decode_result_free(&res);
 }
 
@@ -562,7 +613,8 @@ static void test_seeds(void) {
         run_seeded((enum lp_decoder_kind)k, 2, c);
         CHECK(!memcmp(a, b, sizeof a));
         int diff = 0;
-        for (int i = 0; i < 32; i++) diff += a[i] != c[i];
+        for (int i = 0; i < 32; i++)
+            diff += a[i] != c[i];
         CHECK_MSG(diff > 0, "decoder %d: seeds 1 and 2 gave the same 32 tokens", k);
     }
 }
@@ -590,7 +642,8 @@ static void test_eos_cut(void) {
     /* logits_eos_inf: EOS never appears */
     rq.logits_eos_inf = true;
     CHECK(lp_decode_run(&e, &rq, NULL, NULL, &res) == LOPAD_OK);
-    for (int i = 0; i < 8; i++) CHECK(res.canvas[5 + i] != 38);
+    for (int i = 0; i < 8; i++)
+        CHECK(res.canvas[5 + i] != 38);
     lp_decode_result_free(&res);
 }
 
@@ -615,36 +668,91 @@ static void test_validation(void) {
     lp_decode_request_init(&base, LP_DEC_LLADA, 16);
     base.prompt = prompt5;
     base.n_prompt = 5;
-    rq = base; rq.n_prompt = 0; expect_bad(&rq, "empty prompt");
-    rq = base; rq.prompt = NULL; expect_bad(&rq, "empty prompt");
-    rq = base; rq.gen_len = 0; expect_bad(&rq, "--gen");
-    rq = base; rq.gen_len = 64; rq.block_len = 32; rq.steps = 64; expect_bad(&rq, "context length 64");
-    rq = base; rq.block_len = 5; expect_bad(&rq, "multiple of --block");
-    rq = base; rq.block_len = 8; rq.steps = 7; expect_bad(&rq, "divisible by the number of blocks");
-    rq = base; rq.block_len = 0; expect_bad(&rq, "--block");
-    rq = base; rq.steps = 0; expect_bad(&rq, "--steps");
-    rq = base; rq.temperature = -0.1; expect_bad(&rq, "--temperature");
-    rq = base; rq.temperature = NAN; expect_bad(&rq, "--temperature");
-    rq = base; rq.top_p = 0; expect_bad(&rq, "--top-p");
-    rq = base; rq.top_p = 1.5; expect_bad(&rq, "--top-p");
-    rq = base; rq.top_k = -1; expect_bad(&rq, "--top-k");
-    rq = base; rq.top_k = 5; expect_bad(&rq, "not used by the llada decoder");
-    rq = base; rq.cfg_scale = -1; expect_bad(&rq, "--cfg-scale");
-    rq = base; rq.alg_temp = -1; expect_bad(&rq, "--alg-temp");
-    rq = base; rq.decoder = (enum lp_decoder_kind)7; expect_bad(&rq, "unknown decoder");
-    rq = base; rq.alg = (enum lp_dream_alg)9; expect_bad(&rq, "unknown algorithm");
+    rq = base;
+    rq.n_prompt = 0;
+    expect_bad(&rq, "empty prompt");
+    rq = base;
+    rq.prompt = NULL;
+    expect_bad(&rq, "empty prompt");
+    rq = base;
+    rq.gen_len = 0;
+    expect_bad(&rq, "--gen");
+    rq = base;
+    rq.gen_len = 64;
+    rq.block_len = 32;
+    rq.steps = 64;
+    expect_bad(&rq, "context length 64");
+    rq = base;
+    rq.block_len = 5;
+    expect_bad(&rq, "multiple of --block");
+    rq = base;
+    rq.block_len = 8;
+    rq.steps = 7;
+    expect_bad(&rq, "divisible by the number of blocks");
+    rq = base;
+    rq.block_len = 0;
+    expect_bad(&rq, "--block");
+    rq = base;
+    rq.steps = 0;
+    expect_bad(&rq, "--steps");
+    rq = base;
+    rq.temperature = -0.1;
+    expect_bad(&rq, "--temperature");
+    rq = base;
+    rq.temperature = NAN;
+    expect_bad(&rq, "--temperature");
+    rq = base;
+    rq.top_p = 0;
+    expect_bad(&rq, "--top-p");
+    rq = base;
+    rq.top_p = 1.5;
+    expect_bad(&rq, "--top-p");
+    rq = base;
+    rq.top_k = -1;
+    expect_bad(&rq, "--top-k");
+    rq = base;
+    rq.top_k = 5;
+    expect_bad(&rq, "not used by the llada decoder");
+    rq = base;
+    rq.cfg_scale = -1;
+    expect_bad(&rq, "--cfg-scale");
+    rq = base;
+    rq.alg_temp = -1;
+    expect_bad(&rq, "--alg-temp");
+    rq = base;
+    rq.decoder = (enum lp_decoder_kind)7;
+    expect_bad(&rq, "unknown decoder");
+    rq = base;
+    rq.alg = (enum lp_dream_alg)9;
+    expect_bad(&rq, "unknown algorithm");
     int32_t badp[2] = {3, 40};
-    rq = base; rq.prompt = badp; rq.n_prompt = 2; expect_bad(&rq, "outside the vocabulary");
+    rq = base;
+    rq.prompt = badp;
+    rq.n_prompt = 2;
+    expect_bad(&rq, "outside the vocabulary");
     int32_t maskp[2] = {3, 39};
-    rq = base; rq.prompt = maskp; rq.n_prompt = 2; expect_bad(&rq, "mask token");
+    rq = base;
+    rq.prompt = maskp;
+    rq.n_prompt = 2;
+    expect_bad(&rq, "mask token");
     lp_decode_request_init(&base, LP_DEC_DREAM, 16);
     base.prompt = prompt5;
     base.n_prompt = 5;
-    rq = base; rq.block_len = 8; expect_bad(&rq, "--block");
-    rq = base; rq.cfg_scale = 1; expect_bad(&rq, "--cfg-scale");
-    rq = base; rq.eps = 0; expect_bad(&rq, "--eps");
-    rq = base; rq.eps = 1; expect_bad(&rq, "--eps");
-    rq = base; rq.remasking = LP_REMASK_RANDOM; expect_bad(&rq, "--remasking");
+    rq = base;
+    rq.block_len = 8;
+    expect_bad(&rq, "--block");
+    rq = base;
+    rq.cfg_scale = 1;
+    expect_bad(&rq, "--cfg-scale");
+    rq = base;
+    rq.eps = 0;
+    expect_bad(&rq, "--eps");
+    rq = base;
+    rq.eps = 1;
+    expect_bad(&rq, "--eps");
+    rq = base;
+    rq.remasking = LP_REMASK_RANDOM;
+    expect_bad(&rq, "--remasking");
     /* the name parsers */
     enum lp_decoder_kind k;
     enum lp_dream_alg a;
