@@ -217,6 +217,18 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
     return LOPAD_OK;
 }
 
+enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_batch *b) {
+    double t0 = lp_time();
+    enum lopad_status st = d->eng.forward(d->eng.ud, b);
+    double dt = lp_time() - t0;
+    d->t_forward += dt;
+    if (d->nfe == 0) d->t_first_forward += dt;
+    if (st != LOPAD_OK) return st;
+    d->nfe += 1;
+    d->n_seq_evals += b->n_seq;
+    return LOPAD_OK;
+}
+
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok) {
     LP_ASSERT(p >= d->P && p < d->L && d->canvas[p] == d->mask_id);
     /* a proposal of the mask token itself leaves the position masked, as writing

@@ -58,6 +58,10 @@ struct lp_decoder {
 enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, int n_seq,
                                  const int32_t *out_rows, int n_out, float *logits);
 
+/* Run an arbitrary batch (cached / windowed / pruned feeds of later decoders):
+ * the engine's forward plus timing, one NFE and b->n_seq sequence evaluations. */
+enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_batch *b);
+
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);
 

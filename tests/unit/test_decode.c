@@ -232,8 +232,8 @@ static int for_each_fixture(const char *prefix, void (*fn)(const char *name, con
             snprintf(names[n++], 256, "%s", de->d_name);
     closedir(dir);
     for (int i = 0; i < n; i++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", FIX_DIR, names[i]);
+        char path[1024];
+        if (snprintf(path, sizeof path, "%s/%s", FIX_DIR, names[i]) >= (int)sizeof path) continue;
         fn(names[i], path);
     }
     return n;
