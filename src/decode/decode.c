@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 #include "core/common.h"
+#include "core/threadpool.h"
 
 static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
     [LP_DEC_LLADA] = &lp_llada_ops,
@@ -160,6 +161,7 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->hp = *lopad_model_hparams(m);
     e->n_ctx = n_ctx;
     e->n_batch_max = n_batch_max;
+    e->n_threads = lopad_ctx_n_threads(c);
 }
 
 /* ------------------------------------------------------------ the helpers */
@@ -229,6 +231,19 @@ enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_
     return LOPAD_OK;
 }
 
+void lp_dec_parallel(struct lp_decoder *d, int n, lp_dec_task fn, void *ctx) {
+    if (d->pool && n > 1) {
+        lp_pool_run(d->pool, n, fn, ctx);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        fn(ctx, i, 0);
+}
+
+int lp_dec_n_threads(const struct lp_decoder *d) {
+    return d->pool ? lp_pool_n_threads(d->pool) : 1;
+}
+
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok) {
     LP_ASSERT(p >= d->P && p < d->L && d->canvas[p] == d->mask_id);
     /* a proposal of the mask token itself leaves the position masked, as writing
@@ -273,6 +288,10 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
         d->pos[i] = d->pos[d->L + i] = i;
         d->seq[i] = 0;
         d->seq[d->L + i] = 1;
+    }
+    if (e->n_threads > 1 && !(d->pool = lp_pool_new(e->n_threads))) {
+        lp_decode_free(d);
+        return LOPAD_ERR_NOMEM;
     }
     d->n_masked = d->G;
     d->n_steps = -1;
@@ -361,6 +380,7 @@ enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) 
 void lp_decode_free(lp_decoder *d) {
     if (!d) return;
     if (d->ops && d->ops->release) d->ops->release(d);
+    lp_pool_free(d->pool);
     lp_free(d->prompt);
     lp_free(d->canvas);
     lp_free(d->pos);

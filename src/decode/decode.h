@@ -44,6 +44,8 @@ struct lp_engine {
     struct lopad_hparams hp; /* n_vocab, mask/eos/eot ids, shift_logits */
     int n_ctx;               /* longest canvas the engine accepts */
     int n_batch_max;         /* most fed tokens in one forward (all sequences) */
+    int n_threads;           /* threads for the proposals (<= 1: the caller only);
+                                results never depend on it */
 };
 
 /* Bind a lopad context (created with n_ctx / n_batch_max) as an engine. */

@@ -46,8 +46,15 @@ struct lp_decoder {
     bool done, cancelled;
     struct lp_rng rng;
     double t_start, t_first_forward, t_forward;
+    struct lp_pool *pool; /* proposal workers, NULL = serial */
     void *priv;
 };
+
+/* fn(ctx, task, thread_id) for every task in [0, n): on the pool when there is
+ * one. Tasks must not depend on which thread runs them (determinism). */
+typedef void (*lp_dec_task)(void *ctx, int task, int thread_id);
+void lp_dec_parallel(struct lp_decoder *d, int n, lp_dec_task fn, void *ctx);
+int lp_dec_n_threads(const struct lp_decoder *d);
 
 /* Run one forward over n_seq canvases of length d->L each (tokens
  * [n_seq * L], sequences contiguous, positions 0..L-1 each, bidirectional, no

@@ -30,9 +30,10 @@
 
 struct dream {
     float *logits;     /* [G][V] predictions of the rows asked for */
-    float *probs;      /* [V] */
-    float *fscratch;   /* [V] top-k scratch */
-    int32_t *iscratch; /* [2V] top-p scratch */
+    float *probs;      /* [n_threads][V] */
+    float *fscratch;   /* [n_threads][V] top-k scratch */
+    int32_t *iscratch; /* [n_threads][2V] top-p scratch */
+    double *u;         /* [G] categorical draws of this step */
     int32_t *rows;     /* [G] */
     int32_t *mpos;     /* [G] masked positions */
     int32_t *tpos;     /* [G] positions whose proposal is needed */
@@ -68,6 +69,7 @@ static void dream_release(struct lp_decoder *d) {
     lp_free(s->probs);
     lp_free(s->fscratch);
     lp_free(s->iscratch);
+    lp_free(s->u);
     lp_free(s->rows);
     lp_free(s->mpos);
     lp_free(s->tpos);
@@ -87,9 +89,11 @@ static enum lopad_status dream_init(struct lp_decoder *d) {
     d->n_steps = d->rq.steps;
     size_t G = (size_t)d->G, V = (size_t)d->V;
     s->logits = lp_malloc(sizeof(float) * G * V, "dream logits");
-    s->probs = lp_malloc(sizeof(float) * V, "dream probs");
-    s->fscratch = lp_malloc(sizeof(float) * V, "dream top-k scratch");
-    s->iscratch = lp_malloc(sizeof(int32_t) * 2 * V, "dream top-p scratch");
+    size_t nt = (size_t)lp_dec_n_threads(d);
+    s->probs = lp_malloc(sizeof(float) * nt * V, "dream probs");
+    s->fscratch = lp_malloc(sizeof(float) * nt * V, "dream top-k scratch");
+    s->iscratch = lp_malloc(sizeof(int32_t) * 2 * nt * V, "dream top-p scratch");
+    s->u = lp_malloc(sizeof(double) * G, "dream draws");
     s->rows = lp_malloc(sizeof(int32_t) * G, "dream rows");
     s->mpos = lp_malloc(sizeof(int32_t) * G, "dream masked positions");
     s->tpos = lp_malloc(sizeof(int32_t) * G, "dream transfer positions");
@@ -98,7 +102,7 @@ static enum lopad_status dream_init(struct lp_decoder *d) {
     s->w = lp_malloc(sizeof(double) * G, "dream weights");
     s->sel = lp_malloc(sizeof(int32_t) * G, "dream selection");
     s->scratch = lp_malloc(sizeof(int32_t) * G, "dream scratch");
-    if (!s->logits || !s->probs || !s->fscratch || !s->iscratch || !s->rows || !s->mpos ||
+    if (!s->logits || !s->probs || !s->fscratch || !s->iscratch || !s->u || !s->rows || !s->mpos ||
         !s->tpos || !s->x0 || !s->conf || !s->w || !s->sel || !s->scratch)
         return LOPAD_ERR_NOMEM;
     return LOPAD_OK;
@@ -109,34 +113,38 @@ static double dream_t(int i, int steps, double eps) {
     return 1.0 - i * ((1.0 - eps) / steps);
 }
 
-/* Proposal for row q of s->logits (in place): token and the three scores. */
-static void dream_propose(struct lp_decoder *d, struct dream *s, int q, double u, int32_t *x0,
-                          double *conf) {
+/* Proposal for row q of s->logits (in place): token and confidence, using the
+ * pre-drawn s->u[q] and thread tid's scratch. */
+static void dream_propose(void *ctx, int q, int tid) {
+    struct lp_decoder *d = ctx;
+    struct dream *s = d->priv;
     const struct lp_decode_request *rq = &d->rq;
     const int V = d->V;
     float *lg = s->logits + (size_t)q * V; /* (V) */
+    float *probs = s->probs + (size_t)tid * V;
+    double u = s->u[q];
     if (rq->temperature > 0) {
         float T = (float)rq->temperature;
         for (int v = 0; v < V; v++)
             lg[v] = lg[v] / T;
     }
-    if (rq->top_p < 1.0) lp_top_p_filter(lg, V, rq->top_p, s->iscratch);
-    if (rq->top_k > 0) lp_top_k_filter(lg, V, rq->top_k, s->fscratch);
-    lp_softmax_f32(s->probs, lg, V);
+    if (rq->top_p < 1.0) lp_top_p_filter(lg, V, rq->top_p, s->iscratch + (size_t)tid * 2 * V);
+    if (rq->top_k > 0) lp_top_k_filter(lg, V, rq->top_k, s->fscratch + (size_t)tid * V);
+    lp_softmax_f32(probs, lg, V);
     struct lp_pstats ps;
-    lp_prob_stats(s->probs, V, &ps);
+    lp_prob_stats(probs, V, &ps);
     int tok = ps.argmax;
     double c = ps.pmax;
     if (rq->temperature > 0) {
-        tok = lp_sample_categorical(s->probs, V, u);
-        c = s->probs[tok];
+        tok = lp_sample_categorical(probs, V, u);
+        c = probs[tok];
     }
     if (rq->alg == LP_ALG_TOPK_MARGIN)
         c = ps.margin;
     else if (rq->alg == LP_ALG_ENTROPY)
         c = ps.negent;
-    *x0 = tok;
-    *conf = c;
+    s->x0[q] = tok;
+    s->conf[q] = c;
 }
 
 static enum lopad_status dream_step(struct lp_decoder *d) {
@@ -172,10 +180,9 @@ static enum lopad_status dream_step(struct lp_decoder *d) {
     enum lopad_status st = lp_dec_forward(d, d->canvas, 1, s->rows, nt, s->logits);
     if (st != LOPAD_OK) return st;
 
-    for (int q = 0; q < nt; q++) {
-        double u = rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
-        dream_propose(d, s, q, u, &s->x0[q], &s->conf[q]);
-    }
+    for (int q = 0; q < nt; q++)
+        s->u[q] = rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
+    lp_dec_parallel(d, nt, dream_propose, d);
     if (rq->alg == LP_ALG_ORIGIN) {
         for (int q = 0; q < nt; q++)
             lp_dec_commit(d, s->tpos[q], s->x0[q]);

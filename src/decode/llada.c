@@ -104,6 +104,37 @@ static void llada_schedule(int M, int S, int *k) {
         k[i] = M / S + (i < M % S);
 }
 
+struct llada_job {
+    struct lp_decoder *d;
+    struct llada *s;
+    int m;        /* masked block positions this step */
+    uint64_t key; /* Gumbel noise key of this step (T > 0) */
+};
+
+/* Proposal for masked block position q: guidance, EOS ban, x0, confidence. */
+static void llada_propose(void *ctx, int q, int thread_id) {
+    LP_UNUSED(thread_id);
+    const struct llada_job *job = ctx;
+    struct lp_decoder *d = job->d;
+    const struct lp_decode_request *rq = &d->rq;
+    const int V = d->V;
+    const int32_t eos = d->eng.hp.eos_id;
+    float *lg = job->s->logits + (size_t)q * V; /* (V) prediction for mpos[q] */
+    if (rq->cfg_scale > 0) {
+        const float *un = job->s->logits + (size_t)(job->m + q) * V;
+        float w = (float)(rq->cfg_scale + 1.0);
+        for (int v = 0; v < V; v++)
+            lg[v] = un[v] + w * (lg[v] - un[v]);
+    }
+    if (rq->logits_eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
+    int x0 = rq->temperature > 0
+                 ? lp_gumbel_argmax(lg, V, rq->temperature, job->key, (uint64_t)job->s->mpos[q] * V)
+                 : lp_argmax_f32(lg, V);
+    job->s->x0[q] = x0;
+    job->s->conf[q] =
+        rq->remasking == LP_REMASK_LOW_CONFIDENCE ? lp_softmax_prob_f64(lg, V, x0) : 0.0;
+}
+
 static enum lopad_status llada_step(struct lp_decoder *d) {
     struct llada *s = d->priv;
     const struct lp_decode_request *rq = &d->rq;
@@ -135,25 +166,9 @@ static enum lopad_status llada_step(struct lp_decoder *d) {
         lp_dec_forward(d, tokens, cfg ? 2 : 1, s->rows, cfg ? 2 * m : m, s->logits);
     if (st != LOPAD_OK) return st;
 
-    uint64_t key = rq->temperature > 0 ? lp_rng_u64(&d->rng) : 0;
-    const int V = d->V;
+    struct llada_job job = {d, s, m, rq->temperature > 0 ? lp_rng_u64(&d->rng) : 0};
+    lp_dec_parallel(d, m, llada_propose, &job);
     const int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;
-    for (int q = 0; q < m; q++) {
-        float *lg = s->logits + (size_t)q * V; /* (V) prediction for mpos[q] */
-        if (cfg) {
-            const float *un = s->logits + (size_t)(m + q) * V;
-            float w = (float)(rq->cfg_scale + 1.0);
-            for (int v = 0; v < V; v++)
-                lg[v] = un[v] + w * (lg[v] - un[v]);
-        }
-        if (rq->logits_eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
-        int x0 = rq->temperature > 0
-                     ? lp_gumbel_argmax(lg, V, rq->temperature, key, (uint64_t)s->mpos[q] * V)
-                     : lp_argmax_f32(lg, V);
-        s->x0[q] = x0;
-        s->conf[q] =
-            rq->remasking == LP_REMASK_LOW_CONFIDENCE ? lp_softmax_prob_f64(lg, V, x0) : 0.0;
-    }
     for (int q = 0; q < m; q++) {
         if (rq->remasking == LP_REMASK_RANDOM) s->conf[q] = lp_rng_u01(&d->rng);
         if (rq->confidence_eos_eot_inf &&

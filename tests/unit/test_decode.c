@@ -588,10 +588,11 @@ static void test_shift(void) {
     lp_decode_result_free(&res);
 }
 
-static void run_seeded(enum lp_decoder_kind k, uint64_t seed, int32_t *out) {
+static void run_seeded_threads(enum lp_decoder_kind k, uint64_t seed, int threads, int32_t *out) {
     struct lp_engine e;
     struct fake f;
     fake_engine(&e, &f, k == LP_DEC_DREAM);
+    e.n_threads = threads;
     struct lp_decode_request rq;
     lp_decode_request_init(&rq, k, 32);
     rq.prompt = prompt5;
@@ -603,6 +604,32 @@ static void run_seeded(enum lp_decoder_kind k, uint64_t seed, int32_t *out) {
     CHECK(lp_decode_run(&e, &rq, NULL, NULL, &res) == LOPAD_OK);
     memcpy(out, res.canvas + 5, sizeof(int32_t) * 32);
     lp_decode_result_free(&res);
+}
+
+static void run_seeded(enum lp_decoder_kind k, uint64_t seed, int32_t *out) {
+    run_seeded_threads(k, seed, 1, out);
+}
+
+static void test_threads(void) {
+    /* proposals on 3 threads: the same tokens as on 1 */
+    for (int k = 0; k < 2; k++) {
+        int32_t a[32], b[32];
+        run_seeded_threads((enum lp_decoder_kind)k, 5, 1, a);
+        run_seeded_threads((enum lp_decoder_kind)k, 5, 3, b);
+        CHECK(!memcmp(a, b, sizeof a));
+    }
+    /* and the golden fixtures hold with a pool */
+    struct fixture fx;
+    CHECK(load_fixture(FIX_DIR "/fake-llada-temp-cfg-random.txt", &fx));
+    struct lp_engine e;
+    struct fake f;
+    fake_engine(&e, &f, false);
+    e.n_threads = 2;
+    CHECK(check_against(&fx, &e, "fake-llada-temp-cfg-random (2 threads)") == 0);
+    CHECK(load_fixture(FIX_DIR "/fake-dream-temp-topp.txt", &fx));
+    fake_engine(&e, &f, true);
+    e.n_threads = 2;
+    CHECK(check_against(&fx, &e, "fake-dream-temp-topp (2 threads)") == 0);
 }
 
 static void test_seeds(void) {
@@ -822,6 +849,7 @@ int main(void) {
     TEST_RUN(test_schedule_and_events);
     TEST_RUN(test_shift);
     TEST_RUN(test_seeds);
+    TEST_RUN(test_threads);
     TEST_RUN(test_eos_cut);
     TEST_RUN(test_validation);
     TEST_RUN(test_errors_and_oom);
