@@ -360,7 +360,9 @@ static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
     cJSON_AddNumberToObject(o, "steps", rq->steps);
     cJSON_AddNumberToObject(o, "block", rq->block_len);
     cJSON_AddNumberToObject(o, "temperature", rq->temperature);
-    cJSON_AddNumberToObject(o, "seed", (double)rq->seed);
+    char seed[32]; /* exact: a double would round seeds above 2^53 */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)rq->seed);
+    cJSON_AddRawToObject(o, "seed", seed);
     if (rq->decoder == LP_DEC_LLADA) {
         cJSON_AddStringToObject(o, "remasking", lp_remasking_name(rq->remasking));
         cJSON_AddNumberToObject(o, "cfg_scale", rq->cfg_scale);
