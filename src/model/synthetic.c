@@ -76,7 +76,9 @@ static void gen_task(void *arg, int task, int tid) {
     float *row = j->scratch + (size_t)tid * j->max_row;
 
     uint64_t s = j->seed ^ ((uint64_t)lo << 40) ^ (uint64_t)chunk * 0x2545f4914f6cdd1dull;
-    uint64_t x = splitmix64(&s) | 1;
+    uint32_t st[8]; /* 8 independent xorshift32 lanes: no serial dependency, vectorisable */
+    for (int l = 0; l < 8; l++)
+        st[l] = (uint32_t)splitmix64(&s) | 1u;
     float a, off;
     switch (g->fill) {
     case FILL_MATRIX: a = sqrtf(3.0f / (float)n_in), off = 0; break; /* variance 1/n_in */
@@ -85,15 +87,44 @@ static void gen_task(void *arg, int task, int tid) {
     default: a = 0.2f, off = 0; break;
     }
     for (int64_t r = r0; r < r1; r++) {
-        for (int64_t i = 0; i < n_in; i++) {
-            x ^= x >> 12; /* xorshift64* */
-            x ^= x << 25;
-            x ^= x >> 27;
-            uint64_t v = x * 0x2545f4914f6cdd1dull;
-            float u = (float)(v >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
-            row[i] = off + a * (2.0f * u - 1.0f);
+        char *dst = (char *)g->t.data + r * row_bytes;
+        if (g->t.type == LOPAD_TYPE_Q8_0 || g->t.type == LOPAD_TYPE_Q4_0) {
+            /* random quants written directly (quantising floats would cost ~10x more):
+             * uniform over the block's levels, scaled to the same +-a range */
+            const bool q8 = g->t.type == LOPAD_TYPE_Q8_0;
+            const lp_half d = lp_f32_to_f16(q8 ? a / 127.0f : a / 8.0f);
+            const size_t bsz = q8 ? sizeof(lp_block_q8_0) : sizeof(lp_block_q4_0);
+            for (int64_t b = 0; b < n_in / 32; b++) {
+                unsigned char *blk = (unsigned char *)dst + b * bsz;
+                memcpy(blk, &d, sizeof d);
+                unsigned char *qs = blk + sizeof d;
+                const int nq = q8 ? 32 : 16;
+                for (int i = 0; i < nq; i += 8)
+                    for (int l = 0; l < 8; l++) {
+                        uint32_t x = st[l];
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        st[l] = x;
+                        uint8_t q = (uint8_t)(x >> 24);
+                        qs[i + l] = q8 && q == 0x80 ? 0x81 : q; /* int8 in [-127, 127] */
+                    }
+            }
+            continue;
         }
-        tt->from_float(row, (char *)g->t.data + r * row_bytes, n_in);
+        for (int64_t i = 0; i < n_in; i += 8) {
+            float v[8];
+            for (int l = 0; l < 8; l++) {
+                uint32_t x = st[l];
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                st[l] = x;
+                v[l] = off + a * ((float)(x >> 8) * (2.0f / 16777216.0f) - 1.0f);
+            }
+            memcpy(row + i, v, sizeof(float) * (size_t)LP_MIN(8, n_in - i));
+        }
+        tt->from_float(row, dst, n_in);
     }
 }
 

@@ -13,7 +13,8 @@
  *                 vocab 300, q/k/v biases, NEOX RoPE, shifted logits
  *   "tiny-llada"  LLaDA-like: same sizes, 4 kv heads (no GQA), no biases
  *   "dream-7b", "llada-8b"  the real shapes (MODELS.md)
- * Weights are uniform with variance 1/n_in (activations stay O(1)), norm
+ * Weights are uniform with variance 1/n_in (activations stay O(1); Q8_0 and
+ * Q4_0 get uniformly random quants of the same range directly), norm
  * weights 1 +- 0.1, biases +- 0.2. The same (shape, type, seed) always gives
  * the same bytes, whatever the number of cores used to generate them. */
 enum lopad_status lp_model_synthetic(const char *shape, int type, uint64_t seed, lopad_model **out);

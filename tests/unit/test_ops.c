@@ -201,6 +201,32 @@ static void test_matmul(void) {
     }
 }
 
+/* Every finite f16 value through the matmul's conversion (F16C or scalar): one-hot
+ * activations make each output exactly one weight. */
+static void test_matmul_f16_exact(void) {
+    const int n = 256;
+    lp_half *data = malloc(sizeof(lp_half) * n * n);
+    for (int i = 0; i < n * n; i++)
+        data[i] = ((i >> 10) & 31) == 31 ? 0 : (lp_half)i;
+    struct lp_weight w = {"f16.weight", LOPAD_TYPE_F16, n, n, sizeof(lp_half) * n, data};
+    float *x = calloc((size_t)n * n, sizeof(float)), *y = malloc(sizeof(float) * n * n);
+    for (int t = 0; t < n; t++)
+        x[t * n + t] = 1.0f;
+    for (int scalar = 0; scalar < 2; scalar++) {
+        struct lp_backend be = make_cpu(2, scalar);
+        be.ops->matmul(be.ctx, &w, NULL, x, n, y);
+        int bad = 0;
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < n; o++)
+                bad += y[t * n + o] != lp_f16_to_f32(data[o * n + t]);
+        CHECK_MSG(bad == 0, "%d f16 values converted wrongly (scalar %d)", bad, scalar);
+        lp_backend_free(&be);
+    }
+    free(x);
+    free(y);
+    free(data);
+}
+
 static void test_get_rows(void) {
     const int types[] = {LOPAD_TYPE_F32, LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0, LOPAD_TYPE_Q6_K};
     for (unsigned k = 0; k < sizeof types / sizeof types[0]; k++) {
@@ -438,6 +464,7 @@ int main(void) {
     fprintf(stderr, "simd kernels available: %s\n", lp_cpu_simd_available() ? "yes" : "no");
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);
+    TEST_RUN(test_matmul_f16_exact);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_rmsnorm);
     TEST_RUN(test_rope);

@@ -1,7 +1,7 @@
 /*
  * cpu.h - the CPU backend: a thread pool plus per-thread scratch behind the
- * lp_backend table (see backend/backend.h). Kernels use AVX2/FMA when the CPU
- * has them (chosen once at creation) and portable scalar loops otherwise.
+ * lp_backend table (see backend/backend.h). Kernels use AVX2/FMA/F16C when the
+ * CPU has them (chosen once at creation) and portable scalar loops otherwise.
  */
 #ifndef LP_BACKEND_CPU_H
 #define LP_BACKEND_CPU_H
@@ -15,7 +15,7 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
 
 /* Threads of a CPU backend. */
 int lp_backend_cpu_n_threads(const struct lp_backend *b);
-/* Whether this CPU can run the AVX2/FMA kernels. */
+/* Whether this CPU can run the AVX2/FMA/F16C kernels. */
 bool lp_cpu_simd_available(void);
 /* Test hook: use the scalar kernels (true) or the SIMD ones when available
  * (false) from now on. Returns whether SIMD kernels are in use afterwards. */

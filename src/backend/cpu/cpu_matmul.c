@@ -96,6 +96,17 @@ __attribute__((target("avx2,fma"))) void lp_cpu_axpby_avx2(float *y, float c, fl
     }
 }
 
+/* F16 rows converted with F16C (exact, like lp_f16_to_f32, ~10x faster) */
+__attribute__((target("avx2,fma,f16c"))) static void f16_to_f32_f16c(const void *src, float *dst,
+                                                                     int64_t n) {
+    const lp_half *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++)
+        dst[i] = lp_f16_to_f32(h[i]);
+}
+
 /* 4 weight rows x 2 activation rows per step; every output keeps the lane
  * order of lp_cpu_dot_avx2, so the remainder loops may use it directly. */
 __attribute__((target("avx2,fma"))) static void mm_tile_avx2(const float *w, int64_t ldw, int nr,
@@ -206,8 +217,12 @@ static void mm_task(void *arg, int task, int tid) {
         ldw = (int64_t)(w->row_bytes / sizeof(float));
     } else {
         float *s = j->cpu->mm_scratch + (size_t)tid * j->cpu->mm_stride;
+        lp_to_float_fn conv = j->tt->to_float;
+#ifdef LP_HAVE_X86
+        if (j->cpu->simd && w->type == LOPAD_TYPE_F16) conv = f16_to_f32_f16c;
+#endif
         for (int r = 0; r < nr; r++)
-            j->tt->to_float((const char *)w->data + (r0 + r) * w->row_bytes, s + (int64_t)r * n, n);
+            conv((const char *)w->data + (r0 + r) * w->row_bytes, s + (int64_t)r * n, n);
         wt = s;
         ldw = n;
     }
