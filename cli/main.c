@@ -122,6 +122,10 @@ int main(int argc, char **argv) {
         printf("lopad %s\n", LOPAD_VERSION);
         return 0;
     }
+#ifdef LOPAD_DEFAULT_MODEL_PATH
+    /* the embedded default model, used by run/chat when no -m is given */
+    setenv("LOPAD_DEFAULT_MODEL", LOPAD_DEFAULT_MODEL_PATH, 0);
+#endif
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "lopad: unknown command '%s'\n", argv[1]);
