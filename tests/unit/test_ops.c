@@ -176,6 +176,11 @@ static void check_matmul_type(int type, int n_in) {
                   "%s: 1 vs 3 threads not bitwise equal", lp_type_name(type));
         CHECK_MSG(bits_equal(y[0], y[3], (int64_t)n_rows * n_out),
                   "%s: a row's result depends on the other rows fed", lp_type_name(type));
+        /* AVX2 tiles vs AVX-512VL tiles: the same arithmetic, bitwise */
+        lp_backend_cpu_set_level(&be3, 1);
+        be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[1]);
+        CHECK_MSG(bits_equal(y[0], y[1], (int64_t)n_rows * n_out),
+                  "%s: avx2 and avx512vl kernels differ", lp_type_name(type));
         lp_backend_free(&be1);
         lp_backend_free(&be3);
         lp_backend_free(&bs);
@@ -461,7 +466,10 @@ static void test_attention(void) {
 }
 
 int main(void) {
-    fprintf(stderr, "simd kernels available: %s\n", lp_cpu_simd_available() ? "yes" : "no");
+    struct lp_backend be = make_cpu(1, false);
+    fprintf(stderr, "kernel level: %d (0 scalar, 1 avx2, 2 avx512vl)\n",
+            lp_backend_cpu_set_level(&be, 2));
+    lp_backend_free(&be);
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);
     TEST_RUN(test_matmul_f16_exact);

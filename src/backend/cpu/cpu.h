@@ -20,5 +20,9 @@ bool lp_cpu_simd_available(void);
 /* Test hook: use the scalar kernels (true) or the SIMD ones when available
  * (false) from now on. Returns whether SIMD kernels are in use afterwards. */
 bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar);
+/* Test hook: kernel level 0 = scalar, 1 = AVX2/FMA/F16C, 2 = the same with
+ * AVX-512VL registers (bigger matmul tiles, bitwise the same results as 1);
+ * clamped to what the CPU has. Returns the level now in use. */
+int lp_backend_cpu_set_level(struct lp_backend *b, int level);
 
 #endif

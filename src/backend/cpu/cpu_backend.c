@@ -18,6 +18,15 @@ bool lp_cpu_simd_available(void) {
 #endif
 }
 
+static bool cpu_has_avx512vl(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+#else
+    return false;
+#endif
+}
+
 /* ---------------------------------------------------------------- memory */
 
 static void *cpu_alloc(void *ctx, size_t bytes, const char *what) {
@@ -178,6 +187,7 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
     if (!cpu) return LOPAD_ERR_NOMEM;
     cpu->lim = *lim;
     cpu->simd = lp_cpu_simd_available();
+    cpu->wide = cpu->simd && cpu_has_avx512vl();
     cpu->pool = lp_pool_new(n_threads);
     if (!cpu->pool) {
         cpu_free(cpu);
@@ -208,8 +218,13 @@ int lp_backend_cpu_n_threads(const struct lp_backend *b) {
     return ((const struct lp_cpu *)b->ctx)->n_threads;
 }
 
-bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar) {
+int lp_backend_cpu_set_level(struct lp_backend *b, int level) {
     struct lp_cpu *cpu = b->ctx;
-    cpu->simd = !scalar && lp_cpu_simd_available();
-    return cpu->simd;
+    cpu->simd = level >= 1 && lp_cpu_simd_available();
+    cpu->wide = level >= 2 && cpu->simd && cpu_has_avx512vl();
+    return cpu->wide ? 2 : cpu->simd ? 1 : 0;
+}
+
+bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar) {
+    return lp_backend_cpu_set_level(b, scalar ? 0 : 2) > 0;
 }

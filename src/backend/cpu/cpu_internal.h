@@ -18,7 +18,8 @@
 struct lp_cpu {
     lp_pool *pool;
     int n_threads;
-    bool simd; /* AVX2+FMA kernels in use */
+    bool simd; /* AVX2+FMA+F16C kernels in use */
+    bool wide; /* ... with AVX-512VL's 32 registers (same arithmetic, bigger tiles) */
     struct lp_backend_limits lim;
 
     float *mm_scratch;  /* [n_threads][LP_MM_TILE_MAX * max_n_in] */
