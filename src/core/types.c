@@ -105,7 +105,8 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n) {
     const lp_block_q8_0 *b = src;
     for (int64_t i = 0; i < n / LP_QK8_0; i++) {
         float d = lp_f16_to_f32(b[i].d);
-        for (int j = 0; j < LP_QK8_0; j++) dst[i * LP_QK8_0 + j] = d * b[i].qs[j];
+        for (int j = 0; j < LP_QK8_0; j++)
+            dst[i * LP_QK8_0 + j] = d * b[i].qs[j];
     }
 }
 
@@ -115,7 +116,8 @@ static void q8_0_from_float(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / LP_QK8_0; i++) {
         const float *x = src + i * LP_QK8_0;
         float amax = 0.0f;
-        for (int j = 0; j < LP_QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < LP_QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = lp_f32_to_f16(d);
@@ -190,8 +192,10 @@ static void q4_k_to_float(const void *src, float *dst, int64_t n) {
             const float d1 = d * sc, m1 = dmin * m;
             q4_k_scale_min(is + 1, b[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = dmin * m;
-            for (int l = 0; l < 32; l++) y[j + l] = d1 * (q[l] & 15) - m1;
-            for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * (q[l] >> 4) - m2;
+            for (int l = 0; l < 32; l++)
+                y[j + l] = d1 * (q[l] & 15) - m1;
+            for (int l = 0; l < 32; l++)
+                y[j + 32 + l] = d2 * (q[l] >> 4) - m2;
             q += 32;
         }
     }

@@ -48,12 +48,15 @@ static bool type_is_uint(enum lp_gguf_type t) {
 static bool type_is_sint(enum lp_gguf_type t) {
     return t == LP_GGUF_I8 || t == LP_GGUF_I16 || t == LP_GGUF_I32 || t == LP_GGUF_I64;
 }
-static bool type_is_float(enum lp_gguf_type t) { return t == LP_GGUF_F32 || t == LP_GGUF_F64; }
+static bool type_is_float(enum lp_gguf_type t) {
+    return t == LP_GGUF_F32 || t == LP_GGUF_F64;
+}
 
 /* little-endian loads from possibly unaligned bytes */
 static uint64_t load_le(const uint8_t *p, size_t n) {
     uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
 
@@ -62,9 +65,10 @@ static void decode_scalar(enum lp_gguf_type t, const uint8_t *p, struct lp_gguf_
     v->type = t;
     uint64_t raw = load_le(p, type_sizes[t]);
     switch (t) {
-    case LP_GGUF_U8: case LP_GGUF_U16: case LP_GGUF_U32: case LP_GGUF_U64:
-        v->u64 = raw;
-        break;
+    case LP_GGUF_U8:
+    case LP_GGUF_U16:
+    case LP_GGUF_U32:
+    case LP_GGUF_U64: v->u64 = raw; break;
     case LP_GGUF_BOOL: v->u64 = raw != 0; break;
     case LP_GGUF_I8: v->i64 = (int8_t)raw; break;
     case LP_GGUF_I16: v->i64 = (int16_t)raw; break;
@@ -151,13 +155,15 @@ struct name_set {
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
 static bool set_init(struct name_set *s, uint64_t n, const char *what) {
     uint64_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
+    while (cap < 2 * n)
+        cap <<= 1;
     s->slot = lp_malloc(cap * sizeof(int64_t), what);
     if (!s->slot) return false;
     memset(s->slot, 0xff, cap * sizeof(int64_t));
@@ -215,7 +221,9 @@ static const char *tensor_name(const void *ctx, int64_t i) {
     return ((const struct lp_gguf *)ctx)->tensors[i].name;
 }
 
-static size_t remaining(const struct cursor *c) { return c->g->size - c->off; }
+static size_t remaining(const struct cursor *c) {
+    return c->g->size - c->off;
+}
 
 static enum lopad_status truncated(const struct cursor *c, const char *what, const char *ctx) {
     return lp_error(LOPAD_ERR_FORMAT, "%s: file truncated at offset %zu while reading %s%s%s%s",
@@ -269,8 +277,8 @@ static enum lopad_status rd_string(struct cursor *c, uint64_t max_len, const cha
     return LOPAD_OK;
 }
 
-static enum lopad_status rd_value(struct cursor *c, enum lp_gguf_type t, int depth,
-                                  const char *key, struct lp_gguf_value *v);
+static enum lopad_status rd_value(struct cursor *c, enum lp_gguf_type t, int depth, const char *key,
+                                  struct lp_gguf_value *v);
 
 static enum lopad_status rd_array(struct cursor *c, int depth, const char *key,
                                   struct lp_gguf_value *v) {
@@ -327,8 +335,8 @@ static enum lopad_status rd_array(struct cursor *c, int depth, const char *key,
     return LOPAD_OK;
 }
 
-static enum lopad_status rd_value(struct cursor *c, enum lp_gguf_type t, int depth,
-                                  const char *key, struct lp_gguf_value *v) {
+static enum lopad_status rd_value(struct cursor *c, enum lp_gguf_type t, int depth, const char *key,
+                                  struct lp_gguf_value *v) {
     memset(v, 0, sizeof *v);
     if (t == LP_GGUF_STRING) {
         v->type = t;
@@ -350,8 +358,10 @@ static enum lopad_status parse_kvs(struct cursor *c, uint64_t n_kv) {
     enum lopad_status st;
     /* a KV needs >= 8 (key length) + 1 (key) + 4 (type) + 1 (value) bytes */
     if (n_kv > remaining(c) / 14)
-        return lp_error(LOPAD_ERR_FORMAT, "%s: header claims %llu metadata keys, the file is too "
-                        "small for that", g->path, (unsigned long long)n_kv);
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: header claims %llu metadata keys, the file is too "
+                        "small for that",
+                        g->path, (unsigned long long)n_kv);
     g->kv = lp_calloc(n_kv ? n_kv : 1, sizeof *g->kv, "gguf key table");
     if (!g->kv || !set_init(&g->kv_set, n_kv, "gguf key index")) return LOPAD_ERR_NOMEM;
     for (uint64_t i = 0; i < n_kv; i++) {
@@ -399,8 +409,10 @@ static enum lopad_status parse_tensor_infos(struct cursor *c, uint64_t n_t) {
     enum lopad_status st;
     /* >= 8 + 1 (name) + 4 (n_dims) + 8 (one dim) + 4 (type) + 8 (offset) bytes each */
     if (n_t > remaining(c) / 33 || n_t > INT_MAX)
-        return lp_error(LOPAD_ERR_FORMAT, "%s: header claims %llu tensors, the file is too small "
-                        "for that", g->path, (unsigned long long)n_t);
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: header claims %llu tensors, the file is too small "
+                        "for that",
+                        g->path, (unsigned long long)n_t);
     g->tensors = lp_calloc(n_t ? n_t : 1, sizeof *g->tensors, "gguf tensor table");
     g->offsets = lp_calloc(n_t ? n_t : 1, sizeof *g->offsets, "gguf tensor offsets");
     if (!g->tensors || !g->offsets || !set_init(&g->tensor_set, n_t, "gguf tensor index"))
@@ -428,8 +440,8 @@ static enum lopad_status parse_tensor_infos(struct cursor *c, uint64_t n_t) {
             if (ne == 0 || ne > (uint64_t)INT64_MAX || !lp_mul_ok(nel, ne, &nel) ||
                 nel > (uint64_t)INT64_MAX)
                 return lp_error(LOPAD_ERR_FORMAT,
-                                "%s: tensor '%s' has an invalid dimension %d (%llu)", g->path,
-                                name, d, (unsigned long long)ne);
+                                "%s: tensor '%s' has an invalid dimension %d (%llu)", g->path, name,
+                                d, (unsigned long long)ne);
             t->ne[d] = (int64_t)ne;
         }
         uint32_t type;
@@ -542,8 +554,8 @@ enum lopad_status lp_gguf_open(const char *path, struct lp_gguf **out) {
     }
     if (sb.st_size < 24) {
         close(fd);
-        return lp_error(LOPAD_ERR_FORMAT, "%s: file too small for a GGUF header (%lld bytes)",
-                        path, (long long)sb.st_size);
+        return lp_error(LOPAD_ERR_FORMAT, "%s: file too small for a GGUF header (%lld bytes)", path,
+                        (long long)sb.st_size);
     }
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
@@ -579,11 +591,21 @@ void lp_gguf_close(struct lp_gguf *g) {
     lp_free(g);
 }
 
-const char *lp_gguf_path(const struct lp_gguf *g) { return g->path; }
-uint32_t lp_gguf_version(const struct lp_gguf *g) { return g->version; }
-uint32_t lp_gguf_alignment(const struct lp_gguf *g) { return g->alignment; }
-size_t lp_gguf_file_size(const struct lp_gguf *g) { return g->size; }
-uint64_t lp_gguf_data_offset(const struct lp_gguf *g) { return g->data_off; }
+const char *lp_gguf_path(const struct lp_gguf *g) {
+    return g->path;
+}
+uint32_t lp_gguf_version(const struct lp_gguf *g) {
+    return g->version;
+}
+uint32_t lp_gguf_alignment(const struct lp_gguf *g) {
+    return g->alignment;
+}
+size_t lp_gguf_file_size(const struct lp_gguf *g) {
+    return g->size;
+}
+uint64_t lp_gguf_data_offset(const struct lp_gguf *g) {
+    return g->data_off;
+}
 
 void lp_gguf_release_mapping(struct lp_gguf *g, void **ptr, size_t *size) {
     if (g->owns_mapping) {
@@ -598,7 +620,9 @@ void lp_gguf_release_mapping(struct lp_gguf *g, void **ptr, size_t *size) {
 
 /* ---- keys ---- */
 
-int64_t lp_gguf_n_kv(const struct lp_gguf *g) { return g->n_kv; }
+int64_t lp_gguf_n_kv(const struct lp_gguf *g) {
+    return g->n_kv;
+}
 
 const char *lp_gguf_key(const struct lp_gguf *g, int64_t i) {
     return i >= 0 && i < g->n_kv ? g->kv[i].key : NULL;
@@ -641,10 +665,14 @@ bool lp_gguf_value_u64(const struct lp_gguf_value *v, uint64_t *out) {
 }
 
 bool lp_gguf_value_f64(const struct lp_gguf_value *v, double *out) {
-    if (type_is_float(v->type)) *out = v->f64;
-    else if (type_is_sint(v->type)) *out = (double)v->i64;
-    else if (type_is_uint(v->type)) *out = (double)v->u64;
-    else return false;
+    if (type_is_float(v->type))
+        *out = v->f64;
+    else if (type_is_sint(v->type))
+        *out = (double)v->i64;
+    else if (type_is_uint(v->type))
+        *out = (double)v->u64;
+    else
+        return false;
     return true;
 }
 
@@ -672,8 +700,10 @@ static enum lopad_status get_int(const struct lp_gguf *g, const char *key, int64
     if (st) return st;
     if (!type_is_uint(v->type) && !type_is_sint(v->type)) return bad_type(g, key, v, want);
     bool ok;
-    if (type_is_sint(v->type)) ok = v->i64 >= lo && (v->i64 < 0 || (uint64_t)v->i64 <= hi);
-    else ok = v->u64 <= hi;
+    if (type_is_sint(v->type))
+        ok = v->i64 >= lo && (v->i64 < 0 || (uint64_t)v->i64 <= hi);
+    else
+        ok = v->u64 <= hi;
     if (!ok) {
         if (type_is_sint(v->type))
             return lp_error(LOPAD_ERR_FORMAT, "%s: key '%s' = %lld does not fit in %s", g->path,
@@ -805,8 +835,12 @@ const struct lp_gguf_value *lp_gguf_arr_sub(const struct lp_gguf_value *a, uint6
 
 /* ---- tensors ---- */
 
-int64_t lp_gguf_n_tensors(const struct lp_gguf *g) { return g->n_tensors; }
-const struct lp_tensor *lp_gguf_tensors(const struct lp_gguf *g) { return g->tensors; }
+int64_t lp_gguf_n_tensors(const struct lp_gguf *g) {
+    return g->n_tensors;
+}
+const struct lp_tensor *lp_gguf_tensors(const struct lp_gguf *g) {
+    return g->tensors;
+}
 
 const struct lp_tensor *lp_gguf_find_tensor(const struct lp_gguf *g, const char *name) {
     int64_t i = set_find(&g->tensor_set, name, tensor_name, g, -1);
@@ -879,7 +913,8 @@ enum lopad_status lp_gguf_writer_create(const char *path, struct lp_gguf_writer 
         return st;
     }
     if (!(w->f = fdopen(fd, "wb"))) {
-        enum lopad_status st = lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", w->tmp, strerror(errno));
+        enum lopad_status st =
+            lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", w->tmp, strerror(errno));
         close(fd);
         lp_gguf_writer_abort(w);
         return st;
@@ -900,8 +935,8 @@ bool lp_gguf_writer_has_key(const struct lp_gguf_writer *w, const char *key) {
 
 enum lopad_status lp_gguf_writer_set_alignment(struct lp_gguf_writer *w, uint32_t alignment) {
     if (alignment == 0 || alignment % 8 || alignment > (1u << 30))
-        return lp_error(LOPAD_ERR_ARG, "%s: alignment %u must be a nonzero multiple of 8",
-                        w->path, alignment);
+        return lp_error(LOPAD_ERR_ARG, "%s: alignment %u must be a nonzero multiple of 8", w->path,
+                        alignment);
     if (w->n_t)
         return lp_error(LOPAD_ERR_ARG, "%s: set the alignment before adding tensors", w->path);
     w->alignment = alignment;
@@ -960,9 +995,10 @@ static enum lopad_status copy_value(struct lp_gguf_writer *w, const char *key,
     if (!sub) return LOPAD_ERR_NOMEM;
     for (uint64_t j = 0; j < n; j++) {
         if (src->arr.sub[j].type != et)
-            return lp_error(LOPAD_ERR_ARG, "%s: key '%s': element %llu has type %s in an array of %s",
-                            w->path, key, (unsigned long long)j,
-                            lp_gguf_type_name(src->arr.sub[j].type), lp_gguf_type_name(et));
+            return lp_error(LOPAD_ERR_ARG,
+                            "%s: key '%s': element %llu has type %s in an array of %s", w->path,
+                            key, (unsigned long long)j, lp_gguf_type_name(src->arr.sub[j].type),
+                            lp_gguf_type_name(et));
         enum lopad_status st = copy_value(w, key, &sub[j], &src->arr.sub[j], depth + 1);
         if (st) return st;
     }
@@ -1003,12 +1039,12 @@ enum lopad_status lp_gguf_writer_add_value(struct lp_gguf_writer *w, const char 
     return LOPAD_OK;
 }
 
-#define ADD_SCALAR(fn, ctype, T, field) \
-    enum lopad_status lp_gguf_writer_add_##fn(struct lp_gguf_writer *w, const char *key, \
-                                              ctype val) { \
-        struct lp_gguf_value v = {.type = T}; \
-        v.field = val; \
-        return lp_gguf_writer_add_value(w, key, &v); \
+#define ADD_SCALAR(fn, ctype, T, field)                                                            \
+    enum lopad_status lp_gguf_writer_add_##fn(struct lp_gguf_writer *w, const char *key,           \
+                                              ctype val) {                                         \
+        struct lp_gguf_value v = {.type = T};                                                      \
+        v.field = val;                                                                             \
+        return lp_gguf_writer_add_value(w, key, &v);                                               \
     }
 ADD_SCALAR(u8, uint8_t, LP_GGUF_U8, u64)
 ADD_SCALAR(i8, int8_t, LP_GGUF_I8, i64)
@@ -1041,8 +1077,10 @@ enum lopad_status lp_gguf_writer_add_arr(struct lp_gguf_writer *w, const char *k
     v.arr.type = elem;
     v.arr.n = n;
     if (elem == LP_GGUF_ARRAY || (unsigned)elem >= LP_GGUF_NTYPES)
-        return lp_error(LOPAD_ERR_ARG, "%s: key '%s': use lp_gguf_writer_add_value for nested "
-                        "arrays", w->path, key);
+        return lp_error(LOPAD_ERR_ARG,
+                        "%s: key '%s': use lp_gguf_writer_add_value for nested "
+                        "arrays",
+                        w->path, key);
     if (elem != LP_GGUF_STRING) {
         v.arr.data = data;
         return lp_gguf_writer_add_value(w, key, &v);
@@ -1118,7 +1156,8 @@ static enum lopad_status add_tensor(struct lp_gguf_writer *w, const char *name, 
         w->t = nt;
         w->cap_t = cap;
     }
-    if (!(t.name = arena_strndup(&w->arena, name, nlen, "gguf tensor name"))) return LOPAD_ERR_NOMEM;
+    if (!(t.name = arena_strndup(&w->arena, name, nlen, "gguf tensor name")))
+        return LOPAD_ERR_NOMEM;
     w->t[w->n_t++] = t;
     return LOPAD_OK;
 }
@@ -1152,7 +1191,8 @@ static void put(struct wbuf *b, const void *p, size_t n) {
 
 static void put_le(struct wbuf *b, uint64_t v, size_t n) {
     uint8_t tmp[8];
-    for (size_t i = 0; i < n; i++) tmp[i] = (uint8_t)(v >> (8 * i));
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = (uint8_t)(v >> (8 * i));
     put(b, tmp, n);
 }
 
@@ -1200,9 +1240,11 @@ static void put_value(struct wbuf *b, const struct lp_gguf_value *v) {
         if (es) {
             /* C arrays of the host; GGUF is little-endian */
             const uint8_t *p = v->arr.data;
-            for (uint64_t j = 0; j < v->arr.n; j++) put_le(b, load_le(p + j * es, es), es);
+            for (uint64_t j = 0; j < v->arr.n; j++)
+                put_le(b, load_le(p + j * es, es), es);
         } else {
-            for (uint64_t j = 0; j < v->arr.n; j++) put_value(b, &v->arr.sub[j]);
+            for (uint64_t j = 0; j < v->arr.n; j++)
+                put_value(b, &v->arr.sub[j]);
         }
     } else {
         put_scalar(b, v);
@@ -1228,7 +1270,8 @@ static enum lopad_status write_all(struct lp_gguf_writer *w) {
         const struct wtensor *t = &w->t[i];
         put_str(&b, t->name, strlen(t->name));
         put_le(&b, (uint32_t)t->n_dims, 4);
-        for (int d = 0; d < t->n_dims; d++) put_le(&b, (uint64_t)t->ne[d], 8);
+        for (int d = 0; d < t->n_dims; d++)
+            put_le(&b, (uint64_t)t->ne[d], 8);
         put_le(&b, (uint32_t)t->type, 4);
         put_le(&b, t->offset, 8);
     }
@@ -1283,8 +1326,8 @@ enum lopad_status lp_gguf_writer_finish(struct lp_gguf_writer *w) {
         return st;
     }
     if (rename(w->tmp, w->path) != 0) {
-        st = lp_error(LOPAD_ERR_IO, "%s: cannot rename to %s: %s", w->tmp, w->path,
-                      strerror(errno));
+        st =
+            lp_error(LOPAD_ERR_IO, "%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
         lp_gguf_writer_abort(w);
         return st;
     }

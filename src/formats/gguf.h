@@ -130,9 +130,9 @@ enum lopad_status lp_gguf_get_arr(const struct lp_gguf *g, const char *key, int 
                                   const struct lp_gguf_value **out);
 
 /* Conversions of a scalar value (false when the type or range does not fit). */
-bool lp_gguf_value_i64(const struct lp_gguf_value *v, int64_t *out); /* integers, bool */
+bool lp_gguf_value_i64(const struct lp_gguf_value *v, int64_t *out);  /* integers, bool */
 bool lp_gguf_value_u64(const struct lp_gguf_value *v, uint64_t *out); /* integers, bool */
-bool lp_gguf_value_f64(const struct lp_gguf_value *v, double *out);  /* floats, integers */
+bool lp_gguf_value_f64(const struct lp_gguf_value *v, double *out);   /* floats, integers */
 
 /* Array element j of array value a (false when j >= n or the element type does
  * not convert losslessly, as above). Strings: pointer to the NUL-terminated
@@ -161,8 +161,7 @@ struct lp_gguf_writer;
 /* Produce row `row` (ne[0] elements, row_bytes bytes of the tensor's type) of a
  * tensor into dst. Rows are requested in order 0 .. ne[1]*ne[2]*ne[3]-1.
  * Return LOPAD_OK or an error (recorded with lp_error); the write then fails. */
-typedef enum lopad_status (*lp_gguf_row_fn)(void *user, int64_t row, void *dst,
-                                            size_t row_bytes);
+typedef enum lopad_status (*lp_gguf_row_fn)(void *user, int64_t row, void *dst, size_t row_bytes);
 
 /* Open "<path>.tmp.<pid>" for writing (LOPAD_ERR_IO naming it on failure). */
 enum lopad_status lp_gguf_writer_create(const char *path, struct lp_gguf_writer **out);

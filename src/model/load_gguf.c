@@ -16,9 +16,9 @@
 #include "model.h"
 #include "../formats/gguf.h"
 
-#define TRY(x) \
-    do { \
-        if ((st = (x))) return st; \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x))) return st;                                                                 \
     } while (0)
 
 /* A required non-negative integer that fits in int. */
@@ -131,11 +131,14 @@ static enum lopad_status read_hparams(struct lopad_model *m, const struct lp_ggu
     if (lp_gguf_get(g, "lopad.rope_type")) {
         const char *r;
         TRY(lp_gguf_get_str(g, "lopad.rope_type", &r));
-        if (!strcmp(r, "neox")) hp->rope = LOPAD_ROPE_NEOX;
-        else if (!strcmp(r, "norm")) hp->rope = LOPAD_ROPE_NORM;
+        if (!strcmp(r, "neox"))
+            hp->rope = LOPAD_ROPE_NEOX;
+        else if (!strcmp(r, "norm"))
+            hp->rope = LOPAD_ROPE_NORM;
         else
             return lp_error(LOPAD_ERR_FORMAT,
-                            "%s: key 'lopad.rope_type' = '%s' (expected 'neox' or 'norm')", path, r);
+                            "%s: key 'lopad.rope_type' = '%s' (expected 'neox' or 'norm')", path,
+                            r);
     }
     hp->has_qkv_bias = lp_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
 
@@ -160,7 +163,8 @@ static enum lopad_status bind_tensors(struct lopad_model *m, struct lp_gguf *g) 
     const int64_t n = lp_gguf_n_tensors(g);
     const struct lp_tensor *src = lp_gguf_tensors(g);
     size_t names_size = 0;
-    for (int64_t i = 0; i < n; i++) names_size += strlen(src[i].name) + 1;
+    for (int64_t i = 0; i < n; i++)
+        names_size += strlen(src[i].name) + 1;
     char *names = lp_malloc(names_size ? names_size : 1, "tensor names");
     struct lp_tensor *t = lp_calloc(n ? (size_t)n : 1, sizeof *t, "tensor directory");
     if (!names || !t) {

@@ -22,16 +22,16 @@
 #include "../core/types.h"
 #include "../formats/gguf.h"
 
-#define TRY(x) \
-    do { \
-        if ((st = (x))) return st; \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x))) return st;                                                                 \
     } while (0)
 
 /* One matrix to write: where its rows come from and how they convert. */
 struct row_src {
     const struct lp_weight *w;
     int out_type;
-    int head_dim; /* > 0: permute rows NEOX -> NORM within heads of this size */
+    int head_dim;   /* > 0: permute rows NEOX -> NORM within heads of this size */
     float *scratch; /* (n_in) shared f32 row */
 };
 
@@ -44,7 +44,8 @@ static int64_t permuted_row(int64_t r, int head_dim) {
 static enum lopad_status produce_row(void *user, int64_t row, void *dst, size_t row_bytes) {
     const struct row_src *s = user;
     const struct lp_weight *w = s->w;
-    const uint8_t *src = (const uint8_t *)w->data + (size_t)permuted_row(row, s->head_dim) * w->row_bytes;
+    const uint8_t *src =
+        (const uint8_t *)w->data + (size_t)permuted_row(row, s->head_dim) * w->row_bytes;
     if (s->out_type == w->type) {
         memcpy(dst, src, row_bytes);
         return LOPAD_OK;
@@ -54,7 +55,9 @@ static enum lopad_status produce_row(void *user, int64_t row, void *dst, size_t 
     return LOPAD_OK;
 }
 
-static bool is_quantised(int type) { return lp_type_traits(type) && lp_type_traits(type)->blck_size > 1; }
+static bool is_quantised(int type) {
+    return lp_type_traits(type) && lp_type_traits(type)->blck_size > 1;
+}
 
 /* The type a matrix is written in: the requested one, or F16 when its rows do
  * not hold whole blocks of it (as llama.cpp's converter falls back). */
@@ -87,8 +90,8 @@ static enum lopad_status add_matrix(struct saver *s, const char *name, const str
         return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type id %d",
                         s->path, name, w->type);
     if (r->out_type != w->type && !lp_type_traits(r->out_type)->from_float)
-        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s': lopad cannot write %s",
-                        s->path, name, lp_type_name(r->out_type));
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tensor '%s': lopad cannot write %s", s->path,
+                        name, lp_type_name(r->out_type));
     const int64_t ne[2] = {w->n_in, w->n_out};
     return lp_gguf_writer_add_tensor_rows(s->w, name, r->out_type, 2, ne, produce_row, r);
 }
@@ -99,10 +102,12 @@ static enum lopad_status add_vector(struct saver *s, const char *name, const flo
         float *p = lp_malloc(sizeof(float) * (size_t)n, "permuted bias");
         if (!p) return LOPAD_ERR_NOMEM;
         s->tmp[s->n_tmp++] = p;
-        for (int64_t i = 0; i < n; i++) p[i] = v[permuted_row(i, head_dim)];
+        for (int64_t i = 0; i < n; i++)
+            p[i] = v[permuted_row(i, head_dim)];
         v = p;
     }
-    return lp_gguf_writer_add_tensor(s->w, name, LOPAD_TYPE_F32, 1, &n, v, sizeof(float) * (size_t)n);
+    return lp_gguf_writer_add_tensor(s->w, name, LOPAD_TYPE_F32, 1, &n, v,
+                                     sizeof(float) * (size_t)n);
 }
 
 static enum lopad_status add_tensors(struct saver *s, bool permute) {
@@ -195,7 +200,8 @@ static enum lopad_status add_kvs(struct saver *s, bool norm_rope) {
     };
     for (unsigned i = 0; i < sizeof ids / sizeof ids[0]; i++)
         if (ids[i].id >= 0) TRY(lp_gguf_writer_add_u32(w, ids[i].key, (uint32_t)ids[i].id));
-    if (m->chat_template) TRY(lp_gguf_writer_add_str(w, "tokenizer.chat_template", m->chat_template));
+    if (m->chat_template)
+        TRY(lp_gguf_writer_add_str(w, "tokenizer.chat_template", m->chat_template));
 
     /* the source GGUF's tokenizer (vocabulary, merges, types, flags) */
     if (m->format && !strcmp(m->format, "gguf") && m->path) {
@@ -246,7 +252,8 @@ enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, 
         lp_gguf_writer_abort(s.w);
     s.w = NULL;
 out:
-    for (int i = 0; s.tmp && i < s.n_tmp; i++) lp_free(s.tmp[i]);
+    for (int i = 0; s.tmp && i < s.n_tmp; i++)
+        lp_free(s.tmp[i]);
     lp_free(s.tmp);
     lp_free(s.scratch);
     lp_free(s.src);

@@ -59,16 +59,19 @@ struct row_ctx {
 static enum lopad_status q8_rows(void *user, int64_t row, void *dst, size_t row_bytes) {
     struct row_ctx *c = user;
     c->calls++;
-    if (row == c->fail_at) return lp_error(LOPAD_ERR_IO, "row producer failed at row %lld", (long long)row);
+    if (row == c->fail_at)
+        return lp_error(LOPAD_ERR_IO, "row producer failed at row %lld", (long long)row);
     float x[64];
-    for (int i = 0; i < 64; i++) x[i] = (float)(row * 64 + i) / 50.0f - 1.0f;
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)(row * 64 + i) / 50.0f - 1.0f;
     CHECK(row_bytes == 2 * sizeof(lp_block_q8_0));
     lp_type_traits(LOPAD_TYPE_Q8_0)->from_float(x, dst, 64);
     return LOPAD_OK;
 }
 
 static void fill_bytes(uint8_t *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 8));
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 8));
 }
 
 struct tspec {
@@ -78,12 +81,9 @@ struct tspec {
 };
 
 static const struct tspec tspecs[] = {
-    {"t.f32", LOPAD_TYPE_F32, 2, {3, 5, 1, 1}},
-    {"t.f16", LOPAD_TYPE_F16, 1, {7, 1, 1, 1}},
-    {"t.bf16", LOPAD_TYPE_BF16, 3, {2, 3, 4, 1}},
-    {"t.q8_0", LOPAD_TYPE_Q8_0, 2, {64, 2, 1, 1}},
-    {"t.q4_0", LOPAD_TYPE_Q4_0, 2, {32, 3, 1, 1}},
-    {"t.q4_k", LOPAD_TYPE_Q4_K, 2, {256, 2, 1, 1}},
+    {"t.f32", LOPAD_TYPE_F32, 2, {3, 5, 1, 1}},     {"t.f16", LOPAD_TYPE_F16, 1, {7, 1, 1, 1}},
+    {"t.bf16", LOPAD_TYPE_BF16, 3, {2, 3, 4, 1}},   {"t.q8_0", LOPAD_TYPE_Q8_0, 2, {64, 2, 1, 1}},
+    {"t.q4_0", LOPAD_TYPE_Q4_0, 2, {32, 3, 1, 1}},  {"t.q4_k", LOPAD_TYPE_Q4_K, 2, {256, 2, 1, 1}},
     {"t.q6_k", LOPAD_TYPE_Q6_K, 4, {256, 1, 2, 1}},
 };
 #define N_TSPEC (int)(sizeof tspecs / sizeof tspecs[0])
@@ -98,7 +98,7 @@ static enum lopad_status write_full(const char *path, uint32_t alignment, uint8_
     enum lopad_status st = lp_gguf_writer_create(path, &w);
     if (st) return st;
     if (alignment && (st = lp_gguf_writer_set_alignment(w, alignment))) goto fail;
-#define TRY(x) \
+#define TRY(x)                                                                                     \
     if ((st = (x))) goto fail
     TRY(lp_gguf_writer_add_u8(w, "v.u8", 200));
     TRY(lp_gguf_writer_add_i8(w, "v.i8", -100));
@@ -150,7 +150,8 @@ static enum lopad_status write_full(const char *path, uint32_t alignment, uint8_
         /* [[1,2],[],[3]] of i32, [["x",""],[]] of strings, [[[]]] */
         static const int32_t r0[] = {1, 2}, r2[] = {3};
         struct lp_gguf_value rows[3], srows[2], sv[2], inner[1], mid[1];
-        for (int i = 0; i < 3; i++) rows[i] = (struct lp_gguf_value){.type = LP_GGUF_ARRAY};
+        for (int i = 0; i < 3; i++)
+            rows[i] = (struct lp_gguf_value){.type = LP_GGUF_ARRAY};
         rows[0].arr.type = rows[1].arr.type = rows[2].arr.type = LP_GGUF_I32;
         rows[0].arr.n = 2, rows[0].arr.data = r0;
         rows[2].arr.n = 1, rows[2].arr.data = r2;
@@ -246,11 +247,13 @@ static void check_full(const struct lp_gguf *g, uint8_t **tdata, uint32_t alignm
     CHECK(lp_gguf_arr_u32(a, 2, &u32) && u32 == 255);
     CHECK(!lp_gguf_arr_u32(a, 3, &u32)); /* out of range */
     CHECK(lp_gguf_get_arr(g, "a.u8", LP_GGUF_I32, &a) == LOPAD_ERR_FORMAT);
-    CHECK(!lp_gguf_get_arr(g, "a.i8", LP_GGUF_I8, &a) && lp_gguf_arr_i32(a, 0, &i32) && i32 == -128);
+    CHECK(!lp_gguf_get_arr(g, "a.i8", LP_GGUF_I8, &a) && lp_gguf_arr_i32(a, 0, &i32) &&
+          i32 == -128);
     CHECK(!lp_gguf_arr_u32(a, 0, &u32)); /* negative */
     CHECK(!lp_gguf_get_arr(g, "a.u16", -1, &a) && lp_gguf_arr_i32(a, 1, &i32) && i32 == 65535);
     CHECK(!lp_gguf_get_arr(g, "a.i16", -1, &a) && lp_gguf_arr_i64(a, 0, &i64) && i64 == -32768);
-    CHECK(!lp_gguf_get_arr(g, "a.u32", -1, &a) && lp_gguf_arr_u32(a, 3, &u32) && u32 == 4000000000u);
+    CHECK(!lp_gguf_get_arr(g, "a.u32", -1, &a) && lp_gguf_arr_u32(a, 3, &u32) &&
+          u32 == 4000000000u);
     CHECK(!lp_gguf_arr_i32(a, 3, &i32)); /* too big */
     CHECK(!lp_gguf_get_arr(g, "a.i32", LP_GGUF_I32, &a) && a->arr.n == 4);
     for (int j = 0; j < 4; j++) {
@@ -328,7 +331,8 @@ static void check_full(const struct lp_gguf *g, uint8_t **tdata, uint32_t alignm
         if (!t) continue;
         CHECK(t == &lp_gguf_tensors(g)[i]);
         CHECK(t->type == sp->type && t->n_dims == sp->n_dims);
-        for (int d = 0; d < 4; d++) CHECK(t->ne[d] == sp->ne[d]);
+        for (int d = 0; d < 4; d++)
+            CHECK(t->ne[d] == sp->ne[d]);
         CHECK(t->nbytes == tspec_bytes(sp));
         CHECK(!memcmp(t->data, tdata[i], t->nbytes));
         CHECK(lp_gguf_tensor_offset(g, i) % alignment == 0);
@@ -356,7 +360,8 @@ static void make_tensor_data(void) {
         if (tspecs[i].type == LOPAD_TYPE_F32) {
             /* finite floats, so equality after a round trip is meaningful */
             float *p = (float *)tensor_data[i];
-            for (size_t j = 0; j < n / 4; j++) p[j] = (float)j * 0.25f - 1.0f;
+            for (size_t j = 0; j < n / 4; j++)
+                p[j] = (float)j * 0.25f - 1.0f;
         }
     }
 }
@@ -396,8 +401,10 @@ static void test_alignment(void) {
         uint32_t a;
         CHECK(!lp_gguf_get_u32(g, "general.alignment", &a) && a == aligns[k]);
         for (int64_t i = 0; i < lp_gguf_n_tensors(g); i++)
-            CHECK(((const uint8_t *)lp_gguf_tensors(g)[i].data - (const uint8_t *)lp_gguf_tensors(g)[0].data) %
-                      aligns[k] == 0);
+            CHECK(((const uint8_t *)lp_gguf_tensors(g)[i].data -
+                   (const uint8_t *)lp_gguf_tensors(g)[0].data) %
+                      aligns[k] ==
+                  0);
         lp_gguf_close(g);
         unlink(path);
     }
@@ -418,14 +425,19 @@ static void b_put(struct buf *b, const void *p, size_t n) {
     memcpy(b->p + b->n, p, n);
     b->n += n;
 }
-static void b_u32(struct buf *b, uint32_t v) { b_put(b, &v, 4); }
-static void b_u64(struct buf *b, uint64_t v) { b_put(b, &v, 8); }
+static void b_u32(struct buf *b, uint32_t v) {
+    b_put(b, &v, 4);
+}
+static void b_u64(struct buf *b, uint64_t v) {
+    b_put(b, &v, 8);
+}
 static void b_str(struct buf *b, const char *s) {
     b_u64(b, strlen(s));
     b_put(b, s, strlen(s));
 }
 static void b_pad(struct buf *b, size_t a) {
-    while (b->n % a) b_put(b, "", 1);
+    while (b->n % a)
+        b_put(b, "", 1);
 }
 
 /* knobs of a small file: 3 KVs (one string array) + 2 tensors */
@@ -436,7 +448,7 @@ struct spec {
     uint64_t t1_offset, t1_ne0;
     uint32_t align_kv; /* 0 = no general.alignment key */
     uint32_t align_type;
-    uint64_t extra_tensors; /* added to the tensor count */
+    uint64_t extra_tensors;    /* added to the tensor count */
     uint32_t kv_type_override; /* if nonzero: type of the first KV */
     uint8_t bool_val;
 };
@@ -463,8 +475,10 @@ static struct buf build(const struct spec *s) {
     b_u64(&b, n_kv);
     b_str(&b, "general.architecture");
     b_u32(&b, s->kv_type_override ? s->kv_type_override : LP_GGUF_STRING);
-    if (s->huge_str) b_u64(&b, UINT64_MAX - 3);
-    else b_str(&b, "llada");
+    if (s->huge_str)
+        b_u64(&b, UINT64_MAX - 3);
+    else
+        b_str(&b, "llada");
     b_str(&b, "x.flag");
     b_u32(&b, LP_GGUF_BOOL);
     b_put(&b, &s->bool_val, 1);
@@ -484,8 +498,10 @@ static struct buf build(const struct spec *s) {
     if (s->align_kv) {
         b_str(&b, "general.alignment");
         b_u32(&b, s->align_type);
-        if (s->align_type == LP_GGUF_U64) b_u64(&b, s->align_kv);
-        else b_u32(&b, s->align_kv);
+        if (s->align_type == LP_GGUF_U64)
+            b_u64(&b, s->align_kv);
+        else
+            b_u32(&b, s->align_kv);
     }
     if (s->dup_key) {
         b_str(&b, "x.flag");
@@ -510,7 +526,8 @@ static struct buf build(const struct spec *s) {
     b_u64(&b, 0);
     b_str(&b, s->dup_tensor ? "blk.0.a" : "blk.0.b");
     b_u32(&b, s->t1_ndims);
-    for (uint32_t d = 0; d < s->t1_ndims && d < 16; d++) b_u64(&b, d == 0 ? s->t1_ne0 : 1);
+    for (uint32_t d = 0; d < s->t1_ndims && d < 16; d++)
+        b_u64(&b, d == 0 ? s->t1_ne0 : 1);
     b_u32(&b, s->t1_type);
     b_u64(&b, s->t1_offset);
     b_pad(&b, s->align_kv && s->align_kv <= 4096 ? s->align_kv : 32);
@@ -605,7 +622,8 @@ static void expect_fail(const struct spec *s, enum lopad_status want, const char
                         const char *what) {
     enum lopad_status st = open_spec(s);
     CHECK_MSG(st == want, "%s: status %d (%s)", what, st, lopad_errmsg());
-    if (needle) CHECK_MSG(strstr(lopad_errmsg(), needle) != NULL, "%s: message '%s'", what, lopad_errmsg());
+    if (needle)
+        CHECK_MSG(strstr(lopad_errmsg(), needle) != NULL, "%s: message '%s'", what, lopad_errmsg());
 }
 
 static void test_bad_inputs(void) {
@@ -739,7 +757,8 @@ static void test_writer_failures(void) {
     /* a failing row producer: finish fails and leaves nothing */
     struct row_ctx rc = {0, 1};
     int64_t ne2[2] = {64, 3};
-    CHECK(lp_gguf_writer_add_tensor_rows(w, "r", LOPAD_TYPE_Q8_0, 2, ne2, q8_rows, &rc) == LOPAD_OK);
+    CHECK(lp_gguf_writer_add_tensor_rows(w, "r", LOPAD_TYPE_Q8_0, 2, ne2, q8_rows, &rc) ==
+          LOPAD_OK);
     CHECK(lp_gguf_writer_finish(w) == LOPAD_ERR_IO);
     CHECK(strstr(lopad_errmsg(), "row producer") != NULL);
     CHECK(rc.calls == 2);
@@ -842,12 +861,13 @@ static void test_copy_values(void) {
     unlink(dst);
 }
 
-
 /* ------------------------------------------------------- model load/save */
 
 #define FIX(name) LOPAD_SOURCE_DIR "/tests/fixtures/" name
 
-static bool have_fixtures(void) { return file_exists(FIX("tiny-dream.gguf")); }
+static bool have_fixtures(void) {
+    return file_exists(FIX("tiny-dream.gguf"));
+}
 
 /* largest |a - b| over all elements of two weights (any stored types) */
 static double weight_diff(const struct lp_weight *a, const struct lp_weight *b) {
@@ -857,7 +877,8 @@ static double weight_diff(const struct lp_weight *a, const struct lp_weight *b) 
     for (int64_t r = 0; r < a->n_out; r++) {
         lp_type_traits(a->type)->to_float((const uint8_t *)a->data + r * a->row_bytes, x, a->n_in);
         lp_type_traits(b->type)->to_float((const uint8_t *)b->data + r * b->row_bytes, y, b->n_in);
-        for (int64_t i = 0; i < a->n_in; i++) d = fmax(d, fabs((double)x[i] - y[i]));
+        for (int64_t i = 0; i < a->n_in; i++)
+            d = fmax(d, fabs((double)x[i] - y[i]));
     }
     free(x);
     free(y);
@@ -867,7 +888,8 @@ static double weight_diff(const struct lp_weight *a, const struct lp_weight *b) 
 static double vec_diff(const float *a, const float *b, int64_t n) {
     if (!a || !b) return a == b ? 0 : INFINITY;
     double d = 0;
-    for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    for (int64_t i = 0; i < n; i++)
+        d = fmax(d, fabs((double)a[i] - b[i]));
     return d;
 }
 
@@ -882,12 +904,15 @@ static void compare_models(const struct lopad_model *a, const struct lopad_model
           x->mask_id == y->mask_id && x->bos_id == y->bos_id && x->eos_id == y->eos_id &&
           x->pad_id == y->pad_id && x->eot_id == y->eot_id);
     const struct lp_weight *wa[] = {&a->tok_embd, &a->output}, *wb[] = {&b->tok_embd, &b->output};
-    for (int k = 0; k < 2; k++) CHECK(weight_diff(wa[k], wb[k]) <= (tol < 0 ? 0 : tol));
+    for (int k = 0; k < 2; k++)
+        CHECK(weight_diff(wa[k], wb[k]) <= (tol < 0 ? 0 : tol));
     CHECK(vec_diff(a->output_norm, b->output_norm, x->n_embd) == 0);
     for (int i = 0; i < x->n_layer && i < y->n_layer; i++) {
         const struct lp_layer *p = &a->layers[i], *q = &b->layers[i];
-        const struct lp_weight *ma[] = {&p->wq, &p->wk, &p->wv, &p->wo, &p->w_gate, &p->w_up, &p->w_down};
-        const struct lp_weight *mb[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
+        const struct lp_weight *ma[] = {&p->wq,     &p->wk,   &p->wv,    &p->wo,
+                                        &p->w_gate, &p->w_up, &p->w_down};
+        const struct lp_weight *mb[] = {&q->wq,     &q->wk,   &q->wv,    &q->wo,
+                                        &q->w_gate, &q->w_up, &q->w_down};
         for (int k = 0; k < 7; k++) {
             if (tol < 0)
                 CHECK_MSG(ma[k]->type == mb[k]->type && ma[k]->row_bytes == mb[k]->row_bytes &&
@@ -958,7 +983,8 @@ static void check_same_tokenizer(const char *a, const char *b) {
                     for (uint64_t j = 0; j < u->arr.n && j < v->arr.n; j++)
                         CHECK(!strcmp(lp_gguf_arr_str(u, j, NULL), lp_gguf_arr_str(v, j, NULL)));
                 else if (u->arr.n == v->arr.n && u->arr.data)
-                    CHECK(!memcmp(u->arr.data, v->arr.data, u->arr.n * lp_gguf_type_size(u->arr.type)));
+                    CHECK(!memcmp(u->arr.data, v->arr.data,
+                                  u->arr.n * lp_gguf_type_size(u->arr.type)));
             } else if (u->type == LP_GGUF_STRING) {
                 CHECK(v->type == LP_GGUF_STRING && !strcmp(u->str.s, v->str.s));
             } else {
@@ -1008,7 +1034,9 @@ static void test_save_roundtrip(void) {
     const struct {
         int type;
         double tol;
-    } conv[] = {{LOPAD_TYPE_Q8_0, 0.02}, {LOPAD_TYPE_Q4_0, 0.3}, {LOPAD_TYPE_BF16, 0.01},
+    } conv[] = {{LOPAD_TYPE_Q8_0, 0.02},
+                {LOPAD_TYPE_Q4_0, 0.3},
+                {LOPAD_TYPE_BF16, 0.01},
                 {LOPAD_TYPE_F16, 0.001}};
     for (unsigned k = 0; k < sizeof conv / sizeof conv[0]; k++) {
         CHECK_MSG(lopad_model_save_gguf(d, out, conv[k].type) == LOPAD_OK, "%s", lopad_errmsg());
@@ -1049,8 +1077,10 @@ static void test_save_roundtrip(void) {
         lp_alloc_fail_after(k);
         enum lopad_status st = lopad_model_save_gguf(d, out, LOPAD_TYPE_Q8_0);
         lp_alloc_fail_after(-1);
-        if (st == LOPAD_OK) done = 1;
-        else CHECK(st == LOPAD_ERR_NOMEM && !file_exists(out) && no_tmp_left(out));
+        if (st == LOPAD_OK)
+            done = 1;
+        else
+            CHECK(st == LOPAD_ERR_NOMEM && !file_exists(out) && no_tmp_left(out));
     }
     CHECK(done);
     unlink(out);
@@ -1107,8 +1137,8 @@ static void rewrite(const char *src, const char *dst, const char *drop, const ch
     }
     for (int64_t i = 0; i < lp_gguf_n_tensors(g); i++) {
         const struct lp_tensor *t = &lp_gguf_tensors(g)[i];
-        CHECK(lp_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes) ==
-              LOPAD_OK);
+        CHECK(lp_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data,
+                                        t->nbytes) == LOPAD_OK);
     }
     CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
     lp_gguf_close(g);
@@ -1183,8 +1213,10 @@ static void test_load_gguf_errors(void) {
         lp_alloc_fail_after(k);
         enum lopad_status st = lopad_model_load(FIX("tiny-llada.gguf"), NULL, &m);
         lp_alloc_fail_after(-1);
-        if (st == LOPAD_OK) done = 1, lopad_model_free(m);
-        else CHECK(st == LOPAD_ERR_NOMEM && m == NULL);
+        if (st == LOPAD_OK)
+            done = 1, lopad_model_free(m);
+        else
+            CHECK(st == LOPAD_ERR_NOMEM && m == NULL);
     }
     CHECK(done);
     unlink(p);
@@ -1207,7 +1239,8 @@ int main(void) {
     TEST_RUN(test_save_roundtrip);
     TEST_RUN(test_save_llada_permuted);
     TEST_RUN(test_load_gguf_errors);
-    for (int i = 0; i < N_TSPEC; i++) free(tensor_data[i]);
+    for (int i = 0; i < N_TSPEC; i++)
+        free(tensor_data[i]);
     rmdir(tmpdir);
     return test_report();
 }
