@@ -44,6 +44,8 @@ GOLD = os.path.join(OUT, "golden")
 
 N_VOCAB = 272
 N_CTX = 512
+# rows of the long case kept in its golden: block edges, tile edges (32, 64), ends
+LONG_ROWS = [0, 5, 19, 20, 31, 32, 33, 39, 40, 47, 59, 60, 63, 64, 69]
 
 # ---------------------------------------------------------------- tokenizer
 # A tiny byte-level BPE vocabulary: the 256 GPT-2 byte symbols, 8 merges, then
@@ -340,7 +342,8 @@ LPGL_MAGIC = b"LPGL"
 LPGL_VERSION = 1
 
 
-def write_lpgl(path, tokens, pos, blocks, logits):
+def write_lpgl(path, tokens, pos, blocks, logits, rows=None):
+    """rows: the fed rows whose logits are stored (None = every row, in order)."""
     n = len(tokens)
     nv = logits.shape[1]
     assert logits.shape == (n, nv)
@@ -348,25 +351,34 @@ def write_lpgl(path, tokens, pos, blocks, logits):
     blk = blocks if blocks is not None else [0] * n
     with open(path, "wb") as f:
         f.write(LPGL_MAGIC)
-        f.write(struct.pack("<IIIII", LPGL_VERSION, n, nv, flags, 0))
+        f.write(struct.pack("<IIIII", LPGL_VERSION, n, nv, flags, 0 if rows is None else len(rows)))
         f.write(np.asarray(tokens, dtype="<i4").tobytes())
         f.write(np.asarray(pos, dtype="<i4").tobytes())
         f.write(np.asarray(blk, dtype="<i4").tobytes())
+        if rows is not None:
+            f.write(np.asarray(rows, dtype="<i4").tobytes())
+            logits = logits[list(rows)]
         f.write(np.asarray(logits, dtype="<f4").tobytes())
 
 
 def read_lpgl(path):
+    """(tokens, pos, blocks or None, logits of the stored rows, rows or None)."""
     with open(path, "rb") as f:
         b = f.read()
     assert b[:4] == LPGL_MAGIC
-    ver, n, nv, flags, _ = struct.unpack_from("<IIIII", b, 4)
+    ver, n, nv, flags, n_out = struct.unpack_from("<IIIII", b, 4)
+    assert ver == LPGL_VERSION
     o = 24
-    arr = lambda cnt, dt: np.frombuffer(b, dtype=dt, count=cnt, offset=o)  # noqa: E731
+    arr = lambda cnt, dt: np.frombuffer(b, dtype=dt, count=cnt, offset=o).copy()  # noqa: E731
     tokens = arr(n, "<i4"); o += 4 * n
     pos = arr(n, "<i4"); o += 4 * n
     blk = arr(n, "<i4"); o += 4 * n
-    logits = arr(n * nv, "<f4").reshape(n, nv)
-    return tokens, pos, (blk if flags & 1 else None), logits
+    rows = None
+    if n_out:
+        rows = arr(n_out, "<i4"); o += 4 * n_out
+    logits = arr((n_out or n) * nv, "<f4").reshape(n_out or n, nv)
+    assert o + logits.nbytes == len(b)
+    return tokens, pos, (blk if flags & 1 else None), logits, rows
 
 
 # ------------------------------------------------------------------ checks
@@ -536,6 +548,17 @@ def main():
         write_lpgl(os.path.join(GOLD, tag + "-pruned.lpgl"), b_tok, b_pos, None, lb)
         write_lpgl(os.path.join(GOLD, tag + "-block.lpgl"), a_tok, a_pos, c_blk, lc)
         write_lpgl(os.path.join(GOLD, tag + "-lora.lpgl"), a_tok, a_pos, None, ld_)
+        # (e) long: 70 tokens (several 32-key attention tiles), blocks of 20, the last
+        # block's positions spread out; a subset of rows is stored to keep the file small
+        rs = np.random.RandomState(42)
+        e_tok = [special[0]] + rs.randint(0, 256, 49).tolist() + [special[1]] * 20
+        e_pos = list(range(60)) + [60 + 3 * i for i in range(10)]
+        e_blk = [i // 20 for i in range(70)]
+        le = ref.forward(cfg_hf, W_hf, e_tok, e_pos, ref.block_mask(e_blk))
+        write_lpgl(os.path.join(GOLD, tag + "-long.lpgl"), e_tok, e_pos, e_blk, le,
+                   rows=LONG_ROWS)
+        # the long case's rows of block 0 = block 0 fed alone (mask sanity)
+        assert max_rel(ref.forward(cfg_hf, W_hf, e_tok[:20], e_pos[:20]), le[:20]) < 1e-12
 
         # self-checks of the reference and the fixtures
         lf32 = ref.forward(cfg_hf, W_hf, a_tok, a_pos, dtype=torch.float32)
