@@ -117,6 +117,8 @@ enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
         ops->matmul(be, &L->wv, L->bv, c->xn, n, v);
         ops->rope(be, c->q, n, hp->n_head, hp->head_dim, b->pos, hp->rope_theta, hp->rope);
         ops->rope(be, k, n, hp->n_head_kv, hp->head_dim, b->pos, hp->rope_theta, hp->rope);
+        /* a prefill without logits needs nothing of the last layer past its K/V */
+        if (l == hp->n_layer - 1 && b->n_out == 0) break;
 
         ad.k = k;
         ad.v = v;

@@ -98,9 +98,9 @@ static void test_prefix_cache(void) {
         CHECK(run(c, &(struct feed){.n = N, .tok = tok, .pos = pos, .block = blk}, ref) == 0);
         CHECK(run(c, &(struct feed){.n = N, .tok = tok, .pos = pos}, full) == 0);
 
-        /* the same through the cache, in three steps */
-        CHECK(run(c, &(struct feed){.n = P1, .tok = tok, .pos = pos}, got) == 0);
-        CHECK_MSG(same(got, ref, P1), "%s: prefix rows", model_names[mi]);
+        /* the same through the cache, in three steps (the first without logits) */
+        struct lopad_batch prefill = {.n_tokens = P1, .tokens = tok, .pos = pos, .n_seq = 1};
+        CHECK(lopad_forward(c, &prefill) == 0);
         CHECK(lopad_kv_commit(c, 0, P1, 0) == 0);
         CHECK(lopad_kv_len(c) == P1);
         CHECK(run(c, &(struct feed){.n = P2 - P1, .tok = tok + P1, .pos = pos + P1, .n_cache = P1},
