@@ -13,14 +13,23 @@
  * Every file also records the layout it holds in "lopad.rope_type".
  *
  * Tokenizer metadata: a model loaded from GGUF gets all tokenizer.* keys of its
- * source file copied (the file is re-opened: the model keeps no metadata).
+ * source file copied (the file is re-opened: the model keeps no metadata); a
+ * Hugging Face directory's tokenizer.json (byte-level BPE) is converted the way
+ * llama.cpp's converter does: tokens by id (holes up to n_vocab as "[PAD<id>]",
+ * type UNUSED), added tokens CONTROL when special else USER_DEFINED, merges as
+ * "a b", model "gpt2", and tokenizer.ggml.pre named after the split regex the
+ * pre_tokenizer uses ("qwen2", "llama-bpe" or "gpt2"; another regex cannot be
+ * expressed in GGUF and is refused).
  */
 #include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include "model.h"
 #include "../core/types.h"
 #include "../formats/gguf.h"
+#include "../formats/json.h"
+#include "tokenizer.h"
 
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -156,6 +165,182 @@ static int file_type_of(int type) {
     return -1;
 }
 
+/* GGUF token types (llama.cpp's llama_token_type) */
+enum { TT_NORMAL = 1, TT_UNUSED = 5, TT_CONTROL = 3, TT_USER_DEFINED = 4 };
+
+struct hf_vocab {
+    const char **tok; /* [n] borrowed from the JSON, or from pads */
+    int32_t *type;    /* [n] */
+    char *pads;       /* "[PAD<id>]" strings for holes */
+    const char **merges;
+    char *merge_buf;
+    int64_t n, n_merges;
+};
+
+static void hf_vocab_free(struct hf_vocab *v) {
+    lp_free(v->tok);
+    lp_free(v->type);
+    lp_free(v->pads);
+    lp_free(v->merges);
+    lp_free(v->merge_buf);
+}
+
+static enum lopad_status hf_collect(struct hf_vocab *v, const cJSON *root, int64_t n_vocab,
+                                    const char *src) {
+    enum lopad_status st;
+    const cJSON *model, *vocab, *merges, *e;
+    TRY(lp_json_get_item(root, "model", cJSON_Object, src, &model));
+    const char *type;
+    TRY(lp_json_opt_string(model, "type", "BPE", src, &type));
+    if (strcmp(type, "BPE"))
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "%s: tokenizer model '%s' (only BPE converts)", src,
+                        type);
+    TRY(lp_json_get_item(model, "vocab", cJSON_Object, src, &vocab));
+    TRY(lp_json_get_item(model, "merges", cJSON_Array, src, &merges));
+    const cJSON *added = lp_json_item(root, "added_tokens");
+    if (added && !cJSON_IsArray(added)) added = NULL;
+    /* ids must stay below 2^24 (the engine's vocabulary limit) */
+    const int64_t max_id = (1 << 24) - 1;
+    int64_t n = n_vocab;
+    cJSON_ArrayForEach(e, vocab) {
+        int64_t id;
+        TRY(lp_json_as_i64(e, 0, max_id, src, e->string, &id));
+        n = LP_MAX(n, id + 1);
+    }
+    cJSON_ArrayForEach(e, added) {
+        int64_t id;
+        TRY(lp_json_get_i64(e, "id", 0, max_id, src, &id));
+        n = LP_MAX(n, id + 1);
+    }
+    v->n = n;
+    v->tok = lp_calloc((size_t)n, sizeof *v->tok, "tokenizer tokens");
+    v->type = lp_calloc((size_t)n, sizeof *v->type, "tokenizer token types");
+    if (!v->tok || !v->type) return LOPAD_ERR_NOMEM;
+    cJSON_ArrayForEach(e, vocab) {
+        int64_t id = (int64_t)e->valuedouble;
+        v->tok[id] = e->string;
+        v->type[id] = TT_NORMAL;
+    }
+    cJSON_ArrayForEach(e, added) {
+        int64_t id;
+        const char *content;
+        bool special;
+        TRY(lp_json_get_i64(e, "id", 0, max_id, src, &id));
+        TRY(lp_json_get_string(e, "content", src, &content));
+        TRY(lp_json_opt_bool(e, "special", false, src, &special));
+        v->tok[id] = content;
+        v->type[id] = special ? TT_CONTROL : TT_USER_DEFINED;
+    }
+    int64_t holes = 0;
+    for (int64_t i = 0; i < n; i++)
+        holes += !v->tok[i];
+    if (holes) {
+        v->pads = lp_malloc((size_t)holes * 32, "tokenizer pad names");
+        if (!v->pads) return LOPAD_ERR_NOMEM;
+        char *p = v->pads;
+        for (int64_t i = 0; i < n; i++) {
+            if (v->tok[i]) continue;
+            snprintf(p, 32, "[PAD%lld]", (long long)i);
+            v->tok[i] = p;
+            v->type[i] = TT_UNUSED;
+            p += 32;
+        }
+    }
+    /* merges: "a b" strings, or [a, b] pairs (newer tokenizers) */
+    v->n_merges = cJSON_GetArraySize(merges);
+    size_t bytes = 1;
+    cJSON_ArrayForEach(e, merges) {
+        if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
+            cJSON_IsString(e->child->next))
+            bytes += strlen(e->child->valuestring) + strlen(e->child->next->valuestring) + 2;
+        else if (!cJSON_IsString(e))
+            return lp_error(LOPAD_ERR_FORMAT, "%s: a merge is neither \"a b\" nor [a, b]", src);
+    }
+    v->merges = lp_calloc((size_t)v->n_merges + 1, sizeof *v->merges, "tokenizer merges");
+    v->merge_buf = lp_malloc(bytes, "tokenizer merges");
+    if (!v->merges || !v->merge_buf) return LOPAD_ERR_NOMEM;
+    char *p = v->merge_buf;
+    int64_t j = 0;
+    cJSON_ArrayForEach(e, merges) {
+        if (cJSON_IsString(e)) {
+            v->merges[j++] = e->valuestring;
+        } else {
+            int k = sprintf(p, "%s %s", e->child->valuestring, e->child->next->valuestring);
+            v->merges[j++] = p;
+            p += k + 1;
+        }
+    }
+    return LOPAD_OK;
+}
+
+/* The first Split regex anywhere under the pre_tokenizer, or NULL. */
+static const char *find_regex(const cJSON *n) {
+    if (!n) return NULL;
+    if (cJSON_IsObject(n)) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(n, "Regex");
+        if (cJSON_IsString(r)) return r->valuestring;
+    }
+    if (cJSON_IsObject(n) || cJSON_IsArray(n))
+        for (const cJSON *c = n->child; c; c = c->next) {
+            const char *r = find_regex(c);
+            if (r) return r;
+        }
+    return NULL;
+}
+
+/* tokenizer.ggml.pre for the pre-tokenizer of a tokenizer.json */
+static enum lopad_status detect_pre(const cJSON *root, const char *src, const char **pre) {
+    const cJSON *pt = lp_json_item(root, "pre_tokenizer");
+    const char *re = find_regex(pt);
+    if (!re && pt) {
+        /* a bare ByteLevel with use_regex (default true) splits with GPT-2's regex */
+        const cJSON *type = lp_json_item(pt, "type");
+        if (cJSON_IsString(type) && !strcmp(type->valuestring, "ByteLevel") &&
+            !cJSON_IsFalse(lp_json_item(pt, "use_regex")))
+            re = LP_PAT_GPT2;
+    }
+    if (re && !strcmp(re, LP_PAT_QWEN2))
+        *pre = "qwen2";
+    else if (re && !strcmp(re, LP_PAT_LLAMA3))
+        *pre = "llama-bpe";
+    else if (re && !strcmp(re, LP_PAT_GPT2))
+        *pre = "gpt2";
+    else
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "%s: the pre-tokenizer's split pattern is not one GGUF can name "
+                        "(qwen2, llama-bpe, gpt2); cannot write the tokenizer",
+                        src);
+    return LOPAD_OK;
+}
+
+static enum lopad_status add_hf_tokenizer(struct saver *s) {
+    const struct lopad_model *m = s->m;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/tokenizer.json", m->path) >= sizeof path)
+        return lp_error(LOPAD_ERR_ARG, "%s: path too long", m->path);
+    if (access(path, R_OK) != 0) return LOPAD_OK; /* a model without a tokenizer */
+    cJSON *root;
+    enum lopad_status st;
+    TRY(lp_json_read_file(path, (size_t)256 << 20, &root));
+    struct hf_vocab v = {0};
+    const char *pre = NULL;
+    st = detect_pre(root, path, &pre);
+    if (!st) st = hf_collect(&v, root, m->hp.n_vocab, path);
+    struct lp_gguf_writer *w = s->w;
+    const bool llada = m->hp.arch == LOPAD_ARCH_LLADA;
+    if (!st) st = lp_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    if (!st) st = lp_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre);
+    if (!st) st = lp_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", LP_GGUF_STRING, v.tok, v.n);
+    if (!st) st = lp_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LP_GGUF_I32, v.type, v.n);
+    if (!st)
+        st = lp_gguf_writer_add_arr(w, "tokenizer.ggml.merges", LP_GGUF_STRING, v.merges,
+                                    v.n_merges);
+    if (!st) st = lp_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", llada);
+    hf_vocab_free(&v);
+    cJSON_Delete(root);
+    return st;
+}
+
 static enum lopad_status add_kvs(struct saver *s, bool norm_rope) {
     const struct lopad_model *m = s->m;
     const struct lopad_hparams *hp = &m->hp;
@@ -216,6 +401,8 @@ static enum lopad_status add_kvs(struct saver *s, bool norm_rope) {
         }
         lp_gguf_close(g);
         if (st) return st;
+    } else if (m->format && !strcmp(m->format, "hf") && m->path) {
+        TRY(add_hf_tokenizer(s));
     }
     return LOPAD_OK;
 }

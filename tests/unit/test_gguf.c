@@ -15,6 +15,7 @@
 #include "core/types.h"
 #include "formats/gguf.h"
 #include "model/model.h"
+#include "model/tokenizer.h"
 
 static char tmpdir[256];
 
@@ -986,7 +987,7 @@ static void check_same_tokenizer(const char *a, const char *b) {
                     CHECK(!memcmp(u->arr.data, v->arr.data,
                                   u->arr.n * lp_gguf_type_size(u->arr.type)));
             } else if (u->type == LP_GGUF_STRING) {
-                CHECK(v->type == LP_GGUF_STRING && !strcmp(u->str.s, v->str.s));
+                CHECK_MSG(v->type == LP_GGUF_STRING && !strcmp(u->str.s, v->str.s), "%s", k);
             } else {
                 int64_t p, q;
                 CHECK(lp_gguf_value_i64(u, &p) && lp_gguf_value_i64(v, &q) && p == q);
@@ -1222,6 +1223,45 @@ static void test_load_gguf_errors(void) {
     unlink(p);
 }
 
+/* a Hugging Face model's tokenizer.json becomes tokenizer.ggml.* keys that
+ * tokenise exactly like the original */
+static void test_save_hf_tokenizer(void) {
+    if (!have_fixtures()) TEST_SKIP("no fixtures");
+    const char *dirs[] = {FIX("tiny-dream"), FIX("tiny-llada")};
+    const char *ggufs[] = {FIX("tiny-dream.gguf"), FIX("tiny-llada.gguf")};
+    for (int k = 0; k < 2; k++) {
+        lopad_model *m = NULL;
+        CHECK(lopad_model_load(dirs[k], NULL, &m) == LOPAD_OK);
+        if (!m) continue;
+        char out[512];
+        path_in_tmp(out, sizeof out, "hf_tok.gguf");
+        CHECK_MSG(lopad_model_save_gguf(m, out, -1) == LOPAD_OK, "%s", lopad_errmsg());
+        lopad_model_free(m);
+        /* same vocabulary, types and merges as the gguf-py fixture */
+        check_same_tokenizer(ggufs[k], out);
+        struct lp_tokenizer *a = NULL, *b = NULL;
+        CHECK_MSG(lp_tokenizer_load(dirs[k], &a) == LOPAD_OK, "%s", lopad_errmsg());
+        CHECK_MSG(lp_tokenizer_from_gguf(out, &b) == LOPAD_OK, "%s", lopad_errmsg());
+        if (a && b) {
+            CHECK(lp_tokenizer_n_vocab(a) <= lp_tokenizer_n_vocab(b));
+            const char *texts[] = {"Hello world, the cat sat.", "  spaces\tand\nnewlines 123",
+                                   "<|im_start|>user\nhi<|im_end|>", "caf\xc3\xa9 \xe2\x82\xac"};
+            for (unsigned t = 0; t < sizeof texts / sizeof texts[0]; t++) {
+                struct lp_ids x = {0}, y = {0};
+                CHECK(lp_tokenizer_encode(a, texts[t], strlen(texts[t]), true, &x) == LOPAD_OK);
+                CHECK(lp_tokenizer_encode(b, texts[t], strlen(texts[t]), true, &y) == LOPAD_OK);
+                CHECK_MSG(x.n == y.n && x.n > 0 && !memcmp(x.v, y.v, x.n * sizeof *x.v), "text %u",
+                          t);
+                lp_ids_free(&x);
+                lp_ids_free(&y);
+            }
+        }
+        lp_tokenizer_free(a);
+        lp_tokenizer_free(b);
+        unlink(out);
+    }
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_gguf_tmp_%ld", LOPAD_BINARY_DIR, (long)getpid());
     mkdir(tmpdir, 0755);
@@ -1239,6 +1279,7 @@ int main(void) {
     TEST_RUN(test_save_roundtrip);
     TEST_RUN(test_save_llada_permuted);
     TEST_RUN(test_load_gguf_errors);
+    TEST_RUN(test_save_hf_tokenizer);
     for (int i = 0; i < N_TSPEC; i++)
         free(tensor_data[i]);
     rmdir(tmpdir);
