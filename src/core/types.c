@@ -201,6 +201,53 @@ static void q4_k_to_float(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* Reference quantiser (simple, not ggml's iterative search): per sub-block of
+ * 32 an affine range [min(x, 0), max(x)] in 15 steps; the 6-bit sub-block
+ * scales and mins are relative to the f16 super-block scales d and dmin. */
+static void q4_k_from_float(const float *src, void *dst, int64_t n) {
+    lp_block_q4_K *b = dst;
+    for (int64_t i = 0; i < n / LP_QK_K; i++) {
+        const float *x = src + i * LP_QK_K;
+        float scale[8], mins[8], max_scale = 0.0f, max_min = 0.0f;
+        for (int s = 0; s < 8; s++) {
+            float lo = 0.0f, hi = 0.0f;
+            for (int l = 0; l < 32; l++) {
+                lo = fminf(lo, x[s * 32 + l]);
+                hi = fmaxf(hi, x[s * 32 + l]);
+            }
+            scale[s] = (hi - lo) / 15.0f;
+            mins[s] = -lo;
+            max_scale = fmaxf(max_scale, scale[s]);
+            max_min = fmaxf(max_min, mins[s]);
+        }
+        b[i].d = lp_f32_to_f16(max_scale / 63.0f);
+        b[i].dmin = lp_f32_to_f16(max_min / 63.0f);
+        const float d = lp_f16_to_f32(b[i].d), dmin = lp_f16_to_f32(b[i].dmin);
+        uint8_t sc[8], m[8];
+        for (int s = 0; s < 8; s++) {
+            /* round the scale up so the sub-block range stays within 15 steps */
+            sc[s] = d > 0 ? (uint8_t)fminf(63.0f, ceilf(scale[s] / d)) : 0;
+            m[s] = dmin > 0 ? (uint8_t)fminf(63.0f, roundf(mins[s] / dmin)) : 0;
+        }
+        for (int j = 0; j < 4; j++) {
+            b[i].scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+            b[i].scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+            b[i].scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+        }
+        memset(b[i].qs, 0, sizeof b[i].qs);
+        for (int k = 0; k < LP_QK_K; k++) {
+            const int s = k / 32, c = k / 64, l = k % 64;
+            const float step = d * sc[s];
+            int q = step > 0 ? (int)roundf((x[k] + dmin * m[s]) / step) : 0;
+            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            if (l < 32)
+                b[i].qs[c * 32 + l] |= (uint8_t)q;
+            else
+                b[i].qs[c * 32 + l - 32] |= (uint8_t)(q << 4);
+        }
+    }
+}
+
 /* ---- Q6_K: 16 sub-blocks of 16 with int8 scales, 6-bit quants ---- */
 
 static void q6_k_to_float(const void *src, float *dst, int64_t n) {
@@ -230,6 +277,39 @@ static void q6_k_to_float(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* Reference quantiser (simple): per sub-block of 16 a symmetric scale with
+ * q in [-31, 31]; the int8 sub-block scales are relative to the f16 d. */
+static void q6_k_from_float(const float *src, void *dst, int64_t n) {
+    lp_block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / LP_QK_K; i++) {
+        const float *x = src + i * LP_QK_K;
+        float scale[16], max_scale = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            float amax = 0.0f;
+            for (int l = 0; l < 16; l++)
+                amax = fmaxf(amax, fabsf(x[j * 16 + l]));
+            scale[j] = amax / 31.0f;
+            max_scale = fmaxf(max_scale, scale[j]);
+        }
+        b[i].d = lp_f32_to_f16(max_scale / 127.0f);
+        const float d = lp_f16_to_f32(b[i].d);
+        for (int j = 0; j < 16; j++)
+            b[i].scales[j] = d > 0 ? (int8_t)fminf(127.0f, ceilf(scale[j] / d)) : 0;
+        memset(b[i].ql, 0, sizeof b[i].ql);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int k = 0; k < LP_QK_K; k++) {
+            /* sub-block k/16 uses scale index k/16 (see q6_k_to_float) */
+            const float step = d * b[i].scales[k / 16];
+            int q = step > 0 ? (int)roundf(x[k] / step) : 0;
+            q = (q < -32 ? -32 : q > 31 ? 31 : q) + 32;
+            const int h = k / 128, r = k % 128, g = r / 32, l = r % 32;
+            uint8_t *lo = &b[i].ql[h * 64 + l + (g & 1) * 32];
+            *lo |= (uint8_t)(g < 2 ? (q & 15) : (q & 15) << 4);
+            b[i].qh[h * 32 + l] |= (uint8_t)((q >> 4) << (2 * g));
+        }
+    }
+}
+
 /* ---- traits ---- */
 
 static const struct lp_type_traits traits_f32 = {"F32", 1, 4, f32_to_float, f32_from_float};
@@ -240,9 +320,9 @@ static const struct lp_type_traits traits_q8_0 = {"Q8_0", LP_QK8_0, sizeof(lp_bl
 static const struct lp_type_traits traits_q4_0 = {"Q4_0", LP_QK4_0, sizeof(lp_block_q4_0),
                                                   q4_0_to_float, q4_0_from_float};
 static const struct lp_type_traits traits_q4_k = {"Q4_K", LP_QK_K, sizeof(lp_block_q4_K),
-                                                  q4_k_to_float, NULL};
+                                                  q4_k_to_float, q4_k_from_float};
 static const struct lp_type_traits traits_q6_k = {"Q6_K", LP_QK_K, sizeof(lp_block_q6_K),
-                                                  q6_k_to_float, NULL};
+                                                  q6_k_to_float, q6_k_from_float};
 
 const struct lp_type_traits *lp_type_traits(int type) {
     switch (type) {

@@ -1056,6 +1056,15 @@ static void test_save_roundtrip(void) {
             lp_gguf_close(g);
         }
     }
+    /* Q4_K rows must hold whole 256-blocks: 64-wide rows fall back to F16 */
+    CHECK_MSG(lopad_model_save_gguf(d, out, LOPAD_TYPE_Q4_K) == LOPAD_OK, "%s", lopad_errmsg());
+    e = NULL;
+    CHECK(lopad_model_load(out, NULL, &e) == LOPAD_OK);
+    if (e) {
+        CHECK(e->layers[0].wq.type == LOPAD_TYPE_F16 && e->tok_embd.type == LOPAD_TYPE_F16);
+        compare_models(d, e, 0.001);
+        lopad_model_free(e);
+    }
     /* the Q8_0 fixture written by gguf-py matches our Q8_0 conversion of the F32 model */
     lopad_model *q = NULL;
     CHECK(lopad_model_load(FIX("tiny-dream-q8_0.gguf"), NULL, &q) == LOPAD_OK);
@@ -1068,7 +1077,7 @@ static void test_save_roundtrip(void) {
 
     /* types lopad does not write, and unwritable places */
     unlink(out);
-    CHECK(lopad_model_save_gguf(d, out, LOPAD_TYPE_Q4_K) == LOPAD_ERR_ARG);
+    CHECK(lopad_model_save_gguf(d, out, 99) == LOPAD_ERR_ARG);
     CHECK(lopad_model_save_gguf(d, out, 3) == LOPAD_ERR_ARG);
     CHECK(!file_exists(out) && no_tmp_left(out));
     CHECK(lopad_model_save_gguf(d, "/nonexistent/dir/m.gguf", -1) == LOPAD_ERR_IO);

@@ -389,6 +389,69 @@ static void test_quantise_bounds(void) {
     CHECK((q[6 * 18 + 2 + 3] & 15) == 0);
 }
 
+/* the simple K-quant quantisers: dequantised values within the step bounds */
+static void test_k_quantise_bounds(void) {
+    enum { NB = 8, N = NB * 256 };
+    static float x[N], y[N];
+    static uint8_t q[NB * 210];
+    for (int i = 0; i < N; i++)
+        x[i] = rndf() * (1 + (i / 256)) + (i / 256 == 3 ? 2.0f : 0.0f);
+    for (int i = 0; i < 256; i++)
+        x[5 * 256 + i] = 0.0f; /* an all-zero block */
+    for (int i = 0; i < 32; i++)
+        x[6 * 256 + i] = 0.0f; /* a zero sub-block */
+
+    const struct lp_type_traits *t4 = lp_type_traits(LOPAD_TYPE_Q4_K);
+    CHECK(t4->from_float != NULL);
+    t4->from_float(x, q, N);
+    t4->to_float(q, y, N);
+    int bad = 0;
+    for (int b = 0; b < NB; b++) {
+        const float *xb = x + b * 256, *yb = y + b * 256;
+        float scale[8], max_scale = 0, max_min = 0;
+        for (int s = 0; s < 8; s++) {
+            float lo = 0, hi = 0;
+            for (int l = 0; l < 32; l++)
+                lo = fminf(lo, xb[s * 32 + l]), hi = fmaxf(hi, xb[s * 32 + l]);
+            scale[s] = (hi - lo) / 15;
+            max_scale = fmaxf(max_scale, scale[s]);
+            max_min = fmaxf(max_min, -lo);
+        }
+        for (int k = 0; k < 256; k++) {
+            float bound = 0.5f * scale[k / 32] + 1.01f * (max_scale + max_min) / 63 + 1e-6f;
+            if (fabsf(xb[k] - yb[k]) > bound) bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d Q4_K values outside the bound", bad);
+    for (int i = 0; i < 256; i++)
+        CHECK(y[5 * 256 + i] == 0.0f);
+
+    const struct lp_type_traits *t6 = lp_type_traits(LOPAD_TYPE_Q6_K);
+    CHECK(t6->from_float != NULL);
+    t6->from_float(x, q, N);
+    t6->to_float(q, y, N);
+    bad = 0;
+    for (int b = 0; b < NB; b++) {
+        const float *xb = x + b * 256, *yb = y + b * 256;
+        float amax_b = 0;
+        for (int k = 0; k < 256; k++)
+            amax_b = fmaxf(amax_b, fabsf(xb[k]));
+        for (int j = 0; j < 16; j++) {
+            float amax = 0;
+            for (int l = 0; l < 16; l++)
+                amax = fmaxf(amax, fabsf(xb[j * 16 + l]));
+            float bound = 0.5f * (amax / 31 + 1.01f * amax_b / 31 / 127) + 1e-6f;
+            for (int l = 0; l < 16; l++)
+                if (fabsf(xb[j * 16 + l] - yb[j * 16 + l]) > bound) bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d Q6_K values outside the bound", bad);
+    for (int i = 0; i < 256; i++)
+        CHECK(y[5 * 256 + i] == 0.0f);
+    for (int i = 0; i < 32; i++)
+        CHECK(fabsf(y[6 * 256 + i]) <= 1e-6f);
+}
+
 static void test_row_sizes(void) {
     CHECK(lp_row_size(LOPAD_TYPE_F32, 10) == 40);
     CHECK(lp_row_size(LOPAD_TYPE_F16, 7) == 14);
@@ -423,6 +486,7 @@ int main(void) {
     TEST_RUN(test_q6_k_block);
     TEST_RUN(test_k_quants_reference);
     TEST_RUN(test_quantise_bounds);
+    TEST_RUN(test_k_quantise_bounds);
     TEST_RUN(test_row_sizes);
     return test_report();
 }
