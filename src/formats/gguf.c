@@ -919,6 +919,7 @@ enum lopad_status lp_gguf_writer_create(const char *path, struct lp_gguf_writer 
         lp_gguf_writer_abort(w);
         return st;
     }
+    setvbuf(w->f, NULL, _IOFBF, (size_t)1 << 20); /* rows are small writes */
     *out = w;
     return LOPAD_OK;
 }
