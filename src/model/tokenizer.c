@@ -607,9 +607,9 @@ static enum lopad_status piece_encode(struct lp_tokenizer *t, const char *s, siz
     c->key_len = (uint32_t)n;
     c->ids_off = (uint32_t)t->cids_len;
     c->n_ids = (uint32_t)n_ids;
-    memcpy(t->ckeys + t->ckeys_len, s, n);
+    if (n) memcpy(t->ckeys + t->ckeys_len, s, n);
     t->ckeys_len += n;
-    memcpy(t->cids + t->cids_len, out->v + first, n_ids * sizeof(int32_t));
+    if (n_ids) memcpy(t->cids + t->cids_len, out->v + first, n_ids * sizeof(int32_t));
     t->cids_len += n_ids;
     t->cache_n++;
     return LOPAD_OK;

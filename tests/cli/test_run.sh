@@ -132,7 +132,9 @@ expect_fail "--steps" run -m "$LLADA" --prompt-ids 1,2,3 --steps 0
 expect_fail "--seed" run -m "$LLADA" --prompt-ids 1,2,3 --seed -4
 expect_fail "outside the vocabulary" run -m "$LLADA" --prompt-ids 1,5000 $T
 expect_fail "mask token" run -m "$LLADA" --prompt-ids 1,266 $T
-expect_fail "no model" run --prompt-ids 1,2,3
+# without -m: $LOPAD_DEFAULT_MODEL, else the model compiled into the binary
+LOPAD_DEFAULT_MODEL=/nonexistent-default-model expect_fail "nonexistent-default-model" run --prompt-ids 1,2,3
+if "$BIN" run --prompt-ids 1,2,3 --gen 8 --steps 8 >/dev/null 2>&1; then ok; else bad "run without -m did not use the embedded default model"; fi
 expect_fail "nonexistent" run -m "$SRC/tests/fixtures/nonexistent" --prompt-ids 1,2,3
 expect_fail "unknown option" run -m "$LLADA" --prompt-ids 1,2,3 --bogus
 expect_fail "needs a value" run -m "$LLADA" --prompt-ids 1,2,3 --gen
