@@ -8,6 +8,9 @@
 # Environment:
 #   LOPAD_FUZZ_BUILD    build directory (default <repo>/build-fuzz)
 #   LOPAD_FUZZ_JOBS     parallel libFuzzer workers per target (default 1)
+#   LOPAD_FUZZ_AVOID    steer the harnesses around known open bugs so fuzzing
+#                       reaches past them (see docs/FUZZING.md), e.g.
+#                       LOPAD_FUZZ_AVOID=tok-empty-piece
 #
 # Inputs libFuzzer discovers go to <build>/fuzz-work/<target>/corpus (not the
 # repository). Every crash / leak / timeout / out-of-memory input is copied to
@@ -58,6 +61,17 @@ scratch=$(mktemp -d "${TMPDIR:-/dev/shm}/lopad-fuzz-run.XXXXXX" 2>/dev/null || m
 trap 'rm -rf "$scratch"' EXIT
 export LOPAD_FUZZ_TMP=$scratch
 
+# A crash's signature: the error kind plus the first three frames of lopad
+# code (sanitizer and libFuzzer frames skipped), so fork mode's many copies
+# of one bug are saved once.
+signature() { # LOG
+  local kind frames
+  kind=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer): [a-z-]+|runtime error: [^0-9]*|contract violation: [^:]*|ERROR: libFuzzer: [a-z-]+' "$1")
+  frames=$(grep -E '^ *#[0-9]+ 0x[0-9a-f]+ in ' "$1" | sed -E 's/^ *#[0-9]+ 0x[0-9a-f]+ in ([^ ]+).*/\1/' |
+    grep -vE '^(__|fuzzer::|abort|raise|gsignal|lp_fuzz_fail|malloc|calloc|realloc|free|LLVMFuzzer|main$)' | head -3 | tr '\n' ' ')
+  echo "$kind | $frames"
+}
+
 found=0
 summary=()
 for t in "${targets[@]}"; do
@@ -74,11 +88,13 @@ for t in "${targets[@]}"; do
   # Replay the seeds and saved findings one by one first: fork mode silently
   # drops seed inputs that crash, so it would not report them.
   n_replay_bad=0
+  : >"$work/replay.sigs"
   for d in "${dirs[@]:1}"; do
     for f in "$d"/*; do
       [[ -f $f ]] || continue
-      if ! "$bin" -runs=1 "$f" >"$work/replay.log" 2>&1; then
+      if ! "$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$f" >"$work/replay.log" 2>&1; then
         n_replay_bad=$((n_replay_bad + 1))
+        signature "$work/replay.log" >>"$work/replay.sigs"
         echo "   replay fails: ${f#$root/}" >&2
         grep -m2 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|contract violation' \
           "$work/replay.log" | sed 's/^/     /' >&2
@@ -96,6 +112,7 @@ for t in "${targets[@]}"; do
     "${dirs[@]}" >"$work/fuzz.log" 2>&1
   rc=$?
   n_new=0
+  cp "$work/replay.sigs" "$work/signatures"
   for a in "$work"/artifacts/crash-* "$work"/artifacts/leak-* "$work"/artifacts/timeout-* \
     "$work"/artifacts/oom-*; do
     [[ -f $a ]] || continue
@@ -103,11 +120,16 @@ for t in "${targets[@]}"; do
     # the replay above (libFuzzer names artifacts by their SHA-1)
     sum=$(sha1sum "$a" | cut -c1-40)
     if grep -qx "$sum" "$work/known.sha1" 2>/dev/null; then continue; fi
+    "$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$a" >"$work/triage.log" 2>&1
+    sig=$(signature "$work/triage.log")
+    if grep -qxF "$sig" "$work/signatures"; then continue; fi
+    echo "$sig" >>"$work/signatures"
     mkdir -p "$root/tests/fuzz/regress/$t"
     dst="$root/tests/fuzz/regress/$t/$(basename "$a")"
     if [[ ! -e $dst ]]; then
       cp "$a" "$dst"
-      echo "   new finding: $dst" >&2
+      echo "   new finding: ${dst#$root/}" >&2
+      echo "     $sig" >&2
     fi
     n_new=$((n_new + 1))
   done
@@ -120,13 +142,11 @@ for t in "${targets[@]}"; do
   if ((n_new)); then
     found=1
     summary+=("$t: $n_new finding(s) -> tests/fuzz/regress/$t/ (${cov:-cov ?}, log $work/fuzz.log)")
-    grep -m3 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|contract violation' \
-      "$work/fuzz.log" | sed 's/^/   /' >&2
   elif ((rc != 0)) && ! grep -q 'Done [0-9]* runs\|INFO: exiting: 0' "$work/fuzz.log"; then
     found=1
     summary+=("$t: libFuzzer exited $rc without an artifact (see $work/fuzz.log)")
   else
-    summary+=("$t: clean, ${execs:-?} runs, ${cov:-cov ?}")
+    summary+=("$t: no new findings, ${execs:-?} runs, ${cov:-cov ?}")
   fi
 done
 

@@ -171,6 +171,22 @@ static inline void lp_fuzz_tokenizer_use(struct lp_tokenizer *t, const char *ext
                                "<|endoftext|> <|mask|> ab abab 123 \xff\xfe bad \xf0\x9f\x98\x80";
     const char *texts[2] = {text, extra};
     size_t lens[2] = {sizeof text - 1, extra_len};
+    /* Steering around a known open bug (docs/FUZZING.md, finding 1) so that
+     * fuzzing can still reach deeper: LOPAD_FUZZ_AVOID=tok-empty-piece drops
+     * the bytes that have no token from the texts. Off by default (and never
+     * set by test_fuzz_regress), so the bug stays visible. */
+    static char filtered[2][512];
+    const char *avoid = getenv("LOPAD_FUZZ_AVOID");
+    if (avoid && strstr(avoid, "tok-empty-piece")) {
+        for (int k = 0; k < 2; k++) {
+            if (!texts[k]) continue;
+            size_t m = 0;
+            for (size_t i = 0; i < lens[k] && m < sizeof filtered[k]; i++)
+                if (t->byte_id[(uint8_t)texts[k][i]] >= 0) filtered[k][m++] = texts[k][i];
+            texts[k] = filtered[k];
+            lens[k] = m;
+        }
+    }
     for (int k = 0; k < 2; k++) {
         if (!texts[k]) continue;
         for (int special = 0; special < 2; special++) {
@@ -391,7 +407,9 @@ static inline void lp_fuzz_rm_dir(void) {
         "hf",                 "lora/base/config.json",   "lora/base/model.safetensors",
         "lora/base",          "lora/adapter/adapter_config.json",
         "lora/adapter/adapter_model.safetensors",        "lora/adapter",
-        "lora"};
+        "lora",               "hfdir/config.json",       "hfdir/generation_config.json",
+        "hfdir/tokenizer_config.json", "hfdir/model.safetensors.index.json",
+        "hfdir/chat_template.jinja",   "hfdir/model.safetensors", "hfdir"};
     char p[512];
     for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", lp_fuzz_dir_path, names[i]);
@@ -416,7 +434,7 @@ static inline const char *lp_fuzz_dir(void) {
         }
     }
     /* directories of the config and LoRA targets */
-    static const char *const sub[] = {"hf", "lora", "lora/base", "lora/adapter"};
+    static const char *const sub[] = {"hf", "lora", "lora/base", "lora/adapter", "hfdir"};
     for (unsigned i = 0; i < sizeof sub / sizeof sub[0]; i++) {
         char d[300];
         snprintf(d, sizeof d, "%s/%s", lp_fuzz_dir_path, sub[i]);
@@ -809,6 +827,68 @@ static inline int lp_fuzz_lora(const uint8_t *data, size_t size) {
         lp_fuzz_check_model(m, "lora");
     } else if (m) {
         lp_fuzz_fail("lora: error status but a model was returned");
+    }
+    lopad_model_free(m);
+    return (int)st;
+}
+
+/* ------------------------------------------------- Hugging Face directory */
+
+/* The side files lp_load_hf reads next to config.json. Input: sections, each
+ * a line "@@<file name>" followed by the file's bytes up to the next "\n@@"
+ * (or the end); files without a section are absent. model.safetensors is the
+ * tiny checkpoint (an index may list it as its only shard). */
+static const char *const lp_fuzz_hf_files[] = {"config.json", "generation_config.json",
+                                               "tokenizer_config.json",
+                                               "model.safetensors.index.json",
+                                               "chat_template.jinja"};
+enum { LP_FUZZ_HF_NFILES = sizeof lp_fuzz_hf_files / sizeof lp_fuzz_hf_files[0] };
+
+static inline int lp_fuzz_hf_dir(const uint8_t *data, size_t size) {
+    static int ckpt_done;
+    lp_fuzz_write_tiny_checkpoint("hfdir", &ckpt_done);
+    const char *text = (const char *)data;
+    bool present[LP_FUZZ_HF_NFILES] = {0};
+    size_t pos = 0;
+    while (pos + 2 <= size) {
+        /* at a section header "@@name\n" */
+        if (text[pos] != '@' || text[pos + 1] != '@') break;
+        const char *nl = memchr(text + pos, '\n', size - pos);
+        if (!nl) break;
+        size_t name_len = (size_t)(nl - text) - pos - 2, body = (size_t)(nl - text) + 1, end = size;
+        for (size_t j = body; j + 2 < size; j++)
+            if (text[j] == '\n' && text[j + 1] == '@' && text[j + 2] == '@') {
+                end = j;
+                break;
+            }
+        for (int k = 0; k < LP_FUZZ_HF_NFILES; k++)
+            if (!present[k] && strlen(lp_fuzz_hf_files[k]) == name_len &&
+                !memcmp(lp_fuzz_hf_files[k], text + pos + 2, name_len)) {
+                char name[96];
+                snprintf(name, sizeof name, "hfdir/%s", lp_fuzz_hf_files[k]);
+                lp_fuzz_put(name, text + body, end - body);
+                present[k] = true;
+            }
+        pos = end + 1;
+    }
+    for (int k = 0; k < LP_FUZZ_HF_NFILES; k++)
+        if (!present[k]) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/hfdir/%s", lp_fuzz_dir(), lp_fuzz_hf_files[k]);
+            unlink(path);
+        }
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/hfdir", lp_fuzz_dir());
+    lopad_model *m = NULL;
+    lp_clear_error();
+    enum lopad_status st = lopad_model_load(dir, NULL, &m);
+    lp_fuzz_check_status(st, "lopad_model_load (hf dir)");
+    if (st == LOPAD_OK) {
+        if (!m) lp_fuzz_fail("hf dir: LOPAD_OK without a model");
+        lp_fuzz_check_model(m, "hf dir");
+        if (m->chat_template) (void)strlen(m->chat_template);
+    } else if (m) {
+        lp_fuzz_fail("hf dir: error status but a model was returned");
     }
     lopad_model_free(m);
     return (int)st;

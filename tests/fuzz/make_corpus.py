@@ -309,6 +309,50 @@ def lora_seeds():
     }
 
 
+def hf_dir_seeds():
+    """Sections "@@<file>" + bytes: config.json and the side files lp_load_hf reads."""
+    def sec(files):
+        return b"\n".join(b"@@" + n.encode() + b"\n" + d for n, d in files)
+
+    cfg = dict(llada_config())
+    for k in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+        del cfg[k]
+    tok_cfg = {"bos_token": "<|startoftext|>", "eos_token": {"content": "<|endoftext|>"},
+               "added_tokens_decoder": {
+                   "0": {"content": "<|startoftext|>", "special": True},
+                   "1": {"content": "<|endoftext|>", "special": True},
+                   "14": {"content": "<|eot_id|>", "special": True},
+                   "15": {"content": "<|mdm_mask|>", "special": True}},
+               "chat_template": [{"name": "default", "template": "{{ messages }}"},
+                                 {"name": "tool_use", "template": "x"}]}
+    gen = {"bos_token_id": 0, "eos_token_id": [1, 14], "pad_token_id": None,
+           "mask_token_id": 15}
+    index = {"metadata": {"total_size": 0},
+             "weight_map": {n: "model.safetensors" for n, _, _ in llada_tensors()}}
+    j = lambda o: json.dumps(o, indent=1).encode()
+    return {
+        "seed_side_files": sec([("config.json", j(cfg)), ("tokenizer_config.json", j(tok_cfg)),
+                                ("generation_config.json", j(gen))]),
+        "seed_index_jinja": sec([("config.json", j(dream_config())),
+                                 ("model.safetensors.index.json", j(
+                                     {"weight_map": {n: "model.safetensors" for n in [
+                                         "model.embed_tokens.weight", "model.norm.weight",
+                                         "lm_head.weight"] + [
+                                         "model.layers.0." + x for x in [
+                                             "input_layernorm.weight",
+                                             "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                             "self_attn.v_proj.weight", "self_attn.q_proj.bias",
+                                             "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+                                             "self_attn.o_proj.weight",
+                                             "post_attention_layernorm.weight",
+                                             "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                                             "mlp.down_proj.weight"]]}})),
+                                 ("chat_template.jinja", b"{% for m in messages %}{{ m }}{% endfor %}")]),
+        "seed_llada_index": sec([("config.json", j(llada_config())),
+                                 ("model.safetensors.index.json", j(index))]),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -325,6 +369,7 @@ def main():
     write("fuzz_tokenizer_json", tokenizer_seeds())
     write("fuzz_gguf_model", gguf_model_seeds())
     write("fuzz_lora", lora_seeds())
+    write("fuzz_hf_dir", hf_dir_seeds())
     total = 0
     for root, _, files in os.walk(OUT):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)

@@ -38,6 +38,7 @@ static const struct target targets[] = {
     {"fuzz_tokenizer_json", lp_fuzz_tokenizer_json},
     {"fuzz_gguf_model", lp_fuzz_gguf_model},
     {"fuzz_lora", lp_fuzz_lora},
+    {"fuzz_hf_dir", lp_fuzz_hf_dir},
 };
 enum { N_TARGETS = sizeof targets / sizeof targets[0] };
 
