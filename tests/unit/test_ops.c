@@ -206,30 +206,42 @@ static void test_matmul(void) {
     }
 }
 
-/* Every finite f16 value through the matmul's conversion (F16C or scalar): one-hot
- * activations make each output exactly one weight. */
-static void test_matmul_f16_exact(void) {
+/* The matmul's own weight conversion (SIMD or scalar) against to_float, exactly:
+ * one-hot activations make each output exactly one weight. F16 covers every
+ * finite bit pattern. */
+static void test_matmul_conversion_exact(void) {
     const int n = 256;
-    lp_half *data = malloc(sizeof(lp_half) * n * n);
-    for (int i = 0; i < n * n; i++)
-        data[i] = ((i >> 10) & 31) == 31 ? 0 : (lp_half)i;
-    struct lp_weight w = {"f16.weight", LOPAD_TYPE_F16, n, n, sizeof(lp_half) * n, data};
+    const int types[] = {LOPAD_TYPE_F16,  LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0,
+                         LOPAD_TYPE_Q4_0, LOPAD_TYPE_Q4_K, LOPAD_TYPE_Q6_K};
     float *x = calloc((size_t)n * n, sizeof(float)), *y = malloc(sizeof(float) * n * n);
     for (int t = 0; t < n; t++)
         x[t * n + t] = 1.0f;
-    for (int scalar = 0; scalar < 2; scalar++) {
-        struct lp_backend be = make_cpu(2, scalar);
-        be.ops->matmul(be.ctx, &w, NULL, x, n, y);
-        int bad = 0;
-        for (int t = 0; t < n; t++)
-            for (int o = 0; o < n; o++)
-                bad += y[t * n + o] != lp_f16_to_f32(data[o * n + t]);
-        CHECK_MSG(bad == 0, "%d f16 values converted wrongly (scalar %d)", bad, scalar);
-        lp_backend_free(&be);
+    for (unsigned k = 0; k < sizeof types / sizeof types[0]; k++) {
+        struct lp_weight w;
+        float *W;
+        void *data = make_weight(types[k], n, n, &w, &W);
+        if (types[k] == LOPAD_TYPE_F16) {
+            lp_half *h = data;
+            for (int i = 0; i < n * n; i++)
+                h[i] = ((i >> 10) & 31) == 31 ? 0 : (lp_half)i;
+            lp_type_traits(LOPAD_TYPE_F16)->to_float(h, W, (int64_t)n * n);
+        }
+        for (int scalar = 0; scalar < 2; scalar++) {
+            struct lp_backend be = make_cpu(2, scalar);
+            be.ops->matmul(be.ctx, &w, NULL, x, n, y);
+            int bad = 0;
+            for (int t = 0; t < n; t++)
+                for (int o = 0; o < n; o++)
+                    bad += y[t * n + o] != W[o * n + t];
+            CHECK_MSG(bad == 0, "%s: %d weights converted differently from to_float (scalar %d)",
+                      lp_type_name(types[k]), bad, scalar);
+            lp_backend_free(&be);
+        }
+        free(W);
+        free(data);
     }
     free(x);
     free(y);
-    free(data);
 }
 
 static void test_get_rows(void) {
@@ -472,7 +484,7 @@ int main(void) {
     lp_backend_free(&be);
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);
-    TEST_RUN(test_matmul_f16_exact);
+    TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_rmsnorm);
     TEST_RUN(test_rope);

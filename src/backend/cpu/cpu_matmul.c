@@ -107,6 +107,41 @@ __attribute__((target("avx2,fma,f16c"))) static void f16_to_f32_f16c(const void 
         dst[i] = lp_f16_to_f32(h[i]);
 }
 
+/* Q8_0 / Q4_0 rows: the same products as types.c (int -> float exact, one f32
+ * multiply by the block scale), 8 lanes at a time */
+__attribute__((target("avx2,fma,f16c"))) static void q8_0_to_f32_avx2(const void *src, float *dst,
+                                                                      int64_t n) {
+    const lp_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / LP_QK8_0; i++) {
+        const __m256 d = _mm256_set1_ps(lp_f16_to_f32(b[i].d));
+        for (int j = 0; j < LP_QK8_0; j += 8) {
+            __m128i q = _mm_loadl_epi64((const __m128i *)(b[i].qs + j));
+            __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            _mm256_storeu_ps(dst + i * LP_QK8_0 + j, _mm256_mul_ps(d, f));
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void q4_0_to_f32_avx2(const void *src, float *dst,
+                                                                      int64_t n) {
+    const lp_block_q4_0 *b = src;
+    const __m128i low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    for (int64_t i = 0; i < n / LP_QK4_0; i++) {
+        const __m256 d = _mm256_set1_ps(lp_f16_to_f32(b[i].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low4), eight); /* elements 0..15 */
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight); /* 16..31 */
+        float *y = dst + i * LP_QK4_0;
+        _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(
+                                                     _mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(
+            y + 24,
+            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+}
+
 /* 4 weight rows x 2 activation rows per step; every output keeps the lane
  * order of lp_cpu_dot_avx2, so the remainder loops may use it directly. */
 __attribute__((target("avx2,fma"))) static void mm_tile_avx2(const float *w, int64_t ldw, int nr,
@@ -280,7 +315,14 @@ static void mm_task(void *arg, int task, int tid) {
         float *s = j->cpu->mm_scratch + (size_t)tid * j->cpu->mm_stride;
         lp_to_float_fn conv = j->tt->to_float;
 #ifdef LP_HAVE_X86
-        if (j->cpu->simd && w->type == LOPAD_TYPE_F16) conv = f16_to_f32_f16c;
+        if (j->cpu->simd) {
+            if (w->type == LOPAD_TYPE_F16)
+                conv = f16_to_f32_f16c;
+            else if (w->type == LOPAD_TYPE_Q8_0)
+                conv = q8_0_to_f32_avx2;
+            else if (w->type == LOPAD_TYPE_Q4_0)
+                conv = q4_0_to_f32_avx2;
+        }
 #endif
         for (int r = 0; r < nr; r++)
             conv((const char *)w->data + (r0 + r) * w->row_bytes, s + (int64_t)r * n, n);
