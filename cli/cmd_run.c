@@ -41,6 +41,16 @@ struct lp_run_opts {
     const char *system;
 };
 
+/* Fast-dLLM / DPad options. struct lp_run_opts is declared again in cmd_chat.c, so
+ * these live here (one request per process at a time) until both declarations move to
+ * a header. */
+static struct {
+    const char *cache, *rule, *confidence, *preset;
+    double threshold, factor, dpad_scale, dpad_sigma;
+    int dpad_window, early_stop; /* early_stop: -1 = default */
+    bool set_threshold, set_factor, set_scale, set_sigma, set_window, first_token, dpad;
+} fast_opts = {.early_stop = -1};
+
 void lp_run_opts_init(struct lp_run_opts *o) {
     memset(o, 0, sizeof *o);
     o->gen = 64;
@@ -112,6 +122,29 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
         o->set_seed = true;
         return 1;
     }
+    /* Fast-dLLM */
+    STR_OPT("--cache", fast_opts.cache);
+    STR_OPT("--rule", fast_opts.rule);
+    STR_OPT("--confidence", fast_opts.confidence);
+    DBL_OPT("--threshold", fast_opts.threshold, fast_opts.set_threshold = true);
+    DBL_OPT("--factor", fast_opts.factor, fast_opts.set_factor = true);
+    if (!strcmp(a, "--early-stop")) {
+        const char *v = VAL;
+        if (!v) return -1;
+        if (strcmp(v, "on") && strcmp(v, "off")) {
+            lp_cli_usage_error(cmd, "--early-stop expects on or off, got '%s'", v);
+            return -1;
+        }
+        fast_opts.early_stop = !strcmp(v, "on");
+        return 1;
+    }
+    if (!strcmp(a, "--dream-first-token-commit")) return fast_opts.first_token = true, 1;
+    /* DPad */
+    if (!strcmp(a, "--dpad")) return fast_opts.dpad = true, 1;
+    INT_OPT("--dpad-window", 1, 1 << 20, fast_opts.dpad_window, fast_opts.set_window = true);
+    DBL_OPT("--dpad-sigma", fast_opts.dpad_sigma, fast_opts.set_sigma = true);
+    DBL_OPT("--dpad-scale", fast_opts.dpad_scale, fast_opts.set_scale = true);
+    STR_OPT("--preset", fast_opts.preset);
     if (!strcmp(a, "--logits-eos-inf")) return o->logits_eos_inf = true, 1;
     if (!strcmp(a, "--confidence-eos-eot-inf")) return o->confidence_eos_eot_inf = true, 1;
     if (!strcmp(a, "--json")) return o->json = true, 1;
@@ -130,7 +163,7 @@ const char *lp_run_opts_help =
     "$LOPAD_DEFAULT_MODEL)\n"
     "  --lora DIR           merge a PEFT LoRA adapter at load time\n"
     "  --gen N              generated positions (default 64)\n"
-    "  --decoder D          llada | dream (default: from the architecture)\n"
+    "  --decoder D          llada | dream | fast (default: from the architecture)\n"
     "  --steps S            forwards in total (default: --gen)\n"
     "  --block B            llada block length (default 32, or --gen when it is not a\n"
     "                       multiple of 32); dream decodes the whole canvas\n"
@@ -145,6 +178,22 @@ const char *lp_run_opts_help =
     "  --alg-temp AT        dream: sample positions from softmax(conf / AT) (default 0 = top-k)\n"
     "  --top-p P, --top-k K dream sampling filters (default off)\n"
     "  --seed S             PRNG seed (default 0); same seed, same tokens\n"
+    "Fast-dLLM (--decoder fast; docs/DECODERS.md):\n"
+    "  --cache C            none | prefix | dual (default prefix)\n"
+    "  --rule R             threshold | factor | topk (default threshold)\n"
+    "  --threshold TAU      commit every pmax >= TAU (default 0.9)\n"
+    "  --factor F           factor rule: largest n with (n+1)(1-c_n) < F (default 1.0)\n"
+    "  --confidence C       ranking: auto | pmax | margin | negent (auto: negent for Dream,\n"
+    "                       pmax for LLaDA)\n"
+    "  --early-stop on|off  a finished block holding EOS ends decoding (default on)\n"
+    "  --dream-first-token-commit  reference parity: commit a block's first position\n"
+    "                       from the refresh forward (Dream)\n"
+    "DPad (--decoder fast or llada):\n"
+    "  --dpad               drop suffix positions beyond the block (per-block draw)\n"
+    "  --dpad-window W      window (default 256)\n"
+    "  --dpad-sigma K       k: x = K d / (W-1) (default 4)\n"
+    "  --dpad-scale A       keep(d) = min(1, A N(x)) (default 2.0 LLaDA, 1.6 Dream)\n"
+    "  --preset NAME        published DPad settings, e.g. dpad-llada-gsm8k (implies --dpad)\n"
     "  --chat | --raw       wrap the prompt in the chat template (default when the model\n"
     "                       has one) or use the text as is\n"
     "  --system S           system prompt (chat)\n"
@@ -226,6 +275,32 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
     rq->logits_eos_inf = o->logits_eos_inf;
     rq->confidence_eos_eot_inf = o->confidence_eos_eot_inf;
     rq->seed = o->seed;
+    /* Fast-dLLM / DPad */
+    if (fast_opts.cache && lp_cache_mode_parse(fast_opts.cache, &rq->cache))
+        return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    if (fast_opts.rule && lp_commit_rule_parse(fast_opts.rule, &rq->rule))
+        return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    if (fast_opts.confidence && lp_confidence_parse(fast_opts.confidence, &rq->confidence))
+        return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    if (fast_opts.set_threshold) rq->threshold = fast_opts.threshold;
+    if (fast_opts.set_factor) rq->factor = fast_opts.factor;
+    if (fast_opts.early_stop >= 0) rq->early_stop = fast_opts.early_stop;
+    rq->dream_first_token_commit = fast_opts.first_token;
+    if (fast_opts.preset && lp_dpad_preset_apply(fast_opts.preset, rq))
+        return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    if (fast_opts.dpad) rq->dpad = true;
+    if (fast_opts.set_window) rq->dpad_window = fast_opts.dpad_window;
+    if (fast_opts.set_sigma) rq->dpad_sigma = fast_opts.dpad_sigma;
+    if (fast_opts.set_scale) rq->dpad_scale = fast_opts.dpad_scale;
+    bool fast_set = fast_opts.cache || fast_opts.rule || fast_opts.confidence ||
+                    fast_opts.set_threshold || fast_opts.set_factor || fast_opts.first_token;
+    if (fast_set && rq->decoder != LP_DEC_FAST)
+        return lp_cli_usage_error(cmd, "--cache / --rule / --threshold / --factor / --confidence "
+                                       "/ --dream-first-token-commit need --decoder fast");
+    bool dpad_set = fast_opts.set_window || fast_opts.set_sigma || fast_opts.set_scale;
+    if (dpad_set && !rq->dpad)
+        return lp_cli_usage_error(cmd, "--dpad-window / --dpad-sigma / --dpad-scale need --dpad "
+                                       "(or a --preset)");
     return 0;
 }
 
@@ -374,6 +449,20 @@ static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
         cJSON_AddNumberToObject(o, "eps", rq->eps);
         cJSON_AddNumberToObject(o, "top_p", rq->top_p);
         cJSON_AddNumberToObject(o, "top_k", rq->top_k);
+    }
+    if (rq->decoder == LP_DEC_FAST) { /* Fast-dLLM */
+        cJSON_AddStringToObject(o, "cache", lp_cache_mode_name(rq->cache));
+        cJSON_AddStringToObject(o, "rule", lp_commit_rule_name(rq->rule));
+        cJSON_AddNumberToObject(o, "threshold", rq->threshold);
+        cJSON_AddNumberToObject(o, "factor", rq->factor);
+        cJSON_AddStringToObject(o, "confidence", lp_confidence_name(rq->confidence));
+        cJSON_AddBoolToObject(o, "early_stop", rq->early_stop);
+        cJSON_AddBoolToObject(o, "dream_first_token_commit", rq->dream_first_token_commit);
+    }
+    if (rq->dpad) { /* DPad */
+        cJSON_AddNumberToObject(o, "dpad_window", rq->dpad_window);
+        cJSON_AddNumberToObject(o, "dpad_sigma", rq->dpad_sigma);
+        cJSON_AddNumberToObject(o, "dpad_scale", rq->dpad_scale);
     }
 }
 

@@ -10,10 +10,21 @@
 #include "core/common.h"
 #include "core/threadpool.h"
 
+/* Fast-dLLM */
+extern const struct lp_decoder_ops lp_fast_ops;
+
 static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
     [LP_DEC_LLADA] = &lp_llada_ops,
     [LP_DEC_DREAM] = &lp_dream_ops,
+    [LP_DEC_FAST] = &lp_fast_ops,
 };
+
+/* DPad: `llada --dpad` runs on the fast decoder's code (cache none, top-k: the llada
+ * decoder token for token, tests/unit/test_fast.c), which owns the pruned feeds */
+static const struct lp_decoder_ops *ops_for(const struct lp_decode_request *rq) {
+    if (rq->dpad && rq->decoder == LP_DEC_LLADA) return &lp_fast_ops;
+    return decoder_table[rq->decoder];
+}
 
 /* ----------------------------------------------------------------- names */
 
@@ -86,6 +97,18 @@ void lp_decode_request_init(struct lp_decode_request *rq, enum lp_decoder_kind k
     rq->top_p = 1.0;
     rq->top_k = 0;
     rq->seed = 0;
+    /* Fast-dLLM */
+    if (kind == LP_DEC_FAST) rq->block_len = gen_len > 0 && gen_len % 32 == 0 ? 32 : gen_len;
+    rq->cache = LP_CACHE_PREFIX;
+    rq->rule = LP_RULE_THRESHOLD;
+    rq->threshold = 0.9;
+    rq->factor = 1.0;
+    rq->confidence = LP_CONF_AUTO;
+    rq->early_stop = true;
+    /* DPad */
+    rq->dpad_window = 256;
+    rq->dpad_sigma = 4.0;
+    rq->dpad_scale = 0.0;
 }
 
 enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
@@ -133,8 +156,11 @@ enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
         return lp_error(LOPAD_ERR_ARG, "unknown remasking id %d", (int)rq->remasking);
     if ((unsigned)rq->alg > LP_ALG_ENTROPY)
         return lp_error(LOPAD_ERR_ARG, "unknown algorithm id %d", (int)rq->alg);
-    enum lopad_status st = decoder_table[rq->decoder]->check(rq, hp);
+    enum lopad_status st = ops_for(rq)->check(rq, hp);
     if (st != LOPAD_OK) return st;
+    if (rq->dpad && rq->decoder == LP_DEC_DREAM) /* DPad */
+        return lp_error(LOPAD_ERR_ARG, "--dpad is not supported by the dream decoder (use "
+                                       "--decoder fast or llada)");
     LP_UNUSED(dn);
     return LOPAD_OK;
 }
@@ -264,7 +290,7 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
     if (st != LOPAD_OK) return st;
     lp_decoder *d = lp_calloc(1, sizeof *d, "decoder");
     if (!d) return LOPAD_ERR_NOMEM;
-    d->ops = decoder_table[rq->decoder];
+    d->ops = ops_for(rq);
     d->eng = *e;
     d->rq = *rq;
     d->P = rq->n_prompt;

@@ -57,6 +57,7 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
 enum lp_decoder_kind {
     LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (ALGORITHMS.md 1) */
     LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (ALGORITHMS.md 1) */
+    LP_DEC_FAST = 2,  /* Fast-dLLM: blocks, KV cache, parallel commit rules (ALGORITHMS.md 2) */
     LP_DEC_COUNT
 };
 
@@ -70,6 +71,24 @@ enum lp_dream_alg {
     LP_ALG_MASKGIT_PLUS = 1, /* rank by pmax */
     LP_ALG_TOPK_MARGIN = 2,  /* rank by top1 - top2 */
     LP_ALG_ENTROPY = 3,      /* rank by negative entropy */
+};
+
+/* Fast-dLLM */
+enum lp_cache_mode {
+    LP_CACHE_NONE = 0,   /* full canvas every step (exact) */
+    LP_CACHE_PREFIX = 1, /* K/V of [0, block start) cached; steps feed block + suffix */
+    LP_CACHE_DUAL = 2,   /* K/V of every row cached at block start; steps feed the block */
+};
+enum lp_commit_rule {
+    LP_RULE_THRESHOLD = 0, /* every pmax >= tau, at least the most confident */
+    LP_RULE_FACTOR = 1,    /* largest n with (n+1)(1 - c_(n)) < f, at least 1 */
+    LP_RULE_TOPK = 2,      /* fixed count per step (LLaDA schedule / Dream grid) */
+};
+enum lp_confidence {
+    LP_CONF_AUTO = 0, /* negent for Dream-family models, pmax for LLaDA */
+    LP_CONF_PMAX = 1,
+    LP_CONF_MARGIN = 2,
+    LP_CONF_NEGENT = 3,
 };
 
 struct lp_decode_request {
@@ -93,6 +112,20 @@ struct lp_decode_request {
     double top_p;    /* (0, 1]; 1 = off */
     int top_k;       /* 0 = off */
     uint64_t seed;   /* the request's PRNG */
+    /* Fast-dLLM (decoder fast; src/decode/fast.c) */
+    enum lp_cache_mode cache;       /* none | prefix | dual (default prefix) */
+    enum lp_commit_rule rule;       /* threshold | factor | topk (default threshold) */
+    double threshold;               /* threshold rule: commit pmax >= tau (default 0.9) */
+    double factor;                  /* factor rule f (default 1.0) */
+    enum lp_confidence confidence;  /* ranking; AUTO = negent for Dream, pmax for LLaDA */
+    bool early_stop;                /* finished block holding EOS: fill EOS, stop (default on) */
+    bool dream_first_token_commit;  /* reference parity: commit a block's first position from
+                                       the refresh forward (Dream) */
+    /* DPad (src/decode/dpad.c; decoders fast and llada) */
+    bool dpad;          /* suffix dropout on */
+    int dpad_window;    /* W (default 256) */
+    double dpad_sigma;  /* k (default 4) */
+    double dpad_scale;  /* a; 0 = the architecture's default (2.0 LLaDA, 1.6 Dream) */
 };
 
 /* Reference defaults for `kind`: steps = gen, block 32 for llada (gen when gen
@@ -114,6 +147,16 @@ const char *lp_remasking_name(enum lp_remasking r);
 enum lopad_status lp_remasking_parse(const char *s, enum lp_remasking *out);
 const char *lp_dream_alg_name(enum lp_dream_alg a);
 enum lopad_status lp_dream_alg_parse(const char *s, enum lp_dream_alg *out);
+/* Fast-dLLM / DPad names (src/decode/fast.c, dpad.c) */
+const char *lp_cache_mode_name(enum lp_cache_mode m);
+enum lopad_status lp_cache_mode_parse(const char *s, enum lp_cache_mode *out);
+const char *lp_commit_rule_name(enum lp_commit_rule r);
+enum lopad_status lp_commit_rule_parse(const char *s, enum lp_commit_rule *out);
+const char *lp_confidence_name(enum lp_confidence c);
+enum lopad_status lp_confidence_parse(const char *s, enum lp_confidence *out);
+/* DPad presets (the published settings, docs/DECODERS.md): set dpad, window, sigma,
+ * scale of rq; LOPAD_ERR_ARG naming the choices for an unknown name. */
+enum lopad_status lp_dpad_preset_apply(const char *name, struct lp_decode_request *rq);
 /* Default decoder for an architecture (llada for LLaDA, dream for Dream). */
 enum lp_decoder_kind lp_decoder_default(enum lopad_arch arch);
 
