@@ -51,6 +51,14 @@ static struct {
     bool set_threshold, set_factor, set_scale, set_sigma, set_window, first_token, dpad;
 } fast_opts = {.early_stop = -1};
 
+/* D2F / LoPA options (here for the same reason) */
+static struct {
+    double tau_add, tau_act, tau_conf;
+    bool set_tau_add, set_tau_act, set_tau_conf, set_lopa;
+    int lopa;
+    const char *window;
+} d2f_opts;
+
 void lp_run_opts_init(struct lp_run_opts *o) {
     memset(o, 0, sizeof *o);
     o->gen = 64;
@@ -145,6 +153,12 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
     DBL_OPT("--dpad-sigma", fast_opts.dpad_sigma, fast_opts.set_sigma = true);
     DBL_OPT("--dpad-scale", fast_opts.dpad_scale, fast_opts.set_scale = true);
     STR_OPT("--preset", fast_opts.preset);
+    /* D2F / LoPA */
+    DBL_OPT("--tau-add", d2f_opts.tau_add, d2f_opts.set_tau_add = true);
+    DBL_OPT("--tau-act", d2f_opts.tau_act, d2f_opts.set_tau_act = true);
+    DBL_OPT("--tau-conf", d2f_opts.tau_conf, d2f_opts.set_tau_conf = true);
+    INT_OPT("--lopa", 0, 64, d2f_opts.lopa, d2f_opts.set_lopa = true);
+    STR_OPT("--lopa-window-attention", d2f_opts.window);
     if (!strcmp(a, "--logits-eos-inf")) return o->logits_eos_inf = true, 1;
     if (!strcmp(a, "--confidence-eos-eot-inf")) return o->confidence_eos_eot_inf = true, 1;
     if (!strcmp(a, "--json")) return o->json = true, 1;
@@ -188,6 +202,15 @@ const char *lp_run_opts_help =
     "  --early-stop on|off  a finished block holding EOS ends decoding (default on)\n"
     "  --dream-first-token-commit  reference parity: commit a block's first position\n"
     "                       from the refresh forward (Dream)\n"
+    "D2F / LoPA (--decoder d2f; docs/DECODERS.md):\n"
+    "  --tau-add A          add a block when the last one is A decoded (default 0.1)\n"
+    "  --tau-act T          fully activate the next block when one is T decoded (0.95)\n"
+    "  --tau-conf C         commit every masked position with pmax > C (default 0.9)\n"
+    "  --confidence C       as above: the fallback commit and LoPA's ranking\n"
+    "  --lopa K             LoPA: K lookahead branches verified with the anchor in one\n"
+    "                       batched forward (implies --decoder d2f)\n"
+    "  --lopa-window-attention W  full | block-causal (default full, as published;\n"
+    "                       --lopa 0 with block-causal is plain d2f)\n"
     "DPad (--decoder fast or llada):\n"
     "  --dpad               drop suffix positions beyond the block (per-block draw)\n"
     "  --dpad-window W      window (default 256)\n"
@@ -260,6 +283,7 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
                         const struct lp_run_session *s, struct lp_decode_request *rq) {
     enum lp_decoder_kind k = lp_decoder_default(s->hp->arch);
     if (o->decoder && lp_decoder_parse(o->decoder, &k)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    if (d2f_opts.set_lopa && !o->decoder) k = LP_DEC_D2F; /* D2F / LoPA: --lopa implies d2f */
     lp_decode_request_init(rq, k, o->gen);
     if (o->set_steps) rq->steps = o->steps;
     if (o->set_block) rq->block_len = o->block;
@@ -292,11 +316,26 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
     if (fast_opts.set_window) rq->dpad_window = fast_opts.dpad_window;
     if (fast_opts.set_sigma) rq->dpad_sigma = fast_opts.dpad_sigma;
     if (fast_opts.set_scale) rq->dpad_scale = fast_opts.dpad_scale;
-    bool fast_set = fast_opts.cache || fast_opts.rule || fast_opts.confidence ||
+    bool fast_set = fast_opts.cache || fast_opts.rule ||
+                    (fast_opts.confidence && rq->decoder != LP_DEC_D2F) ||
                     fast_opts.set_threshold || fast_opts.set_factor || fast_opts.first_token;
     if (fast_set && rq->decoder != LP_DEC_FAST)
         return lp_cli_usage_error(cmd, "--cache / --rule / --threshold / --factor / --confidence "
                                        "/ --dream-first-token-commit need --decoder fast");
+    /* D2F / LoPA */
+    if (d2f_opts.set_tau_add) rq->tau_add = d2f_opts.tau_add;
+    if (d2f_opts.set_tau_act) rq->tau_act = d2f_opts.tau_act;
+    if (d2f_opts.set_tau_conf) rq->tau_conf = d2f_opts.tau_conf;
+    if (d2f_opts.set_lopa) rq->lopa = d2f_opts.lopa;
+    if (d2f_opts.window && lp_window_attn_parse(d2f_opts.window, &rq->lopa_window))
+        return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    bool d2f_set = d2f_opts.set_tau_add || d2f_opts.set_tau_act || d2f_opts.set_tau_conf ||
+                   d2f_opts.set_lopa || d2f_opts.window;
+    if (d2f_set && rq->decoder != LP_DEC_D2F)
+        return lp_cli_usage_error(cmd, "--tau-add / --tau-act / --tau-conf / --lopa / "
+                                       "--lopa-window-attention need --decoder d2f");
+    if (d2f_opts.window && rq->lopa < 0)
+        return lp_cli_usage_error(cmd, "--lopa-window-attention needs --lopa K");
     bool dpad_set = fast_opts.set_window || fast_opts.set_sigma || fast_opts.set_scale;
     if (dpad_set && !rq->dpad)
         return lp_cli_usage_error(cmd, "--dpad-window / --dpad-sigma / --dpad-scale need --dpad "
@@ -345,6 +384,18 @@ static void draw_canvas(struct stream *st, const struct lp_step_event *ev) {
     FILE *f = stderr;
     if (st->tty) fputs("\033[H\033[2J", f);
     fprintf(f, "step %d/%d  nfe %d  masked %d\n", ev->step + 1, ev->n_steps, ev->nfe, ev->n_masked);
+    if (ev->n_branches > 0) { /* D2F / LoPA: the winner and what it added */
+        if (ev->winner == ev->n_branches - 1)
+            fprintf(f, "lopa: %d branches, winner: the anchor", ev->n_branches);
+        else
+            fprintf(f, "lopa: %d branches, winner: lookahead %d (token at position %d)",
+                    ev->n_branches, ev->winner, ev->winner_pos - ev->n_prompt);
+        fputs("; added positions:", f);
+        for (int c = 0; c < ev->n_committed; c++)
+            fprintf(f, " %d%s", ev->committed[c] - ev->n_prompt,
+                    ev->committed[c] == ev->winner_pos ? "*" : "");
+        fputc('\n', f);
+    }
     for (int j = ev->n_prompt; j < ev->n_canvas; j++) {
         bool fresh = false;
         for (int c = 0; c < ev->n_committed; c++)
@@ -459,6 +510,17 @@ static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
         cJSON_AddBoolToObject(o, "early_stop", rq->early_stop);
         cJSON_AddBoolToObject(o, "dream_first_token_commit", rq->dream_first_token_commit);
     }
+    if (rq->decoder == LP_DEC_D2F) { /* D2F / LoPA */
+        cJSON_AddNumberToObject(o, "tau_add", rq->tau_add);
+        cJSON_AddNumberToObject(o, "tau_act", rq->tau_act);
+        cJSON_AddNumberToObject(o, "tau_conf", rq->tau_conf);
+        cJSON_AddStringToObject(o, "confidence", lp_confidence_name(rq->confidence));
+        if (rq->lopa >= 0) {
+            cJSON_AddNumberToObject(o, "lopa", rq->lopa);
+            cJSON_AddStringToObject(o, "lopa_window_attention",
+                                    lp_window_attn_name(rq->lopa_window));
+        }
+    }
     if (rq->dpad) { /* DPad */
         cJSON_AddNumberToObject(o, "dpad_window", rq->dpad_window);
         cJSON_AddNumberToObject(o, "dpad_sigma", rq->dpad_sigma);
@@ -475,6 +537,10 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
     if (est) return lp_cli_fail(cmd, est) + 1; /* a bad request is a usage error */
     int L = rq->n_prompt + rq->gen_len;
     int n_batch = rq->cfg_scale > 0 ? 2 * L : L;
+    /* D2F / LoPA: all K+1 branches in one forward when they fit a modest buffer (the
+     * decoder splits a larger batch into calls, still one NFE) */
+    if (rq->decoder == LP_DEC_D2F && rq->lopa > 0)
+        n_batch = (int)LP_MIN((int64_t)(rq->lopa + 1) * L, (int64_t)LP_MAX(L, 16384));
     struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads};
     lopad_ctx *ctx = NULL;
     est = lopad_ctx_new(s->model, &cp, &ctx);
@@ -527,6 +593,15 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         cJSON_AddNumberToObject(j, "prefill_seconds", res.t_first_forward);
         cJSON_AddNumberToObject(j, "decode_seconds", res.t_total - res.t_first_forward);
         cJSON_AddNumberToObject(j, "tokens_per_second", tps);
+        /* D2F / LoPA: non-pad tokens per NFE; branch wins (lookahead 0..K-1, anchor K) */
+        cJSON_AddNumberToObject(j, "n_nonpad", res.n_nonpad);
+        cJSON_AddNumberToObject(j, "tpf_nonpad", res.tpf_nonpad);
+        cJSON_AddNumberToObject(j, "n_seq_evals", res.n_seq_evals);
+        if (res.winner_hist) {
+            cJSON *h = cJSON_AddArrayToObject(j, "winner_hist");
+            for (int i = 0; i < res.n_winner_hist; i++)
+                cJSON_AddItemToArray(h, cJSON_CreateNumber(res.winner_hist[i]));
+        }
         json_settings(cJSON_AddObjectToObject(j, "settings"), rq);
         char *out = cJSON_PrintUnformatted(j);
         if (out) {
@@ -547,6 +622,13 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
             "decode %.3f s, %.1f tok/s\n",
             cmd, res.n_committed, res.n_ids, res.nfe, res.tpf, res.t_first_forward,
             res.t_total - res.t_first_forward, tps);
+    if (res.winner_hist) { /* D2F / LoPA */
+        fprintf(stderr, "lopad %s: LoPA wins: anchor %d, lookahead", cmd,
+                res.winner_hist[res.n_winner_hist - 1]);
+        for (int i = 0; i + 1 < res.n_winner_hist; i++)
+            fprintf(stderr, " %d", res.winner_hist[i]);
+        fprintf(stderr, " (%d sequences in %d forwards)\n", res.n_seq_evals, res.nfe);
+    }
     if (reply) {
         reply->n = 0;
         for (int i = 0; i < res.n_ids && rc == 0; i++)

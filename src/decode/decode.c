@@ -9,6 +9,7 @@
 #include <string.h>
 #include "core/common.h"
 #include "core/threadpool.h"
+#include "d2f_impl.h" /* D2F / LoPA */
 
 /* Fast-dLLM */
 extern const struct lp_decoder_ops lp_fast_ops;
@@ -17,12 +18,14 @@ static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
     [LP_DEC_LLADA] = &lp_llada_ops,
     [LP_DEC_DREAM] = &lp_dream_ops,
     [LP_DEC_FAST] = &lp_fast_ops,
+    [LP_DEC_D2F] = &lp_d2f_ops,
 };
 
 /* DPad: `llada --dpad` runs on the fast decoder's code (cache none, top-k: the llada
  * decoder token for token, tests/unit/test_fast.c), which owns the pruned feeds */
 static const struct lp_decoder_ops *ops_for(const struct lp_decode_request *rq) {
     if (rq->dpad && rq->decoder == LP_DEC_LLADA) return &lp_fast_ops;
+    if (rq->decoder == LP_DEC_D2F && rq->lopa >= 0) return &lp_lopa_ops; /* D2F / LoPA */
     return decoder_table[rq->decoder];
 }
 
@@ -109,6 +112,13 @@ void lp_decode_request_init(struct lp_decode_request *rq, enum lp_decoder_kind k
     rq->dpad_window = 256;
     rq->dpad_sigma = 4.0;
     rq->dpad_scale = 0.0;
+    /* D2F / LoPA */
+    if (kind == LP_DEC_D2F) rq->block_len = gen_len > 0 && gen_len % 32 == 0 ? 32 : gen_len;
+    rq->tau_add = 0.1;
+    rq->tau_act = 0.95;
+    rq->tau_conf = 0.9;
+    rq->lopa = -1;
+    rq->lopa_window = LP_WINDOW_FULL;
 }
 
 enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
@@ -352,6 +362,7 @@ static void fill_event(const lp_decoder *d, struct lp_step_event *ev) {
     ev->n_masked = d->n_masked;
     ev->final_prefix = final_prefix(d);
     ev->done = d->done;
+    lp_lopa_fill_event(d, ev); /* D2F / LoPA: branch statistics (none for other decoders) */
 }
 
 enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev) {
@@ -400,6 +411,17 @@ enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) 
     res->t_first_forward = d->t_first_forward;
     res->t_forward = d->t_forward;
     res->cancelled = d->cancelled;
+    /* D2F / LoPA: non-pad tokens (LoPA's TPF numerator); d2f reports it as tpf */
+    int32_t pad = d->eng.hp.pad_id;
+    for (int i = d->P; i < d->L; i++)
+        res->n_nonpad += d->canvas[i] != d->mask_id && !(pad >= 0 && d->canvas[i] == pad);
+    res->tpf_nonpad = d->nfe ? (double)res->n_nonpad / d->nfe : 0.0;
+    if (d->rq.decoder == LP_DEC_D2F) res->tpf = res->tpf_nonpad;
+    enum lopad_status st = lp_lopa_finish(d, res);
+    if (st != LOPAD_OK) {
+        lp_decode_result_free(res);
+        return st;
+    }
     return LOPAD_OK;
 }
 
@@ -419,6 +441,9 @@ void lp_decode_result_free(struct lp_decode_result *r) {
     if (!r) return;
     lp_free(r->ids);
     lp_free(r->canvas);
+    lp_free(r->winner_hist); /* D2F / LoPA */
+    r->winner_hist = NULL;
+    r->n_winner_hist = 0;
     r->ids = r->canvas = NULL;
     r->n_ids = r->n_canvas = 0;
 }

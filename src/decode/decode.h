@@ -58,6 +58,7 @@ enum lp_decoder_kind {
     LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (ALGORITHMS.md 1) */
     LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (ALGORITHMS.md 1) */
     LP_DEC_FAST = 2,  /* Fast-dLLM: blocks, KV cache, parallel commit rules (ALGORITHMS.md 2) */
+    LP_DEC_D2F = 3,   /* D2F block pipeline (ALGORITHMS.md 4); + LoPA with rq.lopa >= 0 (5) */
     LP_DEC_COUNT
 };
 
@@ -89,6 +90,13 @@ enum lp_confidence {
     LP_CONF_PMAX = 1,
     LP_CONF_MARGIN = 2,
     LP_CONF_NEGENT = 3,
+};
+
+/* D2F / LoPA: attention inside the decoding window (TO_CACHE + ACTIVE blocks); the
+ * cached prefix is always visible whole */
+enum lp_window_attn {
+    LP_WINDOW_FULL = 0,         /* bidirectional over the window (LoPA as published) */
+    LP_WINDOW_BLOCK_CAUSAL = 1, /* a block sees earlier blocks and itself (plain D2F) */
 };
 
 struct lp_decode_request {
@@ -126,6 +134,13 @@ struct lp_decode_request {
     int dpad_window;    /* W (default 256) */
     double dpad_sigma;  /* k (default 4) */
     double dpad_scale;  /* a; 0 = the architecture's default (2.0 LLaDA, 1.6 Dream) */
+    /* D2F / LoPA (decoder d2f; src/decode/d2f.c, lopa.c). Ranking confidence: `confidence`
+     * above (AUTO = negent for Dream-family models, pmax for LLaDA) */
+    double tau_add;  /* add a block when the last one's decoded ratio >= tau_add (0.1) */
+    double tau_act;  /* fully activate block b+1 when block b's ratio >= tau_act (0.95) */
+    double tau_conf; /* commit masked positions with pmax > tau_conf (0.9) */
+    int lopa;        /* LoPA lookahead branches K (K+1 sequences per forward); -1 = off */
+    enum lp_window_attn lopa_window; /* LoPA window attention (default full, as published) */
 };
 
 /* Reference defaults for `kind`: steps = gen, block 32 for llada (gen when gen
@@ -157,6 +172,9 @@ enum lopad_status lp_confidence_parse(const char *s, enum lp_confidence *out);
 /* DPad presets (the published settings, docs/DECODERS.md): set dpad, window, sigma,
  * scale of rq; LOPAD_ERR_ARG naming the choices for an unknown name. */
 enum lopad_status lp_dpad_preset_apply(const char *name, struct lp_decode_request *rq);
+/* D2F / LoPA names: full | block-causal (src/decode/lopa.c) */
+const char *lp_window_attn_name(enum lp_window_attn a);
+enum lopad_status lp_window_attn_parse(const char *s, enum lp_window_attn *out);
 /* Default decoder for an architecture (llada for LLaDA, dream for Dream). */
 enum lp_decoder_kind lp_decoder_default(enum lopad_arch arch);
 
@@ -176,6 +194,11 @@ struct lp_step_event {
     int n_masked;     /* generated positions still MASK */
     int final_prefix; /* generated positions [0, final_prefix) are all committed */
     bool done;
+    /* D2F / LoPA (0 / -1 for other decoders) */
+    int n_branches; /* LoPA: sequences verified in this step's forward (lookahead + anchor) */
+    int winner;     /* LoPA: the winning branch, 0..n_branches-2 = lookahead branches in
+                       creation order, n_branches-1 = the anchor; -1: no forward this step */
+    int winner_pos; /* LoPA: canvas position of the winner's lookahead token, -1 for the anchor */
 };
 /* Return nonzero to stop decoding after this step (result.cancelled). */
 typedef int (*lp_step_cb)(void *ud, const struct lp_step_event *ev);
@@ -195,6 +218,12 @@ struct lp_decode_result {
     double t_total;         /* seconds from start to finish */
     double t_first_forward; /* seconds of the first forward ("prefill": no cache here) */
     double t_forward;       /* seconds inside the engine's forward, all steps */
+    /* D2F / LoPA */
+    int n_nonpad;      /* committed generated tokens that are not the pad id */
+    double tpf_nonpad; /* n_nonpad / nfe (decoder d2f reports this as tpf too, as LoPA does) */
+    int *winner_hist;  /* LoPA: wins per branch index [n_winner_hist]: 0..K-1 lookahead in
+                          creation order, K = the anchor (lp_free); NULL otherwise */
+    int n_winner_hist; /* K + 1 with LoPA, else 0 */
     bool cancelled;
 };
 void lp_decode_result_free(struct lp_decode_result *r);

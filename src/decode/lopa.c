@@ -1,0 +1,475 @@
+/*
+ * lopa.c - LoPA lookahead parallel decoding on top of D2F (ALGORITHMS.md 5;
+ * research/lopa_d2f.md 3-4): every iteration verifies K lookahead branches and
+ * the anchor in ONE batched forward (n_seq = branches) that shares the committed
+ * prefix K/V read-only; each branch's window K/V live in the forward's scratch
+ * (pre-write) and only the winner's rows are copied into the cache
+ * (commit-winner, lopad_kv_commit).
+ *
+ * One step = one iteration:
+ *   a. per branch, the D2F add / activate rules on its own table; if a branch is
+ *      finished (nothing masked, no ACTIVE block), the first such branch
+ *      (lookahead order, then the anchor) is the result: stop;
+ *   b. shared prefix end = min over branches of the end of the leading run of
+ *      TO_CACHE / IN_CACHE blocks; TC = the anchor's TO_CACHE blocks inside it;
+ *      the window starts at the cache end (the first TC block when there is one);
+ *   c. branch order: lookahead branches in creation order, the anchor last;
+ *   d. one forward: branch j feeds x_j[window start, len_j) as sequence j; window
+ *      attention full (published) or block-causal; prediction rows of branch j's
+ *      masked positions past the shared prefix, and of its last TC row (Dream);
+ *   e. C_j = mean ranking confidence over those masked positions from branch j's
+ *      own predictions (1.0 when none);
+ *   f. winner = highest C_j, ties to the earlier branch in the order of c;
+ *   g. commit the winner: its lookahead token, its TC rows' K/V, its last logit;
+ *      then the D2F fill of its ACTIVE blocks from its predictions = next anchor;
+ *   h. blocks of the anchor without masks may go TO_CACHE (only those the anchor
+ *      completed; strictly left to right), in every new branch;
+ *   i. lookahead candidates = the anchor's masked window positions ranked by the
+ *      same confidence (ties: lower position); branch i = anchor + the argmax token
+ *      at the i-th best position, i < K.
+ * A batch larger than the engine's (or serial mode, for tests) runs as several
+ * calls, still one NFE; when the winner's rows are not in the last call's scratch
+ * its sequence is fed once more (no logits) before the commit.
+ */
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#include "core/common.h"
+#include "d2f_impl.h"
+
+struct lopa {
+    struct lp_d2f_cfg c;
+    int K;
+    int nbr;                  /* branches of this iteration; the anchor is br[nbr-1] */
+    struct lp_d2f_branch *br; /* [K+1] */
+    struct lp_d2f_branch *nx; /* [K+1] */
+    int cache_len;
+    float *last; /* [V] */
+    /* the batch */
+    int32_t *tok, *pos, *seq, *blkid, *rows; /* [(K+1) L] */
+    int *rowmap;                             /* [(K+1) L] fed row -> out index, -1 */
+    int off[65], len[65];                    /* each branch's fed rows */
+    int out0[66];                            /* each branch's out rows [out0[j], out0[j+1]) */
+    float *logits;                           /* [cap_out][V] */
+    size_t cap_out;
+    int32_t *qb, *qq;            /* [(K+1) L] (branch, position) of each proposal */
+    struct lp_d2f_prop *props;   /* [(K+1) L] by branch * L + position */
+    float *scratch;              /* [n_threads][2V] */
+    double *cconf;               /* [L] candidate scores */
+    int32_t *cpos, *csel, *cscr; /* [L] */
+    bool completed[4096 + 1];
+    int in_start, n_fed;
+    /* statistics */
+    int *hist; /* [K+1] */
+    int ev_nbr, ev_winner, ev_pos;
+    bool serial;
+    int iters;
+    struct lp_decoder *d;
+};
+
+/* ------------------------------------------------------------- names */
+
+static const char *const window_names[] = {"full", "block-causal"};
+
+const char *lp_window_attn_name(enum lp_window_attn a) {
+    return (unsigned)a <= LP_WINDOW_BLOCK_CAUSAL ? window_names[a] : "?";
+}
+
+enum lopad_status lp_window_attn_parse(const char *s, enum lp_window_attn *out) {
+    for (int k = 0; k < 2; k++)
+        if (s && !strcmp(s, window_names[k])) {
+            *out = (enum lp_window_attn)k;
+            return LOPAD_OK;
+        }
+    return lp_error(LOPAD_ERR_ARG, "unknown window attention '%s' (choices: full, block-causal)",
+                    s ? s : "");
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+static enum lopad_status lopa_check(const struct lp_decode_request *rq,
+                                    const struct lopad_hparams *hp) {
+    enum lopad_status st = lp_d2f_check(rq, hp);
+    if (st != LOPAD_OK) return st;
+    if (rq->gen_len / rq->block_len > 4096)
+        return lp_error(LOPAD_ERR_ARG, "--lopa: at most 4096 blocks (--gen / --block)");
+    return LOPAD_OK;
+}
+
+static void lopa_release(struct lp_decoder *d) {
+    struct lopa *s = d->priv;
+    if (!s) return;
+    for (int j = 0; j <= s->K; j++) {
+        if (s->br) lp_d2f_branch_free(&s->br[j]);
+        if (s->nx) lp_d2f_branch_free(&s->nx[j]);
+    }
+    lp_free(s->br);
+    lp_free(s->nx);
+    lp_free(s->last);
+    lp_free(s->tok);
+    lp_free(s->pos);
+    lp_free(s->seq);
+    lp_free(s->blkid);
+    lp_free(s->rows);
+    lp_free(s->rowmap);
+    lp_free(s->logits);
+    lp_free(s->qb);
+    lp_free(s->qq);
+    lp_free(s->props);
+    lp_free(s->scratch);
+    lp_free(s->cconf);
+    lp_free(s->cpos);
+    lp_free(s->csel);
+    lp_free(s->cscr);
+    lp_free(s->hist);
+    lp_free(s);
+    d->priv = NULL;
+}
+
+static enum lopad_status lopa_init(struct lp_decoder *d) {
+    if (!d->eng.kv_commit)
+        return lp_error(LOPAD_ERR_ARG, "decoder d2f --lopa: the engine has no KV cache operations");
+    if (d->eng.n_batch_max < d->L)
+        return lp_error(LOPAD_ERR_ARG,
+                        "decoder d2f --lopa: the engine's batch (%d) is shorter than the canvas "
+                        "(%d)",
+                        d->eng.n_batch_max, d->L);
+    struct lopa *s = lp_calloc(1, sizeof *s, "lopa state");
+    if (!s) return LOPAD_ERR_NOMEM;
+    d->priv = s;
+    s->d = d;
+    lp_d2f_cfg_from(&s->c, d);
+    s->K = d->rq.lopa;
+    const size_t nb = (size_t)s->K + 1, L = (size_t)d->L, V = (size_t)d->V;
+    const size_t nt = (size_t)lp_dec_n_threads(d);
+    s->br = lp_calloc(nb, sizeof *s->br, "lopa branches");
+    s->nx = lp_calloc(nb, sizeof *s->nx, "lopa branches");
+    if (!s->br || !s->nx) return LOPAD_ERR_NOMEM;
+    for (size_t j = 0; j < nb; j++)
+        if (!lp_d2f_branch_alloc(&s->br[j], &s->c) || !lp_d2f_branch_alloc(&s->nx[j], &s->c))
+            return LOPAD_ERR_NOMEM;
+    s->last = lp_malloc(sizeof(float) * V, "lopa last logit");
+    s->tok = lp_malloc(sizeof(int32_t) * nb * L, "lopa feed");
+    s->pos = lp_malloc(sizeof(int32_t) * nb * L, "lopa positions");
+    s->seq = lp_malloc(sizeof(int32_t) * nb * L, "lopa sequence ids");
+    s->blkid = lp_malloc(sizeof(int32_t) * nb * L, "lopa block ids");
+    s->rows = lp_malloc(sizeof(int32_t) * nb * L, "lopa rows");
+    s->rowmap = lp_malloc(sizeof(int) * nb * L, "lopa row map");
+    s->qb = lp_malloc(sizeof(int32_t) * nb * L, "lopa proposal branches");
+    s->qq = lp_malloc(sizeof(int32_t) * nb * L, "lopa proposal positions");
+    s->props = lp_malloc(sizeof(struct lp_d2f_prop) * nb * L, "lopa proposals");
+    s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "lopa scratch");
+    s->cconf = lp_malloc(sizeof(double) * L, "lopa candidates");
+    s->cpos = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
+    s->csel = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
+    s->cscr = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
+    s->hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
+    if (!s->last || !s->tok || !s->pos || !s->seq || !s->blkid || !s->rows || !s->rowmap ||
+        !s->qb || !s->qq || !s->props || !s->scratch || !s->cconf || !s->cpos || !s->csel ||
+        !s->cscr || !s->hist)
+        return LOPAD_ERR_NOMEM;
+    lp_d2f_branch_start(&s->br[0], &s->c, d->canvas);
+    s->nbr = 1;
+    s->ev_winner = -1;
+    s->ev_pos = -1;
+    d->n_steps = -1;
+    if (d->eng.kv_truncate) d->eng.kv_truncate(d->eng.ud, 0);
+    return LOPAD_OK;
+}
+
+void lp_lopa_set_serial(struct lp_decoder *d, bool serial) {
+    if (d && d->ops == &lp_lopa_ops && d->priv) ((struct lopa *)d->priv)->serial = serial;
+}
+
+/* -------------------------------------------------------------- forward */
+
+/* Engine call over branches [j0, j1) of the prepared batch; logits only when
+ * with_logits. The first call of an iteration counts the NFE. */
+static enum lopad_status run_group(struct lopa *s, int j0, int j1, bool with_logits, bool count) {
+    struct lp_decoder *d = s->d;
+    const int r0 = s->off[j0], n = s->off[j1 - 1] + s->len[j1 - 1] - r0;
+    const int o0 = s->out0[j0], no = with_logits ? s->out0[j1] - o0 : 0;
+    for (int i = r0; i < r0 + n; i++)
+        s->seq[i] -= j0; /* sequence ids from 0 inside the call */
+    for (int o = o0; o < o0 + no; o++)
+        s->rows[o] -= r0;
+    struct lopad_batch b = {
+        .n_tokens = n,
+        .tokens = s->tok + r0,
+        .pos = s->pos + r0,
+        .n_seq = j1 - j0,
+        .seq = s->seq + r0,
+        .block = s->c.block_causal ? s->blkid + r0 : NULL,
+        .n_cache = s->cache_len,
+        .n_out = no,
+        .out_rows = s->rows + o0,
+        .logits = s->logits + (size_t)o0 * s->c.V,
+    };
+    enum lopad_status st;
+    if (count) {
+        st = lp_dec_forward_batch(d, &b);
+    } else {
+        double t0 = lp_time();
+        st = d->eng.forward(d->eng.ud, &b);
+        d->t_forward += lp_time() - t0;
+        if (st == LOPAD_OK) d->n_seq_evals += b.n_seq;
+    }
+    for (int i = r0; i < r0 + n; i++)
+        s->seq[i] += j0;
+    for (int o = o0; o < o0 + no; o++)
+        s->rows[o] += r0;
+    return st;
+}
+
+/* ------------------------------------------------------------ proposals */
+
+static int lopa_pred_out(const struct lopa *s, int j, int q) {
+    int r = s->c.shift ? q - 1 - s->in_start : q - s->in_start;
+    return r < 0 ? -1 : s->rowmap[s->off[j] + r];
+}
+
+static void lopa_propose_task(void *ctx, int i, int tid) {
+    struct lopa *s = ctx;
+    int j = s->qb[i], q = s->qq[i], o = lopa_pred_out(s, j, q);
+    const size_t V = (size_t)s->c.V;
+    float *buf = s->scratch + (size_t)tid * 2 * V;
+    memcpy(buf, o < 0 ? s->last : s->logits + (size_t)o * V, sizeof(float) * V);
+    lp_d2f_propose(&s->c, buf, buf + V, &s->props[(size_t)j * s->c.L + q]);
+}
+
+struct fill_ctx {
+    struct lopa *s;
+    int j;
+};
+
+static const struct lp_d2f_prop *lopa_prop(void *ud, int q) {
+    struct fill_ctx *f = ud;
+    return &f->s->props[(size_t)f->j * f->s->c.L + q];
+}
+
+static void lopa_on_fill(void *ud, int q, int32_t tok) {
+    struct fill_ctx *f = ud;
+    lp_dec_commit(f->s->d, q, tok);
+}
+
+/* ---------------------------------------------------------------- step */
+
+static void adopt(struct lopa *s, const struct lp_d2f_branch *b) {
+    /* d->canvas is the anchor: a lookahead branch adds exactly its token */
+    if (b->la_pos >= 0 && s->d->canvas[b->la_pos] == s->c.mask_id)
+        lp_dec_commit(s->d, b->la_pos, b->la_tok);
+}
+
+static enum lopad_status lopa_step(struct lp_decoder *d) {
+    struct lopa *s = d->priv;
+    const struct lp_d2f_cfg *c = &s->c;
+    const int L = c->L;
+    s->ev_nbr = 0;
+    s->ev_winner = -1;
+    s->ev_pos = -1;
+    if (++s->iters > 4 * (d->G + c->nb_max) + 16)
+        return lp_error(LOPAD_ERR_ARG, "decoder d2f --lopa: no progress after %d iterations",
+                        s->iters);
+    /* a. per-branch add / activate; the first finished branch ends decoding */
+    int fin = -1;
+    for (int j = 0; j < s->nbr; j++)
+        if (lp_d2f_prepare(&s->br[j], c) && fin < 0) fin = j;
+    if (fin >= 0) {
+        adopt(s, &s->br[fin]);
+        d->done = true;
+        return LOPAD_OK;
+    }
+    /* b. shared prefix, cache span, window start */
+    int spe = INT_MAX;
+    for (int j = 0; j < s->nbr; j++) {
+        const struct lp_d2f_branch *b = &s->br[j];
+        int e = 0;
+        for (int i = 0; i < b->n_blk; i++) {
+            if (b->blk[i].state == LP_BLK_ACTIVE || b->blk[i].masks != 0) break;
+            e = b->blk[i].end;
+        }
+        spe = LP_MIN(spe, e);
+    }
+    struct lp_d2f_branch *anchor = &s->br[s->nbr - 1];
+    int tc0 = -1, tc1 = -1;
+    for (int i = 0; i < anchor->n_blk; i++)
+        if (anchor->blk[i].state == LP_BLK_TO_CACHE && anchor->blk[i].end <= spe) {
+            if (tc0 < 0) tc0 = i;
+            tc1 = i;
+        }
+    const int update = tc0 >= 0 ? anchor->blk[tc1].end - anchor->blk[tc0].start : 0;
+    const int in_start = s->in_start = update ? anchor->blk[tc0].start : spe;
+    LP_ASSERT(in_start == s->cache_len);
+
+    /* d. the batch: branch j = sequence j */
+    int n = 0, n_out = 0, nq = 0;
+    for (int j = 0; j < s->nbr; j++) {
+        const struct lp_d2f_branch *b = &s->br[j];
+        const int end = lp_d2f_len(b);
+        LP_ASSERT(end > in_start);
+        s->off[j] = n;
+        s->len[j] = end - in_start;
+        s->out0[j] = n_out;
+        for (int p = in_start; p < end; p++, n++) {
+            s->tok[n] = b->x[p];
+            s->pos[n] = p;
+            s->seq[n] = j;
+            s->blkid[n] = lp_d2f_block_of(c, p);
+            s->rowmap[n] = -1;
+        }
+        if (update && c->shift) {
+            s->rowmap[s->off[j] + update - 1] = n_out;
+            s->rows[n_out++] = s->off[j] + update - 1;
+        }
+        for (int q = spe; q < end; q++) {
+            if (b->x[q] != c->mask_id) continue;
+            s->qb[nq] = j;
+            s->qq[nq++] = q;
+            int r = c->shift ? q - 1 - in_start : q - in_start;
+            if (r >= 0 && s->rowmap[s->off[j] + r] < 0) {
+                s->rowmap[s->off[j] + r] = n_out;
+                s->rows[n_out++] = s->off[j] + r;
+            }
+        }
+    }
+    s->out0[s->nbr] = n_out;
+    s->n_fed = n;
+    if ((size_t)n_out > s->cap_out) {
+        size_t cap = LP_MAX((size_t)n_out, 2 * s->cap_out);
+        float *nl = lp_realloc(s->logits, sizeof(float) * cap * (size_t)c->V, "lopa logits");
+        if (!nl) return LOPAD_ERR_NOMEM;
+        s->logits = nl;
+        s->cap_out = cap;
+    }
+    /* one batched call, or groups of whole branches that fit the engine */
+    enum lopad_status st = LOPAD_OK;
+    int last_j0 = 0, last_j1 = s->nbr;
+    if (!s->serial && n <= d->eng.n_batch_max) {
+        st = run_group(s, 0, s->nbr, true, true);
+    } else {
+        bool first = true;
+        for (int j0 = 0; j0 < s->nbr && st == LOPAD_OK;) {
+            int j1 = j0 + 1, tot = s->len[j0];
+            while (!s->serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
+                tot += s->len[j1++];
+            st = run_group(s, j0, j1, true, first);
+            first = false;
+            last_j0 = j0;
+            last_j1 = j1;
+            j0 = j1;
+        }
+    }
+    if (st != LOPAD_OK) return st;
+
+    /* e. proposals and branch confidences */
+    lp_dec_parallel(d, nq, lopa_propose_task, s);
+    int w = 0;
+    double best = -INFINITY;
+    for (int j = 0, i = 0; j < s->nbr; j++) {
+        double sum = 0;
+        int cnt = 0;
+        for (; i < nq && s->qb[i] == j; i++, cnt++)
+            sum += s->props[(size_t)j * L + s->qq[i]].conf;
+        double cj = cnt ? sum / cnt : 1.0;
+        if (cj > best) { /* f. ties: the earlier branch */
+            best = cj;
+            w = j;
+        }
+    }
+    struct lp_d2f_branch *win = &s->br[w];
+
+    /* g. commit the winner: token, K/V of the cached span, last logit; then its fill */
+    if (update) {
+        if (w < last_j0 || w >= last_j1) {
+            st = run_group(s, w, w + 1, false, false); /* its rows back into the scratch */
+            if (st != LOPAD_OK) return st;
+            last_j0 = w;
+        }
+        st = d->eng.kv_commit(d->eng.ud, s->off[w] - s->off[last_j0], update, s->cache_len);
+        if (st != LOPAD_OK) return st;
+        s->cache_len += update;
+        if (c->shift)
+            memcpy(s->last, s->logits + (size_t)s->rowmap[s->off[w] + update - 1] * c->V,
+                   sizeof(float) * (size_t)c->V);
+        for (int i = tc0; i <= tc1; i++)
+            win->blk[i].state = LP_BLK_IN_CACHE;
+    }
+    s->ev_nbr = s->nbr;
+    s->ev_winner = w;
+    s->ev_pos = win->la_pos;
+    s->hist[w == s->nbr - 1 ? s->K : w]++;
+    adopt(s, win);
+    struct fill_ctx fc = {s, w};
+    lp_d2f_fill(win, c, lopa_prop, &fc, lopa_on_fill);
+
+    /* h. blocks the anchor completed */
+    lp_d2f_recount(win, c);
+    for (int i = 0; i < win->n_blk; i++)
+        s->completed[i] = win->blk[i].state == LP_BLK_ACTIVE && win->blk[i].masks == 0;
+
+    /* i. lookahead candidates from the winner's predictions */
+    int nc = 0;
+    for (int i = 1; i < win->n_blk; i++) {
+        if (win->blk[i].state != LP_BLK_ACTIVE) continue;
+        for (int q = LP_MAX(win->blk[i].start, spe); q < win->blk[i].end; q++)
+            if (win->x[q] == c->mask_id) {
+                s->cpos[nc] = q;
+                s->cconf[nc++] = s->props[(size_t)w * L + q].conf;
+            }
+    }
+    int k = LP_MIN(s->K, nc);
+    lp_select_topk(s->cconf, s->cpos, nc, k, s->csel, s->cscr);
+    for (int i = 0; i <= k; i++) {
+        struct lp_d2f_branch *b = &s->nx[i];
+        lp_d2f_branch_copy(b, win, c);
+        b->la_pos = -1;
+        b->la_tok = -1;
+        if (i < k) {
+            int q = s->cpos[s->csel[i]];
+            int32_t t = s->props[(size_t)w * L + q].tok;
+            b->x[q] = t;
+            b->la_pos = q;
+            b->la_tok = t;
+            if (lp_d2f_is_end(c, t)) b->eos = true;
+        }
+        lp_d2f_recount(b, c);
+        lp_d2f_deactivate(b, s->completed);
+    }
+    struct lp_d2f_branch *tmp = s->br;
+    s->br = s->nx;
+    s->nx = tmp;
+    s->nbr = k + 1;
+    return LOPAD_OK;
+}
+
+/* ------------------------------------------------------------ reporting */
+
+void lp_lopa_fill_event(const struct lp_decoder *d, struct lp_step_event *ev) {
+    ev->n_branches = 0;
+    ev->winner = -1;
+    ev->winner_pos = -1;
+    if (d->ops != &lp_lopa_ops || !d->priv) return;
+    const struct lopa *s = d->priv;
+    ev->n_branches = s->ev_nbr;
+    ev->winner = s->ev_winner;
+    ev->winner_pos = s->ev_pos;
+}
+
+enum lopad_status lp_lopa_finish(const struct lp_decoder *d, struct lp_decode_result *res) {
+    if (d->ops != &lp_lopa_ops || !d->priv) return LOPAD_OK;
+    const struct lopa *s = d->priv;
+    res->winner_hist = lp_malloc(sizeof(int) * (size_t)(s->K + 1), "winner histogram");
+    if (!res->winner_hist) return LOPAD_ERR_NOMEM;
+    memcpy(res->winner_hist, s->hist, sizeof(int) * (size_t)(s->K + 1));
+    res->n_winner_hist = s->K + 1;
+    return LOPAD_OK;
+}
+
+const struct lp_decoder_ops lp_lopa_ops = {
+    .name = "d2f",
+    .check = lopa_check,
+    .init = lopa_init,
+    .step = lopa_step,
+    .release = lopa_release,
+};
