@@ -202,7 +202,7 @@ const char *lp_run_opts_help =
     "  --early-stop on|off  a finished block holding EOS ends decoding (default on)\n"
     "  --dream-first-token-commit  reference parity: commit a block's first position\n"
     "                       from the refresh forward (Dream)\n"
-    "D2F / LoPA (--decoder d2f; docs/DECODERS.md):\n"
+    "D2F / LoPA (--decoder d2f; ALGORITHMS.md 4-5):\n"
     "  --tau-add A          add a block when the last one is A decoded (default 0.1)\n"
     "  --tau-act T          fully activate the next block when one is T decoded (0.95)\n"
     "  --tau-conf C         commit every masked position with pmax > C (default 0.9)\n"

@@ -214,10 +214,11 @@ struct d2f {
     int32_t *tok, *pos, *blkid, *rows; /* [L] the window feed, out rows */
     int *rowmap;                       /* [L] window row -> out index, -1 */
     int32_t *qpos;                     /* [L] masked positions needing a proposal */
-    float *logits;                     /* [L][V] */
-    float *scratch;                    /* [n_threads][2V] */
-    struct lp_d2f_prop *props;         /* [L] by canvas position */
-    int s0;                            /* window start of this step */
+    float *logits;                     /* [cap_out][V], grown on demand (masked rows) */
+    size_t cap_out;
+    float *scratch;            /* [n_threads][2V] */
+    struct lp_d2f_prop *props; /* [L] by canvas position */
+    int s0;                    /* window start of this step */
     int iters;
     struct lp_decoder *d;
 };
@@ -267,11 +268,10 @@ static enum lopad_status d2f_init(struct lp_decoder *d) {
     s->rows = lp_malloc(sizeof(int32_t) * L, "d2f rows");
     s->rowmap = lp_malloc(sizeof(int) * L, "d2f row map");
     s->qpos = lp_malloc(sizeof(int32_t) * L, "d2f positions");
-    s->logits = lp_malloc(sizeof(float) * L * V, "d2f logits");
     s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "d2f scratch");
     s->props = lp_malloc(sizeof(struct lp_d2f_prop) * L, "d2f proposals");
     if (!ok || !s->last || !s->tok || !s->pos || !s->blkid || !s->rows || !s->rowmap || !s->qpos ||
-        !s->logits || !s->scratch || !s->props)
+        !s->scratch || !s->props)
         return LOPAD_ERR_NOMEM;
     lp_d2f_branch_start(&s->br, &s->c, d->canvas);
     d->n_steps = -1;
@@ -350,6 +350,13 @@ static enum lopad_status d2f_step(struct lp_decoder *d) {
                 s->rows[n_out++] = r;
             }
         }
+    }
+    if ((size_t)n_out > s->cap_out) {
+        size_t cap = LP_MAX((size_t)n_out, 2 * s->cap_out);
+        float *nl = lp_realloc(s->logits, sizeof(float) * cap * (size_t)c->V, "d2f logits");
+        if (!nl) return LOPAD_ERR_NOMEM;
+        s->logits = nl;
+        s->cap_out = cap;
     }
     struct lopad_batch bt = {
         .n_tokens = n,

@@ -54,6 +54,23 @@ static void test_small_batch(void) {
     CHECK(df_each("fake-", "-lopa4", small_batch_case) >= 4);
 }
 
+/* proposals on a pool of 3 threads: the same decisions */
+static void threads_case(const char *name, const char *path) {
+    struct dfix fx;
+    CHECK(df_load(path, &fx));
+    struct lp_engine e;
+    static struct dfake f;
+    df_engine(&e, &f, fx.shift, fx.eos_from);
+    e.n_threads = 3;
+    int bad = df_check(&fx, &e, name, NULL);
+    fprintf(stderr, "  %-34s %s (3 threads)\n", name, bad ? "DIFFERS" : "ok");
+}
+
+static void test_threads(void) {
+    CHECK(df_each("fake-", "-lopa2", threads_case) >= 4);
+    CHECK(df_each("fake-", "-d2f", threads_case) >= 4);
+}
+
 static int g_cov[4];
 
 static void coverage_case(const char *name, const char *path) {
@@ -266,5 +283,6 @@ int main(void) {
     TEST_RUN(test_golden_tiny);
     TEST_RUN(test_serial_equals_batched);
     TEST_RUN(test_small_batch);
+    TEST_RUN(test_threads);
     return test_report();
 }
