@@ -1,4 +1,5 @@
-/* fuzz_json_config.c - libFuzzer harness for config.json parsing (lp_load_hf via lopad_model_load). */
+/* fuzz_json_config.c - libFuzzer harness for config.json parsing (lp_load_hf via lopad_model_load).
+ */
 #include "fuzz_targets.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

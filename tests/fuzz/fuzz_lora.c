@@ -1,4 +1,5 @@
-/* fuzz_lora.c - libFuzzer harness for PEFT LoRA adapters (config + safetensors, merged into a tiny model). */
+/* fuzz_lora.c - libFuzzer harness for PEFT LoRA adapters (config + safetensors, merged into a tiny
+ * model). */
 #include "fuzz_targets.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -89,7 +89,8 @@ static char **list_dir(const char *dir, int *n) {
 }
 
 static void free_names(char **names, int n) {
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
 }
 
