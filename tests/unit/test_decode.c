@@ -785,7 +785,8 @@ static void test_validation(void) {
     enum lp_dream_alg a;
     enum lp_remasking rm;
     CHECK(lp_decoder_parse("dream", &k) == LOPAD_OK && k == LP_DEC_DREAM);
-    CHECK(lp_decoder_parse("fast", &k) == LOPAD_ERR_ARG && strstr(lopad_errmsg(), "'fast'"));
+    CHECK(lp_decoder_parse("fast", &k) == LOPAD_OK && k == LP_DEC_FAST);
+    CHECK(lp_decoder_parse("bogus", &k) == LOPAD_ERR_ARG && strstr(lopad_errmsg(), "'bogus'"));
     CHECK(lp_dream_alg_parse("topk_margin", &a) == LOPAD_OK && a == LP_ALG_TOPK_MARGIN);
     CHECK(lp_dream_alg_parse("greedy", &a) == LOPAD_ERR_ARG);
     CHECK(lp_remasking_parse("random", &rm) == LOPAD_OK && rm == LP_REMASK_RANDOM);
