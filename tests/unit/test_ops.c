@@ -2,7 +2,7 @@
  * test_ops.c - the thread pool and every CPU kernel against plain scalar
  * references written here (double accumulation), for every weight type, on
  * both the SIMD and the scalar path; plus bitwise equality across thread
- * counts and across batch compositions.
+ * counts and across batch compositions; the kernel levels against each other.
  */
 #include "test.h"
 
@@ -138,57 +138,99 @@ static void ref_matmul(const float *W, const float *bias, const float *x, int n_
         }
 }
 
-static void check_matmul_type(int type, int n_in) {
-    const int n_out = 37, n_rows = 7;
+/* Bound on |y - exact| from the level-3 dot paths' activation rounding, per
+ * output: bf16 rounds each activation to 8 significant bits (relative error
+ * <= 2^-9), int8 quantises a 32-block with step d = amax/127 (error <= d/2). */
+static double dot_path_bound(int type, const float *W, const float *x, int n_in, int o) {
+    double b = 0;
+    if (type == LOPAD_TYPE_BF16) {
+        for (int i = 0; i < n_in; i++)
+            b += fabs((double)W[(size_t)o * n_in + i] * x[i]) * (1.0 / 512);
+    } else if (type == LOPAD_TYPE_Q8_0 || type == LOPAD_TYPE_Q4_0) {
+        for (int b0 = 0; b0 < n_in; b0 += 32) {
+            double amax = 0, sw = 0;
+            for (int i = b0; i < b0 + 32; i++) {
+                amax = fmax(amax, fabs(x[i]));
+                sw += fabs(W[(size_t)o * n_in + i]);
+            }
+            b += sw * amax / 127 / 2;
+        }
+    }
+    return b;
+}
+
+static void check_matmul_type(int type, int n_in, int n_out, int n_rows) {
     struct lp_weight w;
     float *W;
     void *data = make_weight(type, n_out, n_in, &w, &W);
-    float *x = malloc(sizeof(float) * n_rows * n_in), bias[37];
+    float *x = malloc(sizeof(float) * n_rows * n_in), *bias = malloc(sizeof(float) * n_out);
     fill(x, (int64_t)n_rows * n_in, 1.0f);
     fill(bias, n_out, 0.3f);
     double *ref = malloc(sizeof(double) * n_rows * n_out);
-    float *y[4];
-    for (int k = 0; k < 4; k++)
-        y[k] = malloc(sizeof(float) * n_rows * n_out);
+    const size_t ny = (size_t)n_rows * n_out;
+    float *y[6];
+    for (int k = 0; k < 6; k++)
+        y[k] = malloc(sizeof(float) * ny);
+    const char *tn = lp_type_name(type);
     for (int use_bias = 0; use_bias < 2; use_bias++) {
         const float *b = use_bias ? bias : NULL;
         ref_matmul(W, b, x, n_rows, n_in, n_out, ref);
-        /* y0: simd 1 thread, y1: simd 3 threads, y2: scalar 2 threads, y3: simd rows fed one by one
-         */
+        /* y0: best level 1 thread, y1: best 3 threads, y2: scalar 2 threads, y3: best level,
+         * rows fed one by one, y4: avx2, y5: avx512 f32 */
         struct lp_backend be1 = make_cpu(1, false), be3 = make_cpu(3, false),
                           bs = make_cpu(2, true);
+        const int level = lp_backend_cpu_level(&be1);
         be1.ops->matmul(be1.ctx, &w, b, x, n_rows, y[0]);
         be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[1]);
         bs.ops->matmul(bs.ctx, &w, b, x, n_rows, y[2]);
         for (int t = 0; t < n_rows; t++)
             be1.ops->matmul(be1.ctx, &w, b, x + (size_t)t * n_in, 1, y[3] + (size_t)t * n_out);
-        double max_err = 0, max_sv = 0;
-        for (int i = 0; i < n_rows * n_out; i++) {
-            double scale = sqrt((double)n_in) * 0.5;
-            max_err = fmax(max_err, fabs(y[0][i] - ref[i]) / scale);
-            max_err = fmax(max_err, fabs(y[2][i] - ref[i]) / scale);
-            max_sv = fmax(max_sv, fabs(y[0][i] - y[2][i]) / scale);
-        }
-        CHECK_MSG(max_err < 1e-5, "%s n_in %d bias %d: error vs reference %g", lp_type_name(type),
-                  n_in, use_bias, max_err);
-        CHECK_MSG(max_sv < 1e-5, "%s: simd vs scalar differ by %g", lp_type_name(type), max_sv);
-        CHECK_MSG(bits_equal(y[0], y[1], (int64_t)n_rows * n_out),
-                  "%s: 1 vs 3 threads not bitwise equal", lp_type_name(type));
-        CHECK_MSG(bits_equal(y[0], y[3], (int64_t)n_rows * n_out),
-                  "%s: a row's result depends on the other rows fed", lp_type_name(type));
-        /* AVX2 tiles vs AVX-512VL tiles: the same arithmetic, bitwise */
+        double max_err = 0, max_err_s = 0, over = 0;
+        const double scale = sqrt((double)n_in) * 0.5;
+        for (int t = 0; t < n_rows; t++)
+            for (int o = 0; o < n_out; o++) {
+                size_t i = (size_t)t * n_out + o;
+                double e = fabs(y[0][i] - ref[i]);
+                max_err = fmax(max_err, e / scale);
+                max_err_s = fmax(max_err_s, fabs(y[2][i] - ref[i]) / scale);
+                if (level >= 3) {
+                    double bound = dot_path_bound(type, W, x + (size_t)t * n_in, n_in, o);
+                    over = fmax(over, e - bound - 1e-5 * scale);
+                }
+            }
+        const bool dot_path =
+            level >= 3 && n_in >= 256 &&
+            (type == LOPAD_TYPE_BF16 || type == LOPAD_TYPE_Q8_0 || type == LOPAD_TYPE_Q4_0);
+        if (dot_path)
+            CHECK_MSG(over <= 0, "%s n_in %d: dot path exceeds its rounding bound by %g", tn, n_in,
+                      over);
+        else
+            CHECK_MSG(max_err < 1e-5, "%s n_in %d bias %d: error vs reference %g", tn, n_in,
+                      use_bias, max_err);
+        CHECK_MSG(max_err_s < 1e-5, "%s n_in %d: scalar error vs reference %g", tn, n_in,
+                  max_err_s);
+        CHECK_MSG(bits_equal(y[0], y[1], (int64_t)ny), "%s: 1 vs 3 threads not bitwise equal", tn);
+        CHECK_MSG(bits_equal(y[0], y[3], (int64_t)ny),
+                  "%s: a row's result depends on the other rows fed", tn);
+        /* levels 0-2 (scalar, AVX2, AVX-512 f32) do the same f32 operations: bitwise */
         lp_backend_cpu_set_level(&be3, 1);
-        be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[1]);
-        CHECK_MSG(bits_equal(y[0], y[1], (int64_t)n_rows * n_out),
-                  "%s: avx2 and avx512vl kernels differ", lp_type_name(type));
+        be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[4]);
+        lp_backend_cpu_set_level(&be3, 2);
+        be3.ops->matmul(be3.ctx, &w, b, x, n_rows, y[5]);
+        CHECK_MSG(bits_equal(y[2], y[4], (int64_t)ny), "%s: scalar and avx2 kernels differ", tn);
+        CHECK_MSG(bits_equal(y[2], y[5], (int64_t)ny), "%s: scalar and avx512 kernels differ", tn);
+        if (!dot_path)
+            CHECK_MSG(bits_equal(y[0], y[2], (int64_t)ny), "%s: best level differs from scalar",
+                      tn);
         lp_backend_free(&be1);
         lp_backend_free(&be3);
         lp_backend_free(&bs);
     }
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 6; k++)
         free(y[k]);
     free(ref);
     free(x);
+    free(bias);
     free(W);
     free(data);
 }
@@ -200,10 +242,19 @@ static void test_matmul(void) {
         const struct lp_type_traits *tt = lp_type_traits(types[i]);
         CHECK(tt != NULL);
         if (!tt) continue;
-        check_matmul_type(types[i], 512);
-        if (tt->blck_size == 32) check_matmul_type(types[i], 96);
-        if (tt->blck_size == 1) check_matmul_type(types[i], 101); /* masked SIMD tail */
+        check_matmul_type(types[i], 512, 37, 7);
+        /* several tasks, partial micro-tiles, two activation groups and a partial one */
+        check_matmul_type(types[i], 768, 203, 45);
+        if (tt->blck_size == 32) check_matmul_type(types[i], 96, 37, 7);
+        if (tt->blck_size == 1) check_matmul_type(types[i], 101, 37, 7); /* odd K tail */
     }
+    /* more activation rows than one accumulator chunk */
+    check_matmul_type(LOPAD_TYPE_BF16, 256, 20, 300);
+    check_matmul_type(LOPAD_TYPE_Q8_0, 256, 20, 300);
+    check_matmul_type(LOPAD_TYPE_F32, 64, 20, 300);
+    /* the dot paths with an odd bf16 tail and a K-block remainder */
+    check_matmul_type(LOPAD_TYPE_BF16, 301, 40, 9);
+    check_matmul_type(LOPAD_TYPE_Q4_0, 288, 40, 9);
 }
 
 /* The matmul's own weight conversion (SIMD or scalar) against to_float, exactly:
@@ -228,6 +279,8 @@ static void test_matmul_conversion_exact(void) {
         }
         for (int scalar = 0; scalar < 2; scalar++) {
             struct lp_backend be = make_cpu(2, scalar);
+            /* the f32 path: the level-3 dot paths round the activations on purpose */
+            if (!scalar) lp_backend_cpu_set_level(&be, 2);
             be.ops->matmul(be.ctx, &w, NULL, x, n, y);
             int bad = 0;
             for (int t = 0; t < n; t++)
@@ -479,8 +532,8 @@ static void test_attention(void) {
 
 int main(void) {
     struct lp_backend be = make_cpu(1, false);
-    fprintf(stderr, "kernel level: %d (0 scalar, 1 avx2, 2 avx512vl)\n",
-            lp_backend_cpu_set_level(&be, 2));
+    fprintf(stderr, "kernel level: %d (0 scalar, 1 avx2, 2 avx512 f32, 3 avx512 + bf16/int8 dot)\n",
+            lp_backend_cpu_level(&be));
     lp_backend_free(&be);
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);

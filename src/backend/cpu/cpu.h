@@ -1,7 +1,8 @@
 /*
  * cpu.h - the CPU backend: a thread pool plus per-thread scratch behind the
- * lp_backend table (see backend/backend.h). Kernels use AVX2/FMA/F16C when the
- * CPU has them (chosen once at creation) and portable scalar loops otherwise.
+ * lp_backend table (see backend/backend.h). Kernels use AVX-512 (with BF16 and
+ * VNNI dot products), else AVX2/FMA/F16C, when the CPU has them (chosen once at
+ * creation, see lp_backend_cpu_set_level) and portable scalar loops otherwise.
  */
 #ifndef LP_BACKEND_CPU_H
 #define LP_BACKEND_CPU_H
@@ -20,9 +21,13 @@ bool lp_cpu_simd_available(void);
 /* Test hook: use the scalar kernels (true) or the SIMD ones when available
  * (false) from now on. Returns whether SIMD kernels are in use afterwards. */
 bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar);
-/* Test hook: kernel level 0 = scalar, 1 = AVX2/FMA/F16C, 2 = the same with
- * AVX-512VL registers (bigger matmul tiles, bitwise the same results as 1);
- * clamped to what the CPU has. Returns the level now in use. */
+/* Test hook: kernel level 0 = scalar reference, 1 = AVX2/FMA/F16C, 2 = AVX-512
+ * (matmul bitwise the same as 0 and 1), 3 = AVX-512 plus the bf16-dot (BF16
+ * weights) and int8-dot (Q8_0/Q4_0) matmul paths, whose numerics differ (see
+ * cpu_matmul.c). Clamped to what the CPU has. Returns the level now in use.
+ * The default is the best level, capped by $LOPAD_KERNELS = ref | avx2 |
+ * avx512f32 | avx512. */
 int lp_backend_cpu_set_level(struct lp_backend *b, int level);
+int lp_backend_cpu_level(const struct lp_backend *b);
 
 #endif

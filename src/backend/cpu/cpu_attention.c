@@ -158,5 +158,6 @@ void lp_cpu_attention(void *ctx, const struct lp_attn_desc *a) {
         LP_ASSERT(len >= 1);
         n_tiles += (len + LP_ATT_QT - 1) / LP_ATT_QT;
     }
-    lp_pool_run(cpu->pool, n_tiles * a->n_head_kv, att_task, &j);
+    const double work = (double)a->n_tokens * (a->n_cache + a->n_tokens) * a->n_head * a->head_dim;
+    lp_cpu_run(cpu, n_tiles * a->n_head_kv, att_task, &j, work >= LP_PAR_MIN_MM);
 }

@@ -6,6 +6,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool lp_cpu_simd_available(void) {
@@ -18,13 +19,50 @@ bool lp_cpu_simd_available(void) {
 #endif
 }
 
-static bool cpu_has_avx512vl(void) {
+static bool cpu_has_avx512(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    return lp_cpu_simd_available() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq");
 #else
     return false;
 #endif
+}
+
+static bool cpu_has_bf16(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && __GNUC__ >= 11
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
+static bool cpu_has_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+/* Best level this CPU runs, capped by LOPAD_KERNELS (ref|avx2|avx512f32|avx512). */
+static int level_max(void) {
+    return cpu_has_avx512() ? LP_LEVEL_AVX512_DOT : lp_cpu_simd_available() ? LP_LEVEL_AVX2 : 0;
+}
+
+static int level_from_env(void) {
+    const char *e = getenv("LOPAD_KERNELS");
+    int want = LP_LEVEL_AVX512_DOT;
+    if (e && *e) {
+        if (!strcmp(e, "ref") || !strcmp(e, "scalar"))
+            want = LP_LEVEL_REF;
+        else if (!strcmp(e, "avx2"))
+            want = LP_LEVEL_AVX2;
+        else if (!strcmp(e, "avx512f32"))
+            want = LP_LEVEL_AVX512;
+    }
+    return LP_MIN(want, level_max());
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -63,7 +101,7 @@ static void cpu_rmsnorm(void *ctx, const float *x, const float *w, float eps, in
                         float *y) {
     struct lp_cpu *cpu = ctx;
     struct norm_job j = {.x = x, .w = w, .y = y, .eps = eps, .n = n};
-    lp_pool_run(cpu->pool, n_rows, norm_task, &j);
+    lp_cpu_run(cpu, n_rows, norm_task, &j, (double)n_rows * n >= LP_PAR_MIN_EW);
 }
 
 /* ------------------------------------------------------------------ rope */
@@ -104,7 +142,7 @@ static void cpu_rope(void *ctx, float *x, int n_rows, int n_head, int head_dim, 
     LP_ASSERT(head_dim % 2 == 0);
     struct rope_job j = {
         .x = x, .pos = pos, .n_head = n_head, .head_dim = head_dim, .theta = theta, .mode = mode};
-    lp_pool_run(cpu->pool, n_rows, rope_task, &j);
+    lp_cpu_run(cpu, n_rows, rope_task, &j, (double)n_rows * n_head * head_dim * 4 >= LP_PAR_MIN_EW);
 }
 
 /* ------------------------------------------------------- elementwise ops */
@@ -137,7 +175,7 @@ static void run_ew(struct lp_cpu *cpu, lp_task_fn fn, float *y, const float *x, 
     struct ew_job j = {.y = y, .x = x, .n = n};
     int64_t n_tasks = (n + EW_CHUNK - 1) / EW_CHUNK;
     LP_ASSERT(n_tasks <= INT32_MAX);
-    lp_pool_run(cpu->pool, (int)n_tasks, fn, &j);
+    lp_cpu_run(cpu, (int)n_tasks, fn, &j, (double)n >= LP_PAR_MIN_EW);
 }
 
 static void cpu_silu_mul(void *ctx, float *gate, const float *up, int64_t n) {
@@ -186,8 +224,11 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
     struct lp_cpu *cpu = lp_calloc(1, sizeof *cpu, "cpu backend");
     if (!cpu) return LOPAD_ERR_NOMEM;
     cpu->lim = *lim;
-    cpu->simd = lp_cpu_simd_available();
-    cpu->wide = cpu->simd && cpu_has_avx512vl();
+    cpu->has_bf16 = cpu_has_bf16();
+    cpu->has_vnni = cpu_has_vnni();
+    cpu->level = level_from_env();
+    cpu->simd = cpu->level >= LP_LEVEL_AVX2;
+    cpu->wide = cpu->level >= LP_LEVEL_AVX512;
     cpu->pool = lp_pool_new(n_threads);
     if (!cpu->pool) {
         cpu_free(cpu);
@@ -195,15 +236,14 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
     }
     cpu->n_threads = lp_pool_n_threads(cpu->pool);
     uint64_t mm, att;
-    if (!lp_mul_ok((uint64_t)LP_MM_TILE_MAX, (uint64_t)lim->max_n_in, &mm) ||
-        !lp_mul_ok(mm, (uint64_t)cpu->n_threads * sizeof(float), &mm)) {
+    cpu->mm_stride = lp_cpu_mm_scratch_floats();
+    if (!lp_mul_ok((uint64_t)cpu->mm_stride, (uint64_t)cpu->n_threads * sizeof(float), &mm)) {
         cpu_free(cpu);
         return lp_error(LOPAD_ERR_ARG, "cpu backend: scratch size overflows");
     }
-    cpu->mm_stride = (size_t)LP_MM_TILE_MAX * (size_t)lim->max_n_in;
     cpu->att_stride = lp_cpu_att_scratch_floats(lim);
     att = (uint64_t)cpu->att_stride * cpu->n_threads * sizeof(float);
-    cpu->mm_scratch = lp_malloc((size_t)mm, "cpu matmul scratch");
+    cpu->mm_scratch = lp_calloc(1, (size_t)mm, "cpu matmul scratch");
     cpu->att_scratch = cpu->mm_scratch ? lp_malloc((size_t)att, "cpu attention scratch") : NULL;
     if (!cpu->att_scratch) {
         cpu_free(cpu);
@@ -220,11 +260,16 @@ int lp_backend_cpu_n_threads(const struct lp_backend *b) {
 
 int lp_backend_cpu_set_level(struct lp_backend *b, int level) {
     struct lp_cpu *cpu = b->ctx;
-    cpu->simd = level >= 1 && lp_cpu_simd_available();
-    cpu->wide = level >= 2 && cpu->simd && cpu_has_avx512vl();
-    return cpu->wide ? 2 : cpu->simd ? 1 : 0;
+    cpu->level = LP_MAX(0, LP_MIN(level, level_max()));
+    cpu->simd = cpu->level >= LP_LEVEL_AVX2;
+    cpu->wide = cpu->level >= LP_LEVEL_AVX512;
+    return cpu->level;
+}
+
+int lp_backend_cpu_level(const struct lp_backend *b) {
+    return ((const struct lp_cpu *)b->ctx)->level;
 }
 
 bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar) {
-    return lp_backend_cpu_set_level(b, scalar ? 0 : 2) > 0;
+    return lp_backend_cpu_set_level(b, scalar ? 0 : level_from_env()) > 0;
 }

@@ -1,7 +1,8 @@
 /*
- * cpu_internal.h - what the CPU backend's source files share: the context and
- * the vector primitives (scalar and AVX2 flavours with one fixed reduction
- * order each, so results never depend on tiling or thread count).
+ * cpu_internal.h - what the CPU backend's source files share: the context, the
+ * kernel levels, the small-op policy and the vector primitives (scalar and AVX2
+ * flavours with one fixed reduction order each, so results never depend on
+ * tiling or thread count).
  */
 #ifndef LP_BACKEND_CPU_INTERNAL_H
 #define LP_BACKEND_CPU_INTERNAL_H
@@ -9,26 +10,55 @@
 #include "cpu.h"
 #include "../../core/threadpool.h"
 
-/* Matmul: weight rows dequantised together into per-thread scratch. */
-#define LP_MM_TILE_MAX 16
+/* Matmul blocking: weight rows per task, K columns per block (a multiple of
+ * every block size, 256 = QK_K), activation rows per accumulator chunk. */
+#define LP_MM_MB 96
+#define LP_MM_KC 256
+#define LP_MM_TC 256
+/* Shortest weight row (elements) for the level-3 bf16 / int8 dot paths. */
+#define LP_MM_DOT_MIN_K 256
 /* Attention tiles: queries per task and keys per online-softmax step. */
 #define LP_ATT_QT 4
 #define LP_ATT_KT 32
 
+/* Work below which an op runs on the calling thread only (waking the pool costs
+ * more, and far more on a loaded machine). Results are the same either way. */
+#define LP_PAR_MIN_MM (4.0 * 1024 * 1024) /* multiply-adds */
+#define LP_PAR_MIN_EW (64.0 * 1024)       /* elements */
+
+/* Kernel levels (LOPAD_KERNELS=ref|avx2|avx512f32|avx512). Levels 0-2 compute
+ * every matmul output with the same f32 operations (bitwise equal); level 3
+ * adds the bf16-dot (BF16 weights) and int8-dot (Q8_0/Q4_0) paths. */
+enum { LP_LEVEL_REF = 0, LP_LEVEL_AVX2 = 1, LP_LEVEL_AVX512 = 2, LP_LEVEL_AVX512_DOT = 3 };
+
 struct lp_cpu {
     lp_pool *pool;
     int n_threads;
-    bool simd; /* AVX2+FMA+F16C kernels in use */
-    bool wide; /* ... with AVX-512VL's 32 registers (same arithmetic, bigger tiles) */
+    int level;               /* kernel level in use */
+    bool simd;               /* level >= 1: AVX2+FMA+F16C small kernels */
+    bool wide;               /* level >= 2 */
+    bool has_bf16, has_vnni; /* the CPU has AVX512-BF16 / AVX512-VNNI (+BW) */
     struct lp_backend_limits lim;
 
-    float *mm_scratch;  /* [n_threads][LP_MM_TILE_MAX * max_n_in] */
+    float *mm_scratch;  /* [n_threads][mm_stride] */
     size_t mm_stride;   /* floats per thread */
     float *att_scratch; /* [n_threads][att_stride] */
     size_t att_stride;
 };
 
-/* Floats of attention scratch one thread needs. */
+/* Run fn over [0, n_tasks) on the pool, or on the calling thread when !parallel. */
+static inline void lp_cpu_run(struct lp_cpu *cpu, int n_tasks, lp_task_fn fn, void *ctx,
+                              bool parallel) {
+    if (parallel && cpu->n_threads > 1) {
+        lp_pool_run(cpu->pool, n_tasks, fn, ctx);
+        return;
+    }
+    for (int t = 0; t < n_tasks; t++)
+        fn(ctx, t, 0);
+}
+
+/* Floats of matmul / attention scratch one thread needs. */
+size_t lp_cpu_mm_scratch_floats(void);
 size_t lp_cpu_att_scratch_floats(const struct lp_backend_limits *lim);
 
 /* Vector primitives. dot: sum a[i]*b[i] accumulated in 8 lanes (lane l takes

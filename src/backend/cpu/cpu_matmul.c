@@ -1,15 +1,30 @@
 /*
  * cpu_matmul.c - y = x W^T with W in its stored type, and embedding row gather.
  *
- * Work is split by output: a task owns a tile of weight rows, converts them to
- * f32 once into per-thread scratch (F32 weights are read in place) and
- * multiplies them against every activation row, so the conversion cost is
- * amortised over the 32-512 rows of a diffusion forward. Each output is one dot
- * product with a fixed lane order (see cpu_internal.h), whatever the tile, the
- * micro-kernel or the thread that computes it.
+ * GEMM layout (all kernel levels): a task owns LP_MM_MB consecutive weight rows
+ * (split by output, so threads never share an output). For each K block of
+ * LP_MM_KC columns it packs its rows into panels of 16 rows, column-interleaved
+ * ([k][16 rows]), then sweeps every activation row group against them with a
+ * register-blocked outer-product micro-kernel (one weight vector per panel x a
+ * broadcast activation per row). Partial sums are kept in y between K blocks.
+ *
+ * Numerics, per output (t, o), identical whatever the tiling, the thread count
+ * or the other rows fed:
+ *  - f32 path (levels 0-2, and level 3 for F32/F16/Q4_K/Q6_K): weights converted
+ *    exactly to f32 (the values of to_float); acc = fmaf(w[o][k], x[t][k], acc)
+ *    for k = 0, 1, ..., n_in-1 from acc = 0, then + bias. Scalar, AVX2 and
+ *    AVX-512 kernels are bitwise equal.
+ *  - bf16 path (level 3, BF16 weights with n_in >= LP_MM_DOT_MIN_K, AVX512-BF16): activations
+ * rounded to bf16 (nearest-even) per row; vdpbf16ps accumulates the exact products of pairs (k,
+ * k+1) into an f32 accumulator in k order; then + bias.
+ *  - int8 path (level 3, Q8_0/Q4_0 weights with n_in >= LP_MM_DOT_MIN_K, AVX512-VNNI): each
+ * activation row is quantised per 32-block like llama.cpp's q8_0 (d = amax/127, q = rne(x/d)), the
+ * block's integer dot product is exact, and acc = fmaf((float)isum, d_w * d_x, acc) block after
+ * block; then + bias.
  */
 #include "cpu_internal.h"
 
+#include <math.h>
 #include <string.h>
 #include "../../core/types.h"
 
@@ -17,6 +32,8 @@
 #include <immintrin.h>
 #define LP_HAVE_X86 1
 #endif
+
+#define PW 16 /* weight rows per panel */
 
 /* ------------------------------------------------------------ primitives */
 
@@ -41,16 +58,6 @@ void lp_cpu_axpby_scalar(float *y, float c, float p, const float *x, int n) {
             y[i] *= c;
     for (int i = 0; i < n; i++)
         y[i] += p * x[i];
-}
-
-/* rows [r0, r0+nr) of the tile at w (row stride ldw) against nt activation rows */
-static void mm_tile_scalar(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt,
-                           int n, float *y, int64_t ldy, const float *bias) {
-    for (int t = 0; t < nt; t++)
-        for (int r = 0; r < nr; r++) {
-            float s = lp_cpu_dot_scalar(w + r * ldw, x + t * ldx, n);
-            y[t * ldy + r] = bias ? s + bias[r] : s;
-        }
 }
 
 #ifdef LP_HAVE_X86
@@ -107,6 +114,19 @@ __attribute__((target("avx2,fma,f16c"))) static void f16_to_f32_f16c(const void 
         dst[i] = lp_f16_to_f32(h[i]);
 }
 
+/* BF16 rows: a 16-bit shift, exact */
+__attribute__((target("avx2,fma"))) static void bf16_to_f32_avx2(const void *src, float *dst,
+                                                                 int64_t n) {
+    const lp_bf16 *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; i < n; i++)
+        dst[i] = lp_bf16_to_f32(h[i]);
+}
+
 /* Q8_0 / Q4_0 rows: the same products as types.c (int -> float exact, one f32
  * multiply by the block scale), 8 lanes at a time */
 __attribute__((target("avx2,fma,f16c"))) static void q8_0_to_f32_avx2(const void *src, float *dst,
@@ -141,138 +161,6 @@ __attribute__((target("avx2,fma,f16c"))) static void q4_0_to_f32_avx2(const void
             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
     }
 }
-
-/* 4 weight rows x 2 activation rows per step; every output keeps the lane
- * order of lp_cpu_dot_avx2, so the remainder loops may use it directly. */
-__attribute__((target("avx2,fma"))) static void mm_tile_avx2(const float *w, int64_t ldw, int nr,
-                                                             const float *x, int64_t ldx, int nt,
-                                                             int n, float *y, int64_t ldy,
-                                                             const float *bias) {
-    const int n8 = n & ~7;
-    const __m256i m = tail_mask(n - n8);
-    int t = 0;
-    for (; t + 2 <= nt; t += 2) {
-        const float *x0 = x + t * ldx, *x1 = x0 + ldx;
-        int r = 0;
-        for (; r + 4 <= nr; r += 4) {
-            const float *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
-            __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            for (int i = 0; i < n8; i += 8) {
-                __m256 v0 = _mm256_loadu_ps(x0 + i), v1 = _mm256_loadu_ps(x1 + i), wv;
-                wv = _mm256_loadu_ps(w0 + i);
-                a00 = _mm256_fmadd_ps(wv, v0, a00);
-                a01 = _mm256_fmadd_ps(wv, v1, a01);
-                wv = _mm256_loadu_ps(w1 + i);
-                a10 = _mm256_fmadd_ps(wv, v0, a10);
-                a11 = _mm256_fmadd_ps(wv, v1, a11);
-                wv = _mm256_loadu_ps(w2 + i);
-                a20 = _mm256_fmadd_ps(wv, v0, a20);
-                a21 = _mm256_fmadd_ps(wv, v1, a21);
-                wv = _mm256_loadu_ps(w3 + i);
-                a30 = _mm256_fmadd_ps(wv, v0, a30);
-                a31 = _mm256_fmadd_ps(wv, v1, a31);
-            }
-            if (n8 < n) {
-                __m256 v0 = _mm256_maskload_ps(x0 + n8, m), v1 = _mm256_maskload_ps(x1 + n8, m);
-                __m256 wv;
-                wv = _mm256_maskload_ps(w0 + n8, m);
-                a00 = _mm256_fmadd_ps(wv, v0, a00);
-                a01 = _mm256_fmadd_ps(wv, v1, a01);
-                wv = _mm256_maskload_ps(w1 + n8, m);
-                a10 = _mm256_fmadd_ps(wv, v0, a10);
-                a11 = _mm256_fmadd_ps(wv, v1, a11);
-                wv = _mm256_maskload_ps(w2 + n8, m);
-                a20 = _mm256_fmadd_ps(wv, v0, a20);
-                a21 = _mm256_fmadd_ps(wv, v1, a21);
-                wv = _mm256_maskload_ps(w3 + n8, m);
-                a30 = _mm256_fmadd_ps(wv, v0, a30);
-                a31 = _mm256_fmadd_ps(wv, v1, a31);
-            }
-            float b0 = bias ? bias[r] : 0, b1 = bias ? bias[r + 1] : 0;
-            float b2 = bias ? bias[r + 2] : 0, b3 = bias ? bias[r + 3] : 0;
-            float *y0 = y + t * ldy + r, *y1 = y0 + ldy;
-            /* s + 0.0f is exact, so bias-free outputs equal the plain dot */
-            y0[0] = hsum8_avx(a00) + b0;
-            y0[1] = hsum8_avx(a10) + b1;
-            y0[2] = hsum8_avx(a20) + b2;
-            y0[3] = hsum8_avx(a30) + b3;
-            y1[0] = hsum8_avx(a01) + b0;
-            y1[1] = hsum8_avx(a11) + b1;
-            y1[2] = hsum8_avx(a21) + b2;
-            y1[3] = hsum8_avx(a31) + b3;
-        }
-        for (; r < nr; r++) {
-            float b = bias ? bias[r] : 0;
-            y[t * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x0, n) + b;
-            y[(t + 1) * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x1, n) + b;
-        }
-    }
-    for (; t < nt; t++)
-        for (int r = 0; r < nr; r++)
-            y[t * ldy + r] = lp_cpu_dot_avx2(w + r * ldw, x + t * ldx, n) + (bias ? bias[r] : 0);
-}
-
-/* The same 8-lane ymm arithmetic with 4 weight rows x 4 activation rows per step,
- * for CPUs with AVX-512VL: its 32 vector registers hold the 16 accumulators. Every
- * output sees exactly the instruction sequence of lp_cpu_dot_avx2, so results are
- * bitwise those of mm_tile_avx2. */
-#define MM44_ROW(wrow, k, LOAD)                                                                    \
-    wv = LOAD(wrow);                                                                               \
-    a##k##0 = _mm256_fmadd_ps(wv, v0, a##k##0);                                                    \
-    a##k##1 = _mm256_fmadd_ps(wv, v1, a##k##1);                                                    \
-    a##k##2 = _mm256_fmadd_ps(wv, v2, a##k##2);                                                    \
-    a##k##3 = _mm256_fmadd_ps(wv, v3, a##k##3);
-#define LOADU(p) _mm256_loadu_ps(p)
-#define LOADM(p) _mm256_maskload_ps(p, m)
-#define MM44_STEP(off, LOAD)                                                                       \
-    {                                                                                              \
-        __m256 v0 = LOAD(x0 + (off)), v1 = LOAD(x1 + (off)), v2 = LOAD(x2 + (off));                \
-        __m256 v3 = LOAD(x3 + (off)), wv;                                                          \
-        MM44_ROW(w0 + (off), 0, LOAD)                                                              \
-        MM44_ROW(w1 + (off), 1, LOAD)                                                              \
-        MM44_ROW(w2 + (off), 2, LOAD)                                                              \
-        MM44_ROW(w3 + (off), 3, LOAD)                                                              \
-    }
-
-__attribute__((target("avx2,fma,avx512f,avx512vl"))) static void
-mm_tile_avx512vl(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int n,
-                 float *y, int64_t ldy, const float *bias) {
-    const int n8 = n & ~7;
-    const __m256i m = tail_mask(n - n8);
-    const int nr4 = nr & ~3;
-    int t = 0;
-    for (; t + 4 <= nt; t += 4) {
-        const float *x0 = x + t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-        for (int r = 0; r < nr4; r += 4) {
-            const float *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-            __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-            __m256 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-            for (int i = 0; i < n8; i += 8)
-                MM44_STEP(i, LOADU)
-            if (n8 < n) MM44_STEP(n8, LOADM)
-            const __m256 acc[4][4] = {{a00, a01, a02, a03},
-                                      {a10, a11, a12, a13},
-                                      {a20, a21, a22, a23},
-                                      {a30, a31, a32, a33}};
-            for (int k = 0; k < 4; k++) {
-                const float b = bias ? bias[r + k] : 0;
-                for (int q = 0; q < 4; q++)
-                    y[(t + q) * ldy + r + k] = hsum8_avx(acc[k][q]) + b;
-            }
-        }
-        if (nr4 < nr) /* leftover weight rows for these 4 activation rows */
-            mm_tile_avx2(w + nr4 * ldw, ldw, nr - nr4, x0, ldx, 4, n, y + t * ldy + nr4, ldy,
-                         bias ? bias + nr4 : NULL);
-    }
-    if (t < nt) mm_tile_avx2(w, ldw, nr, x + t * ldx, ldx, nt - t, n, y + t * ldy, ldy, bias);
-}
-#undef MM44_ROW
-#undef MM44_STEP
-#undef LOADU
-#undef LOADM
 #else
 float lp_cpu_dot_avx2(const float *a, const float *b, int n) {
     return lp_cpu_dot_scalar(a, b, n);
@@ -282,82 +170,585 @@ void lp_cpu_axpby_avx2(float *y, float c, float p, const float *x, int n) {
 }
 #endif
 
-/* ---------------------------------------------------------------- matmul */
+/* ------------------------------------------------------------ the job */
+
+enum mm_path { MM_F32, MM_BF16, MM_I8 };
 
 struct mm_job {
     struct lp_cpu *cpu;
     const struct lp_weight *w;
-    const struct lp_type_traits *tt; /* NULL for F32 (read in place) */
+    lp_to_float_fn conv; /* row segment -> f32 (f32 path; NULL for F32 weights) */
+    enum mm_path path;
+    int level;
     const float *bias, *x;
     int n_rows;
-    int tile;
     float *y;
 };
 
-/* Weight rows per tile: more rows amortise the activation reads, fewer keep the
- * converted tile in L2. Depends only on the row length, never on threads. */
-static int mm_tile_rows(int64_t n_in) {
-    return n_in <= 4096 ? 16 : 8;
+#define KC LP_MM_KC
+#define MB LP_MM_MB
+#define TC LP_MM_TC
+#define XG_FLOATS ((size_t)KC * PW) /* one packed activation group (16 rows x KC) */
+
+/* per-thread scratch layout, in floats */
+#define SC_W ((size_t)MB * (KC + 16))      /* weight rows of the task, row-major */
+#define SC_WS ((size_t)2 * MB * (KC / 32)) /* int8 path: weight scales, offsets */
+#define SC_X (2 * XG_FLOATS)               /* two packed activation groups */
+#define SC_XS ((size_t)2 * (KC / 32) * PW) /* int8 path: activation scales */
+#define SC_XR ((size_t)PW * (KC + 32))     /* activation rows staged for packing */
+#define SC_C ((size_t)MB * TC)             /* accumulators [row][activation] */
+
+size_t lp_cpu_mm_scratch_floats(void) {
+    return SC_W + SC_WS + SC_X + SC_XS + SC_XR + SC_C + 64;
 }
+
+struct mm_scr {
+    float *w, *ws, *x, *xs, *xr, *c;
+};
+
+static struct mm_scr mm_scr(struct lp_cpu *cpu, int tid) {
+    struct mm_scr s;
+    s.w = cpu->mm_scratch + (size_t)tid * cpu->mm_stride;
+    s.ws = s.w + SC_W;
+    s.x = s.ws + SC_WS;
+    s.xs = s.x + SC_X;
+    s.xr = s.xs + SC_XS;
+    s.c = s.xr + SC_XR;
+    return s;
+}
+
+/* Convert row segment [k0, k0+kc) of weight row r to f32 in dst (kc valid values). */
+static void conv_segment(const struct mm_job *j, int64_t r, int k0, int kc, float *dst) {
+    const struct lp_weight *w = j->w;
+    const char *row = (const char *)w->data + r * w->row_bytes;
+    if (!j->conv) {
+        memcpy(dst, (const float *)row + k0, (size_t)kc * sizeof(float));
+        return;
+    }
+    const struct lp_type_traits *tt = lp_type_traits(w->type);
+    j->conv(row + (size_t)(k0 / tt->blck_size) * tt->type_size, dst, kc);
+}
+
+/* ------------------------------------------------ scalar / generic path */
+
+/* Activation rows (nrow <= 16, row stride ldx) columns [0, kc) as [k][16], zero padded. */
+static void pack_x_scalar(const float *x, int64_t ldx, int nrow, int kc, float *xp) {
+    for (int k = 0; k < kc; k++)
+        for (int l = 0; l < PW; l++)
+            xp[(size_t)k * PW + l] = l < nrow ? x[l * ldx + k] : 0.0f;
+}
+
+/* nw weight rows (w, row stride ldw) x ng packed groups; accumulators in c
+ * ([row][activation], row stride TC). */
+static void kern_f32_scalar(int nw, int ng, const float *w, int64_t ldw, const float *xp, int kc,
+                            float *c, bool first) {
+    for (int o = 0; o < nw; o++)
+        for (int g = 0; g < ng; g++)
+            for (int l = 0; l < PW; l++) {
+                float acc = first ? 0.0f : c[o * TC + g * PW + l];
+                for (int k = 0; k < kc; k++)
+                    acc = fmaf(w[o * ldw + k], xp[g * XG_FLOATS + (size_t)k * PW + l], acc);
+                c[o * TC + g * PW + l] = acc;
+            }
+}
+
+#ifdef LP_HAVE_X86
+/* ------------------------------------------------------------ AVX2 path */
+
+__attribute__((target("avx2,fma"))) static void kern_f32_avx2(int nw, int ng, const float *w,
+                                                              int64_t ldw, const float *xp, int kc,
+                                                              float *c, bool first) {
+    /* up to 6 weight rows x one group (2 ymm): 12 accumulators */
+    for (int g = 0; g < ng; g++)
+        for (int o0 = 0; o0 < nw; o0 += 6) {
+            const int n = LP_MIN(6, nw - o0);
+            __m256 a[6][2];
+            for (int o = 0; o < 6; o++) {
+                float *cr = c + (o0 + o) * TC + g * PW;
+                a[o][0] = o < n && !first ? _mm256_loadu_ps(cr) : _mm256_setzero_ps();
+                a[o][1] = o < n && !first ? _mm256_loadu_ps(cr + 8) : _mm256_setzero_ps();
+            }
+            const float *xg = xp + g * XG_FLOATS, *wr = w + o0 * ldw;
+#define K6(NN)                                                                                     \
+    for (int k = 0; k < kc; k++) {                                                                 \
+        const __m256 x0 = _mm256_loadu_ps(xg + k * PW), x1 = _mm256_loadu_ps(xg + k * PW + 8);     \
+        _Pragma("GCC unroll 6") for (int o = 0; o < NN; o++) {                                     \
+            const __m256 b = _mm256_broadcast_ss(wr + o * ldw + k);                                \
+            a[o][0] = _mm256_fmadd_ps(b, x0, a[o][0]);                                             \
+            a[o][1] = _mm256_fmadd_ps(b, x1, a[o][1]);                                             \
+        }                                                                                          \
+    }
+            switch (n) {
+            case 6: K6(6) break;
+            case 5: K6(5) break;
+            case 4: K6(4) break;
+            case 3: K6(3) break;
+            case 2: K6(2) break;
+            default: K6(1) break;
+            }
+#undef K6
+            for (int o = 0; o < n; o++) {
+                float *cr = c + (o0 + o) * TC + g * PW;
+                _mm256_storeu_ps(cr, a[o][0]);
+                _mm256_storeu_ps(cr + 8, a[o][1]);
+            }
+        }
+}
+
+/* ---------------------------------------------------------- AVX-512 path */
+
+#define T512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq")))
+
+/* In-place transpose of a 16x16 matrix of 32-bit elements held in 16 zmm. */
+T512 static inline void tr16(__m512 *r) {
+    __m512 a[16], b[16];
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d p0 = _mm512_castps_pd(a[4 * i]), p1 = _mm512_castps_pd(a[4 * i + 1]);
+        __m512d p2 = _mm512_castps_pd(a[4 * i + 2]), p3 = _mm512_castps_pd(a[4 * i + 3]);
+        b[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(p0, p2));
+        b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p2));
+        b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(p1, p3));
+        b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(p1, p3));
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 u0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x44);
+        __m512 u1 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xEE);
+        __m512 u2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x44);
+        __m512 u3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        r[8 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+}
+
+/* nr rows of 32-bit elements (row stride ld elements) -> [col][16] for n32
+ * columns; rows past nr are zero. */
+T512 static void pack_dw_512(const void *base, int64_t ld, int nr, int n32, float *pk) {
+    const float *src = base;
+    for (int c0 = 0; c0 < n32; c0 += 16) {
+        const int nc = LP_MIN(16, n32 - c0);
+        const __mmask16 m = (__mmask16)((1u << nc) - 1);
+        __m512 v[16];
+        for (int r = 0; r < 16; r++)
+            v[r] = r < nr ? _mm512_maskz_loadu_ps(m, src + r * ld + c0) : _mm512_setzero_ps();
+        tr16(v);
+        for (int c = 0; c < nc; c++)
+            _mm512_storeu_ps(pk + (size_t)(c0 + c) * PW, v[c]);
+    }
+}
+
+static inline uint32_t ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* f32 micro-kernel: NW weight rows (broadcast) x NG groups of 16 activation rows. */
+T512 static inline __attribute__((always_inline)) void mk_f32_512(const int NW, const int NG,
+                                                                  const float *w, int64_t ldw,
+                                                                  const float *xp, int kc, float *c,
+                                                                  bool first) {
+    __m512 a[12][2];
+#pragma GCC unroll 12
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
+    for (int k = 0; k < kc; k++) {
+        __m512 xv[2];
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            xv[g] = _mm512_loadu_ps(xp + g * XG_FLOATS + (size_t)k * PW);
+#pragma GCC unroll 12
+        for (int o = 0; o < NW; o++) {
+            const __m512 b = _mm512_set1_ps(w[o * ldw + k]);
+#pragma GCC unroll 2
+            for (int g = 0; g < NG; g++)
+                a[o][g] = _mm512_fmadd_ps(b, xv[g], a[o][g]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            _mm512_storeu_ps(c + o * TC + g * PW, a[o][g]);
+}
+
+/* bf16 micro-kernel: weights as bf16 pairs (w: uint32 rows, stride ldw), xp
+ * [pair][16] bf16 pairs. */
+#define TBF __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512bf16")))
+TBF static inline __attribute__((always_inline)) void mk_bf16_512(const int NW, const int NG,
+                                                                  const uint32_t *w, int64_t ldw,
+                                                                  const float *xp, int npair,
+                                                                  float *c, bool first) {
+    __m512 a[12][2];
+#pragma GCC unroll 12
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
+    for (int k = 0; k < npair; k++) {
+        __m512bh xv[2];
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            xv[g] = (__m512bh)_mm512_loadu_ps(xp + g * XG_FLOATS + (size_t)k * PW);
+#pragma GCC unroll 12
+        for (int o = 0; o < NW; o++) {
+            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)ld32(w + o * ldw + k));
+#pragma GCC unroll 2
+            for (int g = 0; g < NG; g++)
+                a[o][g] = _mm512_dpbf16_ps(a[o][g], b, xv[g]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            _mm512_storeu_ps(c + o * TC + g * PW, a[o][g]);
+}
+
+/* int8 micro-kernel: weights s8 rows (w, stride ldw bytes), their scales wd and
+ * offsets wc (= 128 * sum of the block's quants) [row][blk]; xp [k/4][16] u8x4
+ * (activation quants + 128), xd [blk][16] activation scales per group. */
+#define TI8 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
+TI8 static inline __attribute__((always_inline)) void
+mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float *wd,
+          const int32_t *wc, int64_t ldws, const float *xp, const float *xd, int nblk, float *c,
+          bool first) {
+    __m512 a[6][2];
+#pragma GCC unroll 6
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
+    for (int b = 0; b < nblk; b++) {
+        __m512i s[6][2];
+#pragma GCC unroll 6
+        for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+            for (int g = 0; g < NG; g++)
+                s[o][g] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) {
+            __m512i xv[2];
+#pragma GCC unroll 2
+            for (int g = 0; g < NG; g++)
+                xv[g] = _mm512_loadu_si512(xp + g * XG_FLOATS + ((size_t)b * 8 + q) * PW);
+#pragma GCC unroll 6
+            for (int o = 0; o < NW; o++) {
+                const __m512i wb = _mm512_set1_epi32((int)ld32(w + o * ldw + b * 32 + q * 4));
+#pragma GCC unroll 2
+                for (int g = 0; g < NG; g++)
+                    s[o][g] = _mm512_dpbusd_epi32(s[o][g], xv[g], wb);
+            }
+        }
+        __m512 dx[2];
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            dx[g] = _mm512_loadu_ps(xd + g * (KC / 32) * PW + b * PW);
+#pragma GCC unroll 6
+        for (int o = 0; o < NW; o++) {
+            /* sum (x+128) w = sum x w + 128 sum w: remove the offset exactly */
+            const __m512i corr = _mm512_set1_epi32(wc[o * ldws + b]);
+            const __m512 dw = _mm512_set1_ps(wd[o * ldws + b]);
+#pragma GCC unroll 2
+            for (int g = 0; g < NG; g++)
+                a[o][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[o][g], corr)),
+                                          _mm512_mul_ps(dx[g], dw), a[o][g]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            _mm512_storeu_ps(c + o * TC + g * PW, a[o][g]);
+}
+
+/* dispatchers: instantiate the micro-kernels for every (NW, NG) */
+#define CASES12(M, NG)                                                                             \
+    M(1, NG)                                                                                       \
+    M(2, NG) M(3, NG) M(4, NG) M(5, NG) M(6, NG) M(7, NG) M(8, NG) M(9, NG) M(10, NG) M(11, NG)    \
+        M(12, NG)
+#define CASES6(M, NG) M(1, NG) M(2, NG) M(3, NG) M(4, NG) M(5, NG) M(6, NG)
+
+#define F32C(nw, ng)                                                                               \
+    case nw: mk_f32_512(nw, ng, w, ldw, xp, kc, c, first); break;
+T512 static void kern_f32_512(int nw, int ng, const float *w, int64_t ldw, const float *xp, int kc,
+                              float *c, bool first) {
+    if (ng == 2) {
+        switch (nw) { CASES12(F32C, 2) }
+    } else {
+        switch (nw) { CASES12(F32C, 1) }
+    }
+}
+#define BFC(nw, ng)                                                                                \
+    case nw: mk_bf16_512(nw, ng, w, ldw, xp, npair, c, first); break;
+TBF static void kern_bf16_512(int nw, int ng, const uint32_t *w, int64_t ldw, const float *xp,
+                              int npair, float *c, bool first) {
+    if (ng == 2) {
+        switch (nw) { CASES12(BFC, 2) }
+    } else {
+        switch (nw) { CASES12(BFC, 1) }
+    }
+}
+#define I8C(nw, ng)                                                                                \
+    case nw: mk_i8_512(nw, ng, w, ldw, wd, wc, ldws, xp, xd, nblk, c, first); break;
+TI8 static void kern_i8_512(int nw, int ng, const int8_t *w, int64_t ldw, const float *wd,
+                            const int32_t *wc, int64_t ldws, const float *xp, const float *xd,
+                            int nblk, float *c, bool first) {
+    if (ng == 2) {
+        switch (nw) { CASES6(I8C, 2) }
+    } else {
+        switch (nw) { CASES6(I8C, 1) }
+    }
+}
+
+/* Activation rows (nrow <= 16) columns [k0, k0+kc) as bf16 pairs (nearest-even)
+ * packed [pair][16]; an odd tail is padded with zero. */
+TBF static void pack_x_bf16(const float *x, int64_t ldx, int nrow, int kc, float *stage,
+                            float *xp) {
+    const int64_t lds = KC / 2 + 16;
+    uint32_t *st = (uint32_t *)stage;
+    for (int t = 0; t < nrow; t++) {
+        const float *xr = x + t * ldx;
+        for (int k = 0; k < kc; k += 32) {
+            const int n = LP_MIN(32, kc - k);
+            const __mmask16 ml = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+            const __mmask16 mh = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
+            __m512 lo = _mm512_maskz_loadu_ps(ml, xr + k);
+            __m512 hi = _mm512_maskz_loadu_ps(mh, xr + k + 16);
+            _mm512_storeu_si512(st + t * lds + k / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+    }
+    pack_dw_512(st, lds, nrow, (kc + 1) / 2, xp);
+}
+
+/* Activation rows quantised per 32-block like q8_0 (d = amax/127, q = rne(x/d)),
+ * stored as u8 (q + 128) packed [k/4][16]; scales to xd [blk][16] (0 for
+ * padding rows). */
+TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *stage, float *xp,
+                          float *xd) {
+    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const __m512i lim = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    const int64_t lds = KC / 4 + 16;
+    uint8_t *st = (uint8_t *)stage;
+    for (int t = 0; t < PW; t++)
+        for (int b = 0; b < kc / 32; b++) {
+            if (t >= nrow) {
+                xd[b * PW + t] = 0.0f;
+                continue;
+            }
+            const float *xr = x + t * ldx + b * 32;
+            __m512 v0 = _mm512_loadu_ps(xr), v1 = _mm512_loadu_ps(xr + 16);
+            float amax = _mm512_reduce_max_ps(
+                _mm512_max_ps(_mm512_and_ps(v0, absm), _mm512_and_ps(v1, absm)));
+            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            const __m512 vid = _mm512_set1_ps(id);
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+                _mm512_mul_ps(v0, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+                _mm512_mul_ps(v1, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            q0 = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q0, lim),
+                                                   _mm512_sub_epi32(_mm512_setzero_si512(), lim)),
+                                  off);
+            q1 = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q1, lim),
+                                                   _mm512_sub_epi32(_mm512_setzero_si512(), lim)),
+                                  off);
+            uint8_t *dst = st + (t * lds + b * 8) * 4;
+            _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(dst + 16), _mm512_cvtepi32_epi8(q1));
+            xd[b * PW + t] = d;
+        }
+    pack_dw_512(st, lds, nrow, kc / 4, xp);
+}
+
+/* Weight rows [r0, r0+nr) columns [k0, k0+kc) of Q8_0 / Q4_0 as s8 rows (stride
+ * KC bytes), scales wd and offsets wc = 128 * sum(q) [row][blk]. */
+TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, int kc, int8_t *wq,
+                          float *wd, int32_t *wc) {
+    const struct lp_weight *w = j->w;
+    const int nblk = kc / 32;
+    const __m256i x80 = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < nr; r++) {
+        const char *row = (const char *)w->data + (r0 + r) * w->row_bytes;
+        for (int b = 0; b < nblk; b++) {
+            const int blk = k0 / 32 + b;
+            __m256i q;
+            float d;
+            if (w->type == LOPAD_TYPE_Q8_0) {
+                const lp_block_q8_0 *qb = (const lp_block_q8_0 *)row + blk;
+                q = _mm256_loadu_si256((const __m256i *)qb->qs);
+                d = lp_f16_to_f32(qb->d);
+            } else {
+                const lp_block_q4_0 *qb = (const lp_block_q4_0 *)row + blk;
+                __m128i v = _mm_loadu_si128((const __m128i *)qb->qs);
+                const __m128i low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+                __m128i lo = _mm_sub_epi8(_mm_and_si128(v, low4), eight);
+                __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low4), eight);
+                q = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+                d = lp_f16_to_f32(qb->d);
+            }
+            _mm256_storeu_si256((__m256i *)(wq + (size_t)r * KC + b * 32), q);
+            /* sum of (q + 128) over the block via SAD, minus 32 * 128 */
+            __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, x80), _mm256_setzero_si256());
+            __m128i s2 =
+                _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+            int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
+            wd[r * (KC / 32) + b] = d;
+            wc[r * (KC / 32) + b] = 128 * sum;
+        }
+    }
+}
+#endif /* LP_HAVE_X86 */
+
+/* ---------------------------------------------------------------- matmul */
 
 static void mm_task(void *arg, int task, int tid) {
     struct mm_job *j = arg;
     const struct lp_weight *w = j->w;
-    int64_t r0 = (int64_t)task * j->tile;
-    int nr = (int)LP_MIN((int64_t)j->tile, w->n_out - r0);
-    int n = (int)w->n_in;
-    const float *wt;
-    int64_t ldw;
-    if (!j->tt) {
-        wt = (const float *)((const char *)w->data + r0 * w->row_bytes);
-        ldw = (int64_t)(w->row_bytes / sizeof(float));
-    } else {
-        float *s = j->cpu->mm_scratch + (size_t)tid * j->cpu->mm_stride;
-        lp_to_float_fn conv = j->tt->to_float;
+    const int64_t r0 = (int64_t)task * MB;
+    const int nr = (int)LP_MIN((int64_t)MB, w->n_out - r0);
+    const int K = (int)w->n_in, T = j->n_rows;
+    const int64_t ldy = w->n_out;
+    const struct mm_scr s = mm_scr(j->cpu, tid);
+    const int nw_max = j->path == MM_I8 ? 6 : 12;
+
+    for (int tc0 = 0; tc0 < T; tc0 += TC) {
+        const int tcn = LP_MIN(TC, T - tc0);
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = LP_MIN(KC, K - k0);
+            const bool first = k0 == 0;
+            /* ---- this task's weight rows, columns [k0, k0+kc) */
+            const void *wb = s.w;
+            int64_t ldw = KC; /* elements of the path's unit */
 #ifdef LP_HAVE_X86
-        if (j->cpu->simd) {
-            if (w->type == LOPAD_TYPE_F16)
-                conv = f16_to_f32_f16c;
-            else if (w->type == LOPAD_TYPE_Q8_0)
-                conv = q8_0_to_f32_avx2;
-            else if (w->type == LOPAD_TYPE_Q4_0)
-                conv = q4_0_to_f32_avx2;
+            if (j->path == MM_BF16) {
+                if (kc % 2 == 0) { /* bf16 pairs read in place */
+                    wb = (const char *)w->data + r0 * w->row_bytes + (size_t)k0 * 2;
+                    ldw = (int64_t)(w->row_bytes / 4);
+                } else { /* odd tail: staged with a zero pad */
+                    ldw = KC / 2 + 16;
+                    for (int r = 0; r < nr; r++) {
+                        uint32_t *d = (uint32_t *)s.w + r * ldw;
+                        memset(d, 0, sizeof(uint32_t) * ((kc + 1) / 2));
+                        memcpy(d, (const char *)w->data + (r0 + r) * w->row_bytes + (size_t)k0 * 2,
+                               (size_t)kc * 2);
+                    }
+                }
+                if (ldw * 4 != (int64_t)w->row_bytes && kc % 2 == 0) LP_ASSERT(0);
+            } else if (j->path == MM_I8) {
+                prep_w_i8(j, r0, nr, k0, kc, (int8_t *)s.w, s.ws, (int32_t *)(s.ws + SC_WS / 2));
+            } else
+#endif
+            {
+                for (int r = 0; r < nr; r++)
+                    conv_segment(j, r0 + r, k0, kc, s.w + (size_t)r * KC);
+            }
+            /* ---- activation rows, two groups of 16 at a time */
+            for (int t0 = 0; t0 < tcn; t0 += 2 * PW) {
+                const int nt = LP_MIN(2 * PW, tcn - t0);
+                const int ng = (nt + PW - 1) / PW;
+                const float *x = j->x + (int64_t)(tc0 + t0) * K + k0;
+                for (int g = 0; g < ng; g++) {
+                    const int nrow = LP_MIN(PW, nt - g * PW);
+                    const float *xg = x + (int64_t)g * PW * K;
+                    float *xp = s.x + g * XG_FLOATS;
+#ifdef LP_HAVE_X86
+                    if (j->path == MM_BF16)
+                        pack_x_bf16(xg, K, nrow, kc, s.xr, xp);
+                    else if (j->path == MM_I8)
+                        pack_x_i8(xg, K, nrow, kc, s.xr, xp, s.xs + g * (KC / 32) * PW);
+                    else if (j->level >= LP_LEVEL_AVX512)
+                        pack_dw_512(xg, K, nrow, kc, xp);
+                    else
+#endif
+                        pack_x_scalar(xg, K, nrow, kc, xp);
+                }
+                float *c = s.c + t0;
+                for (int o0 = 0; o0 < nr; o0 += nw_max) {
+                    const int nw = LP_MIN(nw_max, nr - o0);
+                    float *co = c + (size_t)o0 * TC;
+#ifdef LP_HAVE_X86
+                    if (j->path == MM_BF16) {
+                        kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, s.x,
+                                      (kc + 1) / 2, co, first);
+                        continue;
+                    }
+                    if (j->path == MM_I8) {
+                        kern_i8_512(nw, ng, (const int8_t *)s.w + (size_t)o0 * KC, KC,
+                                    s.ws + o0 * (KC / 32),
+                                    (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32,
+                                    s.x, s.xs, kc / 32, co, first);
+                        continue;
+                    }
+                    if (j->level >= LP_LEVEL_AVX512) {
+                        kern_f32_512(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+                        continue;
+                    }
+                    if (j->level == LP_LEVEL_AVX2) {
+                        kern_f32_avx2(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+                        continue;
+                    }
+#endif
+                    kern_f32_scalar(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+                }
+            }
         }
-#endif
-        for (int r = 0; r < nr; r++)
-            conv((const char *)w->data + (r0 + r) * w->row_bytes, s + (int64_t)r * n, n);
-        wt = s;
-        ldw = n;
+        /* ---- accumulators (+ bias) to y */
+        for (int t = 0; t < tcn; t++) {
+            float *yr = j->y + (int64_t)(tc0 + t) * ldy + r0;
+            if (j->bias)
+                for (int r = 0; r < nr; r++)
+                    yr[r] = s.c[(size_t)r * TC + t] + j->bias[r0 + r];
+            else
+                for (int r = 0; r < nr; r++)
+                    yr[r] = s.c[(size_t)r * TC + t];
+        }
     }
-    const float *bias = j->bias ? j->bias + r0 : NULL;
-    float *y = j->y + r0;
-#ifdef LP_HAVE_X86
-    if (j->cpu->simd) {
-        if (j->cpu->wide)
-            mm_tile_avx512vl(wt, ldw, nr, j->x, n, j->n_rows, n, y, w->n_out, bias);
-        else
-            mm_tile_avx2(wt, ldw, nr, j->x, n, j->n_rows, n, y, w->n_out, bias);
-        return;
-    }
-#endif
-    mm_tile_scalar(wt, ldw, nr, j->x, n, j->n_rows, n, y, w->n_out, bias);
 }
 
 void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
                    int n_rows, float *y) {
     struct lp_cpu *cpu = ctx;
     LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
+    if (n_rows <= 0 || w->n_out <= 0) return;
     struct mm_job j = {.cpu = cpu, .w = w, .bias = bias, .x = x, .n_rows = n_rows, .y = y};
+    j.level = cpu->level;
+    j.path = MM_F32;
     if (w->type != LOPAD_TYPE_F32) {
-        j.tt = lp_type_traits(w->type);
-        LP_ASSERT(j.tt && j.tt->to_float);
+        const struct lp_type_traits *tt = lp_type_traits(w->type);
+        LP_ASSERT(tt && tt->to_float);
+        j.conv = tt->to_float;
+#ifdef LP_HAVE_X86
+        if (j.level >= LP_LEVEL_AVX2) {
+            if (w->type == LOPAD_TYPE_F16)
+                j.conv = f16_to_f32_f16c;
+            else if (w->type == LOPAD_TYPE_BF16)
+                j.conv = bf16_to_f32_avx2;
+            else if (w->type == LOPAD_TYPE_Q8_0)
+                j.conv = q8_0_to_f32_avx2;
+            else if (w->type == LOPAD_TYPE_Q4_0)
+                j.conv = q4_0_to_f32_avx2;
+        }
+        /* the dot paths only from one full K block on: small matrices (test models)
+         * keep the f32 path, whose results equal those of pre-converted weights */
+        const bool dot = j.level >= LP_LEVEL_AVX512_DOT && w->n_in >= LP_MM_DOT_MIN_K;
+        if (dot && w->type == LOPAD_TYPE_BF16 && cpu->has_bf16 && w->row_bytes % 4 == 0)
+            j.path = MM_BF16;
+        if (dot && (w->type == LOPAD_TYPE_Q8_0 || w->type == LOPAD_TYPE_Q4_0) && cpu->has_vnni)
+            j.path = MM_I8;
+#endif
     }
-    j.tile = mm_tile_rows(w->n_in);
-    LP_ASSERT(j.tile <= LP_MM_TILE_MAX);
-    int64_t n_tasks = (w->n_out + j.tile - 1) / j.tile;
+    int64_t n_tasks = (w->n_out + MB - 1) / MB;
     LP_ASSERT(n_tasks <= INT32_MAX);
-    if (n_rows <= 0) return;
-    lp_pool_run(cpu->pool, (int)n_tasks, mm_task, &j);
+    /* small products are not worth waking the pool (same result either way) */
+    double work = (double)w->n_out * (double)w->n_in * n_rows;
+    lp_cpu_run(cpu, (int)n_tasks, mm_task, &j, work >= LP_PAR_MIN_MM);
 }
 
 /* -------------------------------------------------------------- get_rows */
@@ -389,5 +780,5 @@ void lp_cpu_get_rows(void *ctx, const struct lp_weight *w, const int32_t *ids, i
         j.tt = lp_type_traits(w->type);
         LP_ASSERT(j.tt && j.tt->to_float);
     }
-    lp_pool_run(cpu->pool, n, rows_task, &j);
+    lp_cpu_run(cpu, n, rows_task, &j, (double)n * w->n_in >= LP_PAR_MIN_EW);
 }

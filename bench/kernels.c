@@ -1,0 +1,139 @@
+/*
+ * kernels.c - micro-benchmark of the CPU backend's matmul and attention on
+ * 7B-shaped problems (built and run by bench/kernels.sh against liblopad).
+ *
+ *   kernels [threads] [rows,...] [types,...]
+ * prints GFLOP/s per (type, shape, rows) for the kernel level picked by
+ * LOPAD_KERNELS (ref|avx2|avx512, default: the best the CPU has).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <immintrin.h>
+#include "backend/cpu/cpu.h"
+#include "core/common.h"
+#include "core/types.h"
+
+static uint64_t rs = 88172645463325252ull;
+static float frand(void) {
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static int parse_type(const char *s) {
+    static const struct {
+        const char *n;
+        int t;
+    } ty[] = {{"f32", LOPAD_TYPE_F32},   {"f16", LOPAD_TYPE_F16},   {"bf16", LOPAD_TYPE_BF16},
+              {"q8_0", LOPAD_TYPE_Q8_0}, {"q4_0", LOPAD_TYPE_Q4_0}, {"q4_k", LOPAD_TYPE_Q4_K},
+              {"q6_k", LOPAD_TYPE_Q6_K}};
+    for (unsigned i = 0; i < sizeof ty / sizeof ty[0]; i++)
+        if (!strcmp(s, ty[i].n)) return ty[i].t;
+    return -1;
+}
+
+/* single-thread zmm FMA peak (16 independent chains, fully unrolled) */
+__attribute__((target("avx512f"))) static double peak_fma512(void) {
+    __m512 a[16];
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    const __m512 m = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
+    const long it = 20000000;
+    double t0 = lp_time();
+    for (long k = 0; k < it; k++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            a[i] = _mm512_fmadd_ps(a[i], m, b);
+    }
+    double dt = lp_time() - t0;
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += _mm512_reduce_add_ps(a[i]);
+    if (s == 12345.0f) printf("!");
+    return it * 16.0 * 32 / dt / 1e9;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 1;
+    const char *rows_s = argc > 2 ? argv[2] : "32,128,512";
+    const char *types_s = argc > 3 ? argv[3] : "f32,bf16,f16,q8_0,q4_0,q4_k,q6_k";
+    int rows[16], n_rows = 0;
+    for (char *p = strdup(rows_s), *t = strtok(p, ","); t && n_rows < 16; t = strtok(NULL, ","))
+        rows[n_rows++] = atoi(t);
+    int max_rows = 0;
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i] > max_rows) max_rows = rows[i];
+    /* (n_out, n_in): Dream-7B q/o projection, the MLP up and down projections */
+    const int shapes[][2] = {{3584, 3584}, {4736, 3584}, {3584, 18944}};
+    struct lp_backend_limits lim = {
+        .max_n_in = 18944, .head_dim = 128, .n_head = 28, .n_head_kv = 4};
+    struct lp_backend be;
+    if (lp_backend_cpu_new(threads, &lim, &be)) {
+        fprintf(stderr, "%s\n", lopad_errmsg());
+        return 1;
+    }
+    float *x = malloc(sizeof(float) * (size_t)max_rows * 18944);
+    float *y = malloc(sizeof(float) * (size_t)max_rows * 4736);
+    for (size_t i = 0; i < (size_t)max_rows * 18944; i++)
+        x[i] = frand();
+    double pk = __builtin_cpu_supports("avx512f") ? peak_fma512() : 0;
+    printf("zmm fp32 FMA peak, 1 thread: %.1f GFLOP/s (x %d threads = %.1f)\n", pk, threads,
+           pk * threads);
+    printf("%-6s %6s %6s %5s %9s %9s %7s\n", "type", "n_out", "n_in", "rows", "ms", "GFLOP/s",
+           "%peak");
+    for (char *p = strdup(types_s), *tn = strtok(p, ","); tn; tn = strtok(NULL, ",")) {
+        int type = parse_type(tn);
+        if (type < 0) {
+            fprintf(stderr, "unknown type %s\n", tn);
+            return 2;
+        }
+        const struct lp_type_traits *tt = lp_type_traits(type);
+        for (unsigned s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int n_out = shapes[s][0], n_in = shapes[s][1];
+            size_t rb = lp_row_size(type, n_in);
+            unsigned char *data = malloc(rb * n_out);
+            float *src = malloc(sizeof(float) * n_in);
+            for (int r = 0; r < n_out; r++) {
+                for (int i = 0; i < n_in; i++)
+                    src[i] = frand() * 0.05f;
+                if (tt->from_float)
+                    tt->from_float(src, data + (size_t)r * rb, n_in);
+                else
+                    for (size_t i = 0; i < rb; i++)
+                        data[(size_t)r * rb + i] = (unsigned char)(frand() * 127 + 128);
+            }
+            if (type == LOPAD_TYPE_Q4_K || type == LOPAD_TYPE_Q6_K)
+                for (int r = 0; r < n_out; r++)
+                    for (int b = 0; b < n_in / 256; b++) {
+                        lp_half *d = (lp_half *)(data + (size_t)r * rb + (size_t)b * tt->type_size +
+                                                 (type == LOPAD_TYPE_Q4_K ? 0 : tt->type_size - 2));
+                        d[0] = lp_f32_to_f16(0.001f);
+                    }
+            struct lp_weight w = {"bench", type, n_in, n_out, rb, data};
+            for (int ri = 0; ri < n_rows; ri++) {
+                int nr = rows[ri];
+                be.ops->matmul(be.ctx, &w, NULL, x, nr, y); /* warm up */
+                /* the machine may be shared: take the peak right next to the measurement */
+                if (pk > 0) pk = peak_fma512();
+                double best = 1e30;
+                for (int rep = 0; rep < 2; rep++) {
+                    double t0 = lp_time();
+                    be.ops->matmul(be.ctx, &w, NULL, x, nr, y);
+                    double dt = lp_time() - t0;
+                    if (dt < best) best = dt;
+                }
+                double gf = 2.0 * n_out * n_in * nr / best / 1e9;
+                printf("%-6s %6d %6d %5d %9.2f %9.1f %6.1f%%\n", tn, n_out, n_in, nr, best * 1e3,
+                       gf, pk > 0 ? 100 * gf / (pk * threads) : 0);
+                fflush(stdout);
+            }
+            free(data);
+            free(src);
+        }
+    }
+    lp_backend_free(&be);
+    return 0;
+}
