@@ -208,7 +208,8 @@ const char *lp_run_opts_help =
     "  --tau-conf C         commit every masked position with pmax > C (default 0.9)\n"
     "  --confidence C       as above: the fallback commit and LoPA's ranking\n"
     "  --lopa K             LoPA: K lookahead branches verified with the anchor in one\n"
-    "                       batched forward (implies --decoder d2f)\n"
+    "                       batched forward (implies --decoder d2f; with --decoder fast:\n"
+    "                       Fast-dLLM + LoPA, --rule threshold, greedy)\n"
     "  --lopa-window-attention W  full | block-causal (default full, as published;\n"
     "                       --lopa 0 with block-causal is plain d2f)\n"
     "DPad (--decoder fast or llada):\n"
@@ -329,11 +330,13 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
     if (d2f_opts.set_lopa) rq->lopa = d2f_opts.lopa;
     if (d2f_opts.window && lp_window_attn_parse(d2f_opts.window, &rq->lopa_window))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    bool d2f_set = d2f_opts.set_tau_add || d2f_opts.set_tau_act || d2f_opts.set_tau_conf ||
-                   d2f_opts.set_lopa || d2f_opts.window;
+    bool d2f_set = d2f_opts.set_tau_add || d2f_opts.set_tau_act || d2f_opts.set_tau_conf;
     if (d2f_set && rq->decoder != LP_DEC_D2F)
-        return lp_cli_usage_error(cmd, "--tau-add / --tau-act / --tau-conf / --lopa / "
-                                       "--lopa-window-attention need --decoder d2f");
+        return lp_cli_usage_error(cmd, "--tau-add / --tau-act / --tau-conf need --decoder d2f");
+    if ((d2f_opts.set_lopa || d2f_opts.window) && rq->decoder != LP_DEC_D2F &&
+        rq->decoder != LP_DEC_FAST)
+        return lp_cli_usage_error(cmd, "--lopa / --lopa-window-attention need --decoder d2f or "
+                                       "fast");
     if (d2f_opts.window && rq->lopa < 0)
         return lp_cli_usage_error(cmd, "--lopa-window-attention needs --lopa K");
     bool dpad_set = fast_opts.set_window || fast_opts.set_sigma || fast_opts.set_scale;
@@ -539,7 +542,7 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
     int n_batch = rq->cfg_scale > 0 ? 2 * L : L;
     /* D2F / LoPA: all K+1 branches in one forward when they fit a modest buffer (the
      * decoder splits a larger batch into calls, still one NFE) */
-    if (rq->decoder == LP_DEC_D2F && rq->lopa > 0)
+    if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa > 0)
         n_batch = (int)LP_MIN((int64_t)(rq->lopa + 1) * L, (int64_t)LP_MAX(L, 16384));
     struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads};
     lopad_ctx *ctx = NULL;

@@ -91,6 +91,7 @@ void lp_d2f_deactivate(struct lp_d2f_branch *b, const bool *allow);
 /* LoPA: decode.c's hooks (the decoder ops are lp_lopa_ops) */
 extern const struct lp_decoder_ops lp_d2f_ops;
 extern const struct lp_decoder_ops lp_lopa_ops;
+extern const struct lp_decoder_ops lp_lopa_fast_ops; /* --decoder fast --lopa K */
 void lp_lopa_fill_event(const struct lp_decoder *d, struct lp_step_event *ev);
 enum lopad_status lp_lopa_finish(const struct lp_decoder *d, struct lp_decode_result *res);
 /* Tests: verify the branches one per forward instead of one batched forward. */

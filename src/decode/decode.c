@@ -26,6 +26,7 @@ static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
 static const struct lp_decoder_ops *ops_for(const struct lp_decode_request *rq) {
     if (rq->dpad && rq->decoder == LP_DEC_LLADA) return &lp_fast_ops;
     if (rq->decoder == LP_DEC_D2F && rq->lopa >= 0) return &lp_lopa_ops; /* D2F / LoPA */
+    if (rq->decoder == LP_DEC_FAST && rq->lopa >= 0) return &lp_lopa_fast_ops;
     return decoder_table[rq->decoder];
 }
 

@@ -38,9 +38,17 @@
 #include "core/common.h"
 #include "d2f_impl.h"
 
-struct lopa {
-    struct lp_d2f_cfg c;
+/* What the reporting hooks read: the first member of both decoders' states. */
+struct lopa_common {
     int K;
+    int *hist; /* [K+1] wins: lookahead 0..K-1, the anchor K */
+    int ev_nbr, ev_winner, ev_pos;
+    bool serial;
+};
+
+struct lopa {
+    struct lopa_common cm;
+    struct lp_d2f_cfg c;
     int nbr;                  /* branches of this iteration; the anchor is br[nbr-1] */
     struct lp_d2f_branch *br; /* [K+1] */
     struct lp_d2f_branch *nx; /* [K+1] */
@@ -60,10 +68,6 @@ struct lopa {
     int32_t *cpos, *csel, *cscr; /* [L] */
     bool completed[4096 + 1];
     int in_start, n_fed;
-    /* statistics */
-    int *hist; /* [K+1] */
-    int ev_nbr, ev_winner, ev_pos;
-    bool serial;
     int iters;
     struct lp_decoder *d;
 };
@@ -100,7 +104,7 @@ static enum lopad_status lopa_check(const struct lp_decode_request *rq,
 static void lopa_release(struct lp_decoder *d) {
     struct lopa *s = d->priv;
     if (!s) return;
-    for (int j = 0; j <= s->K; j++) {
+    for (int j = 0; j <= s->cm.K; j++) {
         if (s->br) lp_d2f_branch_free(&s->br[j]);
         if (s->nx) lp_d2f_branch_free(&s->nx[j]);
     }
@@ -122,7 +126,7 @@ static void lopa_release(struct lp_decoder *d) {
     lp_free(s->cpos);
     lp_free(s->csel);
     lp_free(s->cscr);
-    lp_free(s->hist);
+    lp_free(s->cm.hist);
     lp_free(s);
     d->priv = NULL;
 }
@@ -140,8 +144,8 @@ static enum lopad_status lopa_init(struct lp_decoder *d) {
     d->priv = s;
     s->d = d;
     lp_d2f_cfg_from(&s->c, d);
-    s->K = d->rq.lopa;
-    const size_t nb = (size_t)s->K + 1, L = (size_t)d->L, V = (size_t)d->V;
+    s->cm.K = d->rq.lopa;
+    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V;
     const size_t nt = (size_t)lp_dec_n_threads(d);
     s->br = lp_calloc(nb, sizeof *s->br, "lopa branches");
     s->nx = lp_calloc(nb, sizeof *s->nx, "lopa branches");
@@ -164,22 +168,26 @@ static enum lopad_status lopa_init(struct lp_decoder *d) {
     s->cpos = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
     s->csel = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
     s->cscr = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
-    s->hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
+    s->cm.hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
     if (!s->last || !s->tok || !s->pos || !s->seq || !s->blkid || !s->rows || !s->rowmap ||
         !s->qb || !s->qq || !s->props || !s->scratch || !s->cconf || !s->cpos || !s->csel ||
-        !s->cscr || !s->hist)
+        !s->cscr || !s->cm.hist)
         return LOPAD_ERR_NOMEM;
     lp_d2f_branch_start(&s->br[0], &s->c, d->canvas);
     s->nbr = 1;
-    s->ev_winner = -1;
-    s->ev_pos = -1;
+    s->cm.ev_winner = -1;
+    s->cm.ev_pos = -1;
     d->n_steps = -1;
     if (d->eng.kv_truncate) d->eng.kv_truncate(d->eng.ud, 0);
     return LOPAD_OK;
 }
 
+static bool is_lopa(const struct lp_decoder *d) {
+    return d && d->priv && (d->ops == &lp_lopa_ops || d->ops == &lp_lopa_fast_ops);
+}
+
 void lp_lopa_set_serial(struct lp_decoder *d, bool serial) {
-    if (d && d->ops == &lp_lopa_ops && d->priv) ((struct lopa *)d->priv)->serial = serial;
+    if (is_lopa(d)) ((struct lopa_common *)d->priv)->serial = serial;
 }
 
 /* -------------------------------------------------------------- forward */
@@ -265,9 +273,9 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
     struct lopa *s = d->priv;
     const struct lp_d2f_cfg *c = &s->c;
     const int L = c->L;
-    s->ev_nbr = 0;
-    s->ev_winner = -1;
-    s->ev_pos = -1;
+    s->cm.ev_nbr = 0;
+    s->cm.ev_winner = -1;
+    s->cm.ev_pos = -1;
     if (++s->iters > 4 * (d->G + c->nb_max) + 16)
         return lp_error(LOPAD_ERR_ARG, "decoder d2f --lopa: no progress after %d iterations",
                         s->iters);
@@ -345,13 +353,13 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
     /* one batched call, or groups of whole branches that fit the engine */
     enum lopad_status st = LOPAD_OK;
     int last_j0 = 0, last_j1 = s->nbr;
-    if (!s->serial && n <= d->eng.n_batch_max) {
+    if (!s->cm.serial && n <= d->eng.n_batch_max) {
         st = run_group(s, 0, s->nbr, true, true);
     } else {
         bool first = true;
         for (int j0 = 0; j0 < s->nbr && st == LOPAD_OK;) {
             int j1 = j0 + 1, tot = s->len[j0];
-            while (!s->serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
+            while (!s->cm.serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
                 tot += s->len[j1++];
             st = run_group(s, j0, j1, true, first);
             first = false;
@@ -395,10 +403,10 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
         for (int i = tc0; i <= tc1; i++)
             win->blk[i].state = LP_BLK_IN_CACHE;
     }
-    s->ev_nbr = s->nbr;
-    s->ev_winner = w;
-    s->ev_pos = win->la_pos;
-    s->hist[w == s->nbr - 1 ? s->K : w]++;
+    s->cm.ev_nbr = s->nbr;
+    s->cm.ev_winner = w;
+    s->cm.ev_pos = win->la_pos;
+    s->cm.hist[w == s->nbr - 1 ? s->cm.K : w]++;
     adopt(s, win);
     struct fill_ctx fc = {s, w};
     lp_d2f_fill(win, c, lopa_prop, &fc, lopa_on_fill);
@@ -418,7 +426,7 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
                 s->cconf[nc++] = s->props[(size_t)w * L + q].conf;
             }
     }
-    int k = LP_MIN(s->K, nc);
+    int k = LP_MIN(s->cm.K, nc);
     lp_select_topk(s->cconf, s->cpos, nc, k, s->csel, s->cscr);
     for (int i = 0; i <= k; i++) {
         struct lp_d2f_branch *b = &s->nx[i];
@@ -443,22 +451,454 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
     return LOPAD_OK;
 }
 
+/* ===================================================== LoPA on Fast-dLLM
+ *
+ * The Fast-dLLM decoder (fast.c) with the threshold rule, greedy: semi-AR blocks,
+ * each block's first forward ("refresh") over the whole canvas (cache: prefix keeps
+ * the K/V of [0, sb), dual of every row), later forwards over the block (+ suffix
+ * with the prefix cache; the whole canvas without cache). With LoPA every later
+ * forward verifies K lookahead variants of the current block and the anchor as one
+ * batch; branch confidence = mean ranking confidence of the branch's masked block
+ * positions (1.0 when none), winner ties to the earlier branch (lookahead order,
+ * then the anchor); next anchor = winner + the threshold fill (pmax >= tau, else
+ * the best confidence) from its predictions; lookahead = the anchor's masked block
+ * positions ranked by the same confidence, branch i = anchor + the argmax token at
+ * the i-th. The refresh forward has only the anchor (a block starts with no
+ * branches), so every cached K/V row comes from the committed anchor: no commit-winner
+ * copy is needed. Proposals are fast.c's (MASK never proposed; LLaDA pmax in f64).
+ * K = 0 is the fast decoder with the threshold rule, token for token.
+ */
+struct lfast {
+    struct lopa_common cm;
+    bool dream, shift, early_stop, eos_inf;
+    enum lp_cache_mode cache;
+    enum lp_confidence conf;
+    double tau;
+    int B, nb, b, sb, eb, nbr, n_refresh;
+    bool started, refreshed, have_last;
+    int32_t *bt, *nbt;               /* [(K+1) B] each branch's block tokens */
+    int32_t *lap, *latok;            /* [K+1] lookahead position / token, -1 = anchor */
+    int32_t *tok, *pos, *seq, *rows; /* [(K+1) L] */
+    int *rowmap;                     /* [(K+1) L] */
+    int off[65], len[65], out0[66], f0;
+    int32_t *qb, *qq;      /* [(K+1) B] proposals: branch, position */
+    int32_t *ptok;         /* [(K+1) B] by branch * B + (q - sb) */
+    double *ppmax, *pconf; /* [(K+1) B] */
+    float *logits;         /* [cap_out][V] */
+    size_t cap_out;
+    float *last;    /* [V] raw output of row sb-1 (shift, cached steps) */
+    float *scratch; /* [n_threads][2V] */
+    double *cconf;
+    int32_t *cpos, *csel, *cscr; /* [B] */
+    struct lp_decoder *d;
+};
+
+static enum lopad_status lfast_check(const struct lp_decode_request *rq,
+                                     const struct lopad_hparams *hp) {
+    LP_UNUSED(hp);
+    if (rq->block_len < 1 || rq->gen_len % rq->block_len)
+        return lp_error(LOPAD_ERR_ARG, "--gen (%d) must be a multiple of --block (%d)", rq->gen_len,
+                        rq->block_len);
+    if (rq->lopa < 0 || rq->lopa > 64)
+        return lp_error(LOPAD_ERR_ARG, "--lopa must be in 0..64 lookahead branches, got %d",
+                        rq->lopa);
+    if (rq->rule != LP_RULE_THRESHOLD)
+        return lp_error(LOPAD_ERR_ARG, "--lopa with --decoder fast needs --rule threshold");
+    if (!(rq->threshold > 0 && rq->threshold <= 1))
+        return lp_error(LOPAD_ERR_ARG, "--threshold must be in (0, 1], got %g", rq->threshold);
+    if (rq->temperature != 0 || rq->top_p < 1.0 || rq->top_k > 0)
+        return lp_error(LOPAD_ERR_ARG, "--lopa decodes greedily: --temperature / --top-p / "
+                                       "--top-k are not supported");
+    if (rq->dpad || rq->dream_first_token_commit || rq->cfg_scale != 0 ||
+        rq->remasking != LP_REMASK_LOW_CONFIDENCE || rq->confidence_eos_eot_inf)
+        return lp_error(LOPAD_ERR_ARG, "--lopa with --decoder fast does not support --dpad, "
+                                       "--dream-first-token-commit, --cfg-scale, --remasking, "
+                                       "--confidence-eos-eot-inf");
+    if ((unsigned)rq->cache > LP_CACHE_DUAL || (unsigned)rq->confidence > LP_CONF_NEGENT)
+        return lp_error(LOPAD_ERR_ARG, "unknown cache mode or confidence id");
+    if (rq->lopa_window != LP_WINDOW_FULL)
+        return lp_error(LOPAD_ERR_ARG,
+                        "--lopa-window-attention: Fast-dLLM attends its window fully (full only)");
+    return LOPAD_OK;
+}
+
+static void lfast_release(struct lp_decoder *d) {
+    struct lfast *s = d->priv;
+    if (!s) return;
+    void *ptrs[] = {s->cm.hist, s->bt,    s->nbt,   s->lap,    s->latok, s->tok,
+                    s->pos,     s->seq,   s->rows,  s->rowmap, s->qb,    s->qq,
+                    s->ptok,    s->ppmax, s->pconf, s->logits, s->last,  s->scratch,
+                    s->cconf,   s->cpos,  s->csel,  s->cscr};
+    for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+        lp_free(ptrs[i]);
+    lp_free(s);
+    d->priv = NULL;
+}
+
+static enum lopad_status lfast_init(struct lp_decoder *d) {
+    const struct lp_decode_request *rq = &d->rq;
+    struct lfast *s = lp_calloc(1, sizeof *s, "lopa fast state");
+    if (!s) return LOPAD_ERR_NOMEM;
+    d->priv = s;
+    s->d = d;
+    s->cm.K = rq->lopa;
+    s->dream = d->eng.hp.arch == LOPAD_ARCH_DREAM;
+    s->shift = d->eng.hp.shift_logits;
+    s->early_stop = rq->early_stop;
+    s->eos_inf = rq->logits_eos_inf;
+    s->cache = rq->cache;
+    s->conf = rq->confidence != LP_CONF_AUTO ? rq->confidence
+              : s->dream                     ? LP_CONF_NEGENT
+                                             : LP_CONF_PMAX;
+    s->tau = rq->threshold;
+    s->B = rq->block_len;
+    s->nb = d->G / s->B;
+    if (s->cache != LP_CACHE_NONE && (!d->eng.kv_commit || !d->eng.kv_truncate))
+        return lp_error(LOPAD_ERR_ARG, "--cache %s needs an engine with a KV cache",
+                        lp_cache_mode_name(s->cache));
+    if (d->eng.n_batch_max < d->L)
+        return lp_error(LOPAD_ERR_ARG,
+                        "--lopa: the engine's batch (%d) is shorter than the canvas (%d)",
+                        d->eng.n_batch_max, d->L);
+    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V, B = (size_t)s->B,
+                 nt = (size_t)lp_dec_n_threads(d);
+    s->cm.hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
+    s->bt = lp_malloc(sizeof(int32_t) * nb * B, "lopa block tokens");
+    s->nbt = lp_malloc(sizeof(int32_t) * nb * B, "lopa block tokens");
+    s->lap = lp_malloc(sizeof(int32_t) * nb, "lopa lookahead");
+    s->latok = lp_malloc(sizeof(int32_t) * nb, "lopa lookahead");
+    s->tok = lp_malloc(sizeof(int32_t) * nb * L, "lopa feed");
+    s->pos = lp_malloc(sizeof(int32_t) * nb * L, "lopa positions");
+    s->seq = lp_malloc(sizeof(int32_t) * nb * L, "lopa sequence ids");
+    s->rows = lp_malloc(sizeof(int32_t) * nb * L, "lopa rows");
+    s->rowmap = lp_malloc(sizeof(int) * nb * L, "lopa row map");
+    s->qb = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
+    s->qq = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
+    s->ptok = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
+    s->ppmax = lp_malloc(sizeof(double) * nb * B, "lopa proposals");
+    s->pconf = lp_malloc(sizeof(double) * nb * B, "lopa proposals");
+    s->last = lp_malloc(sizeof(float) * V, "lopa last logit");
+    s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "lopa scratch");
+    s->cconf = lp_malloc(sizeof(double) * B, "lopa candidates");
+    s->cpos = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
+    s->csel = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
+    s->cscr = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
+    if (!s->cm.hist || !s->bt || !s->nbt || !s->lap || !s->latok || !s->tok || !s->pos || !s->seq ||
+        !s->rows || !s->rowmap || !s->qb || !s->qq || !s->ptok || !s->ppmax || !s->pconf ||
+        !s->last || !s->scratch || !s->cconf || !s->cpos || !s->csel || !s->cscr)
+        return LOPAD_ERR_NOMEM;
+    s->cm.ev_winner = -1;
+    s->cm.ev_pos = -1;
+    d->n_steps = -1;
+    return LOPAD_OK;
+}
+
+/* fast.c's greedy proposal from one prediction row (buf: [2V] scratch, first V = row) */
+static void lfast_propose_row(const struct lfast *s, float *lg, float *probs, int32_t *tok,
+                              double *pmax, double *conf) {
+    const struct lp_decoder *d = s->d;
+    const int V = d->V, mask = d->mask_id;
+    struct lp_pstats ps;
+    if (!s->dream) {
+        const int32_t eos = d->eng.hp.eos_id;
+        if (s->eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
+        float keep = lg[mask];
+        lg[mask] = -INFINITY;
+        int x0 = lp_argmax_f32(lg, V);
+        lg[mask] = keep;
+        *tok = x0;
+        *pmax = lp_softmax_prob_f64(lg, V, x0);
+        if (s->conf == LP_CONF_PMAX) {
+            *conf = *pmax;
+            return;
+        }
+        lp_softmax_f32(probs, lg, V);
+        lp_prob_stats(probs, V, &ps);
+        *conf = s->conf == LP_CONF_MARGIN ? ps.margin : ps.negent;
+        return;
+    }
+    lp_softmax_f32(probs, lg, V);
+    lp_prob_stats(probs, V, &ps);
+    int t = ps.argmax;
+    if (t == mask) { /* the best other token, ties to the lower index */
+        t = -1;
+        for (int v = 0; v < V; v++)
+            if (v != mask && (t < 0 || probs[v] > probs[t])) t = v;
+        if (t < 0) t = 0;
+    }
+    *tok = t;
+    *pmax = probs[t];
+    *conf = s->conf == LP_CONF_MARGIN   ? ps.margin
+            : s->conf == LP_CONF_NEGENT ? ps.negent
+                                        : probs[t];
+}
+
+static void lfast_propose_task(void *ctx, int i, int tid) {
+    struct lfast *s = ctx;
+    const size_t V = (size_t)s->d->V;
+    int j = s->qb[i], q = s->qq[i];
+    int r = lp_pred_row(s->shift, q) - s->f0;
+    const float *src = r < 0 ? s->last : s->logits + (size_t)s->rowmap[s->off[j] + r] * V;
+    float *buf = s->scratch + (size_t)tid * 2 * V;
+    memcpy(buf, src, sizeof(float) * V);
+    size_t k = (size_t)j * s->B + (size_t)(q - s->sb);
+    lfast_propose_row(s, buf, buf + V, &s->ptok[k], &s->ppmax[k], &s->pconf[k]);
+}
+
+/* block finished: early stop (fill the rest with EOS, not counted) or the next block */
+static void lfast_block_end(struct lp_decoder *d, struct lfast *s) {
+    s->started = false;
+    s->b++;
+    const int32_t eos = d->eng.hp.eos_id;
+    bool has_eos = false;
+    for (int j = s->sb; j < s->eb && eos >= 0; j++)
+        has_eos |= d->canvas[j] == eos;
+    if (s->early_stop && has_eos && s->b < s->nb) {
+        for (int j = s->eb; j < d->L; j++)
+            if (d->canvas[j] == d->mask_id) d->canvas[j] = eos;
+        s->b = s->nb;
+    }
+    if (s->b >= s->nb) d->done = true;
+}
+
+static enum lopad_status lfast_group(struct lfast *s, int j0, int j1, bool refresh, bool count) {
+    struct lp_decoder *d = s->d;
+    const int r0 = s->off[j0], n = s->off[j1 - 1] + s->len[j1 - 1] - r0;
+    const int o0 = s->out0[j0], no = s->out0[j1] - o0;
+    for (int i = r0; i < r0 + n; i++)
+        s->seq[i] -= j0;
+    for (int o = o0; o < o0 + no; o++)
+        s->rows[o] -= r0;
+    struct lopad_batch b = {
+        .n_tokens = n,
+        .tokens = s->tok + r0,
+        .pos = s->pos + r0,
+        .n_seq = j1 - j0,
+        .seq = s->seq + r0,
+        .n_out = no,
+        .out_rows = s->rows + o0,
+        .logits = s->logits + (size_t)o0 * d->V,
+    };
+    if (!refresh && s->cache == LP_CACHE_PREFIX) {
+        b.n_cache = s->sb;
+    } else if (!refresh && s->cache == LP_CACHE_DUAL) {
+        b.n_cache = s->n_refresh;
+        b.cache_skip_begin = s->sb;
+        b.cache_skip_end = s->eb;
+    }
+    enum lopad_status st;
+    if (count) {
+        st = lp_dec_forward_batch(d, &b);
+    } else {
+        double t0 = lp_time();
+        st = d->eng.forward(d->eng.ud, &b);
+        d->t_forward += lp_time() - t0;
+        if (st == LOPAD_OK) d->n_seq_evals += b.n_seq;
+    }
+    for (int i = r0; i < r0 + n; i++)
+        s->seq[i] += j0;
+    for (int o = o0; o < o0 + no; o++)
+        s->rows[o] += r0;
+    return st;
+}
+
+static enum lopad_status lfast_step(struct lp_decoder *d) {
+    struct lfast *s = d->priv;
+    const int L = d->L, B = s->B;
+    const int32_t mask = d->mask_id;
+    s->cm.ev_nbr = 0;
+    s->cm.ev_winner = -1;
+    s->cm.ev_pos = -1;
+    for (;;) {
+        if (s->b >= s->nb) {
+            d->done = true;
+            return LOPAD_OK;
+        }
+        if (!s->started) {
+            s->sb = d->P + s->b * B;
+            s->eb = s->sb + B;
+            s->started = true;
+            s->refreshed = s->have_last = false;
+            s->nbr = 1;
+            memcpy(s->bt, d->canvas + s->sb, sizeof(int32_t) * B);
+            s->lap[0] = s->latok[0] = -1;
+        }
+        int m = 0;
+        for (int q = 0; q < B; q++)
+            m += s->bt[(size_t)(s->nbr - 1) * B + q] == mask;
+        if (m == 0 && s->nbr == 1) {
+            lfast_block_end(d, s);
+            if (d->done) return LOPAD_OK;
+            continue;
+        }
+        break;
+    }
+    const bool refresh = !s->refreshed;
+    LP_ASSERT(!refresh || s->nbr == 1);
+    /* the feed of each branch */
+    int from = 0, to = L;
+    if (!refresh && s->cache == LP_CACHE_PREFIX) from = s->sb;
+    if (!refresh && s->cache == LP_CACHE_DUAL) from = s->sb, to = s->eb;
+    s->f0 = from;
+    int n = 0, n_out = 0, nq = 0;
+    const bool want_last = refresh && s->shift && s->cache != LP_CACHE_NONE && s->sb > 0;
+    for (int j = 0; j < s->nbr; j++) {
+        const int32_t *blk = s->bt + (size_t)j * B;
+        s->off[j] = n;
+        s->len[j] = to - from;
+        s->out0[j] = n_out;
+        for (int p = from; p < to; p++, n++) {
+            s->tok[n] = p >= s->sb && p < s->eb ? blk[p - s->sb] : d->canvas[p];
+            s->pos[n] = p;
+            s->seq[n] = j;
+            s->rowmap[n] = -1;
+        }
+        for (int q = s->sb; q < s->eb; q++) {
+            if (blk[q - s->sb] != mask) continue;
+            s->qb[nq] = j;
+            s->qq[nq++] = q;
+            int r = lp_pred_row(s->shift, q) - from;
+            if (r >= 0 && s->rowmap[s->off[j] + r] < 0) {
+                s->rowmap[s->off[j] + r] = n_out;
+                s->rows[n_out++] = s->off[j] + r;
+            }
+        }
+        if (want_last && s->rowmap[s->off[j] + s->sb - 1] < 0) {
+            s->rowmap[s->off[j] + s->sb - 1] = n_out;
+            s->rows[n_out++] = s->off[j] + s->sb - 1;
+        }
+    }
+    s->out0[s->nbr] = n_out;
+    if ((size_t)n_out > s->cap_out) {
+        size_t cap = LP_MAX((size_t)n_out, 2 * s->cap_out);
+        float *nl = lp_realloc(s->logits, sizeof(float) * cap * (size_t)d->V, "lopa logits");
+        if (!nl) return LOPAD_ERR_NOMEM;
+        s->logits = nl;
+        s->cap_out = cap;
+    }
+    enum lopad_status st = LOPAD_OK;
+    if (n_out == 0 && !refresh) {
+        /* every prediction is the kept last logit (only sb is masked): no forward, as in
+         * fast.c */
+    } else if (!s->cm.serial && n <= d->eng.n_batch_max) {
+        st = lfast_group(s, 0, s->nbr, refresh, true);
+    } else {
+        bool first = true;
+        for (int j0 = 0; j0 < s->nbr && st == LOPAD_OK;) {
+            int j1 = j0 + 1, tot = s->len[j0];
+            while (!s->cm.serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
+                tot += s->len[j1++];
+            st = lfast_group(s, j0, j1, refresh, first);
+            first = false;
+            j0 = j1;
+        }
+    }
+    if (st != LOPAD_OK) return st;
+    if (refresh && s->cache != LP_CACHE_NONE) { /* one sequence: the anchor */
+        if (s->cache == LP_CACHE_PREFIX) {
+            st = d->eng.kv_commit(d->eng.ud, 0, s->sb, 0);
+            d->eng.kv_truncate(d->eng.ud, s->sb);
+        } else {
+            st = d->eng.kv_commit(d->eng.ud, 0, n, 0);
+            d->eng.kv_truncate(d->eng.ud, n);
+            s->n_refresh = n;
+        }
+        if (st != LOPAD_OK) return st;
+    }
+    if (want_last) {
+        memcpy(s->last, s->logits + (size_t)s->rowmap[s->sb - 1] * d->V,
+               sizeof(float) * (size_t)d->V);
+        s->have_last = true;
+    }
+    s->refreshed = true;
+
+    /* proposals, branch confidences, the winner */
+    lp_dec_parallel(d, nq, lfast_propose_task, s);
+    int w = 0;
+    double best = -INFINITY;
+    for (int j = 0, i = 0; j < s->nbr; j++) {
+        double sum = 0;
+        int cnt = 0;
+        for (; i < nq && s->qb[i] == j; i++, cnt++)
+            sum += s->pconf[(size_t)j * B + (s->qq[i] - s->sb)];
+        double cj = cnt ? sum / cnt : 1.0;
+        if (cj > best) {
+            best = cj;
+            w = j;
+        }
+    }
+    s->cm.ev_nbr = s->nbr;
+    s->cm.ev_winner = w;
+    s->cm.ev_pos = s->lap[w];
+    s->cm.hist[w == s->nbr - 1 ? s->cm.K : w]++;
+    int32_t *wb = s->bt + (size_t)w * B;
+    const size_t wk = (size_t)w * B;
+    if (s->lap[w] >= 0) lp_dec_commit(d, s->lap[w], s->latok[w]);
+    /* the threshold fill from the winner's predictions */
+    int nc = 0, bestq = -1;
+    for (int q = 0; q < B; q++) {
+        if (wb[q] != mask) continue;
+        if (s->ppmax[wk + q] >= s->tau) nc++;
+        if (bestq < 0 || s->pconf[wk + q] > s->pconf[wk + bestq]) bestq = q;
+    }
+    for (int q = 0; q < B; q++) {
+        if (wb[q] != mask || (nc ? !(s->ppmax[wk + q] >= s->tau) : q != bestq)) continue;
+        wb[q] = s->ptok[wk + q];
+        lp_dec_commit(d, s->sb + q, wb[q]);
+    }
+    /* lookahead candidates: the anchor's masked block positions */
+    int ncand = 0;
+    for (int q = 0; q < B; q++)
+        if (wb[q] == mask) {
+            s->cpos[ncand] = s->sb + q;
+            s->cconf[ncand++] = s->pconf[wk + q];
+        }
+    int k = LP_MIN(s->cm.K, ncand);
+    lp_select_topk(s->cconf, s->cpos, ncand, k, s->csel, s->cscr);
+    for (int i = 0; i <= k; i++) {
+        int32_t *nbk = s->nbt + (size_t)i * B;
+        memcpy(nbk, wb, sizeof(int32_t) * B);
+        if (i < k) {
+            int q = s->cpos[s->csel[i]];
+            nbk[q - s->sb] = s->ptok[wk + (q - s->sb)];
+            s->lap[i] = q;
+            s->latok[i] = nbk[q - s->sb];
+        } else {
+            s->lap[i] = s->latok[i] = -1;
+        }
+    }
+    int32_t *tmp = s->bt;
+    s->bt = s->nbt;
+    s->nbt = tmp;
+    s->nbr = k + 1;
+    if (ncand == 0) lfast_block_end(d, s);
+    return LOPAD_OK;
+}
+
+const struct lp_decoder_ops lp_lopa_fast_ops = {
+    .name = "fast",
+    .check = lfast_check,
+    .init = lfast_init,
+    .step = lfast_step,
+    .release = lfast_release,
+};
+
 /* ------------------------------------------------------------ reporting */
 
 void lp_lopa_fill_event(const struct lp_decoder *d, struct lp_step_event *ev) {
     ev->n_branches = 0;
     ev->winner = -1;
     ev->winner_pos = -1;
-    if (d->ops != &lp_lopa_ops || !d->priv) return;
-    const struct lopa *s = d->priv;
+    if (!is_lopa(d)) return;
+    const struct lopa_common *s = d->priv;
     ev->n_branches = s->ev_nbr;
     ev->winner = s->ev_winner;
     ev->winner_pos = s->ev_pos;
 }
 
 enum lopad_status lp_lopa_finish(const struct lp_decoder *d, struct lp_decode_result *res) {
-    if (d->ops != &lp_lopa_ops || !d->priv) return LOPAD_OK;
-    const struct lopa *s = d->priv;
+    if (!is_lopa(d)) return LOPAD_OK;
+    const struct lopa_common *s = d->priv;
     res->winner_hist = lp_malloc(sizeof(int) * (size_t)(s->K + 1), "winner histogram");
     if (!res->winner_hist) return LOPAD_ERR_NOMEM;
     memcpy(res->winner_hist, s->hist, sizeof(int) * (size_t)(s->K + 1));

@@ -3,8 +3,8 @@
 # models: every golden case of tests/fixtures/d2f/tiny-*.txt through --prompt-ids --json
 # (ids and NFE equal the reference; tpf = non-pad tokens / NFE; the LoPA winner
 # histogram sums to the NFE), --lopa implying d2f, --visual showing the winner and the
-# positions it added, a LoRA adapter through --lora, and bad inputs exiting 2 with a
-# message naming the option.
+# positions it added, a LoRA adapter through --lora, LoPA on Fast-dLLM (--lopa 0 equals
+# --decoder fast), and bad inputs exiting 2 with a message naming the option.
 # usage: bash test_lopa.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
 set -u
 BIN=$1
@@ -107,6 +107,22 @@ printf '%s\n' "$vis" | grep -q 'LoPA wins: anchor [0-9]*, lookahead' && ok || ba
 out=$("$BIN" run -m "$model" --lora "$FIX/tiny-dream-lora" "${common[@]}" --lopa 1 2>$ERR)
 [ $? -eq 0 ] && [ -n "$(jnum nfe "$out")" ] && ok || bad "--lora: $(cat $ERR)"
 
+# ---- LoPA on Fast-dLLM: --lopa 0 is --decoder fast (threshold rule), token for token
+for cache in none prefix dual; do
+    fa=(--prompt-ids "$P" --gen 16 --block 4 --decoder fast --cache $cache --threshold 0.3 --json $T)
+    a=$("$BIN" run -m "$model" "${fa[@]}" 2>/dev/null)
+    b=$("$BIN" run -m "$model" "${fa[@]}" --lopa 0 2>/dev/null)
+    c=$("$BIN" run -m "$model" "${fa[@]}" --lopa 2 2>$ERR)
+    ida=$(printf '%s' "$a" | sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')
+    idb=$(printf '%s' "$b" | sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')
+    if [ -n "$a" ] && [ "$ida" = "$idb" ] && [ "$(jnum nfe "$a")" = "$(jnum nfe "$b")" ]; then
+        ok
+    else
+        bad "fast --cache $cache: [$ida] vs --lopa 0 [$idb]"
+    fi
+    case "$c" in *'"winner_hist":['*) ok ;; *) bad "fast --cache $cache --lopa 2: $c $(cat $ERR)" ;; esac
+done
+
 # ---- bad inputs: exit 2, the message names the option
 expect2() { # needle args...
     local needle=$1
@@ -121,7 +137,8 @@ expect2 "block-causal" --lopa 1 --lopa-window-attention causal
 expect2 "--tau-add" --decoder d2f --tau-add 1.5 --gen 8 --block 4
 expect2 "--tau-conf" --decoder d2f --tau-conf -1 --gen 8 --block 4
 expect2 "need --decoder d2f" --decoder dream --tau-conf 0.5
-expect2 "--lopa needs\|need --decoder d2f" --decoder llada --lopa 2
+expect2 "need --decoder d2f or fast" --decoder llada --lopa 2
+expect2 "threshold" --decoder fast --rule factor --lopa 2 --gen 8 --block 4
 expect2 "needs --lopa" --decoder d2f --lopa-window-attention full --gen 8 --block 4
 expect2 "multiple of --block" --decoder d2f --gen 10 --block 4
 expect2 "--temperature" --decoder d2f --gen 8 --block 4 --temperature 0.5

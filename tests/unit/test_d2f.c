@@ -76,9 +76,10 @@ static enum lopad_status df_forward(void *ud, const struct lopad_batch *b) {
         for (int i = 0; i < b->n_tokens; i++)
             if ((b->seq ? b->seq[i] : 0) < 8) f->seq_len[k][b->seq ? b->seq[i] : 0]++;
     }
-    uint64_t cbase = 0;
+    uint64_t cbase = 0; /* visible cached rows: [0, n_cache) but the skipped ones */
     for (int i = 0; i < b->n_cache; i++)
-        cbase += (uint64_t)(f->ctok[i] + 1) * (uint64_t)(f->cpos[i] + 1);
+        if (i < b->cache_skip_begin || i >= b->cache_skip_end)
+            cbase += (uint64_t)(f->ctok[i] + 1) * (uint64_t)(f->cpos[i] + 1);
     static int32_t vt[DF_MAXR * 2], vp[DF_MAXR * 2];
     for (int o = 0; o < b->n_out; o++) {
         int r = b->out_rows[o];
@@ -90,9 +91,10 @@ static enum lopad_status df_forward(void *ud, const struct lopad_batch *b) {
         float *lg = b->logits + (size_t)o * DF_V;
         if (f->script) {
             int n = 0;
-            for (int i = 0; i < b->n_cache; i++, n++) {
+            for (int i = 0; i < b->n_cache; i++) {
+                if (i >= b->cache_skip_begin && i < b->cache_skip_end) continue;
                 vt[n] = f->ctok[i];
-                vp[n] = f->cpos[i];
+                vp[n++] = f->cpos[i];
             }
             for (int j = beg; j < end; j++)
                 if (!b->block || b->block[j] <= b->block[r]) {

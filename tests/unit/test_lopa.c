@@ -264,6 +264,153 @@ static void test_eos_in_lookahead(void) {
     g_eos_pos = -1;
 }
 
+/* ------------------------------------------------------ LoPA on Fast-dLLM */
+
+static void fast_rq(struct lp_decode_request *rq, int cache, int conf, double tau) {
+    lp_decode_request_init(rq, LP_DEC_FAST, 24);
+    rq->prompt = df_prompt5;
+    rq->n_prompt = 5;
+    rq->block_len = 4;
+    rq->cache = (enum lp_cache_mode)cache;
+    rq->rule = LP_RULE_THRESHOLD;
+    rq->threshold = tau;
+    rq->confidence = (enum lp_confidence)conf;
+}
+
+/* --decoder fast --lopa 0 is the fast decoder (threshold rule), token for token */
+static void test_fast_k0_is_fast(void) {
+    int n_cmp = 0;
+    for (int shift = 0; shift < 2; shift++)
+        for (int cache = LP_CACHE_NONE; cache <= LP_CACHE_DUAL; cache++)
+            for (int conf = LP_CONF_AUTO; conf <= LP_CONF_NEGENT; conf++)
+                for (int t = 0; t < 2; t++) {
+                    struct lp_decode_request rq;
+                    fast_rq(&rq, cache, conf, t ? 0.3 : 0.9);
+                    rq.early_stop = t == 0;
+                    struct lp_engine e;
+                    static struct dfake f;
+                    struct df_rec rec;
+                    struct lp_decode_result a, b;
+                    df_engine(&e, &f, shift, 5 + 14);
+                    CHECK(df_run(&e, &rq, &rec, &a) == LOPAD_OK);
+                    rq.lopa = 0;
+                    df_engine(&e, &f, shift, 5 + 14);
+                    CHECK(df_run(&e, &rq, &rec, &b) == LOPAD_OK);
+                    bool same = a.nfe == b.nfe && !memcmp(a.canvas, b.canvas, sizeof(int32_t) * 29);
+                    CHECK_MSG(same, "shift %d cache %d conf %d tau %d: nfe %d vs %d", shift, cache,
+                              conf, t, a.nfe, b.nfe);
+                    CHECK(b.n_winner_hist == 1 && a.n_committed == b.n_committed);
+                    n_cmp++;
+                    lp_decode_result_free(&a);
+                    lp_decode_result_free(&b);
+                }
+    CHECK(n_cmp == 48);
+    /* the tiny models through the real engine, every cache mode */
+    const char *models[2] = {"tiny-llada", "tiny-dream"};
+    for (int mi = 0; mi < 2; mi++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", LOPAD_SOURCE_DIR, models[mi]);
+        lopad_model *m = NULL;
+        if (lopad_model_load(dir, NULL, &m) != LOPAD_OK) {
+            CHECK_MSG(0, "load %s: %s", dir, lopad_errmsg());
+            continue;
+        }
+        int32_t prompt[6] = {12, 200, 7, 99, 31, 150};
+        for (int cache = LP_CACHE_NONE; cache <= LP_CACHE_DUAL; cache++) {
+            struct lp_decode_request rq;
+            fast_rq(&rq, cache, LP_CONF_AUTO, 0.3);
+            rq.prompt = prompt;
+            rq.n_prompt = 6;
+            rq.gen_len = 16;
+            int L = 22, nb = 3 * L;
+            struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = nb, .n_threads = 1};
+            lopad_ctx *c = NULL;
+            CHECK(lopad_ctx_new(m, &cp, &c) == LOPAD_OK);
+            struct lp_engine e;
+            lp_engine_from_ctx(&e, m, c, L, nb);
+            struct lp_decode_result a, b, k2, k2s;
+            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &a) == LOPAD_OK);
+            rq.lopa = 0;
+            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &b) == LOPAD_OK);
+            CHECK_MSG(a.nfe == b.nfe && !memcmp(a.canvas, b.canvas, sizeof(int32_t) * L),
+                      "%s cache %d: fast vs --lopa 0", models[mi], cache);
+            /* K = 2: batched and one forward per branch decide the same */
+            rq.lopa = 2;
+            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &k2) == LOPAD_OK);
+            lp_decoder *d = NULL;
+            CHECK(lp_decode_start(&e, &rq, &d) == LOPAD_OK);
+            lp_lopa_set_serial(d, true);
+            while (!lp_decode_done(d))
+                CHECK(lp_decode_step(d, NULL) == LOPAD_OK);
+            CHECK(lp_decode_finish(d, &k2s) == LOPAD_OK);
+            lp_decode_free(d);
+            CHECK(k2.nfe == k2s.nfe && !memcmp(k2.canvas, k2s.canvas, sizeof(int32_t) * L));
+            CHECK(k2s.n_seq_evals == k2.n_seq_evals);
+            lp_decode_result_free(&a);
+            lp_decode_result_free(&b);
+            lp_decode_result_free(&k2);
+            lp_decode_result_free(&k2s);
+            lopad_ctx_free(c);
+        }
+        lopad_model_free(m);
+    }
+}
+
+/* K > 0 on the fake: branches appear, decisions do not depend on batching or threads,
+ * every lookahead winner's token is committed in its step */
+static void test_fast_lopa_fake(void) {
+    for (int shift = 0; shift < 2; shift++)
+        for (int cache = LP_CACHE_NONE; cache <= LP_CACHE_DUAL; cache++) {
+            struct lp_decode_request rq;
+            fast_rq(&rq, cache, LP_CONF_AUTO, 0.6);
+            rq.lopa = 3;
+            rq.early_stop = false;
+            struct lp_engine e;
+            static struct dfake f;
+            struct df_rec r1, r2, r3;
+            struct lp_decode_result a, b, c;
+            df_engine(&e, &f, shift, 5 + 14);
+            CHECK(df_run(&e, &rq, &r1, &a) == LOPAD_OK);
+            CHECK(r1.bad == 0 && a.n_committed == 24);
+            int la = 0, maxb = 0;
+            for (int i = 0; i < r1.n; i++) {
+                la += r1.winners[i][0] < r1.winners[i][1] - 1;
+                maxb = r1.winners[i][1] > maxb ? r1.winners[i][1] : maxb;
+            }
+            CHECK(maxb == 4);
+            CHECK(la == r1.la_commits);
+            df_engine(&e, &f, shift, 5 + 14);
+            e.n_batch_max = 29; /* one canvas: groups of branches */
+            CHECK(df_run(&e, &rq, &r2, &b) == LOPAD_OK);
+            df_engine(&e, &f, shift, 5 + 14);
+            e.n_threads = 3;
+            CHECK(df_run(&e, &rq, &r3, &c) == LOPAD_OK);
+            CHECK(!memcmp(a.canvas, b.canvas, sizeof(int32_t) * 29) && a.nfe == b.nfe);
+            CHECK(!memcmp(a.canvas, c.canvas, sizeof(int32_t) * 29) && a.nfe == c.nfe);
+            CHECK(r2.n == r1.n && !memcmp(r1.winners, r2.winners, sizeof(int) * 2 * r1.n));
+            int tot = 0;
+            for (int i = 0; i < a.n_winner_hist; i++)
+                tot += a.winner_hist[i];
+            CHECK(tot == r1.n);
+            lp_decode_result_free(&a);
+            lp_decode_result_free(&b);
+            lp_decode_result_free(&c);
+        }
+    /* options LoPA on Fast-dLLM does not take */
+    struct lp_decode_request rq;
+    fast_rq(&rq, LP_CACHE_PREFIX, LP_CONF_AUTO, 0.9);
+    rq.lopa = 2;
+    rq.rule = LP_RULE_FACTOR;
+    struct lp_engine e;
+    static struct dfake f;
+    df_engine(&e, &f, false, 1 << 30);
+    lp_decoder *d = NULL;
+    CHECK(lp_decode_start(&e, &rq, &d) == LOPAD_ERR_ARG && strstr(lopad_errmsg(), "threshold"));
+    rq.rule = LP_RULE_THRESHOLD;
+    rq.lopa_window = LP_WINDOW_BLOCK_CAUSAL;
+    CHECK(lp_decode_start(&e, &rq, &d) == LOPAD_ERR_ARG && strstr(lopad_errmsg(), "full"));
+}
+
 static void test_names(void) {
     enum lp_window_attn a;
     CHECK(lp_window_attn_parse("block-causal", &a) == LOPAD_OK && a == LP_WINDOW_BLOCK_CAUSAL);
@@ -284,5 +431,7 @@ int main(void) {
     TEST_RUN(test_serial_equals_batched);
     TEST_RUN(test_small_batch);
     TEST_RUN(test_threads);
+    TEST_RUN(test_fast_k0_is_fast);
+    TEST_RUN(test_fast_lopa_fake);
     return test_report();
 }
