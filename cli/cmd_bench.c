@@ -5,6 +5,9 @@
  *   forward  ms per forward of a window of T tokens over a cached prefix of P rows
  *            on a model with synthetic random weights (no file needed), with the
  *            achieved GFLOP/s and its fraction of the measured fp32 peak.
+ *            --seqs S feeds S sequences of T tokens each over the same prefix (one
+ *            LoPA iteration with S-1 lookahead branches); --device cuda runs on the GPU
+ *            (peak: the GPU's copy bandwidth and bf16 GEMM ceiling).
  *
  * The prefix cache is filled by committing the K/V rows of one computed chunk
  * over and over: attention cost depends on the number of cached rows, not their
@@ -19,12 +22,16 @@
 #include "core/common.h"
 #include "core/types.h"
 #include "model/synthetic.h"
+#ifdef LOPAD_CUDA
+#include "backend/cuda/cuda.h"
+#endif
 
 static int usage(void) {
-    printf("usage: lopad bench peak [--threads N] [--json]\n"
+    printf("usage: lopad bench peak [--threads N] [--device cpu|cuda] [--json]\n"
            "       lopad bench forward [--shape tiny|tiny-llada|dream-7b|llada-8b] [--type T]\n"
-           "                           [--tokens 32,128,512] [--prefix N] [--threads N]\n"
-           "                           [--repeat R] [--no-peak] [--json]\n"
+           "                           [--tokens 32,128,512] [--seqs 1,4,8] [--prefix N]\n"
+           "                           [--threads N] [--device cpu|cuda] [--repeat R]\n"
+           "                           [--no-peak] [--json]\n"
            "  T: f32, f16, bf16, q8_0, q4_0 (weights are random, generated in memory)\n");
     return 0;
 }
@@ -43,16 +50,42 @@ static int default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
+/* `bench peak --device cuda`: the GPU's measured ceilings */
+static int bench_peak_cuda(bool json) {
+#ifdef LOPAD_CUDA
+    double gbs, tflops;
+    enum lopad_status st = lp_cuda_peak(&gbs, &tflops);
+    if (st) return lp_cli_fail("bench peak", st);
+    if (json)
+        printf("{\"device\": \"cuda\", \"copy_gbs\": %.2f, \"bf16_gemm_tflops\": %.2f}\n", gbs,
+               tflops);
+    else
+        printf("device copy      %8.1f GB/s (read + write)\n"
+               "bf16 GEMM        %8.1f TFLOP/s (cuBLAS, 8192^3, f32 out)\n",
+               gbs, tflops);
+    return 0;
+#else
+    (void)json;
+    fprintf(stderr, "lopad bench peak: built without CUDA (-DLOPAD_CUDA=ON)\n");
+    return 1;
+#endif
+}
+
 static int bench_peak(int argc, char **argv) {
     long threads = 0;
     bool json = false;
+    const char *device = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             if (!lp_cli_parse_int("bench peak", "--threads", argv[++i], 1, 256, &threads)) return 2;
         } else if (!strcmp(argv[i], "--help")) return usage();
         else return lp_cli_usage_error("bench peak", "unknown option '%s'", argv[i]);
     }
+    if (device && !strcmp(device, "cuda")) return bench_peak_cuda(json);
+    if (device && strcmp(device, "cpu"))
+        return lp_cli_usage_error("bench peak", "unknown --device '%s' (cpu, cuda)", device);
     struct lp_peak pk;
     if (lp_bench_peak(threads ? (int)threads : default_threads(), &pk))
         return lp_cli_usage_error("bench peak", "out of memory for the bandwidth buffer");
@@ -72,20 +105,22 @@ static int bench_peak(int argc, char **argv) {
     return 0;
 }
 
-/* FLOPs of one forward of T tokens attending to P cached rows, logits for all T. */
-static double forward_flops(const struct lopad_hparams *hp, int T, int P) {
+/* FLOPs of one forward of S sequences of T tokens, each attending to P cached rows
+ * and its own T tokens, logits for all S*T rows. */
+static double forward_flops(const struct lopad_hparams *hp, int T, int P, int S) {
     double E = hp->n_embd, QD = (double)hp->n_head * hp->head_dim;
     double KD = (double)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     double per_tok_layer = 2 * (E * QD * 2 + E * KD * 2 + 3 * E * F);
     double attn_layer = 4.0 * QD * T * (double)(P + T); /* QK^T and PV */
-    return hp->n_layer * (per_tok_layer * T + attn_layer) + 2.0 * E * hp->n_vocab * T;
+    return S * (hp->n_layer * (per_tok_layer * T + attn_layer) + 2.0 * E * hp->n_vocab * T);
 }
 
 /* Bytes of weights one forward streams (all matrices once, output head included). */
 static double weight_bytes(const lopad_model *m);
 
 static int bench_forward(int argc, char **argv) {
-    const char *shape = "tiny", *type_s = "bf16", *tok_s = "32,128,512";
+    const char *shape = "tiny", *type_s = "bf16", *tok_s = "32,128,512", *seq_s = "1";
+    const char *device = NULL;
     long prefix = 0, threads = 0, repeat = 3;
     bool json = false, peak = true;
     for (int i = 1; i < argc; i++) {
@@ -99,6 +134,8 @@ static int bench_forward(int argc, char **argv) {
             if (!strcmp(a, "--shape")) shape = v;
             else if (!strcmp(a, "--type")) type_s = v;
             else if (!strcmp(a, "--tokens")) tok_s = v;
+            else if (!strcmp(a, "--seqs")) seq_s = v;
+            else if (!strcmp(a, "--device")) device = v;
             else if (!strcmp(a, "--prefix")) {
                 if (!lp_cli_parse_int("bench forward", a, v, 0, 1 << 20, &prefix)) return 2;
             } else if (!strcmp(a, "--threads")) {
@@ -110,26 +147,46 @@ static int bench_forward(int argc, char **argv) {
     }
     int type = parse_type(type_s);
     if (type < 0) return lp_cli_usage_error("bench forward", "unknown --type '%s'", type_s);
-    int32_t *toks;
-    int n_win;
+    int32_t *toks, *seqs = NULL;
+    int n_win, n_seqs;
     if (!lp_cli_parse_ids("bench forward", "--tokens", tok_s, &toks, &n_win)) return 2;
-    int max_t = 0;
+    if (!lp_cli_parse_ids("bench forward", "--seqs", seq_s, &seqs, &n_seqs)) {
+        free(toks);
+        return 2;
+    }
+    int max_t = 0, max_s = 0;
     for (int i = 0; i < n_win; i++) {
         if (toks[i] <= 0) {
             free(toks);
+            free(seqs);
             return lp_cli_usage_error("bench forward", "--tokens: window sizes must be positive");
         }
         max_t = LP_MAX(max_t, toks[i]);
     }
+    for (int i = 0; i < n_seqs; i++) {
+        if (seqs[i] <= 0 || seqs[i] > 4096) {
+            free(toks);
+            free(seqs);
+            return lp_cli_usage_error("bench forward", "--seqs: counts must be in 1..4096");
+        }
+        max_s = LP_MAX(max_s, seqs[i]);
+    }
+    if ((int64_t)max_t * max_s > (1 << 20)) {
+        free(toks);
+        free(seqs);
+        return lp_cli_usage_error("bench forward", "--tokens x --seqs is too large");
+    }
     if (!threads) threads = default_threads();
+    const bool on_gpu = device && !strcmp(device, "cuda");
 
     struct lp_peak pk = {0};
-    if (peak && lp_bench_peak((int)threads, &pk) != 0) pk.fp32_gflops = 0;
+    /* the CPU peak means nothing for a GPU run (bench peak --device cuda has the GPU's) */
+    if (peak && !on_gpu && lp_bench_peak((int)threads, &pk) != 0) pk.fp32_gflops = 0;
 
     int rc = 1;
     lopad_model *m = NULL;
     lopad_ctx *c = NULL;
-    int32_t *tokens = NULL, *pos = NULL, *rows = NULL;
+    int32_t *tokens = NULL, *pos = NULL, *rows = NULL, *seq = NULL;
     float *logits = NULL;
     double t0 = lp_time();
     enum lopad_status st = lp_model_synthetic(shape, type, 1234, &m);
@@ -139,9 +196,9 @@ static int bench_forward(int argc, char **argv) {
     }
     double gen_s = lp_time() - t0;
     const struct lopad_hparams *hp = lopad_model_hparams(m);
-    int chunk = LP_MAX(max_t, prefix > 0 ? 32 : 1);
+    int chunk = LP_MAX(max_t * max_s, prefix > 0 ? 32 : 1);
     struct lopad_ctx_params cp = {.n_ctx = (int)prefix + max_t, .n_batch_max = chunk,
-                                  .n_threads = (int)threads};
+                                  .n_threads = (int)threads, .device = device};
     if ((st = lopad_ctx_new(m, &cp, &c))) {
         lp_cli_fail("bench forward", st);
         goto done;
@@ -149,8 +206,9 @@ static int bench_forward(int argc, char **argv) {
     tokens = malloc(sizeof(int32_t) * chunk);
     pos = malloc(sizeof(int32_t) * chunk);
     rows = malloc(sizeof(int32_t) * chunk);
+    seq = malloc(sizeof(int32_t) * chunk);
     logits = malloc(sizeof(float) * (size_t)chunk * hp->n_vocab);
-    if (!tokens || !pos || !rows || !logits) {
+    if (!tokens || !pos || !rows || !seq || !logits) {
         fprintf(stderr, "lopad bench forward: out of memory\n");
         goto done;
     }
@@ -176,16 +234,20 @@ static int bench_forward(int argc, char **argv) {
             }
     }
     if (!json)
-        printf("shape %s, type %s, %ld threads, prefix %ld, weights %.1f MiB (generated in %.1f s)\n"
-               "%8s %10s %10s %8s %10s\n",
-               shape, type_s, threads, prefix, weight_bytes(m) / (1 << 20), gen_s, "tokens", "ms",
-               "GFLOP/s", "%peak", "weights/s");
-    for (int w = 0; w < n_win; w++) {
-        int T = toks[w];
-        for (int i = 0; i < T; i++) pos[i] = (int)prefix + i;
-        struct lopad_batch b = {.n_tokens = T, .tokens = tokens, .pos = pos, .n_seq = 1,
-                                .n_cache = (int)prefix, .n_out = T, .out_rows = rows,
-                                .logits = logits};
+        printf("shape %s, type %s, %s, prefix %ld, weights %.1f MiB (generated in %.1f s)\n"
+               "%8s %5s %10s %10s %8s %10s\n",
+               shape, type_s, on_gpu ? "cuda" : "cpu", prefix, weight_bytes(m) / (1 << 20), gen_s,
+               "tokens", "seqs", "ms", "GFLOP/s", "%peak", "weights/s");
+    for (int w = 0; w < n_win * n_seqs; w++) {
+        int T = toks[w / n_seqs], S = seqs[w % n_seqs];
+        for (int s = 0; s < S; s++)
+            for (int i = 0; i < T; i++) {
+                pos[s * T + i] = (int)prefix + i;
+                seq[s * T + i] = s;
+            }
+        struct lopad_batch b = {.n_tokens = S * T, .tokens = tokens, .pos = pos, .n_seq = S,
+                                .seq = seq, .n_cache = (int)prefix, .n_out = S * T,
+                                .out_rows = rows, .logits = logits};
         double best = 1e30;
         for (int r = 0; r <= repeat; r++) { /* r == 0 warms up */
             double s = lp_time();
@@ -196,19 +258,20 @@ static int bench_forward(int argc, char **argv) {
             s = lp_time() - s;
             if (r > 0 && s < best) best = s;
         }
-        double gflops = forward_flops(hp, T, (int)prefix) / best / 1e9;
+        double gflops = forward_flops(hp, T, (int)prefix, S) / best / 1e9;
         double frac = pk.fp32_gflops > 0 ? gflops / pk.fp32_gflops : 0;
         double stream_gbs = weight_bytes(m) / best / 1e9;
         if (json)
-            printf("{\"shape\": \"%s\", \"type\": \"%s\", \"tokens\": %d, \"prefix\": %ld, "
+            printf("{\"shape\": \"%s\", \"type\": \"%s\", \"device\": \"%s\", \"tokens\": %d, "
+                   "\"seqs\": %d, \"prefix\": %ld, "
                    "\"threads\": %ld, \"ms\": %.3f, \"gflops\": %.2f, \"peak_fp32_gflops\": %.2f, "
                    "\"peak_fraction\": %.4f, \"weight_stream_gbs\": %.2f, "
                    "\"peak_bandwidth_gbs\": %.2f}\n",
-                   shape, type_s, T, prefix, threads, best * 1e3, gflops, pk.fp32_gflops, frac,
-                   stream_gbs, pk.bandwidth_gbs);
+                   shape, type_s, on_gpu ? "cuda" : "cpu", T, S, prefix, threads, best * 1e3,
+                   gflops, pk.fp32_gflops, frac, stream_gbs, pk.bandwidth_gbs);
         else
-            printf("%8d %10.2f %10.1f %7.1f%% %8.1f GB/s\n", T, best * 1e3, gflops, frac * 100,
-                   stream_gbs);
+            printf("%8d %5d %10.2f %10.1f %7.1f%% %8.1f GB/s\n", T, S, best * 1e3, gflops,
+                   frac * 100, stream_gbs);
     }
     if (!json && pk.fp32_gflops > 0)
         printf("machine peak: fp32 %.1f GFLOP/s (%s), memory %.1f GB/s, %ld threads\n", pk.fp32_gflops,
@@ -218,8 +281,10 @@ done:
     free(tokens);
     free(pos);
     free(rows);
+    free(seq);
     free(logits);
     free(toks);
+    free(seqs);
     lopad_ctx_free(c);
     lopad_model_free(m);
     return rc;

@@ -11,7 +11,7 @@
 
 static int usage(void) {
     printf("usage: lopad logits -m MODEL --tokens 1,2,3 [--positions 0,1,2] [--threads N]\n"
-           "                    [--lora DIR] --out FILE\n"
+           "                    [--lora DIR] [--device cpu|cuda] --out FILE\n"
            "Writes float32 little-endian rows [n_tokens][n_vocab] of raw logits to FILE.\n");
     return 0;
 }
@@ -36,6 +36,7 @@ static int write_rows(const char *path, const float *rows, size_t n) {
 
 static int cmd_logits(int argc, char **argv) {
     const char *path = NULL, *out = NULL, *lora = NULL, *tok_s = NULL, *pos_s = NULL;
+    const char *device = NULL;
     long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -47,6 +48,7 @@ static int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--positions")) pos_s = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--lora")) lora = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--threads")) {
             if (!lp_cli_parse_int("logits", a, v, 0, 1024, &threads)) return 2;
         } else return lp_cli_usage_error("logits", "unknown option '%s'", a);
@@ -90,7 +92,8 @@ static int cmd_logits(int argc, char **argv) {
         goto done;
     }
     const struct lopad_hparams *hp = lopad_model_hparams(m);
-    struct lopad_ctx_params cp = {.n_ctx = n, .n_batch_max = n, .n_threads = (int)threads};
+    struct lopad_ctx_params cp = {
+        .n_ctx = n, .n_batch_max = n, .n_threads = (int)threads, .device = device};
     if ((st = lopad_ctx_new(m, &cp, &c))) {
         lp_cli_fail("logits", st);
         goto cleanup;

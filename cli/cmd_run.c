@@ -51,6 +51,9 @@ static struct {
     bool set_threshold, set_factor, set_scale, set_sigma, set_window, first_token, dpad;
 } fast_opts = {.early_stop = -1};
 
+/* --device cpu|cuda (here for the same reason) */
+static const char *run_device;
+
 /* D2F / LoPA options (here for the same reason) */
 static struct {
     double tau_add, tau_act, tau_conf;
@@ -116,6 +119,7 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
     DBL_OPT("--top-p", o->top_p, o->set_top_p = true);
     INT_OPT("--top-k", 0, INT_MAX, o->top_k, o->set_top_k = true);
     INT_OPT("--threads", 0, 1024, o->threads, (void)0);
+    STR_OPT("--device", run_device);
     STR_OPT("--system", o->system);
     if (!strcmp(a, "--seed")) {
         const char *v = VAL;
@@ -222,6 +226,7 @@ const char *lp_run_opts_help =
     "                       has one) or use the text as is\n"
     "  --system S           system prompt (chat)\n"
     "  --threads N          worker threads (default 0 = all cores)\n"
+    "  --device cpu|cuda    compute device (cuda needs a -DLOPAD_CUDA=ON build)\n"
     "  --visual             redraw the canvas on stderr after every step\n";
 
 /* ---------------------------------------------------------------- session */
@@ -544,7 +549,8 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
      * decoder splits a larger batch into calls, still one NFE) */
     if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa > 0)
         n_batch = (int)LP_MIN((int64_t)(rq->lopa + 1) * L, (int64_t)LP_MAX(L, 16384));
-    struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads};
+    struct lopad_ctx_params cp = {
+        .n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads, .device = run_device};
     lopad_ctx *ctx = NULL;
     est = lopad_ctx_new(s->model, &cp, &ctx);
     if (est) return lp_cli_fail(cmd, est);

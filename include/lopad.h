@@ -112,6 +112,7 @@ struct lopad_ctx_params {
     int n_ctx;       /* KV cache rows (>= longest canvas fed) */
     int n_batch_max; /* most fed tokens in one lopad_forward (all sequences together) */
     int n_threads;   /* 0 = all cores */
+    const char *device; /* NULL or "cpu" = CPU backend; "cuda" = CUDA backend (-DLOPAD_CUDA=ON) */
 };
 
 enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_params *p,

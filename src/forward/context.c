@@ -6,7 +6,14 @@
 #include "forward.h"
 
 #include <string.h>
+#include <unistd.h>
 #include "../backend/cpu/cpu.h"
+#ifdef LOPAD_CUDA
+#include "../backend/cuda/cuda.h"
+#endif
+
+/* Rows of logits a device backend computes per output-head chunk. */
+#define LP_LOGITS_CHUNK 256
 
 static void ctx_release(struct lopad_ctx *c, void **p) {
     if (*p) c->be.ops->release(c->be.ctx, *p);
@@ -19,7 +26,7 @@ void lopad_ctx_free(lopad_ctx *c) {
         void **bufs[] = {(void **)&c->k_cache, (void **)&c->v_cache, (void **)&c->k_fed,
                          (void **)&c->v_fed,   (void **)&c->x,       (void **)&c->xn,
                          (void **)&c->q,       (void **)&c->att,     (void **)&c->gate,
-                         (void **)&c->up};
+                         (void **)&c->up,      (void **)&c->logits_dev};
         for (unsigned i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             ctx_release(c, bufs[i]);
         lp_backend_free(&c->be);
@@ -51,6 +58,17 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
     if (p->n_threads < 0 || p->n_threads > 1024)
         return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: n_threads %d out of range 0..1024",
                         p->n_threads);
+    bool cuda = false;
+    if (p->device && strcmp(p->device, "cpu") != 0) {
+        if (strcmp(p->device, "cuda") != 0)
+            return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: unknown device \"%s\" (cpu, cuda)",
+                            p->device);
+#ifndef LOPAD_CUDA
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "lopad_ctx_new: device \"cuda\": built without CUDA (-DLOPAD_CUDA=ON)");
+#endif
+        cuda = true;
+    }
     const struct lopad_hparams *hp = &m->hp;
 
     struct lopad_ctx *c = lp_calloc(1, sizeof *c, "context");
@@ -67,18 +85,33 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,
     };
-    enum lopad_status st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
-    if (st) {
-        lp_free(c);
-        return st;
+    enum lopad_status st;
+    if (!cuda) {
+        st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
+        if (st) {
+            lp_free(c);
+            return st;
+        }
+        c->n_threads = lp_backend_cpu_n_threads(&c->be);
+    } else {
+#ifdef LOPAD_CUDA
+        st = lp_backend_cuda_new(m, &lim, c->n_batch_max, &c->be);
+#else
+        st = LOPAD_ERR_UNSUPPORTED; /* unreachable: rejected above */
+#endif
+        if (st) {
+            lp_free(c);
+            return st;
+        }
+#ifdef LOPAD_CUDA
+        c->be_sync = lp_backend_cuda_sync;
+#endif
+        /* host threads stay available to the decoders (proposal draws) */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c->n_threads = p->n_threads > 0 ? p->n_threads : cores > 0 ? (int)cores : 1;
     }
-    c->n_threads = lp_backend_cpu_n_threads(&c->be);
-    if (!c->be.ops->host_memory) { /* logits are written straight into the caller's array */
-        lp_error(LOPAD_ERR_UNSUPPORTED, "backend %s: no logits staging yet", c->be.ops->name);
-        lp_backend_free(&c->be);
-        lp_free(c);
-        return LOPAD_ERR_UNSUPPORTED;
-    }
+    /* a device backend computes logits into a staging buffer, downloaded per chunk */
+    c->logits_rows = c->be.ops->host_memory ? 0 : LP_MIN(c->n_batch_max, LP_LOGITS_CHUNK);
 
     struct {
         float **dst;
@@ -95,9 +128,11 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         {&c->att, 1, c->n_batch_max, qd, "attention output"},
         {&c->gate, 1, c->n_batch_max, hp->n_ff, "mlp gate activations"},
         {&c->up, 1, c->n_batch_max, hp->n_ff, "mlp up activations"},
+        {&c->logits_dev, 1, c->logits_rows, hp->n_vocab, "logits staging"},
     };
     for (unsigned i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         uint64_t bytes;
+        if (bufs[i].b == 0) continue; /* logits staging of a host-memory backend */
         if (!buf_bytes(bufs[i].a, bufs[i].b, bufs[i].d, &bytes)) {
             lopad_ctx_free(c);
             return lp_error(LOPAD_ERR_ARG,

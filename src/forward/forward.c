@@ -138,15 +138,28 @@ enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
 
     /* output head for the requested rows only, in chunks that fit the buffers */
     const size_t row_bytes = (size_t)E * sizeof(float);
-    for (int o0 = 0; o0 < b->n_out; o0 += c->n_batch_max) {
-        const int no = LP_MIN(c->n_batch_max, b->n_out - o0);
-        for (int i = 0; i < no; i++)
+    const int chunk = c->logits_dev ? c->logits_rows : c->n_batch_max;
+    for (int o0 = 0; o0 < b->n_out; o0 += chunk) {
+        const int no = LP_MIN(chunk, b->n_out - o0);
+        for (int i = 0; i < no;) { /* runs of consecutive rows in one copy */
+            int r = 1;
+            while (i + r < no && b->out_rows[o0 + i + r] == b->out_rows[o0 + i] + r)
+                r++;
             ops->copy(be, c->xn + (int64_t)i * E, c->x + (int64_t)b->out_rows[o0 + i] * E,
-                      row_bytes);
+                      row_bytes * r);
+            i += r;
+        }
         ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
-        /* host-memory backend (checked in lopad_ctx_new): write the caller's logits directly */
-        ops->matmul(be, &m->output, NULL, c->xn, no, b->logits + (int64_t)o0 * hp->n_vocab);
+        float *dst = b->logits + (int64_t)o0 * hp->n_vocab;
+        if (!c->logits_dev) { /* host-memory backend: write the caller's logits directly */
+            ops->matmul(be, &m->output, NULL, c->xn, no, dst);
+        } else { /* device backend: through the staging buffer */
+            ops->matmul(be, &m->output, NULL, c->xn, no, c->logits_dev);
+            ops->download(be, dst, c->logits_dev, sizeof(float) * (size_t)no * hp->n_vocab);
+        }
     }
+    /* a device backend queues its work: wait for it and surface its first error */
+    if (c->be_sync && (st = c->be_sync(&c->be))) return st;
     c->last_n_fed = n;
     return LOPAD_OK;
 }

@@ -28,6 +28,13 @@ struct lopad_ctx {
     float *gate;          /* (n_batch_max, n_ff) */
     float *up;            /* (n_batch_max, n_ff) */
 
+    /* device backends (host_memory false): the output head writes logits here, in
+     * chunks of logits_rows rows, and they are downloaded into the caller's array */
+    float *logits_dev; /* (logits_rows, n_vocab) or NULL */
+    int logits_rows;
+    /* device backends: wait for the queued work, report its first error (or NULL) */
+    enum lopad_status (*be_sync)(struct lp_backend *be);
+
     /* host memory */
     int32_t *seq_start; /* [n_batch_max + 1] */
 };

@@ -1,0 +1,35 @@
+/*
+ * cuda.h - the CUDA backend: the same lp_backend table as the CPU backend, with
+ * buffers in GPU memory, weight matrices resident on the GPU as bf16 and GEMMs
+ * on cuBLAS (bf16 x bf16 -> f32 accumulate). Only built with -DLOPAD_CUDA=ON;
+ * everything here is declared regardless so callers can test LOPAD_CUDA once.
+ */
+#ifndef LP_BACKEND_CUDA_H
+#define LP_BACKEND_CUDA_H
+
+#include "../backend.h"
+
+/* Create a CUDA backend on the current device for model m. The model's weights
+ * are uploaded on first use and shared by every CUDA backend of the same model
+ * (refcounted; released with the last one). n_rows_max bounds the rows of any
+ * matmul / attention call (the context's n_batch_max).
+ * LOPAD_ERR_UNSUPPORTED when there is no usable device or head_dim > 128. */
+enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
+                                      const struct lp_backend_limits *lim, int n_rows_max,
+                                      struct lp_backend *out);
+
+/* Wait for the backend's stream; returns the first error any kernel launch,
+ * copy or cuBLAS call recorded since the last sync (and clears it). */
+enum lopad_status lp_backend_cuda_sync(struct lp_backend *b);
+
+/* Number of usable CUDA devices (0 when none or the driver is missing). */
+int lp_cuda_device_count(void);
+
+/* Measured ceilings of the current device: device-to-device copy bandwidth
+ * (GB/s, read + write) and a bf16 x bf16 -> f32 cuBLAS GEMM (TFLOP/s, 8192^3). */
+enum lopad_status lp_cuda_peak(double *copy_gbs, double *gemm_tflops);
+
+/* Bytes of weights resident on the device for backend b. */
+size_t lp_backend_cuda_weight_bytes(const struct lp_backend *b);
+
+#endif
