@@ -6,6 +6,7 @@
 #include "decoder_impl.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "core/common.h"
 #include "core/threadpool.h"
@@ -45,7 +46,12 @@ enum lopad_status lp_decoder_parse(const char *s, enum lp_decoder_kind *out) {
             *out = (enum lp_decoder_kind)k;
             return LOPAD_OK;
         }
-    return lp_error(LOPAD_ERR_ARG, "unknown decoder '%s' (choices: llada, dream)", s ? s : "");
+    char list[128]; /* the table's names (Fast-dLLM: no longer a fixed pair) */
+    size_t o = 0;
+    for (int k = 0; k < LP_DEC_COUNT && o < sizeof list; k++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", k ? ", " : "",
+                              decoder_table[k]->name);
+    return lp_error(LOPAD_ERR_ARG, "unknown decoder '%s' (choices: %s)", s ? s : "", list);
 }
 
 const char *lp_remasking_name(enum lp_remasking r) {
