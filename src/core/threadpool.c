@@ -5,6 +5,9 @@
  * it briefly (kernels come in quick succession during a forward) and then sleep
  * on a condition variable; the caller waits for the pending-count to reach zero
  * the same way. The mutex only guards sleeping, never the fast path.
+ *
+ * Tasks are handed out dynamically (an atomic counter), so a thread that the OS
+ * delays on a busy machine does not hold up the others: the rest take its share.
  */
 #include "threadpool.h"
 
@@ -38,6 +41,7 @@ struct lp_pool {
     lp_task_fn fn;
     void *ctx;
     int n_tasks;
+    atomic_int next; /* next task to hand out */
 };
 
 int lp_n_cores(void) {
@@ -52,10 +56,11 @@ static inline void cpu_relax(void) {
 }
 
 static void run_slice(struct lp_pool *p, int tid) {
-    int64_t n = p->n_tasks, nt = p->n_threads;
-    int begin = (int)(n * tid / nt), end = (int)(n * (tid + 1) / nt);
-    for (int t = begin; t < end; t++)
+    for (;;) {
+        int t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (t >= p->n_tasks) return;
         p->fn(p->ctx, t, tid);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -101,6 +106,7 @@ lp_pool *lp_pool_new(int n_threads) {
     atomic_init(&p->pending, 0);
     atomic_init(&p->quit, false);
     atomic_init(&p->running, false);
+    atomic_init(&p->next, 0);
     if (n_threads > 1) {
         p->workers = lp_calloc((size_t)n_threads - 1, sizeof *p->workers, "thread pool workers");
         if (!p->workers) {
@@ -152,6 +158,7 @@ void lp_pool_run(lp_pool *p, int n_tasks, lp_task_fn fn, void *ctx) {
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     pthread_mutex_lock(&p->mu);

@@ -2,11 +2,12 @@
  * threadpool.h - a persistent pool of worker threads for the compute kernels.
  *
  * lp_pool_run(pool, n_tasks, fn, ctx) calls fn(ctx, task, thread_id) once for
- * every task in [0, n_tasks) and returns when all are done. The split is static:
- * thread t (0 = the caller) runs the contiguous tasks
- * [t*n_tasks/n, (t+1)*n_tasks/n). Nothing is allocated per call, so the hot path
- * stays malloc-free. Kernels get determinism by making each task's result
- * independent of which thread runs it; thread_id only picks per-thread scratch.
+ * every task in [0, n_tasks) and returns when all are done. Tasks are handed out
+ * dynamically, in increasing order, to whichever thread (0 = the caller) is free,
+ * so which thread runs a task is not fixed. Nothing is allocated per call, so the
+ * hot path stays malloc-free. Kernels get determinism by making each task's
+ * result independent of which thread runs it; thread_id only picks per-thread
+ * scratch.
  */
 #ifndef LP_THREADPOOL_H
 #define LP_THREADPOOL_H
