@@ -99,8 +99,9 @@ const struct lopad_hparams *lopad_model_hparams(const lopad_model *m);
 /* Human-readable summary (architecture, sizes, tensor types, special ids). */
 void lopad_model_print_info(const lopad_model *m, void *file /* FILE* */);
 
-/* Write the model as GGUF v3; weights converted to `type` (F32, F16, BF16, Q8_0),
- * or kept as stored when type < 0. Norms and biases stay F32. The file is written
+/* Write the model as GGUF v3; weights converted to `type` (F32, F16, BF16, Q8_0,
+ * Q4_0, Q4_K, Q6_K; rows that are not whole blocks fall back to F16), or kept as
+ * stored when type < 0. Norms and biases stay F32. The file is written
  * to a temporary name and renamed, so a failure leaves nothing half-written. */
 enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, int type);
 
@@ -157,7 +158,8 @@ struct lopad_batch {
 enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b);
 
 /* Copy the K/V of fed rows [src, src+n) of the last forward into cache rows
- * [dst, dst+n). Rows past the cache's current length extend it. */
+ * [dst, dst+n). dst <= the cache's current length (no gaps); rows past it
+ * extend the cache. */
 enum lopad_status lopad_kv_commit(lopad_ctx *c, int src, int n, int dst);
 /* Forget cached rows from n on (n <= current length). */
 void lopad_kv_truncate(lopad_ctx *c, int n);
