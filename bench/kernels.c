@@ -4,11 +4,15 @@
  *
  *   kernels [threads] [rows,...] [types,...]
  * prints GFLOP/s per (type, shape, rows) for the kernel level picked by
- * LOPAD_KERNELS (ref|avx2|avx512, default: the best the CPU has).
+ * LOPAD_KERNELS (ref|avx2|avx512f32|avx512, default: the best the CPU has), and
+ * the fraction of the zmm FMA peak measured right before each case. With one
+ * thread, times are the thread's CPU time (robust on a shared machine); with
+ * more, wall-clock time.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <math.h>
 #include <immintrin.h>
 #include "backend/cpu/cpu.h"
@@ -21,6 +25,18 @@ static float frand(void) {
     rs ^= rs >> 7;
     rs ^= rs << 17;
     return (float)((rs >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+/* Seconds of CPU this thread used: on a shared machine a single-threaded run is
+ * timed by it (time the OS gave to other processes does not count). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static int g_threads = 1;
+static double now(void) {
+    return g_threads == 1 ? cpu_now() : lp_time();
 }
 
 static int parse_type(const char *s) {
@@ -42,13 +58,13 @@ __attribute__((target("avx512f"))) static double peak_fma512(void) {
         a[i] = _mm512_set1_ps((float)i);
     const __m512 m = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
     const long it = 20000000;
-    double t0 = lp_time();
+    double t0 = now();
     for (long k = 0; k < it; k++) {
 #pragma GCC unroll 16
         for (int i = 0; i < 16; i++)
             a[i] = _mm512_fmadd_ps(a[i], m, b);
     }
-    double dt = lp_time() - t0;
+    double dt = now() - t0;
     float s = 0;
     for (int i = 0; i < 16; i++)
         s += _mm512_reduce_add_ps(a[i]);
@@ -58,6 +74,7 @@ __attribute__((target("avx512f"))) static double peak_fma512(void) {
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
+    g_threads = threads;
     const char *rows_s = argc > 2 ? argv[2] : "32,128,512";
     const char *types_s = argc > 3 ? argv[3] : "f32,bf16,f16,q8_0,q4_0,q4_k,q6_k";
     if (!strcmp(types_s, "none")) types_s = "";
@@ -121,9 +138,9 @@ int main(int argc, char **argv) {
                 if (pk > 0) pk = peak_fma512();
                 double best = 1e30;
                 for (int rep = 0; rep < 2; rep++) {
-                    double t0 = lp_time();
+                    double t0 = now();
                     be.ops->matmul(be.ctx, &w, NULL, x, nr, y);
-                    double dt = lp_time() - t0;
+                    double dt = now() - t0;
                     if (dt < best) best = dt;
                 }
                 double gf = 2.0 * n_out * n_in * nr / best / 1e9;
@@ -172,9 +189,9 @@ int main(int argc, char **argv) {
         if (pk > 0) pk = peak_fma512();
         double best = 1e30;
         for (int rep = 0; rep < 3; rep++) {
-            double t0 = lp_time();
+            double t0 = now();
             be.ops->attention(be.ctx, &a);
-            double dt = lp_time() - t0;
+            double dt = now() - t0;
             if (dt < best) best = dt;
         }
         double gf = 4.0 * T * (P + T) * nh * hd / best / 1e9;
