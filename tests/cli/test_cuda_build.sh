@@ -1,13 +1,58 @@
 #!/usr/bin/env bash
-# test_cuda_build.sh - the CUDA backend compiles and links: when nvcc exists, configure a
-# separate build with -DLOPAD_CUDA=ON (sm_90 only, to keep it short), build the library,
-# the CLI and test_cuda, and run test_cuda (it skips its GPU cases without a device; the
-# Dream-7B-shaped case is left to bench/gpu.sh here). Skips with a message without nvcc.
+# test_cuda_build.sh - the CUDA backend without a GPU:
+#  1. kernel emulation (needs g++): the kernels sections of src/backend/cuda/*.cu run on
+#     the CPU through src/backend/cuda/emu (a pthread-per-CUDA-thread emulation) and are
+#     compared op by op with the CPU backend (emu_check.c);
+#  2. the CUDA build (needs nvcc): configure a separate build with -DLOPAD_CUDA=ON (sm_90
+#     only, to keep it short), build the library, the CLI and test_cuda, and run test_cuda
+#     (it skips its GPU cases without a device; the Dream-7B-shaped case is left to
+#     bench/gpu.sh here).
+# Each part skips with a message when its compiler is missing.
 # usage: bash test_cuda_build.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
 set -u
 src=${2:?source dir}
 bin=${3:?binary dir}
 
+# ---- 1. kernel emulation
+cu="$src/src/backend/cuda"
+emu="$bin/cuda-emu-check"
+if ! command -v g++ >/dev/null; then
+    echo "SKIP: g++ not found: CUDA kernels not emulated"
+elif [ ! -f "$bin/liblopad.a" ]; then
+    echo "SKIP: $bin/liblopad.a not built: CUDA kernels not emulated"
+else
+    mkdir -p "$emu"
+    {
+        awk '/__device__ __forceinline__ float lp_warp_sum/ { p = 1 } /^#endif/ { p = 0 } p' \
+            "$cu/common.cuh"
+        for f in convert embedding rmsnorm rope swiglu residual attention; do
+            awk '/launchers \*\// { exit } !/#include "common.cuh"/' "$cu/$f.cu"
+        done
+    } >"$emu/kernels_emu.inc"
+    san=""
+    if grep -q "LOPAD_SANITIZE:BOOL=ON" "$bin/CMakeCache.txt" 2>/dev/null; then
+        san="-fsanitize=address,undefined"
+    fi
+    if ! {
+        g++ -std=c++17 -O2 $san -I"$cu" -I"$cu/emu" -I"$emu" -c "$cu/emu/launch_emu.cpp" \
+            -o "$emu/launch_emu.o" &&
+            g++ -std=c++17 -O2 $san -I"$cu/emu" -c "$cu/emu/emu.cpp" -o "$emu/emu.o" &&
+            gcc -std=gnu17 -O2 $san -D_GNU_SOURCE -DLP_CUDA_EMU_CHECK -I"$src/include" \
+                -I"$src/src" -c "$cu/emu/emu_check.c" -o "$emu/emu_check.o" &&
+            g++ $san "$emu/emu_check.o" "$emu/launch_emu.o" "$emu/emu.o" "$bin/liblopad.a" \
+                -lpthread -lm -o "$emu/emu_check"
+    } >"$emu/build.log" 2>&1; then
+        cat "$emu/build.log"
+        echo "FAIL: building the CUDA kernel emulation"
+        exit 1
+    fi
+    if ! "$emu/emu_check"; then
+        echo "FAIL: emulated CUDA kernels differ from the CPU backend"
+        exit 1
+    fi
+fi
+
+# ---- 2. the CUDA build
 nvcc=$(command -v nvcc || true)
 if [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc; fi
 if [ -z "$nvcc" ]; then

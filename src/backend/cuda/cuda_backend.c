@@ -150,8 +150,8 @@ static enum lopad_status weights_upload(const struct lopad_model *m, struct cuda
     if (!w->slots) return LOPAD_ERR_NOMEM;
 
     const int64_t stage_n = (int64_t)1 << 22; /* 16 MiB of f32 per chunk */
-    const int64_t max_in = LP_MAX((int64_t)hp->n_embd, LP_MAX((int64_t)hp->n_ff,
-                                                               (int64_t)hp->n_head * hp->head_dim));
+    const int64_t max_in =
+        LP_MAX((int64_t)hp->n_embd, LP_MAX((int64_t)hp->n_ff, (int64_t)hp->n_head * hp->head_dim));
     const int64_t sn = LP_MAX(stage_n, max_in);
     float *stage_h = lp_malloc((size_t)sn * sizeof(float), "cuda upload staging");
     if (!stage_h) return LOPAD_ERR_NOMEM;
@@ -229,9 +229,12 @@ static void weights_release(struct cuda_weights *w) {
 /* ------------------------------------------------------------ context */
 
 /* A device copy of a host id array; re-uploaded only when the contents change
- * (the forward hands the same positions to every layer's RoPE). */
+ * (the forward hands the same positions to every layer's RoPE). The host side is
+ * pinned, so the upload is truly asynchronous; `done` marks its completion, and
+ * the host copy is not rewritten before it. */
 struct idbuf {
-    int32_t *dev, *host;
+    int32_t *dev, *host; /* host: pinned, the contents last uploaded */
+    cudaEvent_t done;
     int n, cap;
     bool valid;
 };
@@ -274,20 +277,22 @@ static bool cu_check(struct lp_cuda *cu, int e, const char *what) {
 
 static bool idbuf_init(struct idbuf *b, int cap, const char *what) {
     b->cap = cap;
-    b->host = lp_malloc((size_t)cap * sizeof(int32_t), what);
-    if (!b->host) return false;
-    cudaError_t e = cudaMalloc((void **)&b->dev, (size_t)cap * sizeof(int32_t));
+    cudaError_t e = cudaMallocHost((void **)&b->host, (size_t)cap * sizeof(int32_t));
     if (e != cudaSuccess) {
+        b->host = NULL;
+    } else if ((e = cudaMalloc((void **)&b->dev, (size_t)cap * sizeof(int32_t))) != cudaSuccess) {
         b->dev = NULL;
-        cuda_fail(e, what);
-        return false;
+    } else if ((e = cudaEventCreateWithFlags(&b->done, cudaEventDisableTiming)) != cudaSuccess) {
+        b->done = NULL;
     }
-    return true;
+    if (e != cudaSuccess) cuda_fail(e, what);
+    return e == cudaSuccess;
 }
 
 static void idbuf_free(struct idbuf *b) {
+    if (b->done) cudaEventDestroy(b->done);
     if (b->dev) cudaFree(b->dev);
-    lp_free(b->host);
+    if (b->host) cudaFreeHost(b->host);
 }
 
 static const int32_t *idbuf_put(struct lp_cuda *cu, struct idbuf *b, const int32_t *src, int n,
@@ -298,11 +303,15 @@ static const int32_t *idbuf_put(struct lp_cuda *cu, struct idbuf *b, const int32
         return NULL;
     }
     if (b->valid && b->n == n && !memcmp(b->host, src, (size_t)n * sizeof(int32_t))) return b->dev;
-    memcpy(b->host, src, (size_t)n * sizeof(int32_t));
-    /* from pageable memory: the call returns once the source is staged, so
-     * b->host may be rewritten right after, while the stream runs on */
-    cudaError_t e = cudaMemcpyAsync(b->dev, b->host, (size_t)n * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, cu->stream);
+    /* the previous upload from b->host must have left it (normally long done: a
+     * forward ends with a sync, and each array changes at most once per forward) */
+    cudaError_t e = cudaEventSynchronize(b->done);
+    if (e == cudaSuccess) {
+        memcpy(b->host, src, (size_t)n * sizeof(int32_t));
+        e = cudaMemcpyAsync(b->dev, b->host, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                            cu->stream);
+    }
+    if (e == cudaSuccess) e = cudaEventRecord(b->done, cu->stream);
     b->valid = e == cudaSuccess;
     b->n = n;
     return cu_check(cu, e, what) ? b->dev : NULL;
@@ -391,7 +400,8 @@ static void cu_matmul(void *ctx, const struct lp_weight *w, const float *bias, c
     if (!cu_check(cu, lp_cuda_f32_to_bf16(x, cu->xb, (int64_t)n_rows * k, cu->stream),
                   "matmul input to bf16"))
         return;
-    /* column-major view: y^T (m, n) = W^T... i.e. C = A^T B with A = W as (k, m), B = x as (k, n) */
+    /* column-major view: y^T (m, n) = W^T... i.e. C = A^T B with A = W as (k, m), B = x as (k, n)
+     */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t bs = cublasGemmEx(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n_rows, k, &one, wd,
                                      CUDA_R_16BF, k, cu->xb, CUDA_R_16BF, k, &zero, y, CUDA_R_32F,
@@ -404,8 +414,8 @@ static void cu_matmul(void *ctx, const struct lp_weight *w, const float *bias, c
     if (bd) cu_check(cu, lp_cuda_add_bias(y, bd, n_rows, m, cu->stream), "bias add");
 }
 
-static void cu_rmsnorm(void *ctx, const float *x, const float *weight, float eps, int n_rows,
-                       int n, float *y) {
+static void cu_rmsnorm(void *ctx, const float *x, const float *weight, float eps, int n_rows, int n,
+                       float *y) {
     struct lp_cuda *cu = ctx;
     const float *wd = cu_weight(cu, weight, "norm weight");
     if (!wd) return;
@@ -417,10 +427,10 @@ static void cu_rope(void *ctx, float *x, int n_rows, int n_head, int head_dim, c
     struct lp_cuda *cu = ctx;
     const int32_t *pd = idbuf_put(cu, &cu->pos, pos, n_rows, "rope positions");
     if (!pd) return;
-    cu_check(cu,
-             lp_cuda_rope(x, n_rows, n_head, head_dim, pd, theta, mode == LOPAD_ROPE_NEOX,
-                          cu->stream),
-             "rope");
+    cu_check(
+        cu,
+        lp_cuda_rope(x, n_rows, n_head, head_dim, pd, theta, mode == LOPAD_ROPE_NEOX, cu->stream),
+        "rope");
 }
 
 static void cu_attention(void *ctx, const struct lp_attn_desc *a) {
@@ -626,7 +636,8 @@ static double time_best(cudaStream_t s, void (*fn)(void *), void *arg, int reps)
             fn(arg);
         cudaEventRecord(b, s);
         float ms = 0;
-        if (cudaEventSynchronize(b) != cudaSuccess || cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
+        if (cudaEventSynchronize(b) != cudaSuccess ||
+            cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
             ms = -1;
         if (ms >= 0 && ms / 1e3 / reps < best) best = ms / 1e3 / reps;
     }

@@ -50,11 +50,11 @@ int lp_cuda_add(float *y, const float *x, int64_t n, lp_cuda_stream s);
  * (all block ids 0 = bidirectional). head_dim <= LP_CUDA_ATTN_MAX_D. */
 #define LP_CUDA_ATTN_MAX_D 128
 struct lp_cuda_attn_args {
-    const float *q;           /* (n_tokens, n_head*head_dim) */
-    const float *k, *v;       /* (n_tokens, n_head_kv*head_dim) */
-    const float *kc, *vc;     /* (n_cache, n_head_kv*head_dim) */
-    const int32_t *tok;       /* (n_tokens, 3) */
-    float *out;               /* (n_tokens, n_head*head_dim) */
+    const float *q;       /* (n_tokens, n_head*head_dim) */
+    const float *k, *v;   /* (n_tokens, n_head_kv*head_dim) */
+    const float *kc, *vc; /* (n_cache, n_head_kv*head_dim) */
+    const int32_t *tok;   /* (n_tokens, 3) */
+    float *out;           /* (n_tokens, n_head*head_dim) */
     int n_tokens, n_head, n_head_kv, head_dim;
     int n_cache, skip_begin, skip_end;
     float scale;
