@@ -152,6 +152,29 @@ int main(int argc, char **argv) {
             free(src);
         }
     }
+    /* output head: matmul writing the logits vs the fused head + scores (BF16) */
+    if (getenv("KB_HEAD")) {
+        const int V = 152064, E = 3584;
+        size_t rb = lp_row_size(LOPAD_TYPE_BF16, E);
+        unsigned char *data = malloc(rb * V);
+        for (size_t i = 0; i < rb * V / 2; i++)
+            ((lp_bf16 *)data)[i] = lp_f32_to_bf16(frand() * 0.05f);
+        struct lp_weight w = {"head", LOPAD_TYPE_BF16, E, V, rb, data};
+        float *logits = malloc(sizeof(float) * (size_t)max_rows * V);
+        size_t nsc = be.ops->head_scores_scratch(V, max_rows);
+        float *scr = malloc(sizeof(float) * nsc);
+        struct lp_row_scores *sc = malloc(sizeof *sc * max_rows);
+        for (int ri = 0; ri < n_rows; ri++) {
+            double t0 = now();
+            be.ops->matmul(be.ctx, &w, NULL, x, rows[ri], logits);
+            double t1 = now();
+            be.ops->head_scores(be.ctx, &w, x, rows[ri], scr, nsc, sc);
+            double t2 = now();
+            printf("head   %6d %6d %5d matmul %.1f ms, fused scores %.1f ms\n", V, E, rows[ri],
+                   (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+        }
+        free(data), free(logits), free(scr), free(sc);
+    }
     /* attention: Dream-7B heads (28 query, 4 kv, 128 dims), T queries over a
      * 512-row cache plus themselves, bidirectional */
     for (int ri = 0; ri < n_rows; ri++) {

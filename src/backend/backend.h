@@ -44,6 +44,16 @@ struct lp_attn_desc {
     float *out; /* (n_tokens, n_head*head_dim) */
 };
 
+/* Confidence scores of one output row, from its logits z over the vocabulary
+ * (no temperature): p = softmax(z). */
+struct lp_row_scores {
+    int32_t argmax;  /* most likely id; ties go to the lower id, NaN never wins */
+    float pmax;      /* p[argmax] */
+    float margin;    /* p[argmax] - p[second] (pmax when the vocabulary has one entry) */
+    float negent;    /* sum p log p (<= 0; predict.c adds 1e-10 inside the log) */
+    float logsumexp; /* log sum exp z: log p[v] = z[v] - logsumexp */
+};
+
 struct lp_backend_ops {
     const char *name;
     bool host_memory; /* buffers from alloc are plain host memory (CPU) */
@@ -70,6 +80,12 @@ struct lp_backend_ops {
     void (*rope)(void *ctx, float *x, int n_rows, int n_head, int head_dim, const int32_t *pos,
                  float theta, enum lopad_rope mode);
     void (*attention)(void *ctx, const struct lp_attn_desc *a);
+    /* The output head fused with the scores: out[t] = scores of x[t] W^T for
+     * t < n_rows, without writing the logits (the logits are those matmul would
+     * give). scratch: at least head_scores_scratch(w->n_out, n_rows) floats. */
+    void (*head_scores)(void *ctx, const struct lp_weight *w, const float *x, int n_rows,
+                        float *scratch, size_t scratch_floats, struct lp_row_scores *out);
+    size_t (*head_scores_scratch)(int64_t n_vocab, int n_rows);
     /* gate[i] = silu(gate[i]) * up[i], i < n */
     void (*silu_mul)(void *ctx, float *gate, const float *up, int64_t n);
     /* y[i] += x[i], i < n */

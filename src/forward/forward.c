@@ -77,10 +77,10 @@ enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *
     return LOPAD_OK;
 }
 
-enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
-    if (!c) return lp_error(LOPAD_ERR_ARG, "lopad_forward: context is NULL");
-    enum lopad_status st = lp_batch_check(c, b);
-    if (st) return st;
+/* The forward; the head writes b->logits, or the rows' scores when scores != NULL. */
+static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
+                                      struct lp_row_scores *scores) {
+    enum lopad_status st;
     const struct lopad_model *m = c->model;
     const struct lopad_hparams *hp = &m->hp;
     const struct lp_backend_ops *ops = c->be.ops;
@@ -150,6 +150,11 @@ enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
             i += r;
         }
         ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
+        if (scores) { /* fused head + scores (host backends); the MLP buffers are free now */
+            ops->head_scores(be, &m->output, c->xn, no, c->gate,
+                             (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
+            continue;
+        }
         float *dst = b->logits + (int64_t)o0 * hp->n_vocab;
         if (!c->logits_dev) { /* host-memory backend: write the caller's logits directly */
             ops->matmul(be, &m->output, NULL, c->xn, no, dst);
@@ -162,4 +167,35 @@ enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
     if (c->be_sync && (st = c->be_sync(&c->be))) return st;
     c->last_n_fed = n;
     return LOPAD_OK;
+}
+
+enum lopad_status lopad_forward(lopad_ctx *c, const struct lopad_batch *b) {
+    if (!c) return lp_error(LOPAD_ERR_ARG, "lopad_forward: context is NULL");
+    enum lopad_status st = lp_batch_check(c, b);
+    if (st) return st;
+    return forward_impl(c, b, NULL);
+}
+
+enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
+                                    struct lp_row_scores *scores) {
+    if (!c) return lp_error(LOPAD_ERR_ARG, "lp_forward_scores: context is NULL");
+    if (!b) return lp_error(LOPAD_ERR_ARG, "batch: NULL");
+    if (b->n_out > 0 && !scores)
+        return lp_error(LOPAD_ERR_ARG, "lp_forward_scores: n_out is %d but scores is NULL",
+                        b->n_out);
+    const struct lopad_hparams *hp = &c->model->hp;
+    if (!c->be.ops->head_scores || !c->be.ops->host_memory)
+        return lp_error(LOPAD_ERR_UNSUPPORTED, "lp_forward_scores: backend %s has no fused head",
+                        c->be.ops->name);
+    if (c->be.ops->head_scores_scratch(hp->n_vocab, c->n_batch_max) >
+        (size_t)c->n_batch_max * (size_t)hp->n_ff)
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "lp_forward_scores: vocabulary of %d too large for the context's scratch",
+                        hp->n_vocab);
+    /* the batch check wants somewhere for logits; none are written here */
+    struct lopad_batch bb = *b;
+    if (!bb.logits) bb.logits = (float *)scores;
+    enum lopad_status st = lp_batch_check(c, &bb);
+    if (st) return st;
+    return forward_impl(c, &bb, scores);
 }

@@ -53,6 +53,14 @@ static inline float *lp_ctx_vfed(const struct lopad_ctx *c, int l) {
     return c->v_fed + (int64_t)l * c->n_batch_max * c->kv_dim;
 }
 
+/* lopad_forward, but instead of the logits of the rows b->out_rows, their scores
+ * (argmax, pmax, margin, negent, logsumexp; see struct lp_row_scores) go to
+ * scores[n_out]: the output head runs fused with the softmax statistics, so no
+ * vocabulary-sized row is written. b->logits is ignored (may be NULL). The
+ * argmax is that of the logits lopad_forward would return (the same matmul). */
+enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
+                                    struct lp_row_scores *scores);
+
 /* Check a batch against the context; LOPAD_ERR_ARG naming the bad field, index
  * and value. On success fills c->seq_start. */
 enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *b);

@@ -8,6 +8,8 @@
 
 #include <stdatomic.h>
 #include "backend/cpu/cpu.h"
+#include "forward/forward.h"
+#include "model/synthetic.h"
 #include "core/threadpool.h"
 #include "core/types.h"
 
@@ -309,6 +311,126 @@ static void test_get_rows(void) {
     }
 }
 
+/* ------------------------------------------------------------ head scores */
+
+/* scores of one logit row, in double */
+static void ref_scores(const float *z, int n, struct lp_row_scores *o) {
+    int a = 0;
+    for (int v = 1; v < n; v++)
+        if (z[v] > z[a]) a = v;
+    int b = -1;
+    for (int v = 0; v < n; v++)
+        if (v != a && (b < 0 || z[v] > z[b])) b = v;
+    double m = z[a], S = 0, Z = 0;
+    for (int v = 0; v < n; v++) {
+        S += exp(z[v] - m);
+        Z += exp(z[v] - m) * z[v];
+    }
+    double lse = m + log(S);
+    o->argmax = a;
+    o->logsumexp = (float)lse;
+    o->pmax = (float)exp(z[a] - lse);
+    o->margin = (float)(exp(z[a] - lse) - (b >= 0 ? exp(z[b] - lse) : 0));
+    o->negent = (float)(Z / S - lse);
+}
+
+static void check_scores(const struct lp_row_scores *got, const struct lp_row_scores *want,
+                         const float *z, int n, const char *what) {
+    int bad_arg = 0;
+    double e = 0;
+    /* an argmax may differ only where the top two logits are exactly equal */
+    bad_arg += got->argmax != want->argmax && z[got->argmax] != z[want->argmax];
+    e = fmax(e, fabs(got->pmax - want->pmax));
+    e = fmax(e, fabs(got->margin - want->margin));
+    e = fmax(e, fabs(got->negent - want->negent) / (1 + fabs(want->negent)));
+    e = fmax(e, fabs(got->logsumexp - want->logsumexp) / (1 + fabs(want->logsumexp)));
+    CHECK_MSG(!bad_arg, "%s: argmax %d, want %d", what, got->argmax, want->argmax);
+    CHECK_MSG(e < 2e-5, "%s: scores differ by %g", what, e);
+    (void)n;
+}
+
+static void test_head_scores(void) {
+    const int types[] = {LOPAD_TYPE_F32, LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0};
+    const int n_vocab = 3333, n_in = 256, n_rows = 37; /* 3 vocabulary chunks */
+    for (unsigned k = 0; k < sizeof types / sizeof types[0]; k++) {
+        struct lp_weight w;
+        float *W;
+        void *data = make_weight(types[k], n_vocab, n_in, &w, &W);
+        /* equal rows 5 and 3000 with the largest logit for row 0: the lower id wins */
+        memcpy((char *)data + 3000 * w.row_bytes, (char *)data + 5 * w.row_bytes, w.row_bytes);
+        float *x = malloc(sizeof(float) * n_rows * n_in);
+        fill(x, (int64_t)n_rows * n_in, 3.0f);
+        float *z = malloc(sizeof(float) * n_rows * n_vocab);
+        struct lp_row_scores got[37], got3[37], want;
+        struct lp_backend be0 = make_cpu(1, false);
+        size_t nsc = be0.ops->head_scores_scratch(n_vocab, n_rows);
+        lp_backend_free(&be0);
+        float *scr = malloc(sizeof(float) * nsc);
+        for (int level = 0; level <= 3; level++) {
+            struct lp_backend be = make_cpu(1, false), be3 = make_cpu(3, false);
+            lp_backend_cpu_set_level(&be, level);
+            lp_backend_cpu_set_level(&be3, level);
+            be.ops->matmul(be.ctx, &w, NULL, x, n_rows, z);
+            be.ops->head_scores(be.ctx, &w, x, n_rows, scr, nsc, got);
+            be3.ops->head_scores(be3.ctx, &w, x, n_rows, scr, nsc, got3);
+            CHECK_MSG(!memcmp(got, got3, sizeof got), "%s level %d: 1 vs 3 threads differ",
+                      lp_type_name(types[k]), level);
+            for (int t = 0; t < n_rows; t++) {
+                char what[64];
+                snprintf(what, sizeof what, "%s level %d row %d", lp_type_name(types[k]), level, t);
+                ref_scores(z + (size_t)t * n_vocab, n_vocab, &want);
+                check_scores(&got[t], &want, z + (size_t)t * n_vocab, n_vocab, what);
+                if (got[t].argmax == 3000) CHECK_MSG(0, "%s: tie not to the lower id", what);
+            }
+            lp_backend_free(&be);
+            lp_backend_free(&be3);
+        }
+        free(scr);
+        free(z);
+        free(x);
+        free(W);
+        free(data);
+    }
+}
+
+/* lp_forward_scores against lopad_forward's logits on a synthetic model */
+static void test_forward_scores(void) {
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 7, &m) == LOPAD_OK);
+    if (!m) return;
+    const int n = 10, V = lopad_model_hparams(m)->n_vocab;
+    lopad_ctx *c = NULL;
+    struct lopad_ctx_params cp = {.n_ctx = 16, .n_batch_max = 4, .n_threads = 2};
+    CHECK(lopad_ctx_new(m, &cp, &c) == LOPAD_OK);
+    int32_t tok[10], pos[10], rows[6] = {0, 3, 9, 4, 5, 1};
+    for (int i = 0; i < n; i++) {
+        tok[i] = (i * 37 + 11) % V;
+        pos[i] = i;
+    }
+    float *logits = malloc(sizeof(float) * 6 * V);
+    struct lp_row_scores sc[6], want;
+    struct lopad_batch b = {.n_tokens = 4,
+                            .tokens = tok,
+                            .pos = pos,
+                            .n_seq = 1,
+                            .n_out = 4,
+                            .out_rows = rows + 2,
+                            .logits = logits};
+    /* the fed rows must fit n_batch_max: feed 4, ask for 4 rows (two are repeated) */
+    rows[2] = 2, rows[3] = 0, rows[4] = 3, rows[5] = 2;
+    CHECK(lopad_forward(c, &b) == LOPAD_OK);
+    b.logits = NULL;
+    CHECK(lp_forward_scores(c, &b, sc) == LOPAD_OK);
+    for (int i = 0; i < 4; i++) {
+        ref_scores(logits + (size_t)i * V, V, &want);
+        check_scores(&sc[i], &want, logits + (size_t)i * V, V, "forward scores");
+    }
+    CHECK(lp_forward_scores(c, &b, NULL) == LOPAD_ERR_ARG);
+    lopad_ctx_free(c);
+    lopad_model_free(m);
+    free(logits);
+}
+
 /* ----------------------------------------------------------- small kernels */
 
 static void test_rmsnorm(void) {
@@ -532,6 +654,8 @@ int main(void) {
     TEST_RUN(test_matmul);
     TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
+    TEST_RUN(test_head_scores);
+    TEST_RUN(test_forward_scores);
     TEST_RUN(test_rmsnorm);
     TEST_RUN(test_rope);
     TEST_RUN(test_elementwise);

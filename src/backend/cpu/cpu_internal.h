@@ -73,6 +73,9 @@ void lp_cpu_axpby_avx2(float *y, float c, float p, const float *x, int n);
 
 void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
                    int n_rows, float *y);
+void lp_cpu_head_scores(void *ctx, const struct lp_weight *w, const float *x, int n_rows,
+                        float *scratch, size_t scratch_floats, struct lp_row_scores *out);
+size_t lp_cpu_scores_scratch_floats(int64_t n_vocab, int n_rows);
 void lp_cpu_get_rows(void *ctx, const struct lp_weight *w, const int32_t *ids, int n, float *out);
 void lp_cpu_attention(void *ctx, const struct lp_attn_desc *a);
 

@@ -472,8 +472,8 @@ mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float 
 /* dispatchers: instantiate the micro-kernels for every (NW, NG) */
 #define CASES12(M, NG)                                                                             \
     M(1, NG)                                                                                       \
-    M(2, NG) M(3, NG) M(4, NG) M(5, NG) M(6, NG) M(7, NG) M(8, NG) M(9, NG) M(10, NG) M(11, NG)    \
-        M(12, NG)
+    M(2, NG)                                                                                       \
+    M(3, NG) M(4, NG) M(5, NG) M(6, NG) M(7, NG) M(8, NG) M(9, NG) M(10, NG) M(11, NG) M(12, NG)
 #define CASES6(M, NG) M(1, NG) M(2, NG) M(3, NG) M(4, NG) M(5, NG) M(6, NG)
 
 #define F32C(nw, ng)                                                                               \
@@ -608,97 +608,106 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
 
 /* ---------------------------------------------------------------- matmul */
 
+/* Accumulators s->c[r][t] = sum_k w[r0+r][k] x[tc0+t][k] for r < nr (<= MB),
+ * t < tcn (<= TC); lanes of padding rows hold finite junk. */
+static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0, int nr, int tc0,
+                    int tcn) {
+    const struct lp_weight *w = j->w;
+    const int K = (int)w->n_in;
+    const struct mm_scr s = *sp;
+    const int nw_max = j->path == MM_I8 ? 6 : 12;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const int kc = LP_MIN(KC, K - k0);
+        const bool first = k0 == 0;
+        /* ---- this task's weight rows, columns [k0, k0+kc) */
+        const void *wb = s.w;
+        int64_t ldw = KC; /* elements of the path's unit */
+#ifdef LP_HAVE_X86
+        if (j->path == MM_BF16) {
+            if (kc % 2 == 0) { /* bf16 pairs read in place */
+                wb = (const char *)w->data + r0 * w->row_bytes + (size_t)k0 * 2;
+                ldw = (int64_t)(w->row_bytes / 4);
+            } else { /* odd tail: staged with a zero pad */
+                ldw = KC / 2 + 16;
+                for (int r = 0; r < nr; r++) {
+                    uint32_t *d = (uint32_t *)s.w + r * ldw;
+                    memset(d, 0, sizeof(uint32_t) * ((kc + 1) / 2));
+                    memcpy(d, (const char *)w->data + (r0 + r) * w->row_bytes + (size_t)k0 * 2,
+                           (size_t)kc * 2);
+                }
+            }
+            if (ldw * 4 != (int64_t)w->row_bytes && kc % 2 == 0) LP_ASSERT(0);
+        } else if (j->path == MM_I8) {
+            prep_w_i8(j, r0, nr, k0, kc, (int8_t *)s.w, s.ws, (int32_t *)(s.ws + SC_WS / 2));
+        } else
+#endif
+        {
+            for (int r = 0; r < nr; r++)
+                conv_segment(j, r0 + r, k0, kc, s.w + (size_t)r * KC);
+        }
+        /* ---- activation rows, two groups of 16 at a time */
+        for (int t0 = 0; t0 < tcn; t0 += 2 * PW) {
+            const int nt = LP_MIN(2 * PW, tcn - t0);
+            const int ng = (nt + PW - 1) / PW;
+            const float *x = j->x + (int64_t)(tc0 + t0) * K + k0;
+            for (int g = 0; g < ng; g++) {
+                const int nrow = LP_MIN(PW, nt - g * PW);
+                const float *xg = x + (int64_t)g * PW * K;
+                float *xp = s.x + g * XG_FLOATS;
+#ifdef LP_HAVE_X86
+                if (j->path == MM_BF16)
+                    pack_x_bf16(xg, K, nrow, kc, s.xr, xp);
+                else if (j->path == MM_I8)
+                    pack_x_i8(xg, K, nrow, kc, s.xr, xp, s.xs + g * (KC / 32) * PW);
+                else if (j->level >= LP_LEVEL_AVX512)
+                    pack_dw_512(xg, K, nrow, kc, xp);
+                else
+#endif
+                    pack_x_scalar(xg, K, nrow, kc, xp);
+            }
+            float *c = s.c + t0;
+            for (int o0 = 0; o0 < nr; o0 += nw_max) {
+                const int nw = LP_MIN(nw_max, nr - o0);
+                float *co = c + (size_t)o0 * TC;
+#ifdef LP_HAVE_X86
+                if (j->path == MM_BF16) {
+                    kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, s.x, (kc + 1) / 2,
+                                  co, first);
+                    continue;
+                }
+                if (j->path == MM_I8) {
+                    kern_i8_512(nw, ng, (const int8_t *)s.w + (size_t)o0 * KC, KC,
+                                s.ws + o0 * (KC / 32),
+                                (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32, s.x,
+                                s.xs, kc / 32, co, first);
+                    continue;
+                }
+                if (j->level >= LP_LEVEL_AVX512) {
+                    kern_f32_512(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+                    continue;
+                }
+                if (j->level == LP_LEVEL_AVX2) {
+                    kern_f32_avx2(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+                    continue;
+                }
+#endif
+                kern_f32_scalar(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
+            }
+        }
+    }
+}
+
 static void mm_task(void *arg, int task, int tid) {
     struct mm_job *j = arg;
     const struct lp_weight *w = j->w;
     const int64_t r0 = (int64_t)task * MB;
     const int nr = (int)LP_MIN((int64_t)MB, w->n_out - r0);
-    const int K = (int)w->n_in, T = j->n_rows;
+    const int T = j->n_rows;
     const int64_t ldy = w->n_out;
     const struct mm_scr s = mm_scr(j->cpu, tid);
-    const int nw_max = j->path == MM_I8 ? 6 : 12;
-
     for (int tc0 = 0; tc0 < T; tc0 += TC) {
         const int tcn = LP_MIN(TC, T - tc0);
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kc = LP_MIN(KC, K - k0);
-            const bool first = k0 == 0;
-            /* ---- this task's weight rows, columns [k0, k0+kc) */
-            const void *wb = s.w;
-            int64_t ldw = KC; /* elements of the path's unit */
-#ifdef LP_HAVE_X86
-            if (j->path == MM_BF16) {
-                if (kc % 2 == 0) { /* bf16 pairs read in place */
-                    wb = (const char *)w->data + r0 * w->row_bytes + (size_t)k0 * 2;
-                    ldw = (int64_t)(w->row_bytes / 4);
-                } else { /* odd tail: staged with a zero pad */
-                    ldw = KC / 2 + 16;
-                    for (int r = 0; r < nr; r++) {
-                        uint32_t *d = (uint32_t *)s.w + r * ldw;
-                        memset(d, 0, sizeof(uint32_t) * ((kc + 1) / 2));
-                        memcpy(d, (const char *)w->data + (r0 + r) * w->row_bytes + (size_t)k0 * 2,
-                               (size_t)kc * 2);
-                    }
-                }
-                if (ldw * 4 != (int64_t)w->row_bytes && kc % 2 == 0) LP_ASSERT(0);
-            } else if (j->path == MM_I8) {
-                prep_w_i8(j, r0, nr, k0, kc, (int8_t *)s.w, s.ws, (int32_t *)(s.ws + SC_WS / 2));
-            } else
-#endif
-            {
-                for (int r = 0; r < nr; r++)
-                    conv_segment(j, r0 + r, k0, kc, s.w + (size_t)r * KC);
-            }
-            /* ---- activation rows, two groups of 16 at a time */
-            for (int t0 = 0; t0 < tcn; t0 += 2 * PW) {
-                const int nt = LP_MIN(2 * PW, tcn - t0);
-                const int ng = (nt + PW - 1) / PW;
-                const float *x = j->x + (int64_t)(tc0 + t0) * K + k0;
-                for (int g = 0; g < ng; g++) {
-                    const int nrow = LP_MIN(PW, nt - g * PW);
-                    const float *xg = x + (int64_t)g * PW * K;
-                    float *xp = s.x + g * XG_FLOATS;
-#ifdef LP_HAVE_X86
-                    if (j->path == MM_BF16)
-                        pack_x_bf16(xg, K, nrow, kc, s.xr, xp);
-                    else if (j->path == MM_I8)
-                        pack_x_i8(xg, K, nrow, kc, s.xr, xp, s.xs + g * (KC / 32) * PW);
-                    else if (j->level >= LP_LEVEL_AVX512)
-                        pack_dw_512(xg, K, nrow, kc, xp);
-                    else
-#endif
-                        pack_x_scalar(xg, K, nrow, kc, xp);
-                }
-                float *c = s.c + t0;
-                for (int o0 = 0; o0 < nr; o0 += nw_max) {
-                    const int nw = LP_MIN(nw_max, nr - o0);
-                    float *co = c + (size_t)o0 * TC;
-#ifdef LP_HAVE_X86
-                    if (j->path == MM_BF16) {
-                        kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, s.x,
-                                      (kc + 1) / 2, co, first);
-                        continue;
-                    }
-                    if (j->path == MM_I8) {
-                        kern_i8_512(nw, ng, (const int8_t *)s.w + (size_t)o0 * KC, KC,
-                                    s.ws + o0 * (KC / 32),
-                                    (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32,
-                                    s.x, s.xs, kc / 32, co, first);
-                        continue;
-                    }
-                    if (j->level >= LP_LEVEL_AVX512) {
-                        kern_f32_512(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
-                        continue;
-                    }
-                    if (j->level == LP_LEVEL_AVX2) {
-                        kern_f32_avx2(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
-                        continue;
-                    }
-#endif
-                    kern_f32_scalar(nw, ng, s.w + (size_t)o0 * KC, KC, s.x, kc, co, first);
-                }
-            }
-        }
+        mm_tile(j, &s, r0, nr, tc0, tcn);
         /* ---- accumulators (+ bias) to y */
         for (int t = 0; t < tcn; t++) {
             float *yr = j->y + (int64_t)(tc0 + t) * ldy + r0;
@@ -712,12 +721,10 @@ static void mm_task(void *arg, int task, int tid) {
     }
 }
 
-void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
-                   int n_rows, float *y) {
-    struct lp_cpu *cpu = ctx;
+/* The job for w: kernel level, weight conversion and path. */
+static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
     LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
-    if (n_rows <= 0 || w->n_out <= 0) return;
-    struct mm_job j = {.cpu = cpu, .w = w, .bias = bias, .x = x, .n_rows = n_rows, .y = y};
+    struct mm_job j = {.cpu = cpu, .w = w};
     j.level = cpu->level;
     j.path = MM_F32;
     if (w->type != LOPAD_TYPE_F32) {
@@ -744,11 +751,150 @@ void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, cons
             j.path = MM_I8;
 #endif
     }
+    return j;
+}
+
+void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
+                   int n_rows, float *y) {
+    struct lp_cpu *cpu = ctx;
+    if (n_rows <= 0 || w->n_out <= 0) return;
+    struct mm_job j = mm_job_for(cpu, w);
+    j.bias = bias;
+    j.x = x;
+    j.n_rows = n_rows;
+    j.y = y;
     int64_t n_tasks = (w->n_out + MB - 1) / MB;
     LP_ASSERT(n_tasks <= INT32_MAX);
     /* small products are not worth waking the pool (same result either way) */
     double work = (double)w->n_out * (double)w->n_in * n_rows;
     lp_cpu_run(cpu, (int)n_tasks, mm_task, &j, work >= LP_PAR_MIN_MM);
+}
+
+/* ------------------------------------------------------------ head scores */
+
+/* Vocabulary rows per scores task; a task leaves one partial state per fed row:
+ * m (max logit), S = sum exp(z - m), Z = sum exp(z - m) (z - m), top-2 values and
+ * ids. Centring Z at m keeps negent = Z/S - log S free of cancellation. */
+#define SC_CHUNK (16 * MB)
+#define SC_PART 8
+
+size_t lp_cpu_scores_scratch_floats(int64_t n_vocab, int n_rows) {
+    return (size_t)((n_vocab + SC_CHUNK - 1) / SC_CHUNK) * SC_PART * (size_t)n_rows;
+}
+
+struct sc_job {
+    struct mm_job mm;
+    int n_chunks;
+    float *part; /* [row][chunk][SC_PART] */
+};
+
+/* Fold logits z (stride TC, vocab ids id0, id0+1, ...) of one row into a state. */
+static void fold_scalar(const float *z, int n, int id0, float *st) {
+    float m = st[0], S = st[1], Z = st[2], v1 = st[3], v2 = st[4];
+    int32_t i1, i2;
+    memcpy(&i1, st + 5, 4);
+    memcpy(&i2, st + 6, 4);
+    float mt = -INFINITY;
+    for (int r = 0; r < n; r++)
+        if (z[(size_t)r * TC] > mt) mt = z[(size_t)r * TC];
+    if (mt > m) { /* rescale once per tile */
+        const float c = expf(m - mt);
+        if (S > 0) Z = c * fmaf(m - mt, S, Z);
+        S *= c;
+        m = mt;
+    }
+    for (int r = 0; r < n; r++) {
+        const float v = z[(size_t)r * TC];
+        if (v > v1) {
+            v2 = v1, i2 = i1;
+            v1 = v, i1 = id0 + r;
+        } else if (v > v2) {
+            v2 = v, i2 = id0 + r;
+        }
+        if (m == -INFINITY) continue; /* every logit so far is -inf */
+        const float e = expf(v - m);
+        S += e;
+        Z = fmaf(e, v - m, Z);
+    }
+    st[0] = m, st[1] = S, st[2] = Z, st[3] = v1, st[4] = v2;
+    memcpy(st + 5, &i1, 4);
+    memcpy(st + 6, &i2, 4);
+}
+
+static void sc_task(void *arg, int task, int tid) {
+    struct sc_job *sj = arg;
+    const struct mm_job *j = &sj->mm;
+    const struct mm_scr s = mm_scr(j->cpu, tid);
+    const int64_t v0 = (int64_t)task * SC_CHUNK, v1 = LP_MIN(j->w->n_out, v0 + SC_CHUNK);
+    for (int tc0 = 0; tc0 < j->n_rows; tc0 += TC) {
+        const int tcn = LP_MIN(TC, j->n_rows - tc0);
+        for (int t = 0; t < tcn; t++) {
+            float *st = sj->part + ((size_t)(tc0 + t) * sj->n_chunks + task) * SC_PART;
+            const int32_t none = -1;
+            st[0] = -INFINITY, st[1] = 0, st[2] = 0, st[3] = -INFINITY, st[4] = -INFINITY;
+            memcpy(st + 5, &none, 4);
+            memcpy(st + 6, &none, 4);
+        }
+        for (int64_t r0 = v0; r0 < v1; r0 += MB) {
+            const int nr = (int)LP_MIN((int64_t)MB, v1 - r0);
+            mm_tile(j, &s, r0, nr, tc0, tcn);
+            for (int t = 0; t < tcn; t++)
+                fold_scalar(s.c + t, nr, (int)r0,
+                            sj->part + ((size_t)(tc0 + t) * sj->n_chunks + task) * SC_PART);
+        }
+    }
+}
+
+void lp_cpu_head_scores(void *ctx, const struct lp_weight *w, const float *x, int n_rows,
+                        float *scratch, size_t scratch_floats, struct lp_row_scores *out) {
+    struct lp_cpu *cpu = ctx;
+    if (n_rows <= 0) return;
+    LP_ASSERT(w->n_out > 0 && w->n_out <= INT32_MAX);
+    LP_ASSERT(lp_cpu_scores_scratch_floats(w->n_out, n_rows) <= scratch_floats);
+    struct sc_job sj = {.mm = mm_job_for(cpu, w)};
+    sj.mm.x = x;
+    sj.mm.n_rows = n_rows;
+    sj.n_chunks = (int)((w->n_out + SC_CHUNK - 1) / SC_CHUNK);
+    sj.part = scratch;
+    double work = (double)w->n_out * (double)w->n_in * n_rows;
+    lp_cpu_run(cpu, sj.n_chunks, sc_task, &sj, work >= LP_PAR_MIN_MM);
+    /* merge the chunks in vocabulary order (ties keep the lower id) */
+    for (int t = 0; t < n_rows; t++) {
+        double m = -INFINITY, S = 0, Z = 0;
+        float v1 = -INFINITY, v2 = -INFINITY;
+        int32_t i1 = -1, i2 = -1;
+        for (int c = 0; c < sj.n_chunks; c++) {
+            const float *st = scratch + ((size_t)t * sj.n_chunks + c) * SC_PART;
+            int32_t a1, a2;
+            memcpy(&a1, st + 5, 4);
+            memcpy(&a2, st + 6, 4);
+            if (st[0] > -INFINITY) {
+                const double mn = st[0] > m ? st[0] : m;
+                const double ca = S > 0 ? exp(m - mn) : 0, cb = exp(st[0] - mn);
+                Z = ca * (Z + (S > 0 ? (m - mn) * S : 0)) + cb * (st[2] + (st[0] - mn) * st[1]);
+                S = ca * S + cb * st[1];
+                m = mn;
+            }
+            const float cand[2] = {st[3], st[4]};
+            const int32_t cid[2] = {a1, a2};
+            for (int q = 0; q < 2; q++) {
+                if (cid[q] < 0) continue;
+                if (cand[q] > v1 || i1 < 0) {
+                    v2 = v1, i2 = i1;
+                    v1 = cand[q], i1 = cid[q];
+                } else if (cand[q] > v2 || i2 < 0) {
+                    v2 = cand[q], i2 = cid[q];
+                }
+            }
+        }
+        struct lp_row_scores *o = out + t;
+        const double lse = m + log(S);
+        o->argmax = i1 < 0 ? 0 : i1;
+        o->logsumexp = (float)lse;
+        o->pmax = (float)exp(v1 - lse);
+        o->margin = (float)(exp(v1 - lse) - (i2 < 0 ? 0.0 : exp(v2 - lse)));
+        o->negent = (float)(Z / S - log(S));
+    }
 }
 
 /* -------------------------------------------------------------- get_rows */
