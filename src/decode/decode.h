@@ -121,19 +121,19 @@ struct lp_decode_request {
     int top_k;       /* 0 = off */
     uint64_t seed;   /* the request's PRNG */
     /* Fast-dLLM (decoder fast; src/decode/fast.c) */
-    enum lp_cache_mode cache;       /* none | prefix | dual (default prefix) */
-    enum lp_commit_rule rule;       /* threshold | factor | topk (default threshold) */
-    double threshold;               /* threshold rule: commit pmax >= tau (default 0.9) */
-    double factor;                  /* factor rule f (default 1.0) */
-    enum lp_confidence confidence;  /* ranking; AUTO = negent for Dream, pmax for LLaDA */
-    bool early_stop;                /* finished block holding EOS: fill EOS, stop (default on) */
-    bool dream_first_token_commit;  /* reference parity: commit a block's first position from
-                                       the refresh forward (Dream) */
+    enum lp_cache_mode cache;      /* none | prefix | dual (default prefix) */
+    enum lp_commit_rule rule;      /* threshold | factor | topk (default threshold) */
+    double threshold;              /* threshold rule: commit pmax >= tau (default 0.9) */
+    double factor;                 /* factor rule f (default 1.0) */
+    enum lp_confidence confidence; /* ranking; AUTO = negent for Dream, pmax for LLaDA */
+    bool early_stop;               /* finished block holding EOS: fill EOS, stop (default on) */
+    bool dream_first_token_commit; /* reference parity: commit a block's first position from
+                                      the refresh forward (Dream) */
     /* DPad (src/decode/dpad.c; decoders fast and llada) */
-    bool dpad;          /* suffix dropout on */
-    int dpad_window;    /* W (default 256) */
-    double dpad_sigma;  /* k (default 4) */
-    double dpad_scale;  /* a; 0 = the architecture's default (2.0 LLaDA, 1.6 Dream) */
+    bool dpad;         /* suffix dropout on */
+    int dpad_window;   /* W (default 256) */
+    double dpad_sigma; /* k (default 4) */
+    double dpad_scale; /* a; 0 = the architecture's default (2.0 LLaDA, 1.6 Dream) */
     /* D2F / LoPA (decoder d2f; src/decode/d2f.c, lopa.c). Ranking confidence: `confidence`
      * above (AUTO = negent for Dream-family models, pmax for LLaDA) */
     double tau_add;  /* add a block when the last one's decoded ratio >= tau_add (0.1) */

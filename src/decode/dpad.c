@@ -18,8 +18,7 @@ void lp_dpad_from_request(struct lp_dpad *p, const struct lp_decode_request *rq,
 
 enum lopad_status lp_dpad_check(const struct lp_decode_request *rq) {
     if (rq->dpad_window < 1)
-        return lp_error(LOPAD_ERR_ARG, "--dpad-window must be at least 1, got %d",
-                        rq->dpad_window);
+        return lp_error(LOPAD_ERR_ARG, "--dpad-window must be at least 1, got %d", rq->dpad_window);
     if (!(rq->dpad_sigma >= 0) || !isfinite(rq->dpad_sigma))
         return lp_error(LOPAD_ERR_ARG, "--dpad-sigma must be a finite number >= 0, got %g",
                         rq->dpad_sigma);

@@ -60,25 +60,25 @@ struct fast {
     /* current block */
     int b, sb, eb;
     bool started, refreshed, have_last;
-    int i;      /* schedule index within the block */
-    int *k;     /* [S] llada schedule */
-    int n_kept; /* fed suffix positions */
+    int i;         /* schedule index within the block */
+    int *k;        /* [S] llada schedule */
+    int n_kept;    /* fed suffix positions */
     int n_refresh; /* rows fed by the refresh forward (= cached rows in dual mode) */
     int32_t *kept; /* [G] fed suffix positions of this block */
     /* feeds */
-    int32_t *ftok, *fpos; /* [L] */
-    int32_t *rows;        /* [B + 1] out rows */
-    int32_t *mpos;        /* [B] masked block positions proposed this step */
-    int32_t *src;         /* [B] logits row of each proposal (-1 = last logit) */
-    float *logits;        /* [(B + 1) V] */
-    float *last;          /* [V] raw output of row sb - 1 (shift models, cached steps) */
-    float *plg;           /* [B][V] per-proposal logits copies */
-    float *probs;         /* [n_threads][V] */
-    float *fscratch;      /* [n_threads][V] */
-    int32_t *iscratch;    /* [n_threads][2V] */
-    double *u;            /* [B] draws */
-    int32_t *x0;          /* [B] */
-    double *conf, *pmax;  /* [B] */
+    int32_t *ftok, *fpos;   /* [L] */
+    int32_t *rows;          /* [B + 1] out rows */
+    int32_t *mpos;          /* [B] masked block positions proposed this step */
+    int32_t *src;           /* [B] logits row of each proposal (-1 = last logit) */
+    float *logits;          /* [(B + 1) V] */
+    float *last;            /* [V] raw output of row sb - 1 (shift models, cached steps) */
+    float *plg;             /* [B][V] per-proposal logits copies */
+    float *probs;           /* [n_threads][V] */
+    float *fscratch;        /* [n_threads][V] */
+    int32_t *iscratch;      /* [n_threads][2V] */
+    double *u;              /* [B] draws */
+    int32_t *x0;            /* [B] */
+    double *conf, *pmax;    /* [B] */
     int32_t *sel, *scratch; /* [B] */
     uint64_t key;
 };
@@ -113,8 +113,8 @@ const char *lp_confidence_name(enum lp_confidence c) {
 enum lopad_status lp_confidence_parse(const char *s, enum lp_confidence *out) {
     for (int k = 0; k < 4; k++)
         if (s && !strcmp(s, conf_names[k])) return *out = (enum lp_confidence)k, LOPAD_OK;
-    return lp_error(LOPAD_ERR_ARG,
-                    "unknown confidence '%s' (choices: auto, pmax, margin, negent)", s ? s : "");
+    return lp_error(LOPAD_ERR_ARG, "unknown confidence '%s' (choices: auto, pmax, margin, negent)",
+                    s ? s : "");
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -167,8 +167,7 @@ static enum lopad_status fast_check(const struct lp_decode_request *rq,
                         "--dream-first-token-commit only applies to models with shifted logits "
                         "(Dream)");
     if (rq->dream_first_token_commit && via_llada)
-        return lp_error(LOPAD_ERR_ARG,
-                        "--dream-first-token-commit needs --decoder fast");
+        return lp_error(LOPAD_ERR_ARG, "--dream-first-token-commit needs --decoder fast");
     if (rq->dpad) {
         enum lopad_status st = lp_dpad_check(rq);
         if (st != LOPAD_OK) return st;
@@ -213,7 +212,7 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
     s->first_token = rq->dream_first_token_commit;
     s->cache = via_llada ? LP_CACHE_NONE : rq->cache;
     s->rule = via_llada ? LP_RULE_TOPK : rq->rule;
-    s->conf_kind = via_llada                          ? LP_CONF_PMAX
+    s->conf_kind = via_llada                        ? LP_CONF_PMAX
                    : rq->confidence != LP_CONF_AUTO ? rq->confidence
                    : s->dream_grid                  ? LP_CONF_NEGENT
                                                     : LP_CONF_PMAX;
@@ -532,8 +531,10 @@ static enum lopad_status fast_step(struct lp_decoder *d) {
         }
         for (int t = 0; t < nc; t++)
             lp_dec_commit(d, s->mpos[s->sel[t]], s->x0[s->sel[t]]);
-        if (!first_only) s->i++;
-        else s->i = 1;
+        if (!first_only)
+            s->i++;
+        else
+            s->i = 1;
 
         bool left = false;
         for (int j = s->sb; j < s->eb && !left; j++)

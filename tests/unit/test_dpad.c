@@ -73,8 +73,8 @@ static void test_keep_rate(void) {
         expect_total += q * N;
         double sd = sqrt(N * q * (1 - q));
         if (fabs(cnt[d] - N * q) > 5 * sd + 1e-9) {
-            fprintf(stderr, "  offset %d: kept %d of %d, expected %.1f (sd %.1f)\n", d, cnt[d],
-                    N, N * q, sd);
+            fprintf(stderr, "  offset %d: kept %d of %d, expected %.1f (sd %.1f)\n", d, cnt[d], N,
+                    N * q, sd);
             bad++;
         }
         if (d >= p.window && cnt[d]) bad++; /* outside the window: never */
@@ -180,8 +180,7 @@ static void check_feeds(const char *name, const struct tf_fixture *fx, const str
             bad |= 32;
         }
     }
-    CHECK_MSG(!bad, "%s: fed positions / kept sets differ from the reference (bits %d)", name,
-              bad);
+    CHECK_MSG(!bad, "%s: fed positions / kept sets differ from the reference (bits %d)", name, bad);
 }
 
 static void dpad_case(const char *name, const char *path) {

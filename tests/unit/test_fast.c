@@ -252,34 +252,62 @@ static bool tf_load_fixture(const char *path, struct tf_fixture *fx) {
         *sp = 0;
         const char *k = line, *v = sp + 1;
         struct lp_decode_request *rq = &fx->rq;
-        if (!strcmp(k, "model")) snprintf(fx->model, sizeof fx->model, "%s", v);
-        else if (!strcmp(k, "eos_from")) fx->eos_from = atoi(v);
-        else if (!strcmp(k, "prompt")) fx->n_prompt = tf_parse_list(v, fx->prompt, 64);
-        else if (!strcmp(k, "gen")) rq->gen_len = atoi(v);
-        else if (!strcmp(k, "block")) rq->block_len = atoi(v);
-        else if (!strcmp(k, "steps")) rq->steps = atoi(v);
-        else if (!strcmp(k, "cache")) lp_cache_mode_parse(v, &rq->cache);
-        else if (!strcmp(k, "rule")) lp_commit_rule_parse(v, &rq->rule);
-        else if (!strcmp(k, "threshold")) rq->threshold = strtod(v, NULL);
-        else if (!strcmp(k, "factor")) rq->factor = strtod(v, NULL);
-        else if (!strcmp(k, "confidence")) lp_confidence_parse(v, &rq->confidence);
-        else if (!strcmp(k, "early_stop")) rq->early_stop = atoi(v);
-        else if (!strcmp(k, "first_token")) rq->dream_first_token_commit = atoi(v);
-        else if (!strcmp(k, "temperature")) rq->temperature = strtod(v, NULL);
-        else if (!strcmp(k, "top_p")) rq->top_p = strtod(v, NULL);
-        else if (!strcmp(k, "top_k")) rq->top_k = atoi(v);
-        else if (!strcmp(k, "eps")) rq->eps = strtod(v, NULL);
-        else if (!strcmp(k, "logits_eos_inf")) rq->logits_eos_inf = atoi(v);
-        else if (!strcmp(k, "seed")) rq->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "via_llada")) rq->decoder = atoi(v) ? LP_DEC_LLADA : LP_DEC_FAST;
-        else if (!strcmp(k, "dpad")) rq->dpad = atoi(v);
-        else if (!strcmp(k, "dpad_window")) rq->dpad_window = atoi(v);
-        else if (!strcmp(k, "dpad_sigma")) rq->dpad_sigma = strtod(v, NULL);
-        else if (!strcmp(k, "dpad_scale")) rq->dpad_scale = strtod(v, NULL);
-        else if (!strcmp(k, "nfe")) fx->nfe = atoi(v);
-        else if (!strcmp(k, "n_decoded")) fx->n_decoded = atoi(v);
-        else if (!strcmp(k, "max_commits")) fx->max_commits = atoi(v);
-        else if (!strcmp(k, "canvas")) fx->n_canvas = tf_parse_list(v, fx->canvas, TF_MAXL);
+        if (!strcmp(k, "model"))
+            snprintf(fx->model, sizeof fx->model, "%s", v);
+        else if (!strcmp(k, "eos_from"))
+            fx->eos_from = atoi(v);
+        else if (!strcmp(k, "prompt"))
+            fx->n_prompt = tf_parse_list(v, fx->prompt, 64);
+        else if (!strcmp(k, "gen"))
+            rq->gen_len = atoi(v);
+        else if (!strcmp(k, "block"))
+            rq->block_len = atoi(v);
+        else if (!strcmp(k, "steps"))
+            rq->steps = atoi(v);
+        else if (!strcmp(k, "cache"))
+            lp_cache_mode_parse(v, &rq->cache);
+        else if (!strcmp(k, "rule"))
+            lp_commit_rule_parse(v, &rq->rule);
+        else if (!strcmp(k, "threshold"))
+            rq->threshold = strtod(v, NULL);
+        else if (!strcmp(k, "factor"))
+            rq->factor = strtod(v, NULL);
+        else if (!strcmp(k, "confidence"))
+            lp_confidence_parse(v, &rq->confidence);
+        else if (!strcmp(k, "early_stop"))
+            rq->early_stop = atoi(v);
+        else if (!strcmp(k, "first_token"))
+            rq->dream_first_token_commit = atoi(v);
+        else if (!strcmp(k, "temperature"))
+            rq->temperature = strtod(v, NULL);
+        else if (!strcmp(k, "top_p"))
+            rq->top_p = strtod(v, NULL);
+        else if (!strcmp(k, "top_k"))
+            rq->top_k = atoi(v);
+        else if (!strcmp(k, "eps"))
+            rq->eps = strtod(v, NULL);
+        else if (!strcmp(k, "logits_eos_inf"))
+            rq->logits_eos_inf = atoi(v);
+        else if (!strcmp(k, "seed"))
+            rq->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "via_llada"))
+            rq->decoder = atoi(v) ? LP_DEC_LLADA : LP_DEC_FAST;
+        else if (!strcmp(k, "dpad"))
+            rq->dpad = atoi(v);
+        else if (!strcmp(k, "dpad_window"))
+            rq->dpad_window = atoi(v);
+        else if (!strcmp(k, "dpad_sigma"))
+            rq->dpad_sigma = strtod(v, NULL);
+        else if (!strcmp(k, "dpad_scale"))
+            rq->dpad_scale = strtod(v, NULL);
+        else if (!strcmp(k, "nfe"))
+            fx->nfe = atoi(v);
+        else if (!strcmp(k, "n_decoded"))
+            fx->n_decoded = atoi(v);
+        else if (!strcmp(k, "max_commits"))
+            fx->max_commits = atoi(v);
+        else if (!strcmp(k, "canvas"))
+            fx->n_canvas = tf_parse_list(v, fx->canvas, TF_MAXL);
         else if (!strcmp(k, "kept")) {
             char *save = NULL;
             for (char *tok = strtok_r(sp + 1, "|", &save); tok && fx->n_kept_blocks < 64;
@@ -340,8 +368,8 @@ static int tf_run_fixture_spy(const char *path, const char *name, int *max_commi
         }
         CHECK_MSG(!bad, "%s: canvas equals the reference", name);
         CHECK_MSG(res.nfe == fx->nfe, "%s: nfe %d vs %d", name, res.nfe, fx->nfe);
-        CHECK_MSG(res.n_committed == fx->n_decoded, "%s: decoded %d vs %d", name,
-                  res.n_committed, fx->n_decoded);
+        CHECK_MSG(res.n_committed == fx->n_decoded, "%s: decoded %d vs %d", name, res.n_committed,
+                  fx->n_decoded);
         CHECK_MSG(*max_commits == fx->max_commits, "%s: most commits per step %d vs %d", name,
                   *max_commits, fx->max_commits);
         bad |= res.nfe != fx->nfe || res.n_committed != fx->n_decoded;
@@ -385,8 +413,10 @@ static int n_fake_cases, n_tiny_cases, max_commits_seen;
 static void golden_case(const char *name, const char *path) {
     int mc = 0;
     int bad = tf_run_fixture(path, name, &mc);
-    if (!strncmp(name, "fake-", 5)) n_fake_cases++;
-    else n_tiny_cases++;
+    if (!strncmp(name, "fake-", 5))
+        n_fake_cases++;
+    else
+        n_tiny_cases++;
     if (mc > max_commits_seen) max_commits_seen = mc;
     fprintf(stderr, "  %-40s %s\n", name, bad ? "DIFFERS" : "ok");
 }
@@ -511,16 +541,15 @@ static void test_cache_feeds(void) {
                         bad |= 2;
                 } else if (mode == 2) {
                     /* dual: the block alone, its cached rows hidden */
-                    if ((sb - P) % B || cl->n_tokens != B || cl->n_cache != L ||
-                        cl->skip_b != sb || cl->skip_e != sb + B)
+                    if ((sb - P) % B || cl->n_tokens != B || cl->n_cache != L || cl->skip_b != sb ||
+                        cl->skip_e != sb + B)
                         bad |= 4;
                 } else {
                     bad |= 8; /* cache none never reads the cache */
                 }
                 /* logits only for the block's masked positions (+ the last-logit row) */
                 if (cl->n_out < 1 || cl->n_out > B + 1) bad |= 16;
-                if (!full && (cl->out_pos_min < sb - (dream ? 0 : 0) ||
-                              cl->out_pos_max >= sb + B))
+                if (!full && (cl->out_pos_min < sb - (dream ? 0 : 0) || cl->out_pos_max >= sb + B))
                     bad |= 32;
             }
             CHECK_MSG(!bad, "mode %d dream %d: feed check bits %d", mode, dream, bad);
