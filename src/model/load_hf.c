@@ -533,7 +533,7 @@ enum lopad_status lp_load_hf(struct lopad_model *m, const char *dir) {
     cJSON *cfg;
     TRY(lp_json_read_file(cfg_path, 4 << 20, &cfg));
     bool tied = false;
-    enum lopad_arch arch;
+    enum lopad_arch arch = LOPAD_ARCH_DREAM;
     st = detect_arch(cfg, cfg_path, &arch);
     if (!st) {
         m->hp.arch = arch;

@@ -371,13 +371,13 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
     for (int i = 0; i < n_mods; i++) {
         struct lora_module *md = &mods[i];
         if (!md->targeted) continue;
+        if (!md->a && !md->b)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: module '%s' is in target_modules but has no lora_A/lora_B tensors",
+                            ad->path, md->path);
         if (!md->a || !md->b)
             return lp_error(LOPAD_ERR_FORMAT, "%s: module '%s' has %s but no %s", ad->path,
-                            md->path,
-                            md->a   ? "lora_A"
-                            : md->b ? "lora_B"
-                                    : "no lora_A",
-                            md->a ? "lora_B" : "lora_A (it is in target_modules)");
+                            md->path, md->a ? "lora_A" : "lora_B", md->a ? "lora_B" : "lora_A");
         TRY(check_shape(md->a, md->a_name, lc->r, md->w->n_in, ad->path));
         TRY(check_shape(md->b, md->b_name, md->w->n_out, lc->r, ad->path));
     }

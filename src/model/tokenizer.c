@@ -49,7 +49,7 @@ static enum lopad_status ids_append(struct lp_ids *ids, const int32_t *src, size
         ids->v = v;
         ids->cap = cap;
     }
-    memcpy(ids->v + ids->n, src, n * sizeof *src);
+    if (n) memcpy(ids->v + ids->n, src, n * sizeof *src);
     ids->n += n;
     return LOPAD_OK;
 }
