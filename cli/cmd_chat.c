@@ -3,7 +3,7 @@
  * template. Reads one user message per line from stdin; the reply streams to
  * stdout as it becomes final. /reset forgets the conversation, /exit (or EOF)
  * quits. Decoding options as for `lopad run`; the model and the generation
- * helpers come from cmd_run.c.
+ * helpers come from cmd_run.c (run.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,43 +11,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "run.h"
 #include "core/common.h"
 #include "decode/decode.h"
 #include "model/chat.h"
 #include "model/tokenizer.h"
-
-/* from cmd_run.c (must match its definitions) */
-struct lp_run_opts {
-    const char *model, *lora;
-    int gen;
-    const char *decoder, *remasking, *alg;
-    int steps, block, top_k, threads;
-    double temperature, cfg_scale, eps, alg_temp, top_p;
-    bool set_steps, set_block, set_temperature, set_cfg, set_eps, set_alg_temp, set_top_p,
-        set_top_k, set_seed;
-    bool logits_eos_inf, confidence_eos_eot_inf;
-    uint64_t seed;
-    bool json, visual, chat, raw;
-    const char *system;
-};
-struct lp_run_session {
-    lopad_model *model;
-    const struct lopad_hparams *hp;
-    struct lp_tokenizer *tok;
-    struct lp_chat_style style;
-    bool has_style;
-};
-void lp_run_opts_init(struct lp_run_opts *o);
-int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_run_opts *o);
-extern const char *lp_run_opts_help;
-int lp_run_session_open(const char *cmd, struct lp_run_opts *o, struct lp_run_session *s);
-void lp_run_session_close(struct lp_run_session *s);
-int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
-                        const struct lp_run_session *s, struct lp_decode_request *rq);
-int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
-                    struct lp_decode_request *rq, struct lp_ids *reply);
-int lp_run_encode(const char *cmd, const struct lp_run_session *s, const struct lp_chat_msg *msgs,
-                  int n_msgs, const char *system, bool chat, struct lp_ids *out);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lopad chat [-m MODEL] [options]\n"

@@ -5,7 +5,7 @@
  * once all its positions are committed); a progress line (on a terminal) or the
  * --visual canvas go to stderr, then a summary (tokens, NFE, TPF, times). --json
  * prints one JSON object instead of the text. The helpers marked "shared" are also
- * used by cmd_chat.c (declared there).
+ * used by cmd_chat.c (declared in run.h).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "run.h"
 #include "core/common.h"
 #include "decode/decode.h"
 #include "model/chat.h"
@@ -26,44 +27,9 @@
 
 /* ---------------------------------------------------------------- options */
 
-/* shared with cmd_chat.c: keep in sync with the declaration there */
-struct lp_run_opts {
-    const char *model, *lora;
-    int gen;
-    const char *decoder, *remasking, *alg;
-    int steps, block, top_k, threads;
-    double temperature, cfg_scale, eps, alg_temp, top_p;
-    bool set_steps, set_block, set_temperature, set_cfg, set_eps, set_alg_temp, set_top_p,
-        set_top_k, set_seed;
-    bool logits_eos_inf, confidence_eos_eot_inf;
-    uint64_t seed;
-    bool json, visual, chat, raw;
-    const char *system;
-};
-
-/* Fast-dLLM / DPad options. struct lp_run_opts is declared again in cmd_chat.c, so
- * these live here (one request per process at a time) until both declarations move to
- * a header. */
-static struct {
-    const char *cache, *rule, *confidence, *preset;
-    double threshold, factor, dpad_scale, dpad_sigma;
-    int dpad_window, early_stop; /* early_stop: -1 = default */
-    bool set_threshold, set_factor, set_scale, set_sigma, set_window, first_token, dpad;
-} fast_opts = {.early_stop = -1};
-
-/* --device cpu|cuda (here for the same reason) */
-static const char *run_device;
-
-/* D2F / LoPA options (here for the same reason) */
-static struct {
-    double tau_add, tau_act, tau_conf;
-    bool set_tau_add, set_tau_act, set_tau_conf, set_lopa;
-    int lopa;
-    const char *window;
-} d2f_opts;
-
 void lp_run_opts_init(struct lp_run_opts *o) {
     memset(o, 0, sizeof *o);
+    o->fast.early_stop = -1; /* -1 = the decoder's default */
     o->gen = 64;
 }
 
@@ -119,7 +85,7 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
     DBL_OPT("--top-p", o->top_p, o->set_top_p = true);
     INT_OPT("--top-k", 0, INT_MAX, o->top_k, o->set_top_k = true);
     INT_OPT("--threads", 0, 1024, o->threads, (void)0);
-    STR_OPT("--device", run_device);
+    STR_OPT("--device", o->device);
     STR_OPT("--system", o->system);
     if (!strcmp(a, "--seed")) {
         const char *v = VAL;
@@ -135,11 +101,11 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
         return 1;
     }
     /* Fast-dLLM */
-    STR_OPT("--cache", fast_opts.cache);
-    STR_OPT("--rule", fast_opts.rule);
-    STR_OPT("--confidence", fast_opts.confidence);
-    DBL_OPT("--threshold", fast_opts.threshold, fast_opts.set_threshold = true);
-    DBL_OPT("--factor", fast_opts.factor, fast_opts.set_factor = true);
+    STR_OPT("--cache", o->fast.cache);
+    STR_OPT("--rule", o->fast.rule);
+    STR_OPT("--confidence", o->fast.confidence);
+    DBL_OPT("--threshold", o->fast.threshold, o->fast.set_threshold = true);
+    DBL_OPT("--factor", o->fast.factor, o->fast.set_factor = true);
     if (!strcmp(a, "--early-stop")) {
         const char *v = VAL;
         if (!v) return -1;
@@ -147,22 +113,22 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
             lp_cli_usage_error(cmd, "--early-stop expects on or off, got '%s'", v);
             return -1;
         }
-        fast_opts.early_stop = !strcmp(v, "on");
+        o->fast.early_stop = !strcmp(v, "on");
         return 1;
     }
-    if (!strcmp(a, "--dream-first-token-commit")) return fast_opts.first_token = true, 1;
+    if (!strcmp(a, "--dream-first-token-commit")) return o->fast.first_token = true, 1;
     /* DPad */
-    if (!strcmp(a, "--dpad")) return fast_opts.dpad = true, 1;
-    INT_OPT("--dpad-window", 1, 1 << 20, fast_opts.dpad_window, fast_opts.set_window = true);
-    DBL_OPT("--dpad-sigma", fast_opts.dpad_sigma, fast_opts.set_sigma = true);
-    DBL_OPT("--dpad-scale", fast_opts.dpad_scale, fast_opts.set_scale = true);
-    STR_OPT("--preset", fast_opts.preset);
+    if (!strcmp(a, "--dpad")) return o->fast.dpad = true, 1;
+    INT_OPT("--dpad-window", 1, 1 << 20, o->fast.dpad_window, o->fast.set_window = true);
+    DBL_OPT("--dpad-sigma", o->fast.dpad_sigma, o->fast.set_sigma = true);
+    DBL_OPT("--dpad-scale", o->fast.dpad_scale, o->fast.set_scale = true);
+    STR_OPT("--preset", o->fast.preset);
     /* D2F / LoPA */
-    DBL_OPT("--tau-add", d2f_opts.tau_add, d2f_opts.set_tau_add = true);
-    DBL_OPT("--tau-act", d2f_opts.tau_act, d2f_opts.set_tau_act = true);
-    DBL_OPT("--tau-conf", d2f_opts.tau_conf, d2f_opts.set_tau_conf = true);
-    INT_OPT("--lopa", 0, 64, d2f_opts.lopa, d2f_opts.set_lopa = true);
-    STR_OPT("--lopa-window-attention", d2f_opts.window);
+    DBL_OPT("--tau-add", o->d2f.tau_add, o->d2f.set_tau_add = true);
+    DBL_OPT("--tau-act", o->d2f.tau_act, o->d2f.set_tau_act = true);
+    DBL_OPT("--tau-conf", o->d2f.tau_conf, o->d2f.set_tau_conf = true);
+    INT_OPT("--lopa", 0, 64, o->d2f.lopa, o->d2f.set_lopa = true);
+    STR_OPT("--lopa-window-attention", o->d2f.window);
     if (!strcmp(a, "--logits-eos-inf")) return o->logits_eos_inf = true, 1;
     if (!strcmp(a, "--confidence-eos-eot-inf")) return o->confidence_eos_eot_inf = true, 1;
     if (!strcmp(a, "--json")) return o->json = true, 1;
@@ -231,14 +197,6 @@ const char *lp_run_opts_help =
 
 /* ---------------------------------------------------------------- session */
 
-/* shared: a loaded model and its tokenizer */
-struct lp_run_session {
-    lopad_model *model;
-    const struct lopad_hparams *hp;
-    struct lp_tokenizer *tok; /* NULL when the model has no tokenizer */
-    struct lp_chat_style style;
-    bool has_style;
-};
 
 static bool is_dir(const char *p) {
     struct stat sb;
@@ -289,7 +247,7 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
                         const struct lp_run_session *s, struct lp_decode_request *rq) {
     enum lp_decoder_kind k = lp_decoder_default(s->hp->arch);
     if (o->decoder && lp_decoder_parse(o->decoder, &k)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    if (d2f_opts.set_lopa && !o->decoder) k = LP_DEC_D2F; /* D2F / LoPA: --lopa implies d2f */
+    if (o->d2f.set_lopa && !o->decoder) k = LP_DEC_D2F; /* D2F / LoPA: --lopa implies d2f */
     lp_decode_request_init(rq, k, o->gen);
     if (o->set_steps) rq->steps = o->steps;
     if (o->set_block) rq->block_len = o->block;
@@ -306,45 +264,45 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
     rq->confidence_eos_eot_inf = o->confidence_eos_eot_inf;
     rq->seed = o->seed;
     /* Fast-dLLM / DPad */
-    if (fast_opts.cache && lp_cache_mode_parse(fast_opts.cache, &rq->cache))
+    if (o->fast.cache && lp_cache_mode_parse(o->fast.cache, &rq->cache))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    if (fast_opts.rule && lp_commit_rule_parse(fast_opts.rule, &rq->rule))
+    if (o->fast.rule && lp_commit_rule_parse(o->fast.rule, &rq->rule))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    if (fast_opts.confidence && lp_confidence_parse(fast_opts.confidence, &rq->confidence))
+    if (o->fast.confidence && lp_confidence_parse(o->fast.confidence, &rq->confidence))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    if (fast_opts.set_threshold) rq->threshold = fast_opts.threshold;
-    if (fast_opts.set_factor) rq->factor = fast_opts.factor;
-    if (fast_opts.early_stop >= 0) rq->early_stop = fast_opts.early_stop;
-    rq->dream_first_token_commit = fast_opts.first_token;
-    if (fast_opts.preset && lp_dpad_preset_apply(fast_opts.preset, rq))
+    if (o->fast.set_threshold) rq->threshold = o->fast.threshold;
+    if (o->fast.set_factor) rq->factor = o->fast.factor;
+    if (o->fast.early_stop >= 0) rq->early_stop = o->fast.early_stop;
+    rq->dream_first_token_commit = o->fast.first_token;
+    if (o->fast.preset && lp_dpad_preset_apply(o->fast.preset, rq))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    if (fast_opts.dpad) rq->dpad = true;
-    if (fast_opts.set_window) rq->dpad_window = fast_opts.dpad_window;
-    if (fast_opts.set_sigma) rq->dpad_sigma = fast_opts.dpad_sigma;
-    if (fast_opts.set_scale) rq->dpad_scale = fast_opts.dpad_scale;
-    bool fast_set = fast_opts.cache || fast_opts.rule ||
-                    (fast_opts.confidence && rq->decoder != LP_DEC_D2F) ||
-                    fast_opts.set_threshold || fast_opts.set_factor || fast_opts.first_token;
+    if (o->fast.dpad) rq->dpad = true;
+    if (o->fast.set_window) rq->dpad_window = o->fast.dpad_window;
+    if (o->fast.set_sigma) rq->dpad_sigma = o->fast.dpad_sigma;
+    if (o->fast.set_scale) rq->dpad_scale = o->fast.dpad_scale;
+    bool fast_set = o->fast.cache || o->fast.rule ||
+                    (o->fast.confidence && rq->decoder != LP_DEC_D2F) ||
+                    o->fast.set_threshold || o->fast.set_factor || o->fast.first_token;
     if (fast_set && rq->decoder != LP_DEC_FAST)
         return lp_cli_usage_error(cmd, "--cache / --rule / --threshold / --factor / --confidence "
                                        "/ --dream-first-token-commit need --decoder fast");
     /* D2F / LoPA */
-    if (d2f_opts.set_tau_add) rq->tau_add = d2f_opts.tau_add;
-    if (d2f_opts.set_tau_act) rq->tau_act = d2f_opts.tau_act;
-    if (d2f_opts.set_tau_conf) rq->tau_conf = d2f_opts.tau_conf;
-    if (d2f_opts.set_lopa) rq->lopa = d2f_opts.lopa;
-    if (d2f_opts.window && lp_window_attn_parse(d2f_opts.window, &rq->lopa_window))
+    if (o->d2f.set_tau_add) rq->tau_add = o->d2f.tau_add;
+    if (o->d2f.set_tau_act) rq->tau_act = o->d2f.tau_act;
+    if (o->d2f.set_tau_conf) rq->tau_conf = o->d2f.tau_conf;
+    if (o->d2f.set_lopa) rq->lopa = o->d2f.lopa;
+    if (o->d2f.window && lp_window_attn_parse(o->d2f.window, &rq->lopa_window))
         return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    bool d2f_set = d2f_opts.set_tau_add || d2f_opts.set_tau_act || d2f_opts.set_tau_conf;
+    bool d2f_set = o->d2f.set_tau_add || o->d2f.set_tau_act || o->d2f.set_tau_conf;
     if (d2f_set && rq->decoder != LP_DEC_D2F)
         return lp_cli_usage_error(cmd, "--tau-add / --tau-act / --tau-conf need --decoder d2f");
-    if ((d2f_opts.set_lopa || d2f_opts.window) && rq->decoder != LP_DEC_D2F &&
+    if ((o->d2f.set_lopa || o->d2f.window) && rq->decoder != LP_DEC_D2F &&
         rq->decoder != LP_DEC_FAST)
         return lp_cli_usage_error(cmd, "--lopa / --lopa-window-attention need --decoder d2f or "
                                        "fast");
-    if (d2f_opts.window && rq->lopa < 0)
+    if (o->d2f.window && rq->lopa < 0)
         return lp_cli_usage_error(cmd, "--lopa-window-attention needs --lopa K");
-    bool dpad_set = fast_opts.set_window || fast_opts.set_sigma || fast_opts.set_scale;
+    bool dpad_set = o->fast.set_window || o->fast.set_sigma || o->fast.set_scale;
     if (dpad_set && !rq->dpad)
         return lp_cli_usage_error(cmd, "--dpad-window / --dpad-sigma / --dpad-scale need --dpad "
                                        "(or a --preset)");
@@ -550,7 +508,7 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
     if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa > 0)
         n_batch = (int)LP_MIN((int64_t)(rq->lopa + 1) * L, (int64_t)LP_MAX(L, 16384));
     struct lopad_ctx_params cp = {
-        .n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads, .device = run_device};
+        .n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads, .device = o->device};
     lopad_ctx *ctx = NULL;
     est = lopad_ctx_new(s->model, &cp, &ctx);
     if (est) return lp_cli_fail(cmd, est);
