@@ -161,6 +161,82 @@ __attribute__((target("avx2,fma,f16c"))) static void q4_0_to_f32_avx2(const void
             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
     }
 }
+/* Q4_K / Q6_K rows: the operations of types.c in the same order, 8 lanes at a time
+ * (no FMA contraction: d1 * q - m1 is a rounded product, then a subtraction) */
+__attribute__((target("avx2,fma,f16c"), optimize("fp-contract=off"))) static void
+q4_k_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    const lp_block_q4_K *b = src;
+    for (int64_t i = 0; i < n / LP_QK_K; i++) {
+        const float d = lp_f16_to_f32(b[i].d), dmin = lp_f16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs, *s = b[i].scales;
+        float *y = dst + i * LP_QK_K;
+        for (int j = 0, is = 0; j < LP_QK_K; j += 64, is += 2) {
+            float dd[2], mm[2];
+            for (int h = 0; h < 2; h++) {
+                const int k = is + h;
+                const uint8_t sc =
+                    k < 4 ? s[k] & 63 : (uint8_t)((s[k + 4] & 15) | ((s[k - 4] >> 6) << 4));
+                const uint8_t m =
+                    k < 4 ? s[k + 4] & 63 : (uint8_t)((s[k + 4] >> 4) | ((s[k] >> 6) << 4));
+                dd[h] = d * sc;
+                mm[h] = dmin * m;
+            }
+            const __m256 d1 = _mm256_set1_ps(dd[0]), m1 = _mm256_set1_ps(mm[0]);
+            const __m256 d2 = _mm256_set1_ps(dd[1]), m2 = _mm256_set1_ps(mm[1]);
+            for (int l = 0; l < 32; l += 8) {
+                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + l)));
+                __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
+                __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+                _mm256_storeu_ps(y + j + l, _mm256_sub_ps(_mm256_mul_ps(d1, lo), m1));
+                _mm256_storeu_ps(y + j + 32 + l, _mm256_sub_ps(_mm256_mul_ps(d2, hi), m2));
+            }
+            q += 32;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"), optimize("fp-contract=off"))) static void
+q6_k_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    const lp_block_q6_K *b = src;
+    const __m256i m15 = _mm256_set1_epi32(15), m3 = _mm256_set1_epi32(3),
+                  c32 = _mm256_set1_epi32(32);
+    for (int64_t i = 0; i < n / LP_QK_K; i++) {
+        const float d = lp_f16_to_f32(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        float *y = dst + i * LP_QK_K;
+        for (int half = 0; half < 2; half++) {
+            for (int l = 0; l < 32; l += 8) {
+                const int is = l / 16;
+                const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l)));
+                const __m256i c =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l + 32)));
+                const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qh + l)));
+                __m256i q1 = _mm256_or_si256(_mm256_and_si256(a, m15),
+                                             _mm256_slli_epi32(_mm256_and_si256(h, m3), 4));
+                __m256i q2 = _mm256_or_si256(
+                    _mm256_and_si256(c, m15),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2), m3), 4));
+                __m256i q3 = _mm256_or_si256(
+                    _mm256_srli_epi32(a, 4),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 4), m3), 4));
+                __m256i q4 = _mm256_or_si256(
+                    _mm256_srli_epi32(c, 4),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 6), m3), 4));
+                const __m256i qs[4] = {q1, q2, q3, q4};
+                for (int k = 0; k < 4; k++) {
+                    const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(qs[k], c32));
+                    const __m256 ds = _mm256_set1_ps(d * sc[is + 2 * k]);
+                    _mm256_storeu_ps(y + l + 32 * k, _mm256_mul_ps(ds, f));
+                }
+            }
+            y += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+    }
+}
 #else
 float lp_cpu_dot_avx2(const float *a, const float *b, int n) {
     return lp_cpu_dot_scalar(a, b, n);
@@ -741,6 +817,10 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
                 j.conv = q8_0_to_f32_avx2;
             else if (w->type == LOPAD_TYPE_Q4_0)
                 j.conv = q4_0_to_f32_avx2;
+            else if (w->type == LOPAD_TYPE_Q4_K)
+                j.conv = q4_k_to_f32_avx2;
+            else if (w->type == LOPAD_TYPE_Q6_K)
+                j.conv = q6_k_to_f32_avx2;
         }
         /* the dot paths only from one full K block on: small matrices (test models)
          * keep the f32 path, whose results equal those of pre-converted weights */
