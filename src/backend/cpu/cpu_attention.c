@@ -194,7 +194,7 @@ TA static inline __m512 exp512(__m512 x) {
 TA static void att_task_512(void *arg, int task, int tid) {
     struct att_job *j = arg;
     const struct lp_attn_desc *a = j->a;
-    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, nd = hd / 16;
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
     const int kvh = task % a->n_head_kv;
     int seq, q0;
     locate_tile(a, j->qt, task / a->n_head_kv, &seq, &q0);
