@@ -23,6 +23,8 @@
  *      ACTIVE (the cache grows strictly left to right).
  * The MASK token is never proposed (its logit is dropped before the softmax), so a
  * full block always makes progress. Temperature 0 only (every published run).
+ * --dpad is refused: no forward feeds a position past the last added block, so DPad's
+ * suffix is always empty (docs/DECODERS.md, "DPad with D2F and LoPA").
  */
 #include <float.h>
 #include <math.h>
@@ -74,7 +76,15 @@ enum lopad_status lp_d2f_check(const struct lp_decode_request *rq, const struct 
                                        "are not supported");
     if (rq->cfg_scale != 0)
         return lp_error(LOPAD_ERR_ARG, "--cfg-scale is only supported by the llada decoder");
-    if (rq->dpad) return lp_error(LOPAD_ERR_ARG, "--dpad is not supported by the d2f decoder");
+    /* DPad drops suffix positions past the current block from the forwards; D2F never
+     * feeds a position past its last added block (docs/DECODERS.md), so the kept set
+     * would always be empty and --dpad would change nothing: refused, not ignored */
+    if (rq->dpad)
+        return lp_error(LOPAD_ERR_ARG,
+                        "--dpad has no effect with --decoder d2f%s: D2F never feeds the masked "
+                        "positions after its last block, so there is no suffix to drop (DPad "
+                        "composes with --decoder fast, also with --lopa K)",
+                        rq->lopa >= 0 ? " --lopa" : "");
     if ((unsigned)rq->confidence > LP_CONF_NEGENT)
         return lp_error(LOPAD_ERR_ARG, "unknown confidence id %d", (int)rq->confidence);
     if (rq->lopa < -1 || rq->lopa > 64)

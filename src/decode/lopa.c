@@ -37,6 +37,7 @@
 #include <string.h>
 #include "core/common.h"
 #include "d2f_impl.h"
+#include "decode/dpad.h"
 
 /* What the reporting hooks read: the first member of both decoders' states. */
 struct lopa_common {
@@ -467,6 +468,13 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
  * branches), so every cached K/V row comes from the committed anchor: no commit-winner
  * copy is needed. Proposals are fast.c's (MASK never proposed; LLaDA pmax in f64).
  * K = 0 is the fast decoder with the threshold rule, token for token.
+ *
+ * DPad (--dpad): the kept suffix is drawn once per block at block start from the
+ * request's PRNG (as fast.c does; the decoder is greedy, so nothing else draws) and
+ * is the SAME for every branch of the block: each sequence of the batched forward
+ * feeds [from, block end) ++ kept (dual-cache steps feed the block alone), at the
+ * original position ids. The branches differ only inside the block, so the batch
+ * stays one call, and --lopa 0 --dpad is fast --dpad --rule threshold token for token.
  */
 struct lfast {
     struct lopa_common cm;
@@ -476,6 +484,10 @@ struct lfast {
     double tau;
     int B, nb, b, sb, eb, nbr, n_refresh;
     bool started, refreshed, have_last;
+    bool use_dpad; /* DPad: kept suffix per block, shared by all branches */
+    struct lp_dpad dp;
+    int32_t *kept; /* [G] fed suffix positions of this block (all of them without DPad) */
+    int n_kept;
     int32_t *bt, *nbt;               /* [(K+1) B] each branch's block tokens */
     int32_t *lap, *latok;            /* [K+1] lookahead position / token, -1 = anchor */
     int32_t *tok, *pos, *seq, *rows; /* [(K+1) L] */
@@ -509,11 +521,15 @@ static enum lopad_status lfast_check(const struct lp_decode_request *rq,
     if (rq->temperature != 0 || rq->top_p < 1.0 || rq->top_k > 0)
         return lp_error(LOPAD_ERR_ARG, "--lopa decodes greedily: --temperature / --top-p / "
                                        "--top-k are not supported");
-    if (rq->dpad || rq->dream_first_token_commit || rq->cfg_scale != 0 ||
+    if (rq->dream_first_token_commit || rq->cfg_scale != 0 ||
         rq->remasking != LP_REMASK_LOW_CONFIDENCE || rq->confidence_eos_eot_inf)
-        return lp_error(LOPAD_ERR_ARG, "--lopa with --decoder fast does not support --dpad, "
+        return lp_error(LOPAD_ERR_ARG, "--lopa with --decoder fast does not support "
                                        "--dream-first-token-commit, --cfg-scale, --remasking, "
                                        "--confidence-eos-eot-inf");
+    if (rq->dpad) {
+        enum lopad_status st = lp_dpad_check(rq);
+        if (st != LOPAD_OK) return st;
+    }
     if ((unsigned)rq->cache > LP_CACHE_DUAL || (unsigned)rq->confidence > LP_CONF_NEGENT)
         return lp_error(LOPAD_ERR_ARG, "unknown cache mode or confidence id");
     if (rq->lopa_window != LP_WINDOW_FULL)
@@ -528,7 +544,7 @@ static void lfast_release(struct lp_decoder *d) {
     void *ptrs[] = {s->cm.hist, s->bt,    s->nbt,   s->lap,    s->latok, s->tok,
                     s->pos,     s->seq,   s->rows,  s->rowmap, s->qb,    s->qq,
                     s->ptok,    s->ppmax, s->pconf, s->logits, s->last,  s->scratch,
-                    s->cconf,   s->cpos,  s->csel,  s->cscr};
+                    s->cconf,   s->cpos,  s->csel,  s->cscr,   s->kept};
     for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         lp_free(ptrs[i]);
     lp_free(s);
@@ -553,6 +569,8 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
     s->tau = rq->threshold;
     s->B = rq->block_len;
     s->nb = d->G / s->B;
+    s->use_dpad = rq->dpad;
+    if (s->use_dpad) lp_dpad_from_request(&s->dp, rq, d->eng.hp.arch);
     if (s->cache != LP_CACHE_NONE && (!d->eng.kv_commit || !d->eng.kv_truncate))
         return lp_error(LOPAD_ERR_ARG, "--cache %s needs an engine with a KV cache",
                         lp_cache_mode_name(s->cache));
@@ -583,9 +601,10 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
     s->cpos = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
     s->csel = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
     s->cscr = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
+    s->kept = lp_malloc(sizeof(int32_t) * (d->G ? (size_t)d->G : 1), "lopa kept suffix");
     if (!s->cm.hist || !s->bt || !s->nbt || !s->lap || !s->latok || !s->tok || !s->pos || !s->seq ||
         !s->rows || !s->rowmap || !s->qb || !s->qq || !s->ptok || !s->ppmax || !s->pconf ||
-        !s->last || !s->scratch || !s->cconf || !s->cpos || !s->csel || !s->cscr)
+        !s->last || !s->scratch || !s->cconf || !s->cpos || !s->csel || !s->cscr || !s->kept)
         return LOPAD_ERR_NOMEM;
     s->cm.ev_winner = -1;
     s->cm.ev_pos = -1;
@@ -722,6 +741,16 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
             s->nbr = 1;
             memcpy(s->bt, d->canvas + s->sb, sizeof(int32_t) * B);
             s->lap[0] = s->latok[0] = -1;
+            /* the suffix fed with this block: DPad's draw (one per block, shared by
+             * every branch) or all of it */
+            int n_suffix = L - s->eb;
+            if (s->use_dpad) {
+                s->n_kept = lp_dpad_draw(&s->dp, s->eb, n_suffix, &d->rng, s->kept);
+            } else {
+                for (int t = 0; t < n_suffix; t++)
+                    s->kept[t] = s->eb + t;
+                s->n_kept = n_suffix;
+            }
         }
         int m = 0;
         for (int q = 0; q < B; q++)
@@ -735,19 +764,23 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
     }
     const bool refresh = !s->refreshed;
     LP_ASSERT(!refresh || s->nbr == 1);
-    /* the feed of each branch */
-    int from = 0, to = L;
+    /* the feed of each branch: [from, eb) ++ the block's kept suffix (the same for every
+     * branch); dual-cache steps feed the block alone */
+    int from = 0;
+    bool suffix = true;
     if (!refresh && s->cache == LP_CACHE_PREFIX) from = s->sb;
-    if (!refresh && s->cache == LP_CACHE_DUAL) from = s->sb, to = s->eb;
+    if (!refresh && s->cache == LP_CACHE_DUAL) from = s->sb, suffix = false;
+    const int n_suf = suffix ? s->n_kept : 0;
     s->f0 = from;
     int n = 0, n_out = 0, nq = 0;
     const bool want_last = refresh && s->shift && s->cache != LP_CACHE_NONE && s->sb > 0;
     for (int j = 0; j < s->nbr; j++) {
         const int32_t *blk = s->bt + (size_t)j * B;
         s->off[j] = n;
-        s->len[j] = to - from;
+        s->len[j] = s->eb - from + n_suf;
         s->out0[j] = n_out;
-        for (int p = from; p < to; p++, n++) {
+        for (int i = 0; i < s->len[j]; i++, n++) {
+            int p = i < s->eb - from ? from + i : s->kept[i - (s->eb - from)];
             s->tok[n] = p >= s->sb && p < s->eb ? blk[p - s->sb] : d->canvas[p];
             s->pos[n] = p;
             s->seq[n] = j;
