@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# test_eval.sh - `lopad eval` end to end: the built-in scorer cases (--self-test), every
+# benchmark of ../shared/data/bench on the tiny random Dream fixture (--limit 2: JSON fields
+# present, accuracy in [0, 1]) and with --oracle (the datasets' own solutions must all score),
+# a GSM-format --data file with few-shot exemplars, --sweep with the table, JSON and --plot,
+# and bad input (exit status 2 with a message naming the problem).
+# usage: bash test_eval.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
+set -u
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+SRC=$2
+DREAM=$SRC/tests/fixtures/tiny-dream
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "  FAIL: $*" >&2; }
+unset LOPAD_DEFAULT_MODEL LOPAD_SHARED
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+T=(--threads 1 --gen 16)
+
+# check_json JSON [KEY=VALUE ...]: the fields scripts rely on exist, accuracy in [0, 1]
+check_json() {
+    "$PY" - "$@" <<'EOF'
+import json, sys
+j = json.loads(sys.argv[1])
+for k in ("task", "n", "accuracy", "flexible_accuracy", "tpf", "nfe", "tokens_per_second",
+          "settings"):
+    assert k in j, "missing " + k
+assert 0 <= j["accuracy"] <= 1, j["accuracy"]
+assert j["flexible_accuracy"] is None or 0 <= j["flexible_accuracy"] <= 1
+assert j["tpf"] >= 0 and j["nfe"] >= 0 and j["tokens_per_second"] >= 0
+assert "decoder" in j["settings"]
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    assert str(j[k]) == v, "%s: %r != %r" % (k, j[k], v)
+EOF
+}
+
+# ---- scorer unit cases
+out=$("$BIN" eval --self-test 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s' "$out" | grep -Eq '^[0-9]+ passed, 0 failed$'; then ok; else
+    bad "--self-test rc $rc: $out"; fi
+
+# ---- the shared benchmarks
+SHARED=$SRC/../shared
+if [ -d "$SHARED/data/bench" ]; then
+    export LOPAD_SHARED=$SHARED
+    for task in gsm8k mbpp humaneval math500; do
+        out=$(timeout 60 "$BIN" eval --task $task --limit 2 -m "$DREAM" "${T[@]}" --json \
+              2>"$TMP/err")
+        rc=$?
+        if [ $rc -eq 0 ] && err=$(check_json "$out" task=$task n=2 2>&1); then ok; else
+            bad "$task: rc $rc, $out $err $(cat "$TMP/err")"; fi
+    done
+    # the datasets' solutions through the same extraction / execution: all correct
+    for task in gsm8k mbpp humaneval math500; do
+        out=$(timeout 60 "$BIN" eval --task $task --limit 4 --oracle --json 2>"$TMP/err")
+        rc=$?
+        if [ $rc -eq 0 ] && err=$(check_json "$out" n=4 accuracy=1 2>&1); then ok; else
+            bad "$task --oracle: rc $rc, $out $err $(cat "$TMP/err")"; fi
+    done
+    # found without LOPAD_SHARED from a directory below the project
+    out=$(cd "$SRC/tests" && env -u LOPAD_SHARED "$BIN" eval --task math500 --limit 1 --oracle \
+          --json 2>&1)
+    if err=$(check_json "$out" n=1 2>&1); then ok; else bad "shared not found by walking up: $out"; fi
+    # the Markdown table
+    out=$("$BIN" eval --task gsm8k --limit 1 --shots 0 -m "$DREAM" "${T[@]}" 2>/dev/null)
+    if printf '%s\n' "$out" | grep -q '^| task | n | accuracy | flexible | TPF | NFE |' &&
+       printf '%s\n' "$out" | grep -q '^| gsm8k | 1 | '; then ok; else bad "table: $out"; fi
+    unset LOPAD_SHARED
+else
+    echo "  SKIP: $SHARED/data/bench absent: benchmark runs skipped" >&2
+fi
+
+# ---- a GSM-format data file (tiny-gsm): shots come from its first records
+for i in 1 2 3 4; do
+    printf '{"question": "What is %d plus %d?", "answer": "%d + %d = <<%d+%d=%d>>%d\\n#### %d"}\n' \
+        $i $i $i $i $i $i $((2 * i)) $((2 * i)) $((2 * i))
+done >"$TMP/heldout.jsonl"
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --shots 1 -m "$DREAM" "${T[@]}" \
+      --json 2>"$TMP/err")
+rc=$?
+if [ $rc -eq 0 ] && err=$(check_json "$out" task=tiny-gsm n=3 shots=1 2>&1); then ok; else
+    bad "tiny-gsm: rc $rc, $out $err $(cat "$TMP/err")"; fi
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --oracle --raw --json 2>&1)
+if err=$(check_json "$out" n=4 accuracy=1 flexible_accuracy=1 2>&1); then ok; else
+    bad "tiny-gsm --oracle: $out $err"; fi
+"$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
+    --samples "$TMP/samples.jsonl" >/dev/null 2>&1
+if [ "$(wc -l <"$TMP/samples.jsonl")" = 2 ] && grep -q '"reference":"2"' "$TMP/samples.jsonl"
+then ok; else bad "--samples: $(cat "$TMP/samples.jsonl")"; fi
+
+# ---- sweeps
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
+      --decoder fast --sweep threshold=0.5,0.9 --json 2>"$TMP/err")
+rc=$?
+if [ $rc -eq 0 ] && "$PY" - "$out" <<'EOF'; then ok; else bad "sweep json: rc $rc $out $(cat "$TMP/err")"; fi
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["sweep"] == "threshold"
+r = j["results"]
+assert [x["value"] for x in r] == ["0.5", "0.9"]
+assert [x["settings"]["threshold"] for x in r] == [0.5, 0.9]
+assert all(x["n"] == 2 and 0 <= x["accuracy"] <= 1 for x in r)
+EOF
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 1 -m "$DREAM" "${T[@]}" \
+      --sweep lopa=0,1,2 --plot "$TMP/sweep.png" 2>"$TMP/err")
+rc=$?
+rows=$(printf '%s\n' "$out" | grep -c '^| [012] | tiny-gsm | 1 |')
+if [ $rc -eq 0 ] && [ "$rows" = 3 ] && printf '%s\n' "$out" | grep -q '^| lopa | task |'; then ok
+else bad "sweep table: rc $rc rows $rows: $out $(cat "$TMP/err")"; fi
+if command -v gnuplot >/dev/null; then
+    if [ "$(head -c 4 "$TMP/sweep.png" | od -An -c | tr -d ' ')" = "211PNG" ]; then ok; else
+        bad "--plot wrote no PNG: $(cat "$TMP/err")"; fi
+else
+    grep -q "gnuplot is not installed" "$TMP/err" && ok || bad "no gnuplot message"
+fi
+
+# ---- bad input: exit status 2 and a message naming the problem
+expect2() { # expected-message-fragment args...
+    local want=$1
+    shift
+    local err rc
+    err=$("$BIN" eval "$@" 2>&1 >/dev/null)
+    rc=$?
+    if [ $rc -eq 2 ] && printf '%s' "$err" | grep -qF -- "$want"; then ok; else
+        bad "eval $*: rc $rc, '$err' (want '$want')"; fi
+}
+expect2 "unknown task 'gsm9k'" --task gsm9k -m "$DREAM"
+expect2 "give --task" -m "$DREAM"
+expect2 "$TMP/none.jsonl" --task tiny-gsm --data "$TMP/none.jsonl" -m "$DREAM"
+LOPAD_SHARED=$TMP/nowhere expect2 "$TMP/nowhere" --task gsm8k -m "$DREAM"
+expect2 "PARAM=v1,v2" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa -m "$DREAM"
+expect2 "empty value" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,,2 -m "$DREAM"
+expect2 "--frobnicate" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep frobnicate=1 -m "$DREAM"
+expect2 "--lopa" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,x -m "$DREAM"
+expect2 "not a decoder parameter" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep model=a,b
+expect2 "--plot needs --sweep" --task tiny-gsm --data "$TMP/heldout.jsonl" --plot "$TMP/p.png"
+expect2 "unknown option" --task gsm8k --bogus
+echo '{"question": "no answer"}' >"$TMP/bad.jsonl"
+expect2 "record 1" --task tiny-gsm --data "$TMP/bad.jsonl" -m "$DREAM"
+
+echo "test_eval: $pass passed, $fail failed"
+[ $fail -eq 0 ]
