@@ -197,6 +197,7 @@ static void cpu_free(void *ctx) {
     if (!cpu) return;
     lp_pool_free(cpu->pool);
     lp_free(cpu->mm_scratch);
+    lp_free(cpu->xpk);
     lp_free(cpu->att_scratch);
     lp_free(cpu);
 }
@@ -255,6 +256,14 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
     if (!cpu->att_scratch) {
         cpu_free(cpu);
         return LOPAD_ERR_NOMEM;
+    }
+    if (cpu->has_bf16 || cpu->has_vnni) { /* shared packed activations of the dot paths */
+        cpu->xpk =
+            lp_malloc(sizeof(float) * lp_cpu_xpack_floats(lim->max_n_in), "cpu packed activations");
+        if (!cpu->xpk) {
+            cpu_free(cpu);
+            return LOPAD_ERR_NOMEM;
+        }
     }
     out->ops = &cpu_ops;
     out->ctx = cpu;

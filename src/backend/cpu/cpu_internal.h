@@ -42,6 +42,7 @@ struct lp_cpu {
 
     float *mm_scratch;  /* [n_threads][mm_stride] */
     size_t mm_stride;   /* floats per thread */
+    float *xpk;         /* activations packed once per matmul (bf16 / int8 paths), or NULL */
     float *att_scratch; /* [n_threads][att_stride] */
     size_t att_stride;
 };
@@ -59,6 +60,7 @@ static inline void lp_cpu_run(struct lp_cpu *cpu, int n_tasks, lp_task_fn fn, vo
 
 /* Floats of matmul / attention scratch one thread needs. */
 size_t lp_cpu_mm_scratch_floats(void);
+size_t lp_cpu_xpack_floats(int64_t max_n_in);
 size_t lp_cpu_att_scratch_floats(const struct lp_backend_limits *lim);
 
 /* Vector primitives. dot: sum a[i]*b[i] accumulated in 8 lanes (lane l takes

@@ -259,6 +259,9 @@ struct mm_job {
     const float *bias, *x;
     int n_rows;
     float *y;
+    /* bf16 / int8 paths: activations packed once per call, shared by every task:
+     * [kb][group of 16 rows][KC/2 or KC/4][16] and, int8, scales [kb][group][KC/32][16] */
+    float *xpk, *xpks;
 };
 
 #define KC LP_MM_KC
@@ -276,6 +279,16 @@ struct mm_job {
 
 size_t lp_cpu_mm_scratch_floats(void) {
     return SC_W + SC_WS + SC_X + SC_XS + SC_XR + SC_C + 64;
+}
+
+/* Shared packed activations: TC rows (TC/16 groups) of up to max_n_in columns. */
+#define XP_GROUPS (TC / PW)
+static size_t xpk_main_floats(int64_t max_n_in) {
+    return (size_t)((max_n_in + KC - 1) / KC) * XP_GROUPS * XG_FLOATS;
+}
+size_t lp_cpu_xpack_floats(int64_t max_n_in) {
+    const size_t nkb = (size_t)((max_n_in + KC - 1) / KC);
+    return xpk_main_floats(max_n_in) + nkb * XP_GROUPS * (KC / 32) * PW;
 }
 
 struct mm_scr {
@@ -726,7 +739,13 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
             const int nt = LP_MIN(2 * PW, tcn - t0);
             const int ng = (nt + PW - 1) / PW;
             const float *x = j->x + (int64_t)(tc0 + t0) * K + k0;
-            for (int g = 0; g < ng; g++) {
+            const float *xpg = s.x, *xdg = s.xs;
+            if (j->xpk) { /* packed once for the call */
+                const size_t gi = (size_t)(k0 / KC) * XP_GROUPS + (size_t)(tc0 + t0) / PW;
+                xpg = j->xpk + gi * XG_FLOATS;
+                xdg = j->xpks + gi * (KC / 32) * PW;
+            }
+            for (int g = 0; g < ng && !j->xpk; g++) {
                 const int nrow = LP_MIN(PW, nt - g * PW);
                 const float *xg = x + (int64_t)g * PW * K;
                 float *xp = s.x + g * XG_FLOATS;
@@ -747,15 +766,15 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                 float *co = c + (size_t)o0 * TC;
 #ifdef LP_HAVE_X86
                 if (j->path == MM_BF16) {
-                    kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, s.x, (kc + 1) / 2,
+                    kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, xpg, (kc + 1) / 2,
                                   co, first);
                     continue;
                 }
                 if (j->path == MM_I8) {
                     kern_i8_512(nw, ng, (const int8_t *)s.w + (size_t)o0 * KC, KC,
                                 s.ws + o0 * (KC / 32),
-                                (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32, s.x,
-                                s.xs, kc / 32, co, first);
+                                (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32, xpg,
+                                xdg, kc / 32, co, first);
                     continue;
                 }
                 if (j->level >= LP_LEVEL_AVX512) {
@@ -797,6 +816,55 @@ static void mm_task(void *arg, int task, int tid) {
     }
 }
 
+/* Pack task: (K block, group of 16 activation rows) of the call's x. */
+static void xpack_task(void *arg, int task, int tid) {
+    struct mm_job *j = arg;
+    const int K = (int)j->w->n_in, ng = (j->n_rows + PW - 1) / PW;
+    const int b = task / ng, g = task % ng;
+    const int k0 = b * KC, kc = LP_MIN(KC, K - k0), nrow = LP_MIN(PW, j->n_rows - g * PW);
+    const struct mm_scr s = mm_scr(j->cpu, tid);
+    const size_t gi = (size_t)b * XP_GROUPS + g;
+    const float *x = j->x + (int64_t)g * PW * K + k0;
+#ifdef LP_HAVE_X86
+    if (j->path == MM_BF16)
+        pack_x_bf16(x, K, nrow, kc, s.xr, j->xpk + gi * XG_FLOATS);
+    else
+        pack_x_i8(x, K, nrow, kc, s.xr, j->xpk + gi * XG_FLOATS, j->xpks + gi * (KC / 32) * PW);
+#else
+    (void)x, (void)kc, (void)nrow, (void)gi, (void)s;
+#endif
+}
+
+/* Run fn over the tasks of j for activation rows in chunks of TC; the dot paths
+ * first pack each chunk's activations once (a parallel pass of their own). */
+static void mm_run_chunks(struct mm_job *j, int n_tasks, lp_task_fn fn, bool parallel,
+                          void (*on_chunk)(struct mm_job *j, int r, void *ud), void *ud) {
+    struct lp_cpu *cpu = j->cpu;
+    if (j->path == MM_F32) {
+        on_chunk(j, 0, ud);
+        lp_cpu_run(cpu, n_tasks, fn, j, parallel);
+        return;
+    }
+    const float *x0 = j->x;
+    const int T = j->n_rows, K = (int)j->w->n_in;
+    const int nkb = (K + KC - 1) / KC;
+    j->xpk = cpu->xpk;
+    j->xpks = cpu->xpk + xpk_main_floats(cpu->lim.max_n_in);
+    for (int r = 0; r < T; r += TC) {
+        j->x = x0 + (int64_t)r * K;
+        j->n_rows = LP_MIN(TC, T - r);
+        on_chunk(j, r, ud);
+        const int ng = (j->n_rows + PW - 1) / PW;
+        lp_cpu_run(cpu, nkb * ng, xpack_task, j, (double)j->n_rows * K >= LP_PAR_MIN_EW);
+        lp_cpu_run(cpu, n_tasks, fn, j, parallel);
+    }
+}
+
+static void mm_chunk_y(struct mm_job *j, int r, void *ud) {
+    float *y0 = ud;
+    j->y = y0 + (int64_t)r * j->w->n_out;
+}
+
 /* The job for w: kernel level, weight conversion and path. */
 static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
     LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
@@ -824,7 +892,8 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
         }
         /* the dot paths only from one full K block on: small matrices (test models)
          * keep the f32 path, whose results equal those of pre-converted weights */
-        const bool dot = j.level >= LP_LEVEL_AVX512_DOT && w->n_in >= LP_MM_DOT_MIN_K;
+        const bool dot =
+            j.level >= LP_LEVEL_AVX512_DOT && w->n_in >= LP_MM_DOT_MIN_K && cpu->xpk != NULL;
         if (dot && w->type == LOPAD_TYPE_BF16 && cpu->has_bf16 && w->row_bytes % 4 == 0)
             j.path = MM_BF16;
         if (dot && (w->type == LOPAD_TYPE_Q8_0 || w->type == LOPAD_TYPE_Q4_0) && cpu->has_vnni)
@@ -847,7 +916,7 @@ void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, cons
     LP_ASSERT(n_tasks <= INT32_MAX);
     /* small products are not worth waking the pool (same result either way) */
     double work = (double)w->n_out * (double)w->n_in * n_rows;
-    lp_cpu_run(cpu, (int)n_tasks, mm_task, &j, work >= LP_PAR_MIN_MM);
+    mm_run_chunks(&j, (int)n_tasks, mm_task, work >= LP_PAR_MIN_MM, mm_chunk_y, y);
 }
 
 /* ------------------------------------------------------------ head scores */
@@ -863,10 +932,17 @@ size_t lp_cpu_scores_scratch_floats(int64_t n_vocab, int n_rows) {
 }
 
 struct sc_job {
-    struct mm_job mm;
+    struct mm_job mm; /* first member: tasks get the sc_job through it */
     int n_chunks;
-    float *part; /* [row][chunk][SC_PART] */
+    float *part;  /* [row][chunk][SC_PART] of the current activation chunk */
+    float *part0; /* the same for row 0 */
 };
+
+static void sc_chunk(struct mm_job *j, int r, void *ud) {
+    struct sc_job *sj = (struct sc_job *)j;
+    sj->part = sj->part0 + (size_t)r * sj->n_chunks * SC_PART;
+    (void)ud;
+}
 
 /* Fold logits z (stride TC, vocab ids id0, id0+1, ...) of one row into a state. */
 static void fold_scalar(const float *z, int n, int id0, float *st) {
@@ -935,9 +1011,9 @@ void lp_cpu_head_scores(void *ctx, const struct lp_weight *w, const float *x, in
     sj.mm.x = x;
     sj.mm.n_rows = n_rows;
     sj.n_chunks = (int)((w->n_out + SC_CHUNK - 1) / SC_CHUNK);
-    sj.part = scratch;
+    sj.part0 = scratch;
     double work = (double)w->n_out * (double)w->n_in * n_rows;
-    lp_cpu_run(cpu, sj.n_chunks, sc_task, &sj, work >= LP_PAR_MIN_MM);
+    mm_run_chunks(&sj.mm, sj.n_chunks, sc_task, work >= LP_PAR_MIN_MM, sc_chunk, NULL);
     /* merge the chunks in vocabulary order (ties keep the lower id) */
     for (int t = 0; t < n_rows; t++) {
         double m = -INFINITY, S = 0, Z = 0;
