@@ -21,6 +21,7 @@
 #include "bench.h"
 #include "core/common.h"
 #include "core/types.h"
+#include "model/model.h"
 #include "model/synthetic.h"
 #ifdef LOPAD_CUDA
 #include "backend/cuda/cuda.h"
@@ -31,6 +32,7 @@ static int usage(void) {
            "       lopad bench forward [--shape tiny|tiny-llada|dream-7b|llada-8b] [--type T]\n"
            "                           [--tokens 32,128,512] [--seqs 1,4,8] [--prefix N]\n"
            "                           [--threads N] [--device cpu|cuda] [--repeat R]\n"
+           "                           [--layers N] [--out-rows N]\n"
            "                           [--no-peak] [--json]\n"
            "  T: f32, f16, bf16, q8_0, q4_0 (weights are random, generated in memory)\n");
     return 0;
@@ -121,7 +123,7 @@ static double weight_bytes(const lopad_model *m);
 static int bench_forward(int argc, char **argv) {
     const char *shape = "tiny", *type_s = "bf16", *tok_s = "32,128,512", *seq_s = "1";
     const char *device = NULL;
-    long prefix = 0, threads = 0, repeat = 3;
+    long prefix = 0, threads = 0, repeat = 3, layers = 0, out_rows = -1;
     bool json = false, peak = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -142,6 +144,10 @@ static int bench_forward(int argc, char **argv) {
                 if (!lp_cli_parse_int("bench forward", a, v, 1, 1024, &threads)) return 2;
             } else if (!strcmp(a, "--repeat")) {
                 if (!lp_cli_parse_int("bench forward", a, v, 1, 1000, &repeat)) return 2;
+            } else if (!strcmp(a, "--layers")) {
+                if (!lp_cli_parse_int("bench forward", a, v, 1, 1024, &layers)) return 2;
+            } else if (!strcmp(a, "--out-rows")) {
+                if (!lp_cli_parse_int("bench forward", a, v, 0, 1 << 20, &out_rows)) return 2;
             } else return lp_cli_usage_error("bench forward", "unknown option '%s'", a);
         }
     }
@@ -195,6 +201,9 @@ static int bench_forward(int argc, char **argv) {
         goto done;
     }
     double gen_s = lp_time() - t0;
+    /* --layers: run only the first N layers (all are generated); ratios between
+     * windows stay meaningful and 7B-shaped sweeps fit in minutes on a laptop */
+    if (layers > 0 && layers < m->hp.n_layer) m->hp.n_layer = (int)layers;
     const struct lopad_hparams *hp = lopad_model_hparams(m);
     int chunk = LP_MAX(max_t * max_s, prefix > 0 ? 32 : 1);
     struct lopad_ctx_params cp = {.n_ctx = (int)prefix + max_t, .n_batch_max = chunk,
@@ -245,8 +254,11 @@ static int bench_forward(int argc, char **argv) {
                 pos[s * T + i] = (int)prefix + i;
                 seq[s * T + i] = s;
             }
+        /* --out-rows: logits for the first N fed rows only (decoders ask for the
+         * block's masked positions, not the whole window) */
+        int n_out = out_rows < 0 || out_rows > S * T ? S * T : (int)out_rows;
         struct lopad_batch b = {.n_tokens = S * T, .tokens = tokens, .pos = pos, .n_seq = S,
-                                .seq = seq, .n_cache = (int)prefix, .n_out = S * T,
+                                .seq = seq, .n_cache = (int)prefix, .n_out = n_out,
                                 .out_rows = rows, .logits = logits};
         double best = 1e30;
         for (int r = 0; r <= repeat; r++) { /* r == 0 warms up */
@@ -258,16 +270,19 @@ static int bench_forward(int argc, char **argv) {
             s = lp_time() - s;
             if (r > 0 && s < best) best = s;
         }
-        double gflops = forward_flops(hp, T, (int)prefix, S) / best / 1e9;
+        double flops = forward_flops(hp, T, (int)prefix, S) -
+                       2.0 * hp->n_embd * hp->n_vocab * (S * T - n_out); /* head rows skipped */
+        double gflops = flops / best / 1e9;
         double frac = pk.fp32_gflops > 0 ? gflops / pk.fp32_gflops : 0;
         double stream_gbs = weight_bytes(m) / best / 1e9;
         if (json)
             printf("{\"shape\": \"%s\", \"type\": \"%s\", \"device\": \"%s\", \"tokens\": %d, "
-                   "\"seqs\": %d, \"prefix\": %ld, "
+                   "\"seqs\": %d, \"prefix\": %ld, \"layers\": %d, \"out_rows\": %d, "
                    "\"threads\": %ld, \"ms\": %.3f, \"gflops\": %.2f, \"peak_fp32_gflops\": %.2f, "
                    "\"peak_fraction\": %.4f, \"weight_stream_gbs\": %.2f, "
                    "\"peak_bandwidth_gbs\": %.2f}\n",
-                   shape, type_s, on_gpu ? "cuda" : "cpu", T, S, prefix, threads, best * 1e3,
+                   shape, type_s, on_gpu ? "cuda" : "cpu", T, S, prefix, hp->n_layer, n_out,
+                   threads, best * 1e3,
                    gflops, pk.fp32_gflops, frac, stream_gbs, pk.bandwidth_gbs);
         else
             printf("%8d %5d %10.2f %10.1f %7.1f%% %8.1f GB/s\n", T, S, best * 1e3, gflops,
@@ -290,7 +305,6 @@ done:
     return rc;
 }
 
-#include "model/model.h"
 static double weight_bytes(const lopad_model *m) {
     double b = (double)m->tok_embd.row_bytes * m->tok_embd.n_out;
     if (m->output.data != m->tok_embd.data) b += (double)m->output.row_bytes * m->output.n_out;
