@@ -421,7 +421,7 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
     char path[PATH_MAX + 64], shot_path[PATH_MAX + 64];
     if (data) {
         snprintf(path, sizeof path, "%s", data);
-        if (!is_file(path)) {
+        if (is_dir(path) || access(path, R_OK) != 0) { /* a pipe (<(...)) is fine */
             fprintf(stderr, "lopad %s: missing data file %s\n", cmd, path);
             return 2;
         }

@@ -18,7 +18,7 @@ bad() { fail=$((fail + 1)); echo "  FAIL: $*" >&2; }
 unset LOPAD_DEFAULT_MODEL LOPAD_SHARED
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-T=(--threads 1 --gen 16)
+T=(--threads 1 --gen 8 --steps 4)
 
 # check_json JSON [KEY=VALUE ...]: the fields scripts rely on exist, accuracy in [0, 1]
 check_json() {
