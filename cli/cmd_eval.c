@@ -37,8 +37,9 @@ struct eval_cfg {
     int limit, shots;
     double timeout; /* seconds per code execution */
     bool chat, json, progress;
-    bool oracle;   /* score the dataset's solutions instead of generating (checks the scorers) */
-    FILE *samples; /* per-problem JSON lines, or NULL */
+    bool show_prompt; /* print the first problem's prompt and stop */
+    bool oracle;      /* score the dataset's solutions instead of generating (checks the scorers) */
+    FILE *samples;    /* per-problem JSON lines, or NULL */
 };
 
 struct eval_result {
@@ -64,6 +65,8 @@ static void usage(FILE *f) {
             "                       (e.g. lopa=0,1,2 or threshold=0.7,0.9)\n"
             "  --plot FILE.png      with --sweep: accuracy and TPF against P (gnuplot)\n"
             "  --self-test          run the built-in scorer cases and exit\n"
+            "  --show-prompt        print the first problem's prompt (as the model sees it)\n"
+            "                       and exit\n"
             "  --oracle             score the dataset's own solutions instead of generating (a\n"
             "                       check of data and scorers: expect accuracy 1)\n"
             "The shared data folder: $LOPAD_SHARED, else a shared/data/bench found above the\n"
@@ -272,6 +275,19 @@ static int evaluate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         const struct lp_eval_item *it = &set->items[i];
         if (!c->oracle) rc = encode_item(cmd, o, s, c, set, it, &enc);
         if (rc) break;
+        if (c->show_prompt) { /* the exact text the model sees, special tokens included */
+            char *text = NULL;
+            enum lopad_status st = lp_tokenizer_decode(s->tok, enc.v, enc.n, false, &text, NULL);
+            if (st) {
+                rc = lp_cli_fail(cmd, st);
+            } else {
+                printf("%s\n", text);
+                printf("[%zu prompt tokens, context %d]\n", enc.n,
+                       ctx_limit == INT_MAX ? 0 : ctx_limit);
+            }
+            lp_free(text);
+            break;
+        }
         struct lp_decode_request rq = r->rq;
         int keep = ctx_limit - rq.gen_len;
         const int32_t *p = enc.v;
@@ -552,6 +568,8 @@ static int cmd_eval(int argc, char **argv) {
         bool has_val = i + 1 < argc;
         if (!strcmp(a, "--self-test")) {
             self_test = true;
+        } else if (!strcmp(a, "--show-prompt")) {
+            c.show_prompt = true;
         } else if (!strcmp(a, "--oracle")) {
             c.oracle = true;
         } else if (!strcmp(a, "--task") || !strcmp(a, "--data") || !strcmp(a, "--sweep") ||
@@ -597,6 +615,8 @@ static int cmd_eval(int argc, char **argv) {
     if (o.visual) return lp_cli_usage_error(cmd, "--visual is for lopad run");
     if (o.chat && o.raw) return lp_cli_usage_error(cmd, "--chat and --raw exclude each other");
     if (plot_file && !sweep) return lp_cli_usage_error(cmd, "--plot needs --sweep");
+    if (c.show_prompt && (c.oracle || sweep))
+        return lp_cli_usage_error(cmd, "--show-prompt excludes --oracle and --sweep");
     c.json = o.json;
     if (c.shots < 0) c.shots = lp_eval_task_default_shots(c.task);
 
@@ -655,7 +675,7 @@ static int cmd_eval(int argc, char **argv) {
         }
         rc = evaluate(cmd, &t, &s, &c, &set, sweep ? label : NULL, &res[v]);
     }
-    if (rc) goto done;
+    if (rc || c.show_prompt) goto done;
     if (c.json) {
         cJSON *j;
         if (sweep) {

@@ -85,6 +85,17 @@ out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --shots 1 -m "$DRE
 rc=$?
 if [ $rc -eq 0 ] && err=$(check_json "$out" task=tiny-gsm n=3 shots=1 2>&1); then ok; else
     bad "tiny-gsm: rc $rc, $out $err $(cat "$TMP/err")"; fi
+# the prompts: exemplar turns then the question (chat); Question/Answer text (raw)
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --shots 1 -m "$DREAM" --show-prompt)
+if printf '%s' "$out" | grep -q '^<|im_start|>user' &&
+   printf '%s' "$out" | grep -q '^#### 2<|im_end|>' &&
+   printf '%s' "$out" | grep -q '^What is 2 plus 2?' &&
+   ! printf '%s' "$out" | grep -q '<<'; then ok; else bad "chat prompt: $out"; fi
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --shots 2 --raw -m "$DREAM" \
+      --show-prompt)
+want=$(printf 'Question: What is 1 plus 1?\nAnswer: 1 + 1 = 2\n#### 2\n\nQuestion: What is 2 plus 2?')
+if [ "${out#"$want"}" != "$out" ] && printf '%s' "$out" | grep -q '^Question: What is 3 plus 3?'
+then ok; else bad "raw prompt: $out"; fi
 out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --oracle --raw --json 2>&1)
 if err=$(check_json "$out" n=4 accuracy=1 flexible_accuracy=1 2>&1); then ok; else
     bad "tiny-gsm --oracle: $out $err"; fi
