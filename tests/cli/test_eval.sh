@@ -104,6 +104,33 @@ if err=$(check_json "$out" n=4 accuracy=1 flexible_accuracy=1 2>&1); then ok; el
 if [ "$(wc -l <"$TMP/samples.jsonl")" = 2 ] && grep -q '"reference":"2"' "$TMP/samples.jsonl"
 then ok; else bad "--samples: $(cat "$TMP/samples.jsonl")"; fi
 
+# ---- code tasks end to end through --oracle with crafted solutions: a body completion, a
+# whole function in a fenced block (after prose), a wrong one, one that never ends
+"$PY" - "$TMP" <<'EOF'
+import json, sys
+d = sys.argv[1]
+p = 'def inc(x):\n    """add one"""\n'
+t = "def check(f):\n    assert f(1) == 2\n    assert f(-1) == 0\n"
+sols = ["    return x + 1\n",
+        "Sure:\n```python\ndef inc(x):\n    return 1 + x\n```\nDone.",
+        "    return x\n",
+        "    while True:\n        pass\n"]
+with open(d + "/he.jsonl", "w") as f:
+    for i, s in enumerate(sols):
+        f.write(json.dumps({"task_id": "T/%d" % i, "prompt": p, "canonical_solution": s,
+                            "test": t, "entry_point": "inc"}) + "\n")
+with open(d + "/mbpp.jsonl", "w") as f:
+    for i, code in enumerate(["def inc(x):\r\n    return x + 1", "def inc(x):\n    return x + 2"]):
+        f.write(json.dumps({"task_id": 11 + i, "text": "Increment.", "code": code,
+                            "test_setup_code": "", "test_list": ["assert inc(1) == 2"]}) + "\n")
+EOF
+out=$("$BIN" eval --task humaneval --data "$TMP/he.jsonl" --oracle --timeout 1 --json 2>&1)
+if err=$(check_json "$out" n=4 accuracy=0.5 timeouts=1 2>&1); then ok; else
+    bad "humaneval pass/fail/timeout: $out $err"; fi
+out=$("$BIN" eval --task mbpp --data "$TMP/mbpp.jsonl" --oracle --json 2>&1)
+if err=$(check_json "$out" n=2 accuracy=0.5 shots=0 2>&1); then ok; else
+    bad "mbpp pass/fail: $out $err"; fi
+
 # ---- sweeps
 out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
       --decoder fast --sweep threshold=0.5,0.9 --json 2>"$TMP/err")
