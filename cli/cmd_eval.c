@@ -69,6 +69,7 @@ static void usage(FILE *f) {
             "                       and exit\n"
             "  --oracle             score the dataset's own solutions instead of generating (a\n"
             "                       check of data and scorers: expect accuracy 1)\n"
+            "Generated positions default to 256 here (--gen N).\n"
             "The shared data folder: $LOPAD_SHARED, else a shared/data/bench found above the\n"
             "lopad binary or the current directory. Decoder options as for lopad run:\n");
     fputs(lp_run_opts_help, f);
@@ -555,6 +556,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     struct lp_run_opts o;
     lp_run_opts_init(&o);
+    o.gen = 256; /* room for a worked solution (lopad run's default is 64) */
     struct eval_cfg c = {.task = LP_TASK_COUNT, .shots = -1, .timeout = 10};
     const char *data = NULL, *sweep = NULL, *plot_file = NULL, *samples = NULL;
     bool self_test = false;
