@@ -668,6 +668,12 @@ static int cmd_eval(int argc, char **argv) {
         rc = lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
         goto done;
     }
+    for (int v = 0; v < n_values && !rc && !c.oracle; v++) { /* all requests valid first */
+        struct lp_run_opts t = o;
+        struct lp_decode_request rq;
+        if (sweep) apply_sweep(cmd, &t, opt, values[v]);
+        rc = lp_run_make_request(cmd, &t, &s, &rq);
+    }
     for (int v = 0; v < n_values && !rc; v++) {
         struct lp_run_opts t = o;
         char label[128] = "";

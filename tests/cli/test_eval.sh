@@ -176,6 +176,8 @@ expect2 "empty value" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1
 expect2 "--frobnicate" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep frobnicate=1 -m "$DREAM"
 expect2 "--lopa" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,x -m "$DREAM"
 expect2 "not a decoder parameter" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep model=a,b
+expect2 "need --decoder fast" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep threshold=0.5,0.9 \
+    -m "$DREAM"
 expect2 "--plot needs --sweep" --task tiny-gsm --data "$TMP/heldout.jsonl" --plot "$TMP/p.png"
 expect2 "unknown option" --task gsm8k --bogus
 echo '{"question": "no answer"}' >"$TMP/bad.jsonl"
