@@ -11,7 +11,8 @@
  *   - keep = 1 everywhere equals no DPad token for token (K = 0, 2, 3, every cache mode);
  *   - --lopa 0 --dpad equals fast --dpad --rule threshold (same kept sets from the same
  *     PRNG), on the fake and on the tiny models, and batched = serial there with K = 2;
- *   - --decoder d2f --dpad (with and without --lopa) is refused, naming why.
+ *   - --decoder d2f --dpad (with and without --lopa) is refused, naming why;
+ *   - allocation failures and a failing forward with DPad on: an error, nothing leaked.
  */
 #define LP_TEST_D2F_LIBRARY
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -464,7 +465,44 @@ static void test_d2f_refuses_dpad(void) {
     lp_decode_free(d);
 }
 
+/* allocation failures at every point of setup and a failing forward: an error, no
+ * leak (the sanitizer build checks), no partial result */
+static void test_errors_and_oom(void) {
+    for (int cache = LP_CACHE_NONE; cache <= LP_CACHE_DUAL; cache++) {
+        struct lp_decode_request rq;
+        lfast_rq(&rq, cache, 2, 0.6);
+        rq.dpad = true;
+        rq.dpad_window = 8;
+        rq.early_stop = false; /* every block decoded: more than 3 forwards */
+        struct lp_engine e;
+        static struct dfake f;
+        struct lp_decode_result res;
+        df_engine(&e, &f, cache == LP_CACHE_PREFIX, 1 << 30);
+        f.fail_at = 3;
+        enum lopad_status fst = lp_decode_run(&e, &rq, NULL, NULL, &res);
+        CHECK_MSG(fst == LOPAD_ERR_IO, "cache %d: %d %s (%d forwards)", cache, fst, lopad_errmsg(),
+                  f.n_forward);
+        if (fst == LOPAD_OK) lp_decode_result_free(&res);
+        CHECK(res.ids == NULL && res.canvas == NULL);
+        int n_ok = 0;
+        for (long n = 0; n < 200 && !n_ok; n++) {
+            df_engine(&e, &f, cache == LP_CACHE_PREFIX, 1 << 30);
+            lp_alloc_fail_after(n);
+            enum lopad_status st = lp_decode_run(&e, &rq, NULL, NULL, &res);
+            lp_alloc_fail_after(-1);
+            CHECK(st == LOPAD_OK || st == LOPAD_ERR_NOMEM);
+            if (st == LOPAD_OK) {
+                n_ok++;
+                CHECK(res.n_winner_hist == 3);
+                lp_decode_result_free(&res);
+            }
+        }
+        CHECK(n_ok == 1);
+    }
+}
+
 int main(void) {
+    TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_d2f_refuses_dpad);
     TEST_RUN(test_keep_all_is_plain);
     TEST_RUN(test_k0_is_fast_dpad);
