@@ -23,6 +23,7 @@
 #include "core/types.h"
 #include "model/model.h"
 #include "model/synthetic.h"
+#include "forward/forward.h"
 #ifdef LOPAD_CUDA
 #include "backend/cuda/cuda.h"
 #endif
@@ -32,7 +33,7 @@ static int usage(void) {
            "       lopad bench forward [--shape tiny|tiny-llada|dream-7b|llada-8b] [--type T]\n"
            "                           [--tokens 32,128,512] [--seqs 1,4,8] [--prefix N]\n"
            "                           [--threads N] [--device cpu|cuda] [--repeat R]\n"
-           "                           [--layers N] [--out-rows N]\n"
+           "                           [--layers N] [--out-rows N] [--scores]\n"
            "                           [--no-peak] [--json]\n"
            "  T: f32, f16, bf16, q8_0, q4_0 (weights are random, generated in memory)\n");
     return 0;
@@ -124,10 +125,12 @@ static int bench_forward(int argc, char **argv) {
     const char *shape = "tiny", *type_s = "bf16", *tok_s = "32,128,512", *seq_s = "1";
     const char *device = NULL;
     long prefix = 0, threads = 0, repeat = 3, layers = 0, out_rows = -1;
-    bool json = false, peak = true;
+    bool json = false, peak = true, use_scores = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) json = true;
+        /* --scores: the fused head (per-row argmax / confidences, no logits to the host) */
+        else if (!strcmp(a, "--scores")) use_scores = true;
         else if (!strcmp(a, "--no-peak")) peak = false;
         else if (!strcmp(a, "--help")) return usage();
         else if (!v) return lp_cli_usage_error("bench forward", "option '%s' needs a value or is unknown", a);
@@ -194,6 +197,7 @@ static int bench_forward(int argc, char **argv) {
     lopad_ctx *c = NULL;
     int32_t *tokens = NULL, *pos = NULL, *rows = NULL, *seq = NULL;
     float *logits = NULL;
+    struct lp_row_scores *scores = NULL;
     double t0 = lp_time();
     enum lopad_status st = lp_model_synthetic(shape, type, 1234, &m);
     if (st) {
@@ -217,7 +221,8 @@ static int bench_forward(int argc, char **argv) {
     rows = malloc(sizeof(int32_t) * chunk);
     seq = malloc(sizeof(int32_t) * chunk);
     logits = malloc(sizeof(float) * (size_t)chunk * hp->n_vocab);
-    if (!tokens || !pos || !rows || !seq || !logits) {
+    scores = malloc(sizeof *scores * (size_t)chunk);
+    if (!tokens || !pos || !rows || !seq || !logits || !scores) {
         fprintf(stderr, "lopad bench forward: out of memory\n");
         goto done;
     }
@@ -263,7 +268,8 @@ static int bench_forward(int argc, char **argv) {
         double best = 1e30;
         for (int r = 0; r <= repeat; r++) { /* r == 0 warms up */
             double s = lp_time();
-            if ((st = lopad_forward(c, &b))) {
+            st = use_scores ? lp_forward_scores(c, &b, scores) : lopad_forward(c, &b);
+            if (st) {
                 lp_cli_fail("bench forward", st);
                 goto done;
             }
@@ -278,10 +284,12 @@ static int bench_forward(int argc, char **argv) {
         if (json)
             printf("{\"shape\": \"%s\", \"type\": \"%s\", \"device\": \"%s\", \"tokens\": %d, "
                    "\"seqs\": %d, \"prefix\": %ld, \"layers\": %d, \"out_rows\": %d, "
+                   "\"scores\": %s, "
                    "\"threads\": %ld, \"ms\": %.3f, \"gflops\": %.2f, \"peak_fp32_gflops\": %.2f, "
                    "\"peak_fraction\": %.4f, \"weight_stream_gbs\": %.2f, "
                    "\"peak_bandwidth_gbs\": %.2f}\n",
                    shape, type_s, on_gpu ? "cuda" : "cpu", T, S, prefix, hp->n_layer, n_out,
+                   use_scores ? "true" : "false",
                    threads, best * 1e3,
                    gflops, pk.fp32_gflops, frac, stream_gbs, pk.bandwidth_gbs);
         else
@@ -298,6 +306,7 @@ done:
     free(rows);
     free(seq);
     free(logits);
+    free(scores);
     free(toks);
     free(seqs);
     lopad_ctx_free(c);

@@ -150,7 +150,7 @@ static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
             i += r;
         }
         ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
-        if (scores) { /* fused head + scores (host backends); the MLP buffers are free now */
+        if (scores) { /* fused head + scores into the host array; the MLP buffers are free now */
             ops->head_scores(be, &m->output, c->xn, no, c->gate,
                              (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
             continue;
@@ -184,7 +184,7 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
         return lp_error(LOPAD_ERR_ARG, "lp_forward_scores: n_out is %d but scores is NULL",
                         b->n_out);
     const struct lopad_hparams *hp = &c->model->hp;
-    if (!c->be.ops->head_scores || !c->be.ops->host_memory)
+    if (!c->be.ops->head_scores)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "lp_forward_scores: backend %s has no fused head",
                         c->be.ops->name);
     if (c->be.ops->head_scores_scratch(hp->n_vocab, c->n_batch_max) >

@@ -25,8 +25,8 @@ else
     {
         awk '/__device__ __forceinline__ float lp_warp_sum/ { p = 1 } /^#endif/ { p = 0 } p' \
             "$cu/common.cuh"
-        for f in convert embedding rmsnorm rope swiglu residual attention; do
-            awk '/launchers \*\// { exit } !/#include "common.cuh"/' "$cu/$f.cu"
+        for f in "$cu"/*.cu; do
+            awk '/launchers \*\// { exit } !/#include "common.cuh"/' "$f"
         done
     } >"$emu/kernels_emu.inc"
     san=""
@@ -68,10 +68,11 @@ if [ "${LOPAD_CUDA_EMU_FULL:-0}" = 1 ]; then
                 -e 's/return (int)cudaGetLastError();/return 0;/' "$cu/common.cuh"
             echo '#define cudaErrorInvalidValue 1'
         } >"$full/common.cuh"
-        for f in convert embedding rmsnorm rope swiglu residual attention; do
-            echo "#include \"$f.inc\""
+        for f in "$cu"/*.cu; do
+            b=$(basename "$f" .cu)
+            echo "#include \"$b.inc\""
             perl -0pe 's/(\w+)<<<(.*?),\s*(.*?),\s*0,\s*s>>>\((.*?)\);/emu_launch(dim3($2), dim3($3), [=] { $1($4); });/gs' \
-                "$cu/$f.cu" >"$full/$f.inc"
+                "$f" >"$full/$b.inc"
         done >"$full/kernels_full.cpp"
         pc=$(pkg-config --cflags libpcre2-8 libcjson libutf8proc)
         pl=$(pkg-config --libs libpcre2-8 libcjson libutf8proc)

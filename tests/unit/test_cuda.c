@@ -302,6 +302,106 @@ static void test_kv_ops(void) {
     lopad_model_free(m);
 }
 
+/* ------------------------------------------------- fused head scores */
+
+/* scores of one row of logits, in double (the definition in backend.h) */
+static struct lp_row_scores ref_scores(const float *z, int V) {
+    double m = -INFINITY;
+    int i1 = 0, i2 = -1;
+    for (int v = 0; v < V; v++)
+        if (z[v] > m) m = z[v];
+    for (int v = 1; v < V; v++) {
+        if (z[v] > z[i1]) {
+            i2 = i1;
+            i1 = v;
+        } else if (i2 < 0 || z[v] > z[i2]) {
+            i2 = v;
+        }
+    }
+    double S = 0, Z = 0;
+    for (int v = 0; v < V; v++) {
+        double e = exp(z[v] - m);
+        S += e;
+        Z += e * (z[v] - m);
+    }
+    const double lse = m + log(S);
+    struct lp_row_scores r = {.argmax = i1,
+                              .pmax = (float)exp(z[i1] - lse),
+                              .logsumexp = (float)lse,
+                              .negent = (float)(Z / S - log(S))};
+    r.margin = (float)(r.pmax - (i2 < 0 ? 0.0 : exp(z[i2] - lse)));
+    return r;
+}
+
+/* lp_forward_scores on the GPU: against scores of the GPU's own logits (tight) and
+ * against the CPU's fused head (bf16 tolerance). */
+static void scores_case(const lopad_model *m, const char *name) {
+    enum { N = 24 };
+    lopad_ctx *cpu = new_ctx(m, 64, N, "cpu"), *gpu = new_ctx(m, 64, N, "cuda");
+    const int V = m->hp.n_vocab;
+    float *logits = calloc((size_t)N * V, sizeof(float));
+    struct lp_row_scores sc[N], sg[N];
+    int32_t tok[N], pos[N], seq[N], rows[N];
+    for (int i = 0; i < N; i++) {
+        tok[i] = (int32_t)((i * 29 + 3) % V);
+        pos[i] = i % 12;
+        seq[i] = i / 12;
+        rows[i] = N - 1 - i; /* out of order: not one run */
+    }
+    struct lopad_batch b = {.n_tokens = N,
+                            .tokens = tok,
+                            .pos = pos,
+                            .n_seq = 2,
+                            .seq = seq,
+                            .n_out = N,
+                            .out_rows = rows,
+                            .logits = logits};
+    if (!cpu || !gpu) goto done;
+    enum lopad_status st = lp_forward_scores(gpu, &b, sg);
+    CHECK_MSG(st == LOPAD_OK, "%s: GPU lp_forward_scores: %s", name, lopad_errmsg());
+    CHECK(lp_forward_scores(cpu, &b, sc) == LOPAD_OK);
+    CHECK(lopad_forward(gpu, &b) == LOPAD_OK);
+    if (st) goto done;
+    double worst_self = 0, worst_cpu = 0;
+    for (int t = 0; t < N; t++) {
+        const struct lp_row_scores r = ref_scores(logits + (size_t)t * V, V);
+        const float g[4] = {sg[t].pmax, sg[t].margin, sg[t].negent, sg[t].logsumexp};
+        const float rr[4] = {r.pmax, r.margin, r.negent, r.logsumexp};
+        const float c[4] = {sc[t].pmax, sc[t].margin, sc[t].negent, sc[t].logsumexp};
+        for (int f = 0; f < 4; f++) { /* pmax, margin, negent, logsumexp */
+            double ds = fabs(g[f] - rr[f]) / (1 + fabs(rr[f]));
+            double dc = fabs(g[f] - c[f]) / (1 + fabs(c[f]));
+            if (!(ds <= worst_self)) worst_self = ds;
+            if (!(dc <= worst_cpu)) worst_cpu = dc;
+        }
+        if (r.margin > 1e-3)
+            CHECK_MSG(sg[t].argmax == r.argmax, "%s row %d: argmax %d vs %d of the logits", name, t,
+                      sg[t].argmax, r.argmax);
+        if (sc[t].margin > 5e-2)
+            CHECK_MSG(sg[t].argmax == sc[t].argmax, "%s row %d: argmax %d vs CPU %d", name, t,
+                      sg[t].argmax, sc[t].argmax);
+    }
+    fprintf(stderr, "    %-44s scores vs own logits %.3g, vs CPU %.3g\n", name, worst_self,
+            worst_cpu);
+    CHECK_MSG(worst_self <= 1e-4, "%s: fused scores differ from the logits' by %.3g", name,
+              worst_self);
+    CHECK_MSG(worst_cpu <= 2e-2, "%s: GPU scores differ from the CPU's by %.3g", name, worst_cpu);
+done:
+    free(logits);
+    lopad_ctx_free(gpu);
+    lopad_ctx_free(cpu);
+}
+
+static void test_head_scores(void) {
+    lopad_model *m = load("tiny-dream");
+    if (m) scores_case(m, "tiny-dream");
+    lopad_model_free(m);
+    m = NULL;
+    CHECK(lp_model_synthetic("tiny-llada", LOPAD_TYPE_Q8_0, 9, &m) == LOPAD_OK);
+    if (m) scores_case(m, "synthetic tiny-llada q8_0");
+    lopad_model_free(m);
+}
+
 /* ------------------------------------------- Dream-7B shape, 2 layers */
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
@@ -478,6 +578,7 @@ int main(void) {
     (void)test_fixture_logits;
     (void)test_synthetic_logits;
     (void)test_kv_ops;
+    (void)test_head_scores;
     (void)test_dream7b_shape;
     fprintf(stderr, "SKIP: built without CUDA (-DLOPAD_CUDA=ON): no GPU cases\n");
     return test_report();
@@ -504,6 +605,7 @@ int main(void) {
     TEST_RUN(test_fixture_logits);
     TEST_RUN(test_synthetic_logits);
     TEST_RUN(test_kv_ops);
+    TEST_RUN(test_head_scores);
     TEST_RUN(test_dream7b_shape);
     return test_report();
 #endif

@@ -23,6 +23,7 @@
 #include <cuda_runtime_api.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include "../../core/types.h"
@@ -247,11 +248,12 @@ struct lp_cuda {
     struct cuda_weights *w;
     struct lp_backend_limits lim;
     int n_rows_max;
-    uint16_t *xb;       /* (n_rows_max, max_n_in) bf16 GEMM input */
-    struct idbuf ids;   /* get_rows ids */
-    struct idbuf pos;   /* RoPE positions */
-    struct idbuf tok;   /* attention (n_tokens, 3): seq range, block id */
-    int32_t *tok_build; /* host (n_rows_max, 3) */
+    uint16_t *xb;               /* (n_rows_max, max_n_in) bf16 GEMM input */
+    lp_cuda_row_scores *scores; /* (n_rows_max) fused-head results before download */
+    struct idbuf ids;           /* get_rows ids */
+    struct idbuf pos;           /* RoPE positions */
+    struct idbuf tok;           /* attention (n_tokens, 3): seq range, block id */
+    int32_t *tok_build;         /* host (n_rows_max, 3) */
     enum lopad_status err;
     char errmsg[256];
 };
@@ -414,6 +416,67 @@ static void cu_matmul(void *ctx, const struct lp_weight *w, const float *bias, c
     if (bd) cu_check(cu, lp_cuda_add_bias(y, bd, n_rows, m, cu->stream), "bias add");
 }
 
+/* the kernels write struct lp_row_scores as lp_cuda_row_scores: same layout */
+_Static_assert(sizeof(struct lp_row_scores) == sizeof(lp_cuda_row_scores) &&
+                   offsetof(struct lp_row_scores, argmax) == offsetof(lp_cuda_row_scores, argmax) &&
+                   offsetof(struct lp_row_scores, pmax) == offsetof(lp_cuda_row_scores, pmax) &&
+                   offsetof(struct lp_row_scores, margin) == offsetof(lp_cuda_row_scores, margin) &&
+                   offsetof(struct lp_row_scores, negent) == offsetof(lp_cuda_row_scores, negent) &&
+                   offsetof(struct lp_row_scores, logsumexp) ==
+                       offsetof(lp_cuda_row_scores, logsumexp),
+               "lp_cuda_row_scores must match struct lp_row_scores");
+
+/* Any scratch works (the vocabulary is walked in chunks that fit); this much
+ * keeps the chunks from getting silly. */
+static size_t cu_head_scores_scratch(int64_t n_vocab, int n_rows) {
+    return (size_t)n_rows * (64 + 16);
+}
+
+/* The fused output head: logits of vocabulary chunks (as big as the device
+ * scratch allows) into scratch, folded into per-row scores on the device; only
+ * the scores go to the host. */
+static void cu_head_scores(void *ctx, const struct lp_weight *w, const float *x, int n_rows,
+                           float *scratch, size_t scratch_floats, struct lp_row_scores *out) {
+    struct lp_cuda *cu = ctx;
+    if (n_rows <= 0) return;
+    const uint16_t *wd = cu_weight(cu, w->data, w->name);
+    if (!wd) return;
+    const size_t state = (size_t)n_rows * 64; /* LP_CUDA_SCORES_STATE per row, 256 B aligned */
+    if (n_rows > cu->n_rows_max || w->n_in > cu->lim.max_n_in || w->n_out > INT32_MAX ||
+        scratch_floats < state + (size_t)n_rows) {
+        cu_record(cu, LOPAD_ERR_ARG, "cuda: head scores %s: %d rows do not fit the scratch",
+                  w->name ? w->name : "?", n_rows);
+        return;
+    }
+    const int k = (int)w->n_in, n_vocab = (int)w->n_out;
+    int64_t vc = (int64_t)((scratch_floats - state) / (size_t)n_rows);
+    if (vc > n_vocab) vc = n_vocab;
+    if (vc > 64) vc &= ~(int64_t)63; /* aligned chunk starts */
+    float *z = scratch + state;
+    if (!cu_check(cu, lp_cuda_f32_to_bf16(x, cu->xb, (int64_t)n_rows * k, cu->stream),
+                  "head input to bf16"))
+        return;
+    const float one = 1.0f, zero = 0.0f;
+    for (int v0 = 0; v0 < n_vocab; v0 += (int)vc) {
+        const int nv = (int)LP_MIN(vc, (int64_t)(n_vocab - v0));
+        /* z (n_rows, nv) = x W[v0 : v0 + nv]^T */
+        cublasStatus_t bs =
+            cublasGemmEx(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, nv, n_rows, k, &one,
+                         wd + (size_t)v0 * k, CUDA_R_16BF, k, cu->xb, CUDA_R_16BF, k, &zero, z,
+                         CUDA_R_32F, nv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (bs != CUBLAS_STATUS_SUCCESS) {
+            cu_record(cu, LOPAD_ERR_UNSUPPORTED, "cuda: cublasGemmEx for head chunk: status %d",
+                      (int)bs);
+            return;
+        }
+        if (!cu_check(cu, lp_cuda_scores_chunk(z, n_rows, nv, v0, v0 == 0, scratch, cu->stream),
+                      "head scores chunk"))
+            return;
+    }
+    if (cu_check(cu, lp_cuda_scores_final(scratch, n_rows, cu->scores, cu->stream), "head scores"))
+        cu_download(cu, out, cu->scores, sizeof(lp_cuda_row_scores) * (size_t)n_rows);
+}
+
 static void cu_rmsnorm(void *ctx, const float *x, const float *weight, float eps, int n_rows, int n,
                        float *y) {
     struct lp_cuda *cu = ctx;
@@ -488,6 +551,7 @@ static void cu_free(void *ctx) {
     if (cu->blas) cublasDestroy(cu->blas);
     if (cu->blas_ws) cudaFree(cu->blas_ws);
     if (cu->xb) cudaFree(cu->xb);
+    if (cu->scores) cudaFree(cu->scores);
     idbuf_free(&cu->ids);
     idbuf_free(&cu->pos);
     idbuf_free(&cu->tok);
@@ -511,6 +575,8 @@ static const struct lp_backend_ops cuda_ops = {
     .rmsnorm = cu_rmsnorm,
     .rope = cu_rope,
     .attention = cu_attention,
+    .head_scores = cu_head_scores,
+    .head_scores_scratch = cu_head_scores_scratch,
     .silu_mul = cu_silu_mul,
     .add = cu_add,
 };
@@ -585,6 +651,12 @@ enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
     if ((e = cudaMalloc((void **)&cu->xb, (size_t)xb_bytes)) != cudaSuccess) {
         cu->xb = NULL;
         st = cuda_fail(e, "GEMM input scratch");
+        goto fail;
+    }
+    if ((e = cudaMalloc((void **)&cu->scores, sizeof(lp_cuda_row_scores) * (size_t)n_rows_max)) !=
+        cudaSuccess) {
+        cu->scores = NULL;
+        st = cuda_fail(e, "head scores");
         goto fail;
     }
     cu->tok_build = lp_malloc((size_t)n_rows_max * 3 * sizeof(int32_t), "cuda token info");

@@ -61,6 +61,20 @@ struct lp_cuda_attn_args {
 };
 int lp_cuda_attention(const struct lp_cuda_attn_args *a, lp_cuda_stream s);
 
+/* head_scores.cu: the fused output head's per-row scores (struct lp_row_scores's
+ * layout; cuda_backend.c checks they match). */
+typedef struct lp_cuda_row_scores {
+    int32_t argmax;
+    float pmax, margin, negent, logsumexp;
+} lp_cuda_row_scores;
+#define LP_CUDA_SCORES_STATE 8 /* floats of per-row state */
+/* Fold the logits z (n_rows, vc) of vocabulary ids [v0, v0 + vc) into state
+ * (n_rows, LP_CUDA_SCORES_STATE), initialising it when first. */
+int lp_cuda_scores_chunk(const float *z, int n_rows, int vc, int v0, int first, float *state,
+                         lp_cuda_stream s);
+/* out[t] = the scores of state row t, t < n_rows (device memory). */
+int lp_cuda_scores_final(const float *state, int n_rows, lp_cuda_row_scores *out, lp_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
