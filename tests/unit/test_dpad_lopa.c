@@ -2,7 +2,8 @@
  * test_dpad_lopa.c - DPad suffix dropout composed with LoPA on Fast-dLLM
  * (`--decoder fast --lopa K --dpad`, src/decode/lopa.c) and refused with D2F:
  *   - golden cases of tools/ref/dpad_lopa.py (tests/fixtures/dpad_lopa: fake predictor
- *     with a KV cache, LLaDA and Dream, cache none / prefix / dual, K = 0, 2, 3): the
+ *     with a KV cache, LLaDA and Dream, cache none / prefix / dual, K = 0, 2, 3; the tiny
+ *     models through the real engine, K = 2, every cache mode): the
  *     canvas, NFE, the winner of every iteration, and the fed positions of every
  *     sequence of every forward = [from, block end) ++ the block's kept set (the same
  *     for every branch, original position ids; the block alone in dual steps);
@@ -75,6 +76,7 @@ static void dl_wrap(struct lp_engine *e, struct dl_spy *s) {
 /* ---------------------------------------------------------- fixtures */
 
 struct dlfix {
+    char model[32]; /* fake-llada | fake-dream | tiny-llada | tiny-dream */
     int shift, eos_from;
     int32_t prompt[16];
     int n_prompt;
@@ -106,9 +108,10 @@ static bool dl_load(const char *path, struct dlfix *fx) {
         const char *k = line;
         char *v = sp + 1;
         struct lp_decode_request *rq = &fx->rq;
-        if (!strcmp(k, "model"))
+        if (!strcmp(k, "model")) {
+            snprintf(fx->model, sizeof fx->model, "%s", v);
             fx->shift = strstr(v, "dream") != NULL;
-        else if (!strcmp(k, "eos_from"))
+        } else if (!strcmp(k, "eos_from"))
             fx->eos_from = atoi(v);
         else if (!strcmp(k, "prompt"))
             fx->n_prompt = df_list(v, fx->prompt, 16);
@@ -205,15 +208,11 @@ static int dl_check_feeds(const char *name, const struct dlfix *fx, const struct
     return bad;
 }
 
-/* run fx (tweak: serial / small batch); compare canvas, nfe, winners, feeds */
-static int dl_run_case(const char *name, const struct dlfix *fx, int mode) {
-    struct lp_engine e;
-    static struct dfake f;
-    df_engine(&e, &f, fx->shift, fx->eos_from);
-    if (mode == 2) e.n_batch_max = fx->n_prompt + fx->rq.gen_len; /* one canvas per call */
-    dl_wrap(&e, &g_spy);
+/* run fx on e (wrapped by g_spy); compare canvas, nfe, winners, feeds (mode 0) */
+static int dl_run_engine(const char *name, const struct dlfix *fx, int mode,
+                         const struct lp_engine *e) {
     lp_decoder *d = NULL;
-    enum lopad_status st = lp_decode_start(&e, &fx->rq, &d);
+    enum lopad_status st = lp_decode_start(e, &fx->rq, &d);
     CHECK_MSG(st == LOPAD_OK, "%s: %s", name, lopad_errmsg());
     if (st != LOPAD_OK) return 1;
     if (mode == 1) lp_lopa_set_serial(d, true);
@@ -254,6 +253,40 @@ static int dl_run_case(const char *name, const struct dlfix *fx, int mode) {
     return bad;
 }
 
+/* run fx (mode 0: batched, 1: one forward per branch, 2: an engine batch of one canvas)
+ * on the fake or a tiny model; compare canvas, nfe, winners, feeds */
+static int dl_run_case(const char *name, const struct dlfix *fx, int mode) {
+    struct lp_engine e;
+    static struct dfake f;
+    lopad_model *m = NULL;
+    lopad_ctx *c = NULL;
+    const int L = fx->n_prompt + fx->rq.gen_len;
+    if (!strncmp(fx->model, "tiny-", 5)) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", LOPAD_SOURCE_DIR, fx->model);
+        enum lopad_status st = lopad_model_load(dir, NULL, &m);
+        CHECK_MSG(st == LOPAD_OK, "load %s: %s", dir, lopad_errmsg());
+        if (st != LOPAD_OK) return 1;
+        int nb = (fx->rq.lopa + 1) * L;
+        struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = nb, .n_threads = 1};
+        st = lopad_ctx_new(m, &cp, &c);
+        CHECK_MSG(st == LOPAD_OK, "ctx: %s", lopad_errmsg());
+        if (st != LOPAD_OK) {
+            lopad_model_free(m);
+            return 1;
+        }
+        lp_engine_from_ctx(&e, m, c, L, nb);
+        CHECK(e.hp.shift_logits == (bool)fx->shift);
+    } else {
+        df_engine(&e, &f, fx->shift, fx->eos_from);
+    }
+    if (mode == 2) e.n_batch_max = L; /* one canvas per call: groups of branches */
+    dl_wrap(&e, &g_spy);
+    int bad = dl_run_engine(name, fx, mode, &e);
+    lopad_ctx_free(c);
+    lopad_model_free(m);
+    return bad;
+}
 static void dl_case(const char *name, const char *path) {
     static struct dlfix fx;
     CHECK_MSG(dl_load(path, &fx), "%s readable", name);
@@ -283,7 +316,7 @@ static void test_golden(void) {
         snprintf(path, sizeof path, "%s/%s", DL_FIX_DIR, names[i]);
         dl_case(names[i], path);
     }
-    CHECK_MSG(n_golden >= 18, "found %d fixtures in %s", n_golden, DL_FIX_DIR);
+    CHECK_MSG(n_golden >= 24, "found %d fixtures in %s", n_golden, DL_FIX_DIR);
     CHECK(n_dropped > 0);            /* DPad dropped something */
     CHECK(n_multi_branch_feeds > 0); /* and branches fed the kept set together */
 }

@@ -24,10 +24,13 @@ Written from spec/ALGORITHMS.md sections 2, 3 and 5 and lopad's decisions
     anchor's i-th most confident masked block position (i < K);
   - early stop: a finished block holding EOS fills the rest with EOS and ends.
 
-Model: the fake predictor with a KV cache of tests/unit/test_d2f.c (`dfake`; the same
+Models: the fake predictor with a KV cache of tests/unit/test_d2f.c (`dfake`; the same
 row formula as FakeCached in tools/ref/d2f_lopa.py): a cached row's K/V is its
 (token, position); a row's logits hash the pairs it sees: the visible cached rows
-plus every fed row of its own sequence.
+plus every fed row of its own sequence. And the tiny fixture models with a real K/V
+cache in float64 (tools/ref/fast_dllm.py TinyEngine; each branch is its own call, so
+no branch sees another's rows); their prompt is the first of RandomState(3000 + i)
+whose decisions all have a margin > 1e-3.
 
 Each fixture records the kept set of every block and, per forward, the fed span of
 its sequences (`from-eb+n_kept`, all sequences alike) and n_cache; min_margin is the
@@ -244,24 +247,53 @@ def cases():
     return out
 
 
+def tiny_cases():
+    out = []
+    for fam in ("llada", "dream"):
+        for cache in ("none", "prefix", "dual"):
+            out.append(("tiny-%s-%s-lopa2" % (fam, cache), fam,
+                        dict(gen=16, block=4, cache=cache, threshold=0.3, confidence="auto",
+                             early_stop=0, lopa=2, dpad=1, dpad_window=8, dpad_sigma=3.0,
+                             dpad_scale=1.6, seed=7)))
+    return out
+
+
+def run(eng, prompt, c):
+    return lopa_fast_generate(eng, prompt, c["gen"], c["block"], c["cache"], c["threshold"],
+                              c["confidence"], bool(c["early_stop"]), c["lopa"],
+                              (c["dpad_window"], c["dpad_sigma"], c["dpad_scale"]), c["seed"])
+
+
 def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     outdir = os.path.join(root, "tests", "fixtures", "dpad_lopa")
     os.makedirs(outdir, exist_ok=True)
     eos_from = 5 + 14
+    todo = []
     for name, shift, c in cases():
-        eng = FakeEngine(bool(shift), eos_from)
-        r = lopa_fast_generate(eng, PROMPT, c["gen"], c["block"], c["cache"], c["threshold"],
-                               c["confidence"], bool(c["early_stop"]), c["lopa"],
-                               (c["dpad_window"], c["dpad_sigma"], c["dpad_scale"]),
-                               c["seed"])
+        r = run(FakeEngine(bool(shift), eos_from), PROMPT, c)
         assert r["margin"] > 1e-6, (name, r["margin"])
+        todo.append((name, "fake-%s" % ("dream" if shift else "llada"), eos_from, PROMPT, c, r))
+    if "--no-tiny" not in sys.argv:
+        for name, fam, c in tiny_cases():
+            best = None
+            for ps in range(40):
+                prompt = [int(t) for t in np.random.RandomState(3000 + ps).randint(0, 256, 6)]
+                r = run(F.TinyEngine(os.path.abspath(root), "tiny-" + fam), prompt, c)
+                if best is None or r["margin"] > best[1]["margin"]:
+                    best = (prompt, r)
+                if r["margin"] > 1e-3:
+                    break
+            prompt, r = best
+            assert r["margin"] > 2e-4, (name, r["margin"])
+            todo.append((name, "tiny-" + fam, 1 << 30, prompt, c, r))
+    for name, model, eos_from, prompt, c, r in todo:
         with open(os.path.join(outdir, name + ".txt"), "w") as f:
             f.write("# golden LoPA-on-Fast-dLLM + DPad case, written by "
                     "tools/ref/dpad_lopa.py (do not edit)\n")
-            f.write("model fake-%s\n" % ("dream" if shift else "llada"))
+            f.write("model %s\n" % model)
             f.write("eos_from %d\n" % eos_from)
-            f.write("prompt %s\n" % ",".join(str(t) for t in PROMPT))
+            f.write("prompt %s\n" % ",".join(str(t) for t in prompt))
             for k in ("gen", "block", "cache", "threshold", "confidence", "early_stop", "lopa",
                       "dpad", "dpad_window", "dpad_sigma", "dpad_scale", "seed"):
                 f.write("%s %s\n" % (k, c[k]))
