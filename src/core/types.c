@@ -8,6 +8,22 @@
 
 #include <math.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LP_TYPES_X86 1
+/* Fast paths below give bitwise the results of the scalar loops they replace;
+ * inputs they would treat differently (NaN / inf) take the scalar loop. */
+static bool cpu_avx2_f16c(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    }
+    return have;
+}
+#endif
+
 /* ---- IEEE binary16 ---- */
 
 float lp_f16_to_f32(lp_half h) {
@@ -67,9 +83,36 @@ static void f32_from_float(const float *src, void *dst, int64_t n) {
 
 /* sources in a mapping may be unaligned for 2-byte loads only in malformed
  * files; bind checks alignment, but memcpy keeps these safe regardless */
+#ifdef LP_TYPES_X86
+/* F16C, 8 at a time; a group with an inf/NaN (exponent 31) goes through
+ * lp_f16_to_f32, which keeps NaN payloads unquieted */
+__attribute__((target("avx2,f16c"))) static int64_t f16_to_float_f16c(const uint8_t *s, float *dst,
+                                                                      int64_t n) {
+    int64_t i = 0;
+    const __m128i e31 = _mm_set1_epi16(0x7c00);
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(h, e31), e31))) {
+            for (int k = 0; k < 8; k++) {
+                lp_half v;
+                memcpy(&v, s + 2 * (i + k), 2);
+                dst[i + k] = lp_f16_to_f32(v);
+            }
+            continue;
+        }
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+    return i;
+}
+#endif
+
 static void f16_to_float(const void *src, float *dst, int64_t n) {
     const uint8_t *s = src;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i0 = 0;
+#ifdef LP_TYPES_X86
+    if (cpu_avx2_f16c()) i0 = f16_to_float_f16c(s, dst, n);
+#endif
+    for (int64_t i = i0; i < n; i++) {
         lp_half h;
         memcpy(&h, s + 2 * i, 2);
         dst[i] = lp_f16_to_f32(h);
@@ -110,11 +153,64 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n) {
     }
 }
 
+#ifdef LP_TYPES_X86
+/* One block of q8_0_from_float with AVX2: the same amax, d, id and products;
+ * roundf (half away from zero) as trunc + a +-1 step where |frac| >= 0.5, exact.
+ * Returns false, writing nothing, for a block with an inf or NaN. */
+__attribute__((target("avx2,fma"))) static bool q8_0_block_avx2(const float *x, lp_block_q8_0 *b) {
+    __m256 v[4], am = _mm256_setzero_ps();
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        const __m256 a = _mm256_and_ps(v[k], absm);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* inf or NaN */
+        am = _mm256_max_ps(am, a);
+    }
+    if (bad) return false;
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (!(id < INFINITY)) return false; /* 1/d overflows (tiny amax): 0 * inf = NaN there */
+    b->d = lp_f32_to_f16(d);
+    const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
+    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(127.0f);
+    const __m256 sgn = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) {
+        const __m256 p = _mm256_mul_ps(v[k], vid);
+        const __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 fr = _mm256_and_ps(_mm256_sub_ps(p, t), absm);
+        const __m256 step = _mm256_and_ps(_mm256_cmp_ps(fr, half, _CMP_GE_OQ),
+                                          _mm256_or_ps(one, _mm256_and_ps(p, sgn)));
+        __m256 r = _mm256_add_ps(t, step);
+        r = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), _mm256_min_ps(lim, r));
+        q[k] = _mm256_cvttps_epi32(r);
+    }
+    /* 32 int32 -> 32 int8 in order */
+    __m256i w01 = _mm256_packs_epi32(q[0], q[1]), w23 = _mm256_packs_epi32(q[2], q[3]);
+    __m256i bb = _mm256_packs_epi16(w01, w23);
+    bb = _mm256_permutevar8x32_epi32(bb, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)b->qs, bb);
+    return true;
+}
+#endif
+
 /* scale = max|x| / 127, q = round(x / scale) */
 static void q8_0_from_float(const float *src, void *dst, int64_t n) {
     lp_block_q8_0 *b = dst;
+#ifdef LP_TYPES_X86
+    const bool fast = cpu_avx2_f16c();
+#endif
     for (int64_t i = 0; i < n / LP_QK8_0; i++) {
         const float *x = src + i * LP_QK8_0;
+#ifdef LP_TYPES_X86
+        if (fast && q8_0_block_avx2(x, &b[i])) continue;
+#endif
         float amax = 0.0f;
         for (int j = 0; j < LP_QK8_0; j++)
             amax = fmaxf(amax, fabsf(x[j]));

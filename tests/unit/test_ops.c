@@ -311,6 +311,60 @@ static void test_get_rows(void) {
     }
 }
 
+/* ------------------------------------------------- types.c fast paths */
+
+/* q8_0_from_float's scalar definition, to hold the SIMD fast path to it */
+static void q8_0_ref(const float *x, lp_block_q8_0 *b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = lp_f32_to_f16(d);
+    for (int j = 0; j < 32; j++)
+        b->qs[j] = (int8_t)fmaxf(-127.0f, fminf(127.0f, roundf(x[j] * id)));
+}
+
+static void test_types_fast_paths(void) {
+    /* every f16 bit pattern (NaN payloads included) through F16 to_float */
+    static lp_half h[65536];
+    static float f[65536];
+    for (int i = 0; i < 65536; i++)
+        h[i] = (lp_half)i;
+    lp_type_traits(LOPAD_TYPE_F16)->to_float(h, f, 65536);
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        float r = lp_f16_to_f32(h[i]);
+        bad += memcmp(&r, &f[i], 4) != 0;
+    }
+    CHECK_MSG(bad == 0, "F16 to_float: %d patterns differ from lp_f16_to_f32", bad);
+    /* Q8_0 from_float: random blocks, exact .5 ties, zeros, huge, tiny, inf, NaN */
+    enum { NB = 4000 };
+    static float x[NB * 32];
+    static lp_block_q8_0 got[NB], want[NB];
+    for (int i = 0; i < NB * 32; i++)
+        x[i] = frand() * (i % 7 == 0 ? 1e-30f : i % 11 == 0 ? 3e30f : 4.0f);
+    for (int j = 0; j < 32; j++) {
+        x[j] = (float)(j - 16) * 0.5f * (127.0f / 8.0f) / 127.0f * 2.0f; /* many ties */
+        x[32 + j] = 0.0f;
+        x[64 + j] = j == 5 ? INFINITY : 1.0f;
+        x[96 + j] = j == 9 ? NAN : -1.0f;
+        x[128 + j] = (j & 1) ? -0.0f : 1e-40f;
+    }
+    lp_type_traits(LOPAD_TYPE_Q8_0)->from_float(x, got, (int64_t)NB * 32);
+    for (int i = 0; i < NB; i++)
+        q8_0_ref(x + i * 32, &want[i]);
+    bad = 0;
+    for (int i = 0; i < NB; i++)
+        if (memcmp(&got[i], &want[i], sizeof got[i]) != 0 && bad++ < 3) {
+            fprintf(stderr, "block %d: d %04x/%04x\n", i, got[i].d, want[i].d);
+            for (int j = 0; j < 32; j++)
+                if (got[i].qs[j] != want[i].qs[j])
+                    fprintf(stderr, "  x %a: %d vs %d\n", x[i * 32 + j], got[i].qs[j],
+                            want[i].qs[j]);
+        }
+    CHECK_MSG(bad == 0, "Q8_0 from_float: %d blocks differ from the scalar definition", bad);
+}
+
 /* ------------------------------------------------------------ head scores */
 
 /* scores of one logit row, in double */
@@ -654,6 +708,7 @@ int main(void) {
     TEST_RUN(test_matmul);
     TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
+    TEST_RUN(test_types_fast_paths);
     TEST_RUN(test_head_scores);
     TEST_RUN(test_forward_scores);
     TEST_RUN(test_rmsnorm);
