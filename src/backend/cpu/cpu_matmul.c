@@ -1,12 +1,19 @@
 /*
- * cpu_matmul.c - y = x W^T with W in its stored type, and embedding row gather.
+ * cpu_matmul.c - y = x W^T with W in its stored type, the output head fused with
+ * the confidence scores, and embedding row gather.
  *
- * GEMM layout (all kernel levels): a task owns LP_MM_MB consecutive weight rows
- * (split by output, so threads never share an output). For each K block of
- * LP_MM_KC columns it packs its rows into panels of 16 rows, column-interleaved
- * ([k][16 rows]), then sweeps every activation row group against them with a
- * register-blocked outer-product micro-kernel (one weight vector per panel x a
- * broadcast activation per row). Partial sums are kept in y between K blocks.
+ * GEMM layout (all kernel levels): a task owns LP_MM_MB (96) consecutive weight
+ * rows (split by output, so threads never share an output). For each K block of
+ * LP_MM_KC (256) columns it stages its weight rows row-major (converted to f32,
+ * staged as s8 + scales for the int8 path, read in place for BF16), and the
+ * activation rows are packed transposed in groups of 16 ([k][16 rows]). The
+ * register-blocked micro-kernels broadcast one weight element per weight row and
+ * multiply it into 1-2 activation vectors: 12 weight rows x 32 activation rows
+ * (24 zmm accumulators) for f32 / bf16, 6 x 32 for int8. Accumulators for up to
+ * LP_MM_TC (256) activation rows stay in per-thread scratch across K blocks and
+ * go to y (+ bias) at the end. The f32 path packs activations per task (cheap
+ * next to 96 weight rows); the bf16 / int8 paths round / quantise and pack each
+ * 256-row chunk of activations once per call into a shared buffer first.
  *
  * Numerics, per output (t, o), identical whatever the tiling, the thread count
  * or the other rows fed:
@@ -14,13 +21,15 @@
  *    exactly to f32 (the values of to_float); acc = fmaf(w[o][k], x[t][k], acc)
  *    for k = 0, 1, ..., n_in-1 from acc = 0, then + bias. Scalar, AVX2 and
  *    AVX-512 kernels are bitwise equal.
- *  - bf16 path (level 3, BF16 weights with n_in >= LP_MM_DOT_MIN_K, AVX512-BF16): activations
- * rounded to bf16 (nearest-even) per row; vdpbf16ps accumulates the exact products of pairs (k,
- * k+1) into an f32 accumulator in k order; then + bias.
- *  - int8 path (level 3, Q8_0/Q4_0 weights with n_in >= LP_MM_DOT_MIN_K, AVX512-VNNI): each
- * activation row is quantised per 32-block like llama.cpp's q8_0 (d = amax/127, q = rne(x/d)), the
- * block's integer dot product is exact, and acc = fmaf((float)isum, d_w * d_x, acc) block after
- * block; then + bias.
+ *  - bf16 path (level 3, BF16 weights with n_in >= LP_MM_DOT_MIN_K, AVX512-BF16):
+ *    activations rounded to bf16 (nearest-even); vdpbf16ps accumulates the
+ *    exact products of pairs (k, k+1) into an f32 accumulator in k order; + bias.
+ *    Error bound per output: sum_k |w_k x_k| 2^-9 (tested).
+ *  - int8 path (level 3, Q8_0/Q4_0 weights with n_in >= LP_MM_DOT_MIN_K,
+ *    AVX512-VNNI): each activation row is quantised per 32-block like llama.cpp's
+ *    q8_0 x q8_0 (d = amax/127, q = rne(x/d)), the block's integer dot product is
+ *    exact, and acc = fmaf((float)isum, d_x * d_w, acc) block after block; + bias.
+ *    Error bound: sum over blocks of (amax_b / 254) sum_k |w_k| (tested).
  */
 #include "cpu_internal.h"
 
