@@ -41,16 +41,17 @@ def flops(L, T, P):
     per_tok = 2 * (E * H * HD * 2 + E * HKV * HD * 2 + 3 * E * F)
     return L * (per_tok * T + 4.0 * H * HD * T * (P + T)) + 2.0 * E * V * T
 fw = [r for r in rows if r["impl"] in ("lopad", "torch")]
-print("\n%-6s %-5s %6s %6s %7s %10s %10s %9s %9s" % ("impl", "type", "layers", "tokens",
-      "prefix", "wall ms", "cpu ms", "GFLOP/s", "vs torch"))
+print("\n%-6s %-7s %6s %6s %6s %10s %10s %9s %9s %9s" % ("impl", "type", "layers", "tokens",
+      "prefix", "wall ms", "cpu ms", "GF/cpu-s", "wall vs", "cpu vs"))
 for r in fw:
     tr = [x for x in fw if x["impl"] == "torch" and x["tokens"] == r["tokens"]]
     rel = tr[0]["ms"] / r["ms"] if tr else float("nan")
-    print("%-6s %-5s %6d %6d %7d %10.1f %10.1f %9.1f %8.2fx" % (r["impl"], r["type"], r["layers"],
-          r["tokens"], r["prefix"], r["ms"], r["cpu_ms"],
-          flops(r["layers"], r["tokens"], r["prefix"]) / r["ms"] / 1e6, rel))
-print("(GFLOP/s from wall time; 'vs torch' = torch wall ms / this wall ms. On a shared machine"
-      "\n compare cpu ms: with 1 thread it is the time on an otherwise idle core.)")
+    relc = tr[0]["cpu_ms"] / r["cpu_ms"] if tr else float("nan")
+    print("%-6s %-7s %6d %6d %6d %10.1f %10.1f %9.1f %8.2fx %8.2fx" % (r["impl"], r["type"],
+          r["layers"], r["tokens"], r["prefix"], r["ms"], r["cpu_ms"],
+          flops(r["layers"], r["tokens"], r["prefix"]) / r["cpu_ms"] / 1e6, rel, relc))
+print("(GF/cpu-s: GFLOP per CPU-second of the process; 'vs' = torch time / this time. On a"
+      "\n shared machine compare CPU time: with 1 thread it is the time on an otherwise idle core.)")
 for r in rows:
     if r["impl"] == "torch-matmul":
         print("\ntorch %s %s matmul %s: %.1f GFLOP/s wall, %.1f per CPU-second; libraries: %s"
