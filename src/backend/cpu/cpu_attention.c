@@ -169,28 +169,6 @@ static void att_task(void *arg, int task, int tid) {
 #ifdef LP_HAVE_X86
 #define TA __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,avx512bw")))
 
-/* exp(x) for f32 lanes: 2^n * p(r), r = x - n ln2 in two parts, degree-6
- * polynomial (relative error ~2 ulp); exp(-inf) = 0, large x saturate to inf. */
-TA static inline __m512 exp512(__m512 x) {
-    const __m512 hi = _mm512_set1_ps(88.7228f), lo = _mm512_set1_ps(-104.0f);
-    x = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    /* 2^n in two steps so n down to -150 stays representable */
-    const __m512 n1 = _mm512_roundscale_ps(_mm512_mul_ps(n, _mm512_set1_ps(0.5f)),
-                                           _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    return _mm512_scalef_ps(_mm512_scalef_ps(p, n1), _mm512_sub_ps(n, n1));
-}
-
 TA static void att_task_512(void *arg, int task, int tid) {
     struct att_job *j = arg;
     const struct lp_attn_desc *a = j->a;
@@ -330,8 +308,8 @@ TA static void att_task_512(void *arg, int task, int tid) {
                 const float m_new = mt > m[v] ? mt : m[v];
                 const float corr = expf(m[v] - m_new); /* exp(-inf) = 0 on the first tile */
                 const __m512 mn = _mm512_set1_ps(m_new);
-                a0 = exp512(_mm512_sub_ps(a0, mn)); /* hidden: exp(-inf) = 0 */
-                a1 = exp512(_mm512_sub_ps(a1, mn));
+                a0 = lp_exp512(_mm512_sub_ps(a0, mn)); /* hidden: exp(-inf) = 0 */
+                a1 = lp_exp512(_mm512_sub_ps(a1, mn));
                 a0 = _mm512_maskz_mov_ps(mk0, a0);
                 a1 = _mm512_maskz_mov_ps(mk1, a1);
                 l[v] = l[v] * corr + _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));

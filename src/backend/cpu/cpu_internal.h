@@ -73,6 +73,32 @@ typedef void (*lp_axpby_fn)(float *y, float c, float p, const float *x, int n);
 void lp_cpu_axpby_scalar(float *y, float c, float p, const float *x, int n);
 void lp_cpu_axpby_avx2(float *y, float c, float p, const float *x, int n);
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+/* exp(x) for f32 lanes: 2^n * p(r), r = x - n ln2 in two parts, degree-6
+ * polynomial (relative error ~2 ulp); exp(-inf) = 0, large x saturate to inf. */
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,avx512bw"))) static inline __m512
+lp_exp512(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.7228f), lo = _mm512_set1_ps(-104.0f);
+    x = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    /* 2^n in two steps so n down to -150 stays representable */
+    const __m512 n1 = _mm512_roundscale_ps(_mm512_mul_ps(n, _mm512_set1_ps(0.5f)),
+                                           _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    return _mm512_scalef_ps(_mm512_scalef_ps(p, n1), _mm512_sub_ps(n, n1));
+}
+#endif
+
 void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
                    int n_rows, float *y);
 void lp_cpu_head_scores(void *ctx, const struct lp_weight *w, const float *x, int n_rows,

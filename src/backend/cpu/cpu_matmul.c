@@ -956,16 +956,20 @@ static void sc_chunk(struct mm_job *j, int r, void *ud) {
     (void)ud;
 }
 
-/* Fold logits z (stride TC, vocab ids id0, id0+1, ...) of one row into a state. */
-static void fold_scalar(const float *z, int n, int id0, float *st) {
-    float m = st[0], S = st[1], Z = st[2], v1 = st[3], v2 = st[4];
-    int32_t i1, i2;
-    memcpy(&i1, st + 5, 4);
-    memcpy(&i2, st + 6, 4);
+struct fold_state {
+    float m[TC], S[TC], Z[TC], v1[TC], v2[TC];
+    int32_t i1[TC], i2[TC];
+};
+
+/* Fold logits z (stride TC, vocab ids id0, id0+1, ...) of row t into its state:
+ * one rescale per tile to the tile's max, then exp(z - m) summed in order. */
+static void fold_scalar(const float *z, int n, int id0, struct fold_state *f, int t) {
+    float m = f->m[t], S = f->S[t], Z = f->Z[t], v1 = f->v1[t], v2 = f->v2[t];
+    int32_t i1 = f->i1[t], i2 = f->i2[t];
     float mt = -INFINITY;
     for (int r = 0; r < n; r++)
         if (z[(size_t)r * TC] > mt) mt = z[(size_t)r * TC];
-    if (mt > m) { /* rescale once per tile */
+    if (mt > m) {
         const float c = expf(m - mt);
         if (S > 0) Z = c * fmaf(m - mt, S, Z);
         S *= c;
@@ -984,31 +988,84 @@ static void fold_scalar(const float *z, int n, int id0, float *st) {
         S += e;
         Z = fmaf(e, v - m, Z);
     }
-    st[0] = m, st[1] = S, st[2] = Z, st[3] = v1, st[4] = v2;
-    memcpy(st + 5, &i1, 4);
-    memcpy(st + 6, &i2, 4);
+    f->m[t] = m, f->S[t] = S, f->Z[t] = Z, f->v1[t] = v1, f->v2[t] = v2;
+    f->i1[t] = i1, f->i2[t] = i2;
 }
+
+#ifdef LP_HAVE_X86
+/* fold_scalar for 16 rows at once (lanes t0..t0+15 of the accumulators); the
+ * same comparisons, exp by lp_exp512 */
+T512 static void fold_512(const float *c, int nr, int id0, struct fold_state *f, int t0) {
+    __m512 m = _mm512_loadu_ps(f->m + t0), S = _mm512_loadu_ps(f->S + t0);
+    __m512 Z = _mm512_loadu_ps(f->Z + t0), v1 = _mm512_loadu_ps(f->v1 + t0);
+    __m512 v2 = _mm512_loadu_ps(f->v2 + t0);
+    __m512i i1 = _mm512_loadu_si512(f->i1 + t0), i2 = _mm512_loadu_si512(f->i2 + t0);
+    __m512 mt = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < nr; r++) /* NaN never wins: max_ps keeps its second operand */
+        mt = _mm512_max_ps(_mm512_loadu_ps(c + (size_t)r * TC), mt);
+    const __mmask16 up = _mm512_cmp_ps_mask(mt, m, _CMP_GT_OQ);
+    if (up) {
+        const __mmask16 live = up & _mm512_cmp_ps_mask(S, _mm512_setzero_ps(), _CMP_GT_OQ);
+        const __m512 cf = lp_exp512(_mm512_sub_ps(m, mt));
+        Z = _mm512_mask_mul_ps(_mm512_maskz_mov_ps(~up | live, Z), live, cf,
+                               _mm512_fmadd_ps(_mm512_sub_ps(m, mt), S, Z));
+        S = _mm512_mask_mul_ps(S, up, S, cf);
+        m = _mm512_mask_mov_ps(m, up, mt);
+    }
+    const __mmask16 fin = _mm512_cmp_ps_mask(m, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    for (int r = 0; r < nr; r++) {
+        const __m512 z = _mm512_loadu_ps(c + (size_t)r * TC);
+        const __m512i id = _mm512_set1_epi32(id0 + r);
+        const __mmask16 g1 = _mm512_cmp_ps_mask(z, v1, _CMP_GT_OQ);
+        const __mmask16 g2 = ~g1 & _mm512_cmp_ps_mask(z, v2, _CMP_GT_OQ);
+        v2 = _mm512_mask_mov_ps(_mm512_mask_mov_ps(v2, g1, v1), g2, z);
+        i2 = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(i2, g1, i1), g2, id);
+        v1 = _mm512_mask_mov_ps(v1, g1, z);
+        i1 = _mm512_mask_mov_epi32(i1, g1, id);
+        const __m512 d = _mm512_sub_ps(z, m);
+        const __m512 e = _mm512_maskz_mov_ps(fin, lp_exp512(d));
+        S = _mm512_mask_add_ps(S, fin, S, e);
+        Z = _mm512_mask3_fmadd_ps(e, d, Z, fin);
+    }
+    _mm512_storeu_ps(f->m + t0, m), _mm512_storeu_ps(f->S + t0, S);
+    _mm512_storeu_ps(f->Z + t0, Z), _mm512_storeu_ps(f->v1 + t0, v1);
+    _mm512_storeu_ps(f->v2 + t0, v2);
+    _mm512_storeu_si512(f->i1 + t0, i1), _mm512_storeu_si512(f->i2 + t0, i2);
+}
+#endif
 
 static void sc_task(void *arg, int task, int tid) {
     struct sc_job *sj = arg;
     const struct mm_job *j = &sj->mm;
     const struct mm_scr s = mm_scr(j->cpu, tid);
+    struct fold_state f;
     const int64_t v0 = (int64_t)task * SC_CHUNK, v1 = LP_MIN(j->w->n_out, v0 + SC_CHUNK);
     for (int tc0 = 0; tc0 < j->n_rows; tc0 += TC) {
         const int tcn = LP_MIN(TC, j->n_rows - tc0);
-        for (int t = 0; t < tcn; t++) {
-            float *st = sj->part + ((size_t)(tc0 + t) * sj->n_chunks + task) * SC_PART;
-            const int32_t none = -1;
-            st[0] = -INFINITY, st[1] = 0, st[2] = 0, st[3] = -INFINITY, st[4] = -INFINITY;
-            memcpy(st + 5, &none, 4);
-            memcpy(st + 6, &none, 4);
+        const int tpad = (tcn + PW - 1) / PW * PW;
+        for (int t = 0; t < tpad; t++) {
+            f.m[t] = f.v1[t] = f.v2[t] = -INFINITY;
+            f.S[t] = f.Z[t] = 0.0f;
+            f.i1[t] = f.i2[t] = -1;
         }
         for (int64_t r0 = v0; r0 < v1; r0 += MB) {
             const int nr = (int)LP_MIN((int64_t)MB, v1 - r0);
             mm_tile(j, &s, r0, nr, tc0, tcn);
+#ifdef LP_HAVE_X86
+            if (j->level >= LP_LEVEL_AVX512) {
+                for (int t0 = 0; t0 < tcn; t0 += PW)
+                    fold_512(s.c + t0, nr, (int)r0, &f, t0);
+                continue;
+            }
+#endif
             for (int t = 0; t < tcn; t++)
-                fold_scalar(s.c + t, nr, (int)r0,
-                            sj->part + ((size_t)(tc0 + t) * sj->n_chunks + task) * SC_PART);
+                fold_scalar(s.c + t, nr, (int)r0, &f, t);
+        }
+        for (int t = 0; t < tcn; t++) {
+            float *st = sj->part + ((size_t)(tc0 + t) * sj->n_chunks + task) * SC_PART;
+            st[0] = f.m[t], st[1] = f.S[t], st[2] = f.Z[t], st[3] = f.v1[t], st[4] = f.v2[t];
+            memcpy(st + 5, &f.i1[t], 4);
+            memcpy(st + 6, &f.i2[t], 4);
         }
     }
 }
