@@ -82,6 +82,15 @@ for shape in $SHAPES; do
         --prefix "$PREFIX" --repeat "$REPEAT" --json | tee -a "$out/forward.jsonl"
 done
 
+# the f32 CUDA-core attention for comparison (the default is the bf16 tensor-core kernel)
+k7=$((7 + 1))
+case ",$seqs," in *",$k7,"*)
+    echo "== dream-7b, f32 attention (LOPAD_CUDA_ATTN=f32), K = 7, fused head (not in the summary)"
+    LOPAD_CUDA_ATTN=f32 "$lopad" bench forward --device cuda --shape dream-7b --type bf16 \
+        --tokens "$WINDOW" --seqs "$k7" --prefix "$PREFIX" --repeat "$REPEAT" --scores || true
+    ;;
+esac
+
 echo
 echo "== summary (ceilings: copy $copy_gbs GB/s, bf16 GEMM $gemm_tflops TFLOP/s)"
 printf '%-9s %-6s %4s %6s %9s %9s %7s %10s %7s %12s\n' shape head K tokens ms TFLOP/s %gemm \

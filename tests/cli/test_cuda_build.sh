@@ -26,7 +26,7 @@ else
         awk '/__device__ __forceinline__ float lp_warp_sum/ { p = 1 } /^#endif/ { p = 0 } p' \
             "$cu/common.cuh"
         for f in "$cu"/*.cu; do
-            awk '/launchers \*\// { exit } !/#include "common.cuh"/' "$f"
+            awk '/launchers \*\// { exit } !/#include "common.cuh"|#include <mma.h>/' "$f"
         done
     } >"$emu/kernels_emu.inc"
     san=""
@@ -71,7 +71,7 @@ if [ "${LOPAD_CUDA_EMU_FULL:-0}" = 1 ]; then
         for f in "$cu"/*.cu; do
             b=$(basename "$f" .cu)
             echo "#include \"$b.inc\""
-            perl -0pe 's/(\w+)<<<(.*?),\s*(.*?),\s*0,\s*s>>>\((.*?)\);/emu_launch(dim3($2), dim3($3), [=] { $1($4); });/gs' \
+            perl -0pe 's/^#include <mma.h>$//mg; s/(\w+)<<<(.*?),\s*(.*?),\s*0,\s*s>>>\((.*?)\);/emu_launch(dim3($2), dim3($3), [=] { $1($4); });/gs' \
                 "$f" >"$full/$b.inc"
         done >"$full/kernels_full.cpp"
         pc=$(pkg-config --cflags libpcre2-8 libcjson libutf8proc)

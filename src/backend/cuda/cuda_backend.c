@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "../../core/types.h"
 #include "cuda_kernels.h"
@@ -248,7 +249,8 @@ struct lp_cuda {
     struct cuda_weights *w;
     struct lp_backend_limits lim;
     int n_rows_max;
-    uint16_t *xb;               /* (n_rows_max, max_n_in) bf16 GEMM input */
+    bool attn_tc; /* tensor-core attention (bf16 WMMA); LOPAD_CUDA_ATTN=f32 turns it off */
+    uint16_t *xb; /* (n_rows_max, max_n_in) bf16 GEMM input */
     lp_cuda_row_scores *scores; /* (n_rows_max) fused-head results before download */
     struct idbuf ids;           /* get_rows ids */
     struct idbuf pos;           /* RoPE positions */
@@ -528,6 +530,7 @@ static void cu_attention(void *ctx, const struct lp_attn_desc *a) {
         .skip_begin = a->skip_begin,
         .skip_end = a->skip_end,
         .scale = a->scale,
+        .tensor_cores = cu->attn_tc,
     };
     cu_check(cu, lp_cuda_attention(&args, cu->stream), "attention");
 }
@@ -615,6 +618,8 @@ enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
     if (!cu) return LOPAD_ERR_NOMEM;
     cu->lim = *lim;
     cu->n_rows_max = n_rows_max;
+    const char *attn = getenv("LOPAD_CUDA_ATTN");
+    cu->attn_tc = !(attn && !strcmp(attn, "f32"));
     enum lopad_status st = LOPAD_OK;
     if ((e = cudaGetDevice(&cu->device)) != cudaSuccess) {
         st = cuda_fail(e, "cudaGetDevice");

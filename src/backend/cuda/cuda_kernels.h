@@ -58,6 +58,7 @@ struct lp_cuda_attn_args {
     int n_tokens, n_head, n_head_kv, head_dim;
     int n_cache, skip_begin, skip_end;
     float scale;
+    int tensor_cores; /* bf16 WMMA variant when head_dim % 16 == 0 (Q, K, V, P rounded to bf16) */
 };
 int lp_cuda_attention(const struct lp_cuda_attn_args *a, lp_cuda_stream s);
 

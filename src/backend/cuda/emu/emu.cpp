@@ -24,6 +24,9 @@ static float shfl(float v, int src_lane) {
     pthread_barrier_wait(&warp_bar[w]); /* everyone read before the next write */
     return r;
 }
+void emu_warp_barrier() {
+    pthread_barrier_wait(&warp_bar[threadIdx.x / 32]);
+}
 float __shfl_sync(unsigned, float v, int lane) {
     return shfl(v, lane);
 }

@@ -24,6 +24,8 @@ void emu_get_rows(const uint16_t *w, int64_t n, const int32_t *ids, int n_ids, f
 void emu_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
 void emu_add_bias(float *y, const float *b, int n_rows, int n);
 void emu_attention(const struct lp_cuda_attn_args *a);
+void emu_attention_tc(const struct lp_cuda_attn_args *a);
+static int g_tc; /* run the tensor-core variant */
 
 static float rnd(void) {
     return (float)rand() / RAND_MAX * 2 - 1;
@@ -109,8 +111,16 @@ static void attn_case(struct lp_backend *be, const char *name, int n_head, int n
                                   .skip_begin = sb,
                                   .skip_end = se,
                                   .scale = 1.0f / sqrtf(D)};
-    emu_attention(&a);
-    REPORT(name, maxdiff(o1, o2, n * qd), 1e-5);
+    char nm[128];
+    snprintf(nm, sizeof nm, "%s%s", g_tc ? "tc " : "", name);
+    if (g_tc && D % 16 == 0) {
+        a.tensor_cores = 1;
+        emu_attention_tc(&a);
+        REPORT(nm, maxdiff(o1, o2, n * qd), 2e-2); /* Q, K, V, P rounded to bf16 */
+    } else if (!g_tc) {
+        emu_attention(&a);
+        REPORT(nm, maxdiff(o1, o2, n * qd), 1e-5);
+    }
     free(q);
     free(k);
     free(v);
@@ -207,35 +217,39 @@ int main(void) {
                 y[r * 500 + i] += bias[i];
         REPORT("add_bias", maxdiff(y, y2, 3000), 0);
     }
-    /* attention */
-    {
-        int l1[] = {20};
-        attn_case(&be, "attn tiny 4/2 D16, 1 seq, no cache", 4, 2, 16, 1, l1, 0, 0, 0, 0);
-    }
-    {
-        int l1[] = {20};
-        attn_case(&be, "attn tiny block-causal + cache 24", 4, 2, 16, 1, l1, 24, 0, 0, 4);
-    }
-    {
-        int l[] = {5, 4, 6};
-        attn_case(&be, "attn dream 28/4 D128, 3 seqs, skip, blocks", 28, 4, 128, 3, l, 50, 10, 20,
-                  2);
-    }
-    {
-        int l[] = {9, 8};
-        attn_case(&be, "attn llada 32/32 D128, 2 seqs, cache 70", 32, 32, 128, 2, l, 70, 0, 0, 4);
-    }
-    {
-        int l[] = {5, 1, 9, 2};
-        attn_case(&be, "attn 16/2 D64, 4 seqs, skip to end", 16, 2, 64, 4, l, 40, 31, 40, 3);
-    }
-    {
-        int l[] = {6, 6, 6};
-        attn_case(&be, "attn 28/4 D128 LoPA-like 3x6 over 100", 28, 4, 128, 3, l, 100, 64, 96, 0);
-    }
-    {
-        int l[] = {3};
-        attn_case(&be, "attn 8/8 D32, skip everything cached", 8, 8, 32, 1, l, 10, 0, 10, 0);
+    /* attention: the f32 kernel, then the tensor-core one */
+    for (g_tc = 0; g_tc < 2; g_tc++) {
+        {
+            int l1[] = {20};
+            attn_case(&be, "attn tiny 4/2 D16, 1 seq, no cache", 4, 2, 16, 1, l1, 0, 0, 0, 0);
+        }
+        {
+            int l1[] = {20};
+            attn_case(&be, "attn tiny block-causal + cache 24", 4, 2, 16, 1, l1, 24, 0, 0, 4);
+        }
+        {
+            int l[] = {5, 4, 6};
+            attn_case(&be, "attn dream 28/4 D128, 3 seqs, skip, blocks", 28, 4, 128, 3, l, 50, 10,
+                      20, 2);
+        }
+        {
+            int l[] = {9, 8};
+            attn_case(&be, "attn llada 32/32 D128, 2 seqs, cache 70", 32, 32, 128, 2, l, 70, 0, 0,
+                      4);
+        }
+        {
+            int l[] = {5, 1, 9, 2};
+            attn_case(&be, "attn 16/2 D64, 4 seqs, skip to end", 16, 2, 64, 4, l, 40, 31, 40, 3);
+        }
+        {
+            int l[] = {6, 6, 6};
+            attn_case(&be, "attn 28/4 D128 LoPA-like 3x6 over 100", 28, 4, 128, 3, l, 100, 64, 96,
+                      0);
+        }
+        {
+            int l[] = {3};
+            attn_case(&be, "attn 8/8 D32, skip everything cached", 8, 8, 32, 1, l, 10, 0, 10, 0);
+        }
     }
     printf("%s (%d failures)\n", fails ? "FAILED" : "ALL OK", fails);
     lp_backend_free(&be);

@@ -42,6 +42,13 @@ void emu_add_bias(float *y, const float *b, int n_rows, int n) {
     const int64_t t = (int64_t)n_rows * n;
     emu_launch(dim3(ew_blocks(t)), dim3(LP_CUDA_EW_THREADS), [=] { lp_k_add_bias(y, b, t, n); });
 }
+void emu_attention_tc(const struct lp_cuda_attn_args *a) {
+    const int group = a->n_head / a->n_head_kv;
+    const int64_t n_pairs = (int64_t)a->n_tokens * group;
+    const lp_cuda_attn_args c = *a;
+    emu_launch(dim3((unsigned)((n_pairs + TC_ROWS - 1) / TC_ROWS), (unsigned)a->n_head_kv),
+               dim3(TC_WARPS * 32), [=] { lp_k_attention_tc(c); });
+}
 void emu_attention(const struct lp_cuda_attn_args *a) {
     const int group = a->n_head / a->n_head_kv;
     const int64_t n_pairs = (int64_t)a->n_tokens * group;
