@@ -9,6 +9,7 @@
 #include <math.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LP_TYPES_X86 1
 /* Fast paths below give bitwise the results of the scalar loops they replace;
@@ -16,9 +17,11 @@
 static bool cpu_avx2_f16c(void) {
     static int have = -1;
     if (have < 0) {
+        /* f16c through cpuid: clang 14 does not know the "f16c" feature string */
+        unsigned a, b, c, d;
         __builtin_cpu_init();
         have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
     }
     return have;
 }
