@@ -173,10 +173,20 @@ __attribute__((target("avx2,fma,f16c"))) static void q4_0_to_f32_avx2(const void
             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
     }
 }
+/* no a*b+c -> fma contraction in a function (gcc: attribute; clang: pragma) */
+#if defined(__clang__)
+#define LP_NO_CONTRACT
+#define LP_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#else
+#define LP_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#define LP_NO_CONTRACT_BODY
+#endif
+
 /* Q4_K / Q6_K rows: the operations of types.c in the same order, 8 lanes at a time
  * (no FMA contraction: d1 * q - m1 is a rounded product, then a subtraction) */
-__attribute__((target("avx2,fma,f16c"), optimize("fp-contract=off"))) static void
+__attribute__((target("avx2,fma,f16c"))) LP_NO_CONTRACT static void
 q4_k_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    LP_NO_CONTRACT_BODY
     const lp_block_q4_K *b = src;
     for (int64_t i = 0; i < n / LP_QK_K; i++) {
         const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
@@ -207,8 +217,9 @@ q4_k_to_f32_avx2(const void *src, float *dst, int64_t n) {
     }
 }
 
-__attribute__((target("avx2,fma,f16c"), optimize("fp-contract=off"))) static void
+__attribute__((target("avx2,fma,f16c"))) LP_NO_CONTRACT static void
 q6_k_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    LP_NO_CONTRACT_BODY
     const lp_block_q6_K *b = src;
     const __m256i m15 = _mm256_set1_epi32(15), m3 = _mm256_set1_epi32(3),
                   c32 = _mm256_set1_epi32(32);
