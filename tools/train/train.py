@@ -1,0 +1,279 @@
+"""train.py - train the demo Dream-architecture diffusion LM on the generated task.
+
+    /usr/bin/python3 tools/train/train.py --data tools/train/data \
+        --tokenizer tools/train/out/tokenizer --out tools/train/out/ckpt.pt
+
+The model is the Dream block (Qwen2-style: pre-RMSNorm, q/k/v bias, GQA, NEOX RoPE,
+SwiGLU, untied head) with fully bidirectional attention and shifted logits: the
+prediction for position j is read from output j-1. Parameter names are the Hugging Face
+Dream/Qwen2 names, so export.py writes the state dict as it is.
+
+Objective (masked diffusion, as Dream/LLaDA SFT): per sequence t ~ U(eps, 1]; every
+answer-canvas token (answer, <|im_end|>, then <|endoftext|> padding) is replaced by
+<|mask|> with probability t; the prompt is never masked; loss = sum over masked
+positions of CE / t, divided by the canvas length. The canvas length is drawn per
+sequence between answer + 1 and --canvas, so any --gen up to --canvas fits.
+
+Runs on one CPU thread (torch.set_num_threads(1)); deterministic for a given seed and
+step count (the schedule is step-based; --max-minutes only stops early, and the step
+reached is printed and stored in the checkpoint).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bpe import Tokenizer  # noqa: E402
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Attn(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.nh, self.nkv, self.hd = c["n_head"], c["n_head_kv"], c["n_embd"] // c["n_head"]
+        E = c["n_embd"]
+        self.q_proj = nn.Linear(E, self.nh * self.hd, bias=True)
+        self.k_proj = nn.Linear(E, self.nkv * self.hd, bias=True)
+        self.v_proj = nn.Linear(E, self.nkv * self.hd, bias=True)
+        self.o_proj = nn.Linear(self.nh * self.hd, E, bias=False)
+
+    def forward(self, x, cos, sin, bias):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        g = self.nh // self.nkv
+        k = k.repeat_interleave(g, dim=1)
+        v = v.repeat_interleave(g, dim=1)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd) + bias  # (B, nh, T, T)
+        o = torch.softmax(att, -1) @ v
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+
+
+def rope(x, cos, sin):
+    """NEOX (rotate-half) RoPE; x (B, h, T, hd), cos/sin (T, hd/2)."""
+    h = x.shape[-1] // 2
+    a, b = x[..., :h], x[..., h:]
+    return torch.cat([a * cos - b * sin, b * cos + a * sin], -1)
+
+
+class MLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.gate_proj = nn.Linear(c["n_embd"], c["n_ff"], bias=False)
+        self.up_proj = nn.Linear(c["n_embd"], c["n_ff"], bias=False)
+        self.down_proj = nn.Linear(c["n_ff"], c["n_embd"], bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c["n_embd"], c["norm_eps"])
+        self.self_attn = Attn(c)
+        self.post_attention_layernorm = RMSNorm(c["n_embd"], c["norm_eps"])
+        self.mlp = MLP(c)
+
+    def forward(self, x, cos, sin, bias):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, bias)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c["n_vocab"], c["n_embd"])
+        self.layers = nn.ModuleList([Layer(c) for _ in range(c["n_layer"])])
+        self.norm = RMSNorm(c["n_embd"], c["norm_eps"])
+
+
+class Dream(nn.Module):
+    """State-dict keys = HF Dream names (model.embed_tokens.weight, ..., lm_head.weight)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.model = Body(c)
+        self.lm_head = nn.Linear(c["n_embd"], c["n_vocab"], bias=False)
+        for n, p in self.named_parameters():
+            if n.endswith("norm.weight") or n.endswith("layernorm.weight"):
+                continue
+            if n.endswith(".bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, std=0.02)
+        # residual-branch outputs scaled down with depth (GPT-2 style)
+        for l in self.model.layers:
+            nn.init.normal_(l.self_attn.o_proj.weight, std=0.02 / math.sqrt(2 * c["n_layer"]))
+            nn.init.normal_(l.mlp.down_proj.weight, std=0.02 / math.sqrt(2 * c["n_layer"]))
+
+    def forward(self, ids, key_ok):
+        """ids (B, T); key_ok (B, T) bool: real (non-batch-padding) positions.
+        Bidirectional attention over the real keys. Returns logits (B, T, V)."""
+        T = ids.shape[1]
+        hd = self.c["n_embd"] // self.c["n_head"]
+        inv = 1.0 / (self.c["rope_theta"] ** (torch.arange(0, hd // 2, dtype=torch.float64)
+                                                * 2.0 / hd))
+        ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+        cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
+        bias = torch.zeros(key_ok.shape, dtype=torch.float32).masked_fill(~key_ok, -1e9)
+        bias = bias[:, None, None, :]
+        x = self.model.embed_tokens(ids)
+        for l in self.model.layers:
+            x = l(x, cos, sin, bias)
+        return self.lm_head(self.model.norm(x))
+
+
+def load_rows(path, tok):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            rows.append((tok.chat_prompt(r["question"]), tok.encode(r["answer"])))
+    return rows
+
+
+def make_batch(rows, rs, tok, canvas, eps=1e-3):
+    """(ids_in, targets, key_ok, loss_w): loss_w (B, T) = 1/(t * canvas_len) on masked
+    canvas positions, 0 elsewhere."""
+    eos, im_end, mask = (tok.special["<|endoftext|>"], tok.special["<|im_end|>"],
+                         tok.special["<|mask|>"])
+    seqs = []
+    for prompt, ans in rows:
+        body = ans + [im_end]
+        G = rs.randint(len(body), max(len(body), canvas))
+        seqs.append((prompt, body + [eos] * (G - len(body))))
+    T = max(len(p) + len(c) for p, c in seqs)
+    B = len(seqs)
+    x0 = torch.full((B, T), eos, dtype=torch.long)
+    key_ok = torch.zeros(B, T, dtype=torch.bool)
+    is_canvas = torch.zeros(B, T, dtype=torch.bool)
+    for i, (p, c) in enumerate(seqs):
+        x0[i, :len(p) + len(c)] = torch.tensor(p + c)
+        key_ok[i, :len(p) + len(c)] = True
+        is_canvas[i, len(p):len(p) + len(c)] = True
+    t = (1 - eps) * torch.rand(B, 1) + eps
+    masked = (torch.rand(B, T) < t) & is_canvas
+    # at least one masked position per sequence
+    for i in range(B):
+        if not masked[i].any():
+            idx = is_canvas[i].nonzero().flatten()
+            masked[i, idx[torch.randint(len(idx), (1,))]] = True
+    xt = torch.where(masked, torch.full_like(x0, mask), x0)
+    clen = is_canvas.sum(1, keepdim=True).float()
+    w = masked.float() / (t * clen)
+    return xt, x0, key_ok, w
+
+
+def loss_fn(model, xt, x0, key_ok, w):
+    logits = model(xt, key_ok)
+    # shifted: output j-1 predicts token j
+    lg = logits[:, :-1]
+    tg = x0[:, 1:]
+    wt = w[:, 1:]
+    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tg.reshape(-1), reduction="none")
+    return (ce.view_as(wt) * wt).sum() / xt.shape[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    d = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--data", default=os.path.join(d, "data"))
+    ap.add_argument("--tokenizer", default=os.path.join(d, "out", "tokenizer"))
+    ap.add_argument("--out", default=os.path.join(d, "out", "ckpt.pt"))
+    ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--n-head-kv", type=int, default=2)
+    ap.add_argument("--n-ff", type=int, default=512)
+    ap.add_argument("--canvas", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop early (0 = never)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="stop after this step, schedule unchanged (replays a timed-out run)")
+    ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimizer and "
+                    "schedule; the batch stream is seeded by --seed)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rs = random.Random(args.seed)
+
+    tok = Tokenizer(os.path.join(args.tokenizer, "tokenizer.json"))
+    n_vocab = max(tok.inv) + 1
+    c = {"n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head,
+         "n_head_kv": args.n_head_kv, "n_ff": args.n_ff, "n_vocab": n_vocab,
+         "rope_theta": 10000.0, "norm_eps": 1e-6, "canvas": args.canvas}
+    rows = load_rows(os.path.join(args.data, "train.jsonl"), tok)
+    model = Dream(c)
+    done_before = 0
+    if args.init:
+        ck = torch.load(args.init, map_location="cpu")
+        assert ck["config"] == c, "--init checkpoint has another configuration"
+        model.load_state_dict(ck["state"])
+        done_before = ck.get("total_steps", ck["step"])
+    n_par = sum(p.numel() for p in model.parameters())
+    print("params %d (%.2f M), vocab %d, %d training problems" % (n_par, n_par / 1e6, n_vocab,
+                                                                  len(rows)), flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98))
+    t0 = time.time()
+    avg = None
+    step = 0
+    for step in range(1, args.steps + 1):
+        lr = args.lr * min(1.0, step / args.warmup) * \
+            (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = [rows[rs.randrange(len(rows))] for _ in range(args.batch)]
+        loss = loss_fn(model, *make_batch(batch, rs, tok, args.canvas))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        el = time.time() - t0
+        if step % 25 == 0 or step == 1:
+            print("step %d loss %.4f (avg %.4f) lr %.2e %.1f s" % (step, loss.item(), avg, lr, el),
+                  flush=True)
+        last = (args.max_minutes and el > 60 * args.max_minutes) or step == args.stop_at
+        if step % 200 == 0 or step == args.steps or last:
+            torch.save({"config": c, "state": model.state_dict(), "step": step, "loss_avg": avg,
+                        "total_steps": done_before + step,
+                        "seconds": el, "args": vars(args)}, args.out)
+        if last:
+            print("stopped (time budget or --stop-at) at step %d" % step, flush=True)
+            break
+    print("done: %d steps, %.1f s, loss avg %.4f" % (step, time.time() - t0, avg), flush=True)
+
+
+if __name__ == "__main__":
+    main()
