@@ -20,6 +20,7 @@ __attribute__((target("avx512f"))) static double fma512(long iters) {
     for (int i = 0; i < ACC; i++) acc[i] = _mm512_set1_ps(0.001f * i);
     const __m512 a = _mm512_set1_ps(0.9999f), b = _mm512_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12 /* keep the accumulators in registers */
         for (int i = 0; i < ACC; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
     float s = 0;
     for (int i = 0; i < ACC; i++) s += _mm512_reduce_add_ps(acc[i]);
@@ -31,6 +32,7 @@ __attribute__((target("avx2,fma"))) static double fma256(long iters) {
     for (int i = 0; i < ACC; i++) acc[i] = _mm256_set1_ps(0.001f * i);
     const __m256 a = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12 /* keep the accumulators in registers */
         for (int i = 0; i < ACC; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
     float out[8], s = 0;
     for (int i = 0; i < ACC; i++) {
@@ -46,6 +48,7 @@ __attribute__((target("avx512f,avx512bf16"))) static double bf16dot(long iters) 
     for (int i = 0; i < ACC; i++) acc[i] = _mm512_setzero_ps();
     const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3400);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12 /* keep the accumulators in registers */
         for (int i = 0; i < ACC; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
     float s = 0;
     for (int i = 0; i < ACC; i++) s += _mm512_reduce_add_ps(acc[i]);
@@ -58,6 +61,7 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8dot(long iters) 
     for (int i = 0; i < ACC; i++) acc[i] = _mm512_setzero_si512();
     const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12 /* keep the accumulators in registers */
         for (int i = 0; i < ACC; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
     long s = 0;
     for (int i = 0; i < ACC; i++) s += _mm512_reduce_add_epi32(acc[i]);
