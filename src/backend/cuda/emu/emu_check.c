@@ -155,6 +155,10 @@ int main(void) {
         be.ops->rmsnorm(be.ctx, x, w, 1e-5f, R, N, y1);
         emu_rmsnorm(x, w, 1e-5f, R, N, y2);
         REPORT("rmsnorm 3x64", maxdiff(y1, y2, R * N), 1e-5);
+        free(x);
+        free(w);
+        free(y1);
+        free(y2);
     }
     /* rope */
     for (int mode = 0; mode < 2; mode++)
@@ -184,6 +188,9 @@ int main(void) {
         be.ops->add(be.ctx, g, u, N);
         emu_add(g2, u, N);
         REPORT("add", maxdiff(g, g2, N), 0);
+        free(g);
+        free(u);
+        free(g2);
     }
     /* bf16 conversion, get_rows, bias */
     {
@@ -216,6 +223,12 @@ int main(void) {
             for (int i = 0; i < 500; i++)
                 y[r * 500 + i] += bias[i];
         REPORT("add_bias", maxdiff(y, y2, 3000), 0);
+        free(x);
+        free(b);
+        free(o);
+        free(y);
+        free(y2);
+        free(bias);
     }
     /* attention: the f32 kernel, then the tensor-core one */
     for (g_tc = 0; g_tc < 2; g_tc++) {
