@@ -195,6 +195,19 @@ void lp_lopa_set_serial(struct lp_decoder *d, bool serial) {
 
 /* Engine call over branches [j0, j1) of the prepared batch; logits only when
  * with_logits. The first call of an iteration counts the NFE. */
+
+/* One forward of a group of branches. Only the first group of an iteration counts
+ * as an NFE (count); the others (a batch split because the engine's is too small)
+ * add time and sequence evaluations but not forwards. */
+static enum lopad_status group_forward(struct lp_decoder *d, const struct lopad_batch *b,
+                                       bool count) {
+    if (count) return lp_dec_forward_batch(d, b);
+    double t0 = lp_time();
+    enum lopad_status st = d->eng.forward(d->eng.ud, b);
+    d->t_forward += lp_time() - t0;
+    if (st == LOPAD_OK) d->n_seq_evals += b->n_seq;
+    return st;
+}
 static enum lopad_status run_group(struct lopa *s, int j0, int j1, bool with_logits, bool count) {
     struct lp_decoder *d = s->d;
     const int r0 = s->off[j0], n = s->off[j1 - 1] + s->len[j1 - 1] - r0;
@@ -215,15 +228,7 @@ static enum lopad_status run_group(struct lopa *s, int j0, int j1, bool with_log
         .out_rows = s->rows + o0,
         .logits = s->logits + (size_t)o0 * s->c.V,
     };
-    enum lopad_status st;
-    if (count) {
-        st = lp_dec_forward_batch(d, &b);
-    } else {
-        double t0 = lp_time();
-        st = d->eng.forward(d->eng.ud, &b);
-        d->t_forward += lp_time() - t0;
-        if (st == LOPAD_OK) d->n_seq_evals += b.n_seq;
-    }
+    enum lopad_status st = group_forward(d, &b, count);
     for (int i = r0; i < r0 + n; i++)
         s->seq[i] += j0;
     for (int o = o0; o < o0 + no; o++)
@@ -705,15 +710,7 @@ static enum lopad_status lfast_group(struct lfast *s, int j0, int j1, bool refre
         b.cache_skip_begin = s->sb;
         b.cache_skip_end = s->eb;
     }
-    enum lopad_status st;
-    if (count) {
-        st = lp_dec_forward_batch(d, &b);
-    } else {
-        double t0 = lp_time();
-        st = d->eng.forward(d->eng.ud, &b);
-        d->t_forward += lp_time() - t0;
-        if (st == LOPAD_OK) d->n_seq_evals += b.n_seq;
-    }
+    enum lopad_status st = group_forward(d, &b, count);
     for (int i = r0; i < r0 + n; i++)
         s->seq[i] += j0;
     for (int o = o0; o < o0 + no; o++)
