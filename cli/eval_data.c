@@ -283,13 +283,15 @@ static char *gsm_solution(const char *a) {
 static const char *const gsm_instruction =
     "\nSolve the problem step by step and end your answer with a line \"#### <number>\".";
 
-/* GSM format record -> item; false on a record without question / answer */
-static bool gsm_item(const cJSON *o, int idx, struct lp_eval_item *it) {
+/* GSM format record -> item; false on a record without question / answer. The
+ * instruction line is for instruction-tuned models (gsm8k); tiny-gsm asks the bare
+ * question, the way the project's demo model was trained. */
+static bool gsm_item(const cJSON *o, int idx, bool instruct, struct lp_eval_item *it) {
     const char *q = str_field(o, "question"), *a = str_field(o, "answer");
     if (!q || !a) return false;
     char *sol = gsm_solution(a);
     it->id = fmt("%d", idx);
-    it->q_chat = fmt("%s%s", q, gsm_instruction);
+    it->q_chat = fmt("%s%s", q, instruct ? gsm_instruction : "");
     it->a_chat = sol ? fmt("%s", sol) : NULL;
     it->q_raw = fmt("Question: %s\nAnswer:", q);
     it->a_raw = sol ? fmt(" %s\n\n", sol) : NULL;
@@ -390,8 +392,8 @@ static int convert(const char *cmd, const char *path, enum lp_eval_task task, co
             if (!want) continue;
         }
         switch (task) {
-        case LP_TASK_TINY_GSM:
-        case LP_TASK_GSM8K: ok = gsm_item(o, i, &it); break;
+        case LP_TASK_TINY_GSM: ok = gsm_item(o, i, false, &it); break;
+        case LP_TASK_GSM8K: ok = gsm_item(o, i, true, &it); break;
         case LP_TASK_HUMANEVAL: ok = humaneval_item(o, &it); break;
         case LP_TASK_MBPP: ok = mbpp_item(o, &it); break;
         default: ok = math_item(o, i, &it); break;
