@@ -525,7 +525,7 @@ TBF static inline __attribute__((always_inline)) void mk_bf16_512(const int NW, 
 }
 
 /* int8 micro-kernel: weights s8 rows (w, stride ldw bytes), their scales wd and
- * offsets wc (= 128 * sum of the block's quants) [row][blk]; xp [k/4][16] u8x4
+ * offsets wc (= -128 * sum of the block's quants) [row][blk]; xp [k/4][16] u8x4
  * (activation quants + 128), xd [blk][16] activation scales per group. */
 #define TI8 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 TI8 static inline __attribute__((always_inline)) void
@@ -539,12 +539,13 @@ mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float 
         for (int g = 0; g < NG; g++)
             a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
     for (int b = 0; b < nblk; b++) {
+        /* sum (x+128) w = sum x w + 128 sum w: the block sums start at -128 sum w */
         __m512i s[6][2];
 #pragma GCC unroll 6
         for (int o = 0; o < NW; o++)
 #pragma GCC unroll 2
             for (int g = 0; g < NG; g++)
-                s[o][g] = _mm512_setzero_si512();
+                s[o][g] = _mm512_set1_epi32(wc[o * ldws + b]);
 #pragma GCC unroll 8
         for (int q = 0; q < 8; q++) {
             __m512i xv[2];
@@ -565,13 +566,11 @@ mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float 
             dx[g] = _mm512_loadu_ps(xd + g * (KC / 32) * PW + b * PW);
 #pragma GCC unroll 6
         for (int o = 0; o < NW; o++) {
-            /* sum (x+128) w = sum x w + 128 sum w: remove the offset exactly */
-            const __m512i corr = _mm512_set1_epi32(wc[o * ldws + b]);
             const __m512 dw = _mm512_set1_ps(wd[o * ldws + b]);
 #pragma GCC unroll 2
             for (int g = 0; g < NG; g++)
-                a[o][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[o][g], corr)),
-                                          _mm512_mul_ps(dx[g], dw), a[o][g]);
+                a[o][g] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[o][g]), _mm512_mul_ps(dx[g], dw), a[o][g]);
         }
     }
 #pragma GCC unroll 6
@@ -680,7 +679,7 @@ TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *
 }
 
 /* Weight rows [r0, r0+nr) columns [k0, k0+kc) of Q8_0 / Q4_0 as s8 rows (stride
- * KC bytes), scales wd and offsets wc = 128 * sum(q) [row][blk]. */
+ * KC bytes), scales wd and offsets wc = -128 * sum(q) [row][blk]. */
 TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, int kc, int8_t *wq,
                           float *wd, int32_t *wc) {
     const struct lp_weight *w = j->w;
@@ -712,13 +711,34 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
                 _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
             int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
             wd[r * (KC / 32) + b] = d;
-            wc[r * (KC / 32) + b] = 128 * sum;
+            wc[r * (KC / 32) + b] = -128 * sum;
         }
     }
 }
 #endif /* LP_HAVE_X86 */
 
 /* ---------------------------------------------------------------- matmul */
+
+/* Software prefetch of the stored bytes of weight rows [r, r+n) in K block k0
+ * (locality 3: into L1, 2: into L2). With 32-row windows a K block of a panel
+ * is used once, straight from memory: the rows of a panel are far apart (the
+ * hardware prefetcher does not follow 96 streams), so without this the kernels
+ * wait on DRAM latency. Rows past the matrix are skipped. */
+static inline void pf_rows(const struct lp_weight *w, int64_t r, int n, int k0, int far) {
+    if (r >= w->n_out || k0 >= w->n_in || n <= 0) return;
+    n = (int)LP_MIN((int64_t)n, w->n_out - r);
+    const struct lp_type_traits *tt = w->type == LOPAD_TYPE_F32 ? NULL : lp_type_traits(w->type);
+    const int bs = tt ? tt->blck_size : 1;
+    const size_t ts = tt ? tt->type_size : sizeof(float);
+    const int kc = (int)LP_MIN((int64_t)KC, w->n_in - k0);
+    const size_t off = (size_t)(k0 / bs) * ts, seg = (size_t)((kc + bs - 1) / bs) * ts;
+    const char *p = (const char *)w->data + r * (int64_t)w->row_bytes + off;
+    for (int i = 0; i < n; i++, p += w->row_bytes) {
+        for (size_t b = 0; b < seg; b += 64)
+            far ? __builtin_prefetch(p + b, 0, 2) : __builtin_prefetch(p + b, 0, 3);
+        far ? __builtin_prefetch(p + seg - 1, 0, 2) : __builtin_prefetch(p + seg - 1, 0, 3);
+    }
+}
 
 /* Accumulators s->c[r][t] = sum_k w[r0+r][k] x[tc0+t][k] for r < nr (<= MB),
  * t < tcn (<= TC); lanes of padding rows hold finite junk. */
@@ -787,6 +807,19 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
             for (int o0 = 0; o0 < nr; o0 += nw_max) {
                 const int nw = LP_MIN(nw_max, nr - o0);
                 float *co = c + (size_t)o0 * TC;
+                if (t0 == 0 && j->path == MM_BF16) { /* read in place: the next tile */
+                    if (o0 + nw < nr)
+                        pf_rows(w, r0 + o0 + nw, LP_MIN(nw_max, nr - o0 - nw), k0, 0);
+                    else if (k0 + KC < K)
+                        pf_rows(w, r0, nw_max, k0 + KC, 0);
+                    else
+                        pf_rows(w, r0 + MB, nw_max, 0, 0);
+                } else if (t0 == 0) { /* staged: these rows in the next K block (or panel) */
+                    if (k0 + KC < K)
+                        pf_rows(w, r0 + o0, nw, k0 + KC, 1);
+                    else
+                        pf_rows(w, r0 + MB + o0, nw, 0, 1);
+                }
 #ifdef LP_HAVE_X86
                 if (j->path == MM_BF16) {
                     kern_bf16_512(nw, ng, (const uint32_t *)wb + o0 * ldw, ldw, xpg, (kc + 1) / 2,
