@@ -4,7 +4,10 @@
  *   peak     the machine's fp32 FMA / bf16 / int8 throughput and memory bandwidth.
  *   forward  ms per forward of a window of T tokens over a cached prefix of P rows
  *            on a model with synthetic random weights (no file needed), with the
- *            achieved GFLOP/s and its fraction of the measured fp32 peak.
+ *            achieved GFLOP/s and its fraction of the measured fp32 peak, and
+ *            "x stream": the time over the time to read the weights one forward
+ *            streams (layers + head) once at the measured bandwidth (1.0 = the
+ *            memory floor). With --threads 1, times are the thread's CPU time.
  *            --seqs S feeds S sequences of T tokens each over the same prefix (one
  *            LoPA iteration with S-1 lookahead branches); --device cuda runs on the GPU
  *            (peak: the GPU's copy bandwidth and bf16 GEMM ceiling).
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "cli.h"
 #include "bench.h"
@@ -40,9 +44,14 @@ static int usage(void) {
 }
 
 static int parse_type(const char *s) {
-    static const struct { const char *name; int type; } types[] = {
-        {"f32", LOPAD_TYPE_F32}, {"f16", LOPAD_TYPE_F16}, {"bf16", LOPAD_TYPE_BF16},
-        {"q8_0", LOPAD_TYPE_Q8_0}, {"q4_0", LOPAD_TYPE_Q4_0}};
+    static const struct {
+        const char *name;
+        int type;
+    } types[] = {{"f32", LOPAD_TYPE_F32},
+                 {"f16", LOPAD_TYPE_F16},
+                 {"bf16", LOPAD_TYPE_BF16},
+                 {"q8_0", LOPAD_TYPE_Q8_0},
+                 {"q4_0", LOPAD_TYPE_Q4_0}};
     for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
         if (!strcmp(s, types[i].name)) return types[i].type;
     return -1;
@@ -79,12 +88,16 @@ static int bench_peak(int argc, char **argv) {
     bool json = false;
     const char *device = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             if (!lp_cli_parse_int("bench peak", "--threads", argv[++i], 1, 256, &threads)) return 2;
-        } else if (!strcmp(argv[i], "--help")) return usage();
-        else return lp_cli_usage_error("bench peak", "unknown option '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--help"))
+            return usage();
+        else
+            return lp_cli_usage_error("bench peak", "unknown option '%s'", argv[i]);
     }
     if (device && !strcmp(device, "cuda")) return bench_peak_cuda(json);
     if (device && strcmp(device, "cpu"))
@@ -118,8 +131,20 @@ static double forward_flops(const struct lopad_hparams *hp, int T, int P, int S)
     return S * (hp->n_layer * (per_tok_layer * T + attn_layer) + 2.0 * E * hp->n_vocab * T);
 }
 
-/* Bytes of weights one forward streams (all matrices once, output head included). */
+/* Bytes of weights the model holds (matrices, embedding table included), and
+ * the bytes one forward streams from memory: every matrix of the run layers and
+ * the output head once; the embedding table only where the head shares it (a
+ * forward otherwise reads just the fed rows of it). */
 static double weight_bytes(const lopad_model *m);
+static double stream_bytes(const lopad_model *m);
+
+/* CPU seconds of the calling thread: with --threads 1 every kernel runs on it,
+ * and time the OS gave to other processes (a shared machine) does not count. */
+static double thread_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int bench_forward(int argc, char **argv) {
     const char *shape = "tiny", *type_s = "bf16", *tok_s = "32,128,512", *seq_s = "1";
@@ -130,17 +155,27 @@ static int bench_forward(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) json = true;
         /* --scores: the fused head (per-row argmax / confidences, no logits to the host) */
-        else if (!strcmp(a, "--scores")) use_scores = true;
-        else if (!strcmp(a, "--no-peak")) peak = false;
-        else if (!strcmp(a, "--help")) return usage();
-        else if (!v) return lp_cli_usage_error("bench forward", "option '%s' needs a value or is unknown", a);
+        else if (!strcmp(a, "--scores"))
+            use_scores = true;
+        else if (!strcmp(a, "--no-peak"))
+            peak = false;
+        else if (!strcmp(a, "--help"))
+            return usage();
+        else if (!v)
+            return lp_cli_usage_error("bench forward", "option '%s' needs a value or is unknown",
+                                      a);
         else {
             i++;
-            if (!strcmp(a, "--shape")) shape = v;
-            else if (!strcmp(a, "--type")) type_s = v;
-            else if (!strcmp(a, "--tokens")) tok_s = v;
-            else if (!strcmp(a, "--seqs")) seq_s = v;
-            else if (!strcmp(a, "--device")) device = v;
+            if (!strcmp(a, "--shape"))
+                shape = v;
+            else if (!strcmp(a, "--type"))
+                type_s = v;
+            else if (!strcmp(a, "--tokens"))
+                tok_s = v;
+            else if (!strcmp(a, "--seqs"))
+                seq_s = v;
+            else if (!strcmp(a, "--device"))
+                device = v;
             else if (!strcmp(a, "--prefix")) {
                 if (!lp_cli_parse_int("bench forward", a, v, 0, 1 << 20, &prefix)) return 2;
             } else if (!strcmp(a, "--threads")) {
@@ -151,7 +186,8 @@ static int bench_forward(int argc, char **argv) {
                 if (!lp_cli_parse_int("bench forward", a, v, 1, 1024, &layers)) return 2;
             } else if (!strcmp(a, "--out-rows")) {
                 if (!lp_cli_parse_int("bench forward", a, v, 0, 1 << 20, &out_rows)) return 2;
-            } else return lp_cli_usage_error("bench forward", "unknown option '%s'", a);
+            } else
+                return lp_cli_usage_error("bench forward", "unknown option '%s'", a);
         }
     }
     int type = parse_type(type_s);
@@ -210,8 +246,10 @@ static int bench_forward(int argc, char **argv) {
     if (layers > 0 && layers < m->hp.n_layer) m->hp.n_layer = (int)layers;
     const struct lopad_hparams *hp = lopad_model_hparams(m);
     int chunk = LP_MAX(max_t * max_s, prefix > 0 ? 32 : 1);
-    struct lopad_ctx_params cp = {.n_ctx = (int)prefix + max_t, .n_batch_max = chunk,
-                                  .n_threads = (int)threads, .device = device};
+    struct lopad_ctx_params cp = {.n_ctx = (int)prefix + max_t,
+                                  .n_batch_max = chunk,
+                                  .n_threads = (int)threads,
+                                  .device = device};
     if ((st = lopad_ctx_new(m, &cp, &c))) {
         lp_cli_fail("bench forward", st);
         goto done;
@@ -235,8 +273,13 @@ static int bench_forward(int argc, char **argv) {
     }
     if (prefix > 0) { /* one 32-row forward, its K/V committed over the whole prefix */
         int n = (int)LP_MIN(32, prefix);
-        struct lopad_batch b = {.n_tokens = n, .tokens = tokens, .pos = pos, .n_seq = 1,
-                                .n_out = 1, .out_rows = rows, .logits = logits};
+        struct lopad_batch b = {.n_tokens = n,
+                                .tokens = tokens,
+                                .pos = pos,
+                                .n_seq = 1,
+                                .n_out = 1,
+                                .out_rows = rows,
+                                .logits = logits};
         if ((st = lopad_forward(c, &b))) {
             lp_cli_fail("bench forward", st);
             goto done;
@@ -249,9 +292,12 @@ static int bench_forward(int argc, char **argv) {
     }
     if (!json)
         printf("shape %s, type %s, %s, prefix %ld, weights %.1f MiB (generated in %.1f s)\n"
-               "%8s %5s %10s %10s %8s %10s\n",
+               "streamed per forward %.1f MiB%s\n"
+               "%8s %5s %10s %10s %8s %10s %9s\n",
                shape, type_s, on_gpu ? "cuda" : "cpu", prefix, weight_bytes(m) / (1 << 20), gen_s,
-               "tokens", "seqs", "ms", "GFLOP/s", "%peak", "weights/s");
+               stream_bytes(m) / (1 << 20),
+               threads == 1 && !on_gpu ? " (times: CPU time of the one thread)" : "", "tokens",
+               "seqs", "ms", "GFLOP/s", "%peak", "weights/s", "x stream");
     for (int w = 0; w < n_win * n_seqs; w++) {
         int T = toks[w / n_seqs], S = seqs[w % n_seqs];
         for (int s = 0; s < S; s++)
@@ -262,43 +308,58 @@ static int bench_forward(int argc, char **argv) {
         /* --out-rows: logits for the first N fed rows only (decoders ask for the
          * block's masked positions, not the whole window) */
         int n_out = out_rows < 0 || out_rows > S * T ? S * T : (int)out_rows;
-        struct lopad_batch b = {.n_tokens = S * T, .tokens = tokens, .pos = pos, .n_seq = S,
-                                .seq = seq, .n_cache = (int)prefix, .n_out = n_out,
-                                .out_rows = rows, .logits = logits};
-        double best = 1e30;
+        struct lopad_batch b = {.n_tokens = S * T,
+                                .tokens = tokens,
+                                .pos = pos,
+                                .n_seq = S,
+                                .seq = seq,
+                                .n_cache = (int)prefix,
+                                .n_out = n_out,
+                                .out_rows = rows,
+                                .logits = logits};
+        /* one CPU thread: timed by its CPU time (the machine may be shared) */
+        const bool cpu_clock = threads == 1 && !on_gpu;
+        double best = 1e30, best_wall = 1e30;
         for (int r = 0; r <= repeat; r++) { /* r == 0 warms up */
-            double s = lp_time();
+            double s = lp_time(), sc = thread_cpu_now();
             st = use_scores ? lp_forward_scores(c, &b, scores) : lopad_forward(c, &b);
             if (st) {
                 lp_cli_fail("bench forward", st);
                 goto done;
             }
             s = lp_time() - s;
-            if (r > 0 && s < best) best = s;
+            sc = thread_cpu_now() - sc;
+            if (r > 0 && (cpu_clock ? sc : s) < best) best = cpu_clock ? sc : s;
+            if (r > 0 && s < best_wall) best_wall = s;
         }
         double flops = forward_flops(hp, T, (int)prefix, S) -
                        2.0 * hp->n_embd * hp->n_vocab * (S * T - n_out); /* head rows skipped */
         double gflops = flops / best / 1e9;
         double frac = pk.fp32_gflops > 0 ? gflops / pk.fp32_gflops : 0;
         double stream_gbs = weight_bytes(m) / best / 1e9;
+        /* against the time to read the streamed weights once at the measured bandwidth */
+        const double sbytes = stream_bytes(m);
+        double floor_s = pk.bandwidth_gbs > 0 ? sbytes / (pk.bandwidth_gbs * 1e9) : 0;
+        double ratio = floor_s > 0 ? best / floor_s : 0;
         if (json)
             printf("{\"shape\": \"%s\", \"type\": \"%s\", \"device\": \"%s\", \"tokens\": %d, "
                    "\"seqs\": %d, \"prefix\": %ld, \"layers\": %d, \"out_rows\": %d, "
                    "\"scores\": %s, "
                    "\"threads\": %ld, \"ms\": %.3f, \"gflops\": %.2f, \"peak_fp32_gflops\": %.2f, "
                    "\"peak_fraction\": %.4f, \"weight_stream_gbs\": %.2f, "
-                   "\"peak_bandwidth_gbs\": %.2f}\n",
+                   "\"peak_bandwidth_gbs\": %.2f, \"clock\": \"%s\", \"wall_ms\": %.3f, "
+                   "\"stream_bytes\": %.0f, \"stream_floor_ms\": %.3f, \"stream_ratio\": %.3f}\n",
                    shape, type_s, on_gpu ? "cuda" : "cpu", T, S, prefix, hp->n_layer, n_out,
-                   use_scores ? "true" : "false",
-                   threads, best * 1e3,
-                   gflops, pk.fp32_gflops, frac, stream_gbs, pk.bandwidth_gbs);
+                   use_scores ? "true" : "false", threads, best * 1e3, gflops, pk.fp32_gflops, frac,
+                   stream_gbs, pk.bandwidth_gbs, cpu_clock ? "thread_cpu" : "wall", best_wall * 1e3,
+                   sbytes, floor_s * 1e3, ratio);
         else
-            printf("%8d %5d %10.2f %10.1f %7.1f%% %8.1f GB/s\n", T, S, best * 1e3, gflops,
-                   frac * 100, stream_gbs);
+            printf("%8d %5d %10.2f %10.1f %7.1f%% %5.1f GB/s %8.2fx\n", T, S, best * 1e3, gflops,
+                   frac * 100, stream_gbs, ratio);
     }
     if (!json && pk.fp32_gflops > 0)
-        printf("machine peak: fp32 %.1f GFLOP/s (%s), memory %.1f GB/s, %ld threads\n", pk.fp32_gflops,
-               pk.simd, pk.bandwidth_gbs, threads);
+        printf("machine peak: fp32 %.1f GFLOP/s (%s), memory %.1f GB/s, %ld threads\n",
+               pk.fp32_gflops, pk.simd, pk.bandwidth_gbs, threads);
     rc = 0;
 done:
     free(tokens);
@@ -319,8 +380,22 @@ static double weight_bytes(const lopad_model *m) {
     if (m->output.data != m->tok_embd.data) b += (double)m->output.row_bytes * m->output.n_out;
     for (int i = 0; i < m->hp.n_layer; i++) {
         const struct lp_layer *L = &m->layers[i];
-        const struct lp_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int j = 0; j < 7; j++) b += (double)ws[j]->row_bytes * ws[j]->n_out;
+        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                        &L->w_gate, &L->w_up, &L->w_down};
+        for (int j = 0; j < 7; j++)
+            b += (double)ws[j]->row_bytes * ws[j]->n_out;
+    }
+    return b;
+}
+
+static double stream_bytes(const lopad_model *m) {
+    double b = (double)m->output.row_bytes * m->output.n_out;
+    for (int i = 0; i < m->hp.n_layer; i++) {
+        const struct lp_layer *L = &m->layers[i];
+        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                        &L->w_gate, &L->w_up, &L->w_down};
+        for (int j = 0; j < 7; j++)
+            b += (double)ws[j]->row_bytes * ws[j]->n_out;
     }
     return b;
 }
