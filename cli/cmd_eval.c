@@ -77,33 +77,24 @@ static void usage(FILE *f) {
 
 /* ------------------------------------------------------------ generation */
 
-/* one quiet generation: the reply text (skip special tokens), stats into r */
+/* one quiet generation through lopad run's path (run.h): the reply text (special
+ * tokens skipped), stats added to r */
 static int generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
                     struct lp_decode_request *rq, char **text, struct eval_result *r) {
-    int ctx_limit = s->hp->n_ctx_train > 0 ? s->hp->n_ctx_train : INT_MAX;
-    enum lopad_status st = lp_decode_validate(rq, s->hp, ctx_limit);
-    if (st) return lp_cli_fail(cmd, st) + 1;
-    int L = rq->n_prompt + rq->gen_len;
-    int n_batch = rq->cfg_scale > 0 ? 2 * L : L;
-    if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa > 0)
-        n_batch = (int)LP_MIN((int64_t)(rq->lopa + 1) * L, (int64_t)LP_MAX(L, 16384));
-    struct lopad_ctx_params cp = {
-        .n_ctx = L, .n_batch_max = n_batch, .n_threads = o->threads, .device = o->device};
-    lopad_ctx *ctx = NULL;
-    st = lopad_ctx_new(s->model, &cp, &ctx);
-    if (st) return lp_cli_fail(cmd, st);
-    struct lp_engine eng;
-    lp_engine_from_ctx(&eng, s->model, ctx, L, n_batch);
-    struct lp_decode_result res;
-    st = lp_decode_run(&eng, rq, NULL, NULL, &res);
-    lopad_ctx_free(ctx);
-    if (st) return lp_cli_fail(cmd, st);
-    r->n_committed += res.n_committed;
-    r->nfe += res.nfe;
-    r->seconds += res.t_total;
-    st = lp_tokenizer_decode(s->tok, res.ids, (size_t)res.n_ids, true, text, NULL);
-    lp_decode_result_free(&res);
-    return st ? lp_cli_fail(cmd, st) : 0;
+    struct lp_run_opts q = *o;
+    q.quiet = true;
+    struct lp_ids reply = {0};
+    struct lp_run_stats stats;
+    int rc = lp_run_generate_ex(cmd, &q, s, rq, &reply, &stats);
+    if (!rc) {
+        r->n_committed += stats.n_committed;
+        r->nfe += stats.nfe;
+        r->seconds += stats.seconds;
+        enum lopad_status st = lp_tokenizer_decode(s->tok, reply.v, reply.n, true, text, NULL);
+        if (st) rc = lp_cli_fail(cmd, st);
+    }
+    lp_ids_free(&reply);
+    return rc;
 }
 
 /* the prompt ids of item `it` (shots as earlier turns / text) */

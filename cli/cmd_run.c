@@ -23,6 +23,7 @@
 #include "core/common.h"
 #include "decode/decode.h"
 #include "model/chat.h"
+#include "model/synthetic.h"
 #include "model/tokenizer.h"
 
 /* ---------------------------------------------------------------- options */
@@ -197,10 +198,44 @@ const char *lp_run_opts_help =
 
 /* ---------------------------------------------------------------- session */
 
-
 static bool is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* "synthetic:SHAPE[:LAYERS][@TYPE]": a random-weight model built in memory */
+static int open_synthetic(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s) {
+    static const struct {
+        const char *name;
+        int type;
+    } types[] = {{"f32", LOPAD_TYPE_F32},
+                 {"f16", LOPAD_TYPE_F16},
+                 {"bf16", LOPAD_TYPE_BF16},
+                 {"q8_0", LOPAD_TYPE_Q8_0},
+                 {"q4_0", LOPAD_TYPE_Q4_0}};
+    if (o->lora) return lp_cli_usage_error(cmd, "--lora needs a model file, not a synthetic model");
+    char spec[128];
+    const char *body = o->model + strlen("synthetic:");
+    if (strlen(body) >= sizeof spec)
+        return lp_cli_usage_error(cmd, "synthetic model name too long: '%.64s...'", body);
+    strcpy(spec, body);
+    int type = LOPAD_TYPE_BF16;
+    char *at = strchr(spec, '@');
+    if (at) {
+        *at = 0;
+        type = -1;
+        for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (!strcmp(at + 1, types[i].name)) type = types[i].type;
+        if (type < 0)
+            return lp_cli_usage_error(cmd,
+                                      "synthetic model: unknown type '%s' (f32, f16, bf16, q8_0, "
+                                      "q4_0)",
+                                      at + 1);
+    }
+    enum lopad_status st = lp_model_synthetic(spec, type, 1234, &s->model);
+    if (st) return lp_cli_fail(cmd, st) + (st == LOPAD_ERR_ARG); /* a bad name: usage error */
+    s->hp = lopad_model_hparams(s->model);
+    return 0;
 }
 
 /* shared: load the model named by o (or $LOPAD_DEFAULT_MODEL); 0 or an exit code */
@@ -209,6 +244,7 @@ int lp_run_session_open(const char *cmd, struct lp_run_opts *o, struct lp_run_se
     if (!o->model) o->model = getenv("LOPAD_DEFAULT_MODEL");
     if (!o->model || !*o->model)
         return lp_cli_usage_error(cmd, "no model: give -m MODEL (or set LOPAD_DEFAULT_MODEL)");
+    if (!strncmp(o->model, "synthetic:", strlen("synthetic:"))) return open_synthetic(cmd, o, s);
     struct lopad_load_opts lo = {.lora_dir = o->lora};
     enum lopad_status st = lopad_model_load(o->model, &lo, &s->model);
     if (st) return lp_cli_fail(cmd, st);
@@ -281,8 +317,8 @@ int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
     if (o->fast.set_sigma) rq->dpad_sigma = o->fast.dpad_sigma;
     if (o->fast.set_scale) rq->dpad_scale = o->fast.dpad_scale;
     bool fast_set = o->fast.cache || o->fast.rule ||
-                    (o->fast.confidence && rq->decoder != LP_DEC_D2F) ||
-                    o->fast.set_threshold || o->fast.set_factor || o->fast.first_token;
+                    (o->fast.confidence && rq->decoder != LP_DEC_D2F) || o->fast.set_threshold ||
+                    o->fast.set_factor || o->fast.first_token;
     if (fast_set && rq->decoder != LP_DEC_FAST)
         return lp_cli_usage_error(cmd, "--cache / --rule / --threshold / --factor / --confidence "
                                        "/ --dream-first-token-commit need --decoder fast");
@@ -494,10 +530,17 @@ static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
     }
 }
 
-/* shared: run one request on the session; streams, prints the summary / JSON.
- * reply (optional) receives the generated ids cut at the first EOS / EoT. */
+/* shared: run one request on the session; streams, prints the summary / JSON
+ * (nothing with o->quiet). reply (optional) receives the generated ids cut at the
+ * first EOS / EoT, stats (optional) the counts. */
 int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
                     struct lp_decode_request *rq, struct lp_ids *reply) {
+    return lp_run_generate_ex(cmd, o, s, rq, reply, NULL);
+}
+
+int lp_run_generate_ex(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
+                       struct lp_decode_request *rq, struct lp_ids *reply,
+                       struct lp_run_stats *stats) {
     int ctx_limit = s->hp->n_ctx_train > 0 ? s->hp->n_ctx_train : INT_MAX;
     enum lopad_status est = lp_decode_validate(rq, s->hp, ctx_limit);
     if (est) return lp_cli_fail(cmd, est) + 1; /* a bad request is a usage error */
@@ -517,10 +560,10 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
 
     struct stream st = {.s = s, .o = o, .t0 = lp_time()};
     st.tty = isatty(2);
-    st.stream_text = s->tok && !o->json;
-    st.progress = st.tty && !o->json;
+    st.stream_text = s->tok && !o->json && !o->quiet;
+    st.progress = st.tty && !o->json && !o->quiet;
     struct lp_decode_result res;
-    est = lp_decode_run(&eng, rq, on_step, &st, &res);
+    est = lp_decode_run(&eng, rq, o->quiet ? NULL : on_step, o->quiet ? NULL : &st, &res);
     lopad_ctx_free(ctx);
     if (est) {
         if (st.progress) fputs("\r\033[K", stderr);
@@ -537,7 +580,10 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
     }
     double tps = res.t_total > 0 ? res.n_committed / res.t_total : 0;
     int rc = 0;
-    if (o->json) {
+    if (stats) *stats = (struct lp_run_stats){res.n_committed, res.nfe, res.t_total};
+    if (o->quiet) {
+        /* nothing printed */
+    } else if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(j, "ids");
         for (int i = 0; i < res.n_ids; i++)
@@ -583,13 +629,15 @@ int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
             printf(i ? ",%d" : "%d", (int)res.ids[i]);
         putchar('\n');
     }
-    fflush(stdout);
-    fprintf(stderr,
-            "lopad %s: %d tokens (%d kept before EOS), NFE %d, TPF %.2f, prefill %.3f s, "
-            "decode %.3f s, %.1f tok/s\n",
-            cmd, res.n_committed, res.n_ids, res.nfe, res.tpf, res.t_first_forward,
-            res.t_total - res.t_first_forward, tps);
-    if (res.winner_hist) { /* D2F / LoPA */
+    if (!o->quiet) {
+        fflush(stdout);
+        fprintf(stderr,
+                "lopad %s: %d tokens (%d kept before EOS), NFE %d, TPF %.2f, prefill %.3f s, "
+                "decode %.3f s, %.1f tok/s\n",
+                cmd, res.n_committed, res.n_ids, res.nfe, res.tpf, res.t_first_forward,
+                res.t_total - res.t_first_forward, tps);
+    }
+    if (res.winner_hist && !o->quiet) { /* D2F / LoPA */
         fprintf(stderr, "lopad %s: LoPA wins: anchor %d, lookahead", cmd,
                 res.winner_hist[res.n_winner_hist - 1]);
         for (int i = 0; i + 1 < res.n_winner_hist; i++)

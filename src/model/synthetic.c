@@ -128,21 +128,59 @@ static void gen_task(void *arg, int task, int tid) {
     }
 }
 
-static const struct shape *find_shape(const char *name) {
-    for (unsigned i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        if (!strcmp(shapes[i].name, name)) return &shapes[i];
-    return NULL;
-}
-
 enum lopad_status lp_model_synthetic(const char *shape_name, int type, uint64_t seed,
                                      lopad_model **out) {
+    return lp_model_synthetic_layers(shape_name, 0, type, seed, out);
+}
+
+/* "name" or "name:N" -> the shape and the layer count (0 when not given) */
+static enum lopad_status parse_shape(const char *spec, const struct shape **sh, int *n_layers) {
+    *sh = NULL;
+    *n_layers = 0;
+    if (!spec)
+        return lp_error(LOPAD_ERR_ARG, "synthetic model: no shape (tiny, tiny-llada, dream-7b, "
+                                       "llada-8b, optionally :LAYERS)");
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    for (unsigned i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (strlen(shapes[i].name) == len && !strncmp(shapes[i].name, spec, len)) *sh = &shapes[i];
+    if (!*sh)
+        return lp_error(LOPAD_ERR_ARG,
+                        "synthetic model: unknown shape '%.*s' (tiny, tiny-llada, dream-7b, "
+                        "llada-8b, optionally :LAYERS)",
+                        (int)LP_MIN(len, 64), spec);
+    if (colon) {
+        const char *v = colon + 1;
+        long n = 0;
+        bool ok = *v != 0;
+        for (const char *p = v; ok && *p; p++) {
+            ok = *p >= '0' && *p <= '9' && n <= 100000;
+            n = n * 10 + (*p - '0');
+        }
+        if (!ok || n < 1 || n > (*sh)->n_layer)
+            return lp_error(LOPAD_ERR_ARG,
+                            "synthetic model: bad layer count '%.16s' in '%.64s' (1..%d for %s)", v,
+                            spec, (*sh)->n_layer, (*sh)->name);
+        *n_layers = (int)n;
+    }
+    return LOPAD_OK;
+}
+
+enum lopad_status lp_model_synthetic_layers(const char *shape_name, int n_layers, int type,
+                                            uint64_t seed, lopad_model **out) {
     *out = NULL;
-    const struct shape *sh = shape_name ? find_shape(shape_name) : NULL;
-    if (!sh)
-        return lp_error(
-            LOPAD_ERR_ARG,
-            "synthetic model: unknown shape '%s' (tiny, tiny-llada, dream-7b, llada-8b)",
-            shape_name ? shape_name : "(null)");
+    const struct shape *sh = NULL;
+    int named_layers = 0;
+    enum lopad_status pst = parse_shape(shape_name, &sh, &named_layers);
+    if (pst) return pst;
+    if (n_layers < 0 || n_layers > sh->n_layer)
+        return lp_error(LOPAD_ERR_ARG, "synthetic model: layer count %d out of 1..%d for %s",
+                        n_layers, sh->n_layer, sh->name);
+    if (named_layers && n_layers && named_layers != n_layers)
+        return lp_error(LOPAD_ERR_ARG,
+                        "synthetic model: '%s' names %d layers but %d were asked for", shape_name,
+                        named_layers, n_layers);
+    if (!n_layers) n_layers = named_layers ? named_layers : sh->n_layer;
     const struct lp_type_traits *tt = lp_type_traits(type);
     if (!tt || !tt->from_float)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "synthetic model: cannot write weights of type %s",
@@ -159,7 +197,7 @@ enum lopad_status lp_model_synthetic(const char *shape_name, int type, uint64_t 
     *hp = (struct lopad_hparams){.arch = sh->arch,
                                  .rope = LOPAD_ROPE_NEOX,
                                  .n_embd = sh->n_embd,
-                                 .n_layer = sh->n_layer,
+                                 .n_layer = n_layers,
                                  .n_head = sh->n_head,
                                  .n_head_kv = sh->n_head_kv,
                                  .head_dim = sh->head_dim,
@@ -181,11 +219,14 @@ enum lopad_status lp_model_synthetic(const char *shape_name, int type, uint64_t 
     struct gen_job job = {.seed = seed};
     lp_pool *pool = NULL;
     char path[64];
-    snprintf(path, sizeof path, "synthetic:%s", sh->name);
+    if (n_layers == sh->n_layer)
+        snprintf(path, sizeof path, "synthetic:%s", sh->name);
+    else
+        snprintf(path, sizeof path, "synthetic:%s:%d", sh->name, n_layers);
     if (!(m->path = lp_strdup(path, "model path"))) goto fail;
 
     const int per_layer = 9 + (sh->bias ? 3 : 0);
-    const int n_t = 3 + sh->n_layer * per_layer;
+    const int n_t = 3 + n_layers * per_layer;
     enum { name_len = 48 };
     char *names = lp_calloc((size_t)n_t, name_len, "synthetic tensor names");
     if (!names || !lp_model_own(m, names, (size_t)n_t * name_len, false)) goto fail;
@@ -216,7 +257,7 @@ enum lopad_status lp_model_synthetic(const char *shape_name, int type, uint64_t 
     ADD(type, FILL_MATRIX, E, V);
     NAME("output_norm.weight");
     ADD(LOPAD_TYPE_F32, FILL_NORM, E, 1);
-    for (int l = 0; l < sh->n_layer; l++) {
+    for (int l = 0; l < n_layers; l++) {
         NAME("blk.%d.attn_norm.weight", l);
         ADD(LOPAD_TYPE_F32, FILL_NORM, E, 1);
         NAME("blk.%d.attn_q.weight", l);

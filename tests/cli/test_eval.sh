@@ -183,5 +183,17 @@ expect2 "unknown option" --task gsm8k --bogus
 echo '{"question": "no answer"}' >"$TMP/bad.jsonl"
 expect2 "record 1" --task tiny-gsm --data "$TMP/bad.jsonl" -m "$DREAM"
 
+# ---- generation goes through lopad run's path in quiet mode: one JSON line on stdout,
+# nothing on stderr (no per-problem summary, no streamed text), and the same counts
+out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
+    --json 2>"$TMP/quiet_err")
+rc=$?
+if [ $rc -eq 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [ ! -s "$TMP/quiet_err" ] &&
+    printf '%s' "$out" | grep -q '"nfe":4,' && printf '%s' "$out" | grep -q '"n_committed":16,'; then
+    ok
+else
+    bad "quiet eval: rc $rc, stdout '$out', stderr '$(cat "$TMP/quiet_err")'"
+fi
+
 echo "test_eval: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -141,6 +141,37 @@ expect_fail "needs a value" run -m "$LLADA" --prompt-ids 1,2,3 --gen
 expect_fail "exclude each other" run -m "$LLADA" -p hi --chat --raw
 expect_fail "unknown option" chat -m "$LLADA" --bogus
 
+# ---- synthetic models (-m synthetic:SHAPE[:LAYERS][@TYPE], used by bench/dpad_e2e.sh)
+ids_of() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
+syn() { # model -> ids of a fixed 8-token llada generation, or FAIL
+    "$BIN" run -m "$1" --prompt-ids 1,2,3,4 --gen 8 --steps 8 --block 8 --decoder llada --json \
+        $T 2>/tmp/lopad_run_err.$$ | { read -r l && [ -n "$l" ] && printf '%s' "$l" | ids_of; } ||
+        echo FAIL
+}
+s_full=$(syn synthetic:tiny-llada)
+s_two=$(syn synthetic:tiny-llada:2)
+s_one=$(syn synthetic:tiny-llada:1)
+s_one_b=$(syn synthetic:tiny-llada:1)
+s_q8=$(syn synthetic:tiny-llada:1@q8_0)
+case "$s_full,$s_one,$s_q8" in *FAIL*) bad "synthetic run failed: $(cat /tmp/lopad_run_err.$$)" ;; *) ok ;; esac
+# ":2" of a 2-layer shape is the same model; fewer layers, other ids; same name, same ids
+[ -n "$s_full" ] && [ "$s_full" = "$s_two" ] && ok || bad "synthetic:tiny-llada:2 [$s_two] != synthetic:tiny-llada [$s_full]"
+[ -n "$s_one" ] && [ "$s_one" != "$s_full" ] && ok || bad "1-layer synthetic gave the 2-layer ids [$s_one]"
+[ "$s_one" = "$s_one_b" ] && ok || bad "synthetic:tiny-llada:1 is not deterministic"
+[ -n "$s_q8" ] && [ "$s_q8" != "$s_one" ] && ok || bad "@q8_0 gave the bf16 ids [$s_q8]"
+# bench forward takes the same names and runs the given depth
+out=$("$BIN" bench forward --shape tiny:1 --tokens 8 --repeat 1 --threads 1 --no-peak --json 2>&1)
+printf '%s' "$out" | grep -q '"layers": 1' && ok || bad "bench forward --shape tiny:1: $out"
+expect_fail "unknown shape 'nope'" run -m synthetic:nope --prompt-ids 1,2,3
+expect_fail "bad layer count '0'" run -m synthetic:tiny:0 --prompt-ids 1,2,3
+expect_fail "bad layer count '3'" run -m synthetic:tiny:3 --prompt-ids 1,2,3
+expect_fail "bad layer count 'x'" run -m synthetic:tiny:x --prompt-ids 1,2,3
+expect_fail "bad layer count ''" run -m synthetic:tiny: --prompt-ids 1,2,3
+expect_fail "unknown type 'q9'" run -m synthetic:tiny@q9 --prompt-ids 1,2,3
+expect_fail "--lora" run -m synthetic:tiny --lora /nonexistent --prompt-ids 1,2,3
+expect_fail "no tokenizer" run -m synthetic:tiny -p hello
+expect_fail "bad layer count '1:2'" bench forward --shape tiny:1:2 --tokens 8 --no-peak
+
 rm -f /tmp/lopad_run_err.$$
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
