@@ -12,11 +12,15 @@
 #   dpad+dual     the block                             T = B,       cache b+K
 # K = expected DPad kept count, sum over d < min(W, suffix) of min(1, a e^{-x^2/2}/sqrt(2 pi)),
 # x = k d/(W-1) (W 256, k 4, a 2.0 LLaDA / 1.6 Dream). Logits for the B block rows only.
-# --layers runs the first N layers of the real shape (the ratios between modes do not
-# depend on depth); the output head is always computed for the B rows.
+# LAYERS runs the first N layers of the real shape (the ratios between modes do not
+# depend on depth); the output head is always computed for the B rows. Only those layers
+# are generated (shape "SHAPE:LAYERS", model/synthetic.h), so a call takes seconds, not
+# the minutes a whole 7B model takes to build. THREADS (default: all cores) sets
+# --threads; with 1 thread `bench forward` times by CPU time (robust on a shared machine).
+# REPEAT (default 1) forwards are timed after a warm-up, the best counts.
 #
 #   bash bench/decode_modes.sh [BIN] [SHAPE] [TYPE] [LAYERS] [GENS]
-#   bash bench/decode_modes.sh build/lopad llada-8b bf16 2 "256 512 1024 2048"
+#   THREADS=1 bash bench/decode_modes.sh build/lopad llada-8b q8_0 2 "256 512 1024 2048"
 set -euo pipefail
 BIN=${1:-build/lopad}
 SHAPE=${2:-llada-8b}
@@ -31,11 +35,13 @@ kept() { # suffix length -> expected kept count
 S,W,k,a=int(sys.argv[1]),256,4.0,float(sys.argv[2])
 print(round(sum(min(1.0,a*math.exp(-(k*d/(W-1))**2/2)/math.sqrt(2*math.pi)) for d in range(min(W,S)))))" "$1" "$SCALE"
 }
-ms() { # tokens prefix -> ms (best of 1 after a warm-up)
-    "$BIN" bench forward --shape "$SHAPE" --type "$TYPE" --layers "$LAYERS" --tokens "$1" --prefix "$2" \
-        --out-rows $B --repeat 1 --no-peak --json | python3 -c "import json,sys;print(json.loads(sys.stdin.readline())['ms'])"
+THREADS=${THREADS:-$(nproc)}
+ms() { # tokens prefix -> ms (best of REPEAT after a warm-up)
+    "$BIN" bench forward --shape "$SHAPE:$LAYERS" --type "$TYPE" --tokens "$1" --prefix "$2" \
+        --out-rows $B --repeat "${REPEAT:-1}" --threads "$THREADS" --no-peak --json |
+        python3 -c "import json,sys;print(json.loads(sys.stdin.readline())['ms'])"
 }
-echo "shape $SHAPE ($TYPE, first $LAYERS layers), prompt $P0, block $B, $(nproc) threads"
+echo "shape $SHAPE ($TYPE, first $LAYERS layers), prompt $P0, block $B, $THREADS threads"
 echo "| G | none ms | prefix ms | dual ms | DPad K | dpad+none ms | dpad+prefix ms | dpad+dual ms | none/prefix | none/dual | none/(dpad+dual) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for G in $GENS; do

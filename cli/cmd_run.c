@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
@@ -530,6 +531,12 @@ static void json_settings(cJSON *o, const struct lp_decode_request *rq) {
     }
 }
 
+static double process_cpu_seconds(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* shared: run one request on the session; streams, prints the summary / JSON
  * (nothing with o->quiet). reply (optional) receives the generated ids cut at the
  * first EOS / EoT, stats (optional) the counts. */
@@ -563,7 +570,9 @@ int lp_run_generate_ex(const char *cmd, const struct lp_run_opts *o, struct lp_r
     st.stream_text = s->tok && !o->json && !o->quiet;
     st.progress = st.tty && !o->json && !o->quiet;
     struct lp_decode_result res;
+    const double cpu0 = process_cpu_seconds();
     est = lp_decode_run(&eng, rq, o->quiet ? NULL : on_step, o->quiet ? NULL : &st, &res);
+    const double cpu_s = process_cpu_seconds() - cpu0;
     lopad_ctx_free(ctx);
     if (est) {
         if (st.progress) fputs("\r\033[K", stderr);
@@ -605,6 +614,9 @@ int lp_run_generate_ex(const char *cmd, const struct lp_run_opts *o, struct lp_r
         cJSON_AddNumberToObject(j, "seconds", res.t_total);
         cJSON_AddNumberToObject(j, "prefill_seconds", res.t_first_forward);
         cJSON_AddNumberToObject(j, "decode_seconds", res.t_total - res.t_first_forward);
+        /* CPU time of all threads during decoding: with --threads 1 on a shared machine,
+         * the cost of the work itself (wall time also counts the waits) */
+        cJSON_AddNumberToObject(j, "cpu_seconds", cpu_s);
         cJSON_AddNumberToObject(j, "tokens_per_second", tps);
         /* D2F / LoPA: non-pad tokens per NFE; branch wins (lookahead 0..K-1, anchor K) */
         cJSON_AddNumberToObject(j, "n_nonpad", res.n_nonpad);

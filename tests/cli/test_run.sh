@@ -141,7 +141,7 @@ expect_fail "needs a value" run -m "$LLADA" --prompt-ids 1,2,3 --gen
 expect_fail "exclude each other" run -m "$LLADA" -p hi --chat --raw
 expect_fail "unknown option" chat -m "$LLADA" --bogus
 
-# ---- synthetic models (-m synthetic:SHAPE[:LAYERS][@TYPE], used by bench/dpad_e2e.sh)
+# ---- synthetic models (-m synthetic:SHAPE[:LAYERS][@TYPE], used by bench/fast_dllm.sh and bench/dpad.sh)
 ids_of() { sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p'; }
 syn() { # model -> ids of a fixed 8-token llada generation, or FAIL
     "$BIN" run -m "$1" --prompt-ids 1,2,3,4 --gen 8 --steps 8 --block 8 --decoder llada --json \
