@@ -5,7 +5,7 @@
  * GEMM layout (all kernel levels): a task owns LP_MM_MB (96) consecutive weight
  * rows (split by output, so threads never share an output). For each K block of
  * LP_MM_KC (256) columns it stages its weight rows row-major (converted to f32,
- * staged as s8 + scales for the int8 path, read in place for BF16), and the
+ * staged as u8 = q + 128 plus scales for the int8 path, read in place for BF16), and the
  * activation rows are packed transposed in groups of 16 ([k][16 rows]). The
  * register-blocked micro-kernels broadcast one weight element per weight row and
  * multiply it into 1-2 activation vectors: 12 weight rows x 32 activation rows
@@ -14,6 +14,9 @@
  * go to y (+ bias) at the end. The f32 path packs activations per task (cheap
  * next to 96 weight rows); the bf16 / int8 paths round / quantise and pack each
  * 256-row chunk of activations once per call into a shared buffer first.
+ * Small windows (32 rows) read each weight byte once, straight from memory, 96
+ * rows far apart: software prefetch of the next tile (in-place BF16) or of the
+ * next K block's rows (staged paths) keeps that at the streaming rate.
  *
  * Numerics, per output (t, o), identical whatever the tiling, the thread count
  * or the other rows fed:
@@ -29,6 +32,8 @@
  *    AVX512-VNNI): each activation row is quantised per 32-block like llama.cpp's
  *    q8_0 x q8_0 (d = amax/127, q = rne(x/d)), the block's integer dot product is
  *    exact, and acc = fmaf((float)isum, d_x * d_w, acc) block after block; + bias.
+ *    (vpdpbusd multiplies u8 by s8: weights go in as q_w + 128, and each block
+ *    sum starts at -128 sum q_x, computed once per activation row and block.)
  *    Error bound: sum over blocks of (amax_b / 254) sum_k |w_k| (tested).
  */
 #include "cpu_internal.h"
@@ -293,12 +298,15 @@ struct mm_job {
 #define XG_FLOATS ((size_t)KC * PW) /* one packed activation group (16 rows x KC) */
 
 /* per-thread scratch layout, in floats */
-#define SC_W ((size_t)MB * (KC + 16))      /* weight rows of the task, row-major */
-#define SC_WS ((size_t)2 * MB * (KC / 32)) /* int8 path: weight scales, offsets */
-#define SC_X (2 * XG_FLOATS)               /* two packed activation groups */
-#define SC_XS ((size_t)2 * (KC / 32) * PW) /* int8 path: activation scales */
-#define SC_XR ((size_t)PW * (KC + 32))     /* activation rows staged for packing */
-#define SC_C ((size_t)MB * TC)             /* accumulators [row][activation] */
+#define SC_W ((size_t)MB * (KC + 16))  /* weight rows of the task, row-major */
+#define SC_WS ((size_t)MB * (KC / 32)) /* int8 path: weight scales */
+#define SC_X (2 * XG_FLOATS)           /* two packed activation groups */
+/* int8 path, per group of 16 activation rows: scales [blk][16] (f32), then
+ * offsets [blk][16] (int32, -128 * sum of the row's quants in the block) */
+#define XS_GROUP ((size_t)2 * (KC / 32) * PW)
+#define SC_XS (2 * XS_GROUP)           /* int8 path: activation scales of two groups */
+#define SC_XR ((size_t)PW * (KC + 32)) /* activation rows staged for packing */
+#define SC_C ((size_t)MB * TC)         /* accumulators [row][activation] */
 
 size_t lp_cpu_mm_scratch_floats(void) {
     return SC_W + SC_WS + SC_X + SC_XS + SC_XR + SC_C + 64;
@@ -311,7 +319,7 @@ static size_t xpk_main_floats(int64_t max_n_in) {
 }
 size_t lp_cpu_xpack_floats(int64_t max_n_in) {
     const size_t nkb = (size_t)((max_n_in + KC - 1) / KC);
-    return xpk_main_floats(max_n_in) + nkb * XP_GROUPS * (KC / 32) * PW;
+    return xpk_main_floats(max_n_in) + nkb * XP_GROUPS * XS_GROUP;
 }
 
 struct mm_scr {
@@ -524,14 +532,14 @@ TBF static inline __attribute__((always_inline)) void mk_bf16_512(const int NW, 
             _mm512_storeu_ps(c + o * TC + g * PW, a[o][g]);
 }
 
-/* int8 micro-kernel: weights s8 rows (w, stride ldw bytes), their scales wd and
- * offsets wc (= -128 * sum of the block's quants) [row][blk]; xp [k/4][16] u8x4
- * (activation quants + 128), xd [blk][16] activation scales per group. */
+/* int8 micro-kernel: weights u8 rows (w, stride ldw bytes: quants + 128) and
+ * their scales wd [row][blk] (stride ldws); xp [k/4][16] s8x4 activation quants,
+ * xd [blk][16] activation scales then [blk][16] offsets -128 * sum(quants), per
+ * group (stride XS_GROUP). */
 #define TI8 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 TI8 static inline __attribute__((always_inline)) void
-mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float *wd,
-          const int32_t *wc, int64_t ldws, const float *xp, const float *xd, int nblk, float *c,
-          bool first) {
+mk_i8_512(const int NW, const int NG, const uint8_t *w, int64_t ldw, const float *wd, int64_t ldws,
+          const float *xp, const float *xd, int nblk, float *c, bool first) {
     __m512 a[6][2];
 #pragma GCC unroll 6
     for (int o = 0; o < NW; o++)
@@ -539,13 +547,16 @@ mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float 
         for (int g = 0; g < NG; g++)
             a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
     for (int b = 0; b < nblk; b++) {
-        /* sum (x+128) w = sum x w + 128 sum w: the block sums start at -128 sum w */
-        __m512i s[6][2];
+        /* sum (w+128) x = sum w x + 128 sum x: the block sums start at -128 sum x */
+        __m512i s[6][2], x0[2];
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++)
+            x0[g] = _mm512_loadu_si512(xd + g * XS_GROUP + (KC / 32) * PW + b * PW);
 #pragma GCC unroll 6
         for (int o = 0; o < NW; o++)
 #pragma GCC unroll 2
             for (int g = 0; g < NG; g++)
-                s[o][g] = _mm512_set1_epi32(wc[o * ldws + b]);
+                s[o][g] = x0[g];
 #pragma GCC unroll 8
         for (int q = 0; q < 8; q++) {
             __m512i xv[2];
@@ -557,13 +568,13 @@ mk_i8_512(const int NW, const int NG, const int8_t *w, int64_t ldw, const float 
                 const __m512i wb = _mm512_set1_epi32((int)ld32(w + o * ldw + b * 32 + q * 4));
 #pragma GCC unroll 2
                 for (int g = 0; g < NG; g++)
-                    s[o][g] = _mm512_dpbusd_epi32(s[o][g], xv[g], wb);
+                    s[o][g] = _mm512_dpbusd_epi32(s[o][g], wb, xv[g]);
             }
         }
         __m512 dx[2];
 #pragma GCC unroll 2
         for (int g = 0; g < NG; g++)
-            dx[g] = _mm512_loadu_ps(xd + g * (KC / 32) * PW + b * PW);
+            dx[g] = _mm512_loadu_ps(xd + g * XS_GROUP + b * PW);
 #pragma GCC unroll 6
         for (int o = 0; o < NW; o++) {
             const __m512 dw = _mm512_set1_ps(wd[o * ldws + b]);
@@ -608,10 +619,10 @@ TBF static void kern_bf16_512(int nw, int ng, const uint32_t *w, int64_t ldw, co
     }
 }
 #define I8C(nw, ng)                                                                                \
-    case nw: mk_i8_512(nw, ng, w, ldw, wd, wc, ldws, xp, xd, nblk, c, first); break;
-TI8 static void kern_i8_512(int nw, int ng, const int8_t *w, int64_t ldw, const float *wd,
-                            const int32_t *wc, int64_t ldws, const float *xp, const float *xd,
-                            int nblk, float *c, bool first) {
+    case nw: mk_i8_512(nw, ng, w, ldw, wd, ldws, xp, xd, nblk, c, first); break;
+TI8 static void kern_i8_512(int nw, int ng, const uint8_t *w, int64_t ldw, const float *wd,
+                            int64_t ldws, const float *xp, const float *xd, int nblk, float *c,
+                            bool first) {
     if (ng == 2) {
         switch (nw) { CASES6(I8C, 2) }
     } else {
@@ -640,18 +651,20 @@ TBF static void pack_x_bf16(const float *x, int64_t ldx, int nrow, int kc, float
 }
 
 /* Activation rows quantised per 32-block like q8_0 (d = amax/127, q = rne(x/d)),
- * stored as u8 (q + 128) packed [k/4][16]; scales to xd [blk][16] (0 for
- * padding rows). */
+ * stored as s8 packed [k/4][16]; scales to xd [blk][16] and offsets -128 *
+ * sum(q) to xd + (KC/32)*16 as int32 [blk][16] (0 for padding rows). */
 TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *stage, float *xp,
                           float *xd) {
     const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-    const __m512i lim = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    const __m512i lim = _mm512_set1_epi32(127);
     const int64_t lds = KC / 4 + 16;
     uint8_t *st = (uint8_t *)stage;
+    int32_t *xc = (int32_t *)(xd + (KC / 32) * PW);
     for (int t = 0; t < PW; t++)
         for (int b = 0; b < kc / 32; b++) {
             if (t >= nrow) {
                 xd[b * PW + t] = 0.0f;
+                xc[b * PW + t] = 0;
                 continue;
             }
             const float *xr = x + t * ldx + b * 32;
@@ -664,24 +677,23 @@ TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *
                 _mm512_mul_ps(v0, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             __m512i q1 = _mm512_cvtps_epi32(_mm512_roundscale_ps(
                 _mm512_mul_ps(v1, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            q0 = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q0, lim),
-                                                   _mm512_sub_epi32(_mm512_setzero_si512(), lim)),
-                                  off);
-            q1 = _mm512_add_epi32(_mm512_max_epi32(_mm512_min_epi32(q1, lim),
-                                                   _mm512_sub_epi32(_mm512_setzero_si512(), lim)),
-                                  off);
+            q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim),
+                                  _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+            q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim),
+                                  _mm512_sub_epi32(_mm512_setzero_si512(), lim));
             uint8_t *dst = st + (t * lds + b * 8) * 4;
             _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128((__m128i *)(dst + 16), _mm512_cvtepi32_epi8(q1));
             xd[b * PW + t] = d;
+            xc[b * PW + t] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
         }
     pack_dw_512(st, lds, nrow, kc / 4, xp);
 }
 
-/* Weight rows [r0, r0+nr) columns [k0, k0+kc) of Q8_0 / Q4_0 as s8 rows (stride
- * KC bytes), scales wd and offsets wc = -128 * sum(q) [row][blk]. */
-TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, int kc, int8_t *wq,
-                          float *wd, int32_t *wc) {
+/* Weight rows [r0, r0+nr) columns [k0, k0+kc) of Q8_0 / Q4_0 as u8 rows q + 128
+ * (stride KC bytes) and scales wd [row][blk]. */
+TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, int kc, uint8_t *wq,
+                          float *wd) {
     const struct lp_weight *w = j->w;
     const int nblk = kc / 32;
     const __m256i x80 = _mm256_set1_epi8((char)0x80);
@@ -704,14 +716,9 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
                 q = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
                 d = h2f(qb->d);
             }
-            _mm256_storeu_si256((__m256i *)(wq + (size_t)r * KC + b * 32), q);
-            /* sum of (q + 128) over the block via SAD, minus 32 * 128 */
-            __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, x80), _mm256_setzero_si256());
-            __m128i s2 =
-                _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
-            int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
+            _mm256_storeu_si256((__m256i *)(wq + (size_t)r * KC + b * 32),
+                                _mm256_xor_si256(q, x80));
             wd[r * (KC / 32) + b] = d;
-            wc[r * (KC / 32) + b] = -128 * sum;
         }
     }
 }
@@ -770,7 +777,7 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
             }
             if (ldw * 4 != (int64_t)w->row_bytes && kc % 2 == 0) LP_ASSERT(0);
         } else if (j->path == MM_I8) {
-            prep_w_i8(j, r0, nr, k0, kc, (int8_t *)s.w, s.ws, (int32_t *)(s.ws + SC_WS / 2));
+            prep_w_i8(j, r0, nr, k0, kc, (uint8_t *)s.w, s.ws);
         } else
 #endif
         {
@@ -786,7 +793,7 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
             if (j->xpk) { /* packed once for the call */
                 const size_t gi = (size_t)(k0 / KC) * XP_GROUPS + (size_t)(tc0 + t0) / PW;
                 xpg = j->xpk + gi * XG_FLOATS;
-                xdg = j->xpks + gi * (KC / 32) * PW;
+                xdg = j->xpks + gi * XS_GROUP;
             }
             for (int g = 0; g < ng && !j->xpk; g++) {
                 const int nrow = LP_MIN(PW, nt - g * PW);
@@ -796,7 +803,7 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                 if (j->path == MM_BF16)
                     pack_x_bf16(xg, K, nrow, kc, s.xr, xp);
                 else if (j->path == MM_I8)
-                    pack_x_i8(xg, K, nrow, kc, s.xr, xp, s.xs + g * (KC / 32) * PW);
+                    pack_x_i8(xg, K, nrow, kc, s.xr, xp, s.xs + g * XS_GROUP);
                 else if (j->level >= LP_LEVEL_AVX512)
                     pack_dw_512(xg, K, nrow, kc, xp);
                 else
@@ -827,10 +834,8 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                     continue;
                 }
                 if (j->path == MM_I8) {
-                    kern_i8_512(nw, ng, (const int8_t *)s.w + (size_t)o0 * KC, KC,
-                                s.ws + o0 * (KC / 32),
-                                (const int32_t *)(s.ws + SC_WS / 2) + o0 * (KC / 32), KC / 32, xpg,
-                                xdg, kc / 32, co, first);
+                    kern_i8_512(nw, ng, (const uint8_t *)s.w + (size_t)o0 * KC, KC,
+                                s.ws + o0 * (KC / 32), KC / 32, xpg, xdg, kc / 32, co, first);
                     continue;
                 }
                 if (j->level >= LP_LEVEL_AVX512) {
@@ -885,7 +890,7 @@ static void xpack_task(void *arg, int task, int tid) {
     if (j->path == MM_BF16)
         pack_x_bf16(x, K, nrow, kc, s.xr, j->xpk + gi * XG_FLOATS);
     else
-        pack_x_i8(x, K, nrow, kc, s.xr, j->xpk + gi * XG_FLOATS, j->xpks + gi * (KC / 32) * PW);
+        pack_x_i8(x, K, nrow, kc, s.xr, j->xpk + gi * XG_FLOATS, j->xpks + gi * XS_GROUP);
 #else
     (void)x, (void)kc, (void)nrow, (void)gi, (void)s;
 #endif
