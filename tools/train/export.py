@@ -98,7 +98,7 @@ def main():
     rcfg, W = ref.load_hf(args.out)
     toks = [ids["<|im_start|>"], 10, 20, 30, mask, mask, eos, mask]
     with torch.no_grad():
-        mine = model(torch.tensor([toks]), torch.ones(1, len(toks), dtype=torch.bool))[0]
+        mine = model(torch.tensor([toks]), torch.ones(1, len(toks), len(toks), dtype=torch.bool))[0]
     theirs = ref.forward(rcfg, W, toks, list(range(len(toks))), dtype=torch.float32)
     dev = float((mine - theirs).abs().max())
     tol = 1e-3 if args.dtype == "F32" else 0.5

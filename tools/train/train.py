@@ -128,21 +128,37 @@ class Dream(nn.Module):
             nn.init.normal_(l.self_attn.o_proj.weight, std=0.02 / math.sqrt(2 * c["n_layer"]))
             nn.init.normal_(l.mlp.down_proj.weight, std=0.02 / math.sqrt(2 * c["n_layer"]))
 
-    def forward(self, ids, key_ok):
-        """ids (B, T); key_ok (B, T) bool: real (non-batch-padding) positions.
-        Bidirectional attention over the real keys. Returns logits (B, T, V)."""
+    def forward(self, ids, allow):
+        """ids (B, T); allow (B, T, T) bool: query i may attend key j (real keys only;
+        bidirectional, or block-causal for the D2F-style sequences). Returns logits (B, T, V)."""
         T = ids.shape[1]
         hd = self.c["n_embd"] // self.c["n_head"]
         inv = 1.0 / (self.c["rope_theta"] ** (torch.arange(0, hd // 2, dtype=torch.float64)
                                                 * 2.0 / hd))
         ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
         cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
-        bias = torch.zeros(key_ok.shape, dtype=torch.float32).masked_fill(~key_ok, -1e9)
-        bias = bias[:, None, None, :]
+        bias = torch.zeros(allow.shape, dtype=torch.float32).masked_fill(~allow, -1e9)
+        bias = bias[:, None, :, :]
         x = self.model.embed_tokens(ids)
         for l in self.model.layers:
             x = l(x, cos, sin, bias)
         return self.lm_head(self.model.norm(x))
+
+
+def result_flags(tok, ans):
+    """1 for the digit tokens of a computed number (after ' =' or '####'), else 0."""
+    flags, after_op = [], False
+    for i in ans:
+        piece = tok.decode([i])
+        if piece.isdigit():
+            flags.append(1 if after_op else 0)
+            continue
+        flags.append(0)
+        if piece.strip() in ("=", "####"):
+            after_op = True
+        elif piece != " ":
+            after_op = False
+    return flags
 
 
 def load_rows(path, tok):
@@ -150,44 +166,80 @@ def load_rows(path, tok):
     with open(path) as f:
         for line in f:
             r = json.loads(line)
-            rows.append((tok.chat_prompt(r["question"]), tok.encode(r["answer"])))
+            ans = tok.encode(r["answer"])
+            rows.append((tok.chat_prompt(r["question"]), ans, result_flags(tok, ans)))
     return rows
 
 
-def make_batch(rows, rs, tok, canvas, eps=1e-3):
-    """(ids_in, targets, key_ok, loss_w): loss_w (B, T) = 1/(t * canvas_len) on masked
-    canvas positions, 0 elsewhere."""
+def make_batch(rows, rs, tok, canvas, eps=1e-3, d2f_frac=0.0, d2f_blocks=(16,), focus_frac=0.0):
+    """(ids_in, targets, allow, loss_w): allow (B, T, T) attention mask, loss_w (B, T) =
+    1/(t * canvas_len) on masked canvas positions, 0 elsewhere.
+
+    A fraction d2f_frac of the sequences is D2F-style (discrete diffusion forcing): the
+    canvas is cut into blocks of a size drawn from d2f_blocks, attention is block-causal
+    (the prompt is block 0; a query sees the prompt, earlier blocks and its own block), and
+    each block has its own mask ratio, non-decreasing from left to right. The others are
+    plain masked diffusion: one ratio t for the whole canvas, bidirectional attention.
+
+    A fraction focus_frac of the plain sequences is result-focused: a light ratio
+    t ~ U(eps, 0.5) over the canvas plus each computed number's digits masked with
+    probability 0.7 (the conditionals a confidence-ordered decoder meets when the
+    operands are committed and the result is not); these carry weight 1/(0.5 canvas_len)
+    per masked position. Still a masked denoiser: only the masking distribution changes."""
     eos, im_end, mask = (tok.special["<|endoftext|>"], tok.special["<|im_end|>"],
                          tok.special["<|mask|>"])
-    seqs = []
-    for prompt, ans in rows:
+    seqs, focus = [], []
+    for prompt, ans, rflags in rows:
         body = ans + [im_end]
         G = rs.randint(len(body), max(len(body), canvas))
         seqs.append((prompt, body + [eos] * (G - len(body))))
+        focus.append(rflags)
     T = max(len(p) + len(c) for p, c in seqs)
     B = len(seqs)
     x0 = torch.full((B, T), eos, dtype=torch.long)
-    key_ok = torch.zeros(B, T, dtype=torch.bool)
+    allow = torch.zeros(B, T, T, dtype=torch.bool)
     is_canvas = torch.zeros(B, T, dtype=torch.bool)
+    t = torch.ones(B, T)
+    force = torch.zeros(B, T, dtype=torch.bool)
+    wt = torch.zeros(B, T)
     for i, (p, c) in enumerate(seqs):
-        x0[i, :len(p) + len(c)] = torch.tensor(p + c)
-        key_ok[i, :len(p) + len(c)] = True
-        is_canvas[i, len(p):len(p) + len(c)] = True
-    t = (1 - eps) * torch.rand(B, 1) + eps
-    masked = (torch.rand(B, T) < t) & is_canvas
+        P, n = len(p), len(p) + len(c)
+        x0[i, :n] = torch.tensor(p + c)
+        is_canvas[i, P:n] = True
+        if rs.random() < d2f_frac:
+            bs = rs.choice(d2f_blocks)
+            nb = (len(c) + bs - 1) // bs
+            blk = torch.zeros(n, dtype=torch.long)
+            blk[P:] = 1 + torch.arange(len(c)) // bs
+            allow[i, :n, :n] = blk[None, :] <= blk[:, None]
+            tb = sorted((1 - eps) * rs.random() + eps for _ in range(nb))
+            t[i, P:n] = torch.tensor(tb)[blk[P:] - 1]
+        elif rs.random() < focus_frac / max(1e-9, 1 - d2f_frac):
+            allow[i, :n, :n] = True
+            t[i, :] = 0.5 * rs.random() + eps
+            fl = torch.tensor(focus[i], dtype=torch.bool)
+            force[i, P:P + len(fl)] = fl & (torch.rand(len(fl)) < 0.7)
+            wt[i, :] = 0.5
+        else:
+            allow[i, :n, :n] = True
+            t[i, :] = (1 - eps) * rs.random() + eps
+    masked = ((torch.rand(B, T) < t) | force) & is_canvas
     # at least one masked position per sequence
     for i in range(B):
         if not masked[i].any():
             idx = is_canvas[i].nonzero().flatten()
             masked[i, idx[torch.randint(len(idx), (1,))]] = True
+    # padding rows of the batch attend to themselves only (their outputs carry no loss)
+    pad = ~allow.any(-1)
+    allow |= pad[:, :, None] & torch.eye(T, dtype=torch.bool)[None]
     xt = torch.where(masked, torch.full_like(x0, mask), x0)
     clen = is_canvas.sum(1, keepdim=True).float()
-    w = masked.float() / (t * clen)
-    return xt, x0, key_ok, w
+    w = masked.float() / (torch.where(wt > 0, wt, t) * clen)
+    return xt, x0, allow, w
 
 
-def loss_fn(model, xt, x0, key_ok, w):
-    logits = model(xt, key_ok)
+def loss_fn(model, xt, x0, allow, w):
+    logits = model(xt, allow)
     # shifted: output j-1 predicts token j
     lg = logits[:, :-1]
     tg = x0[:, 1:]
@@ -215,6 +267,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop early (0 = never)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--d2f-frac", type=float, default=0.0,
+                    help="fraction of sequences trained D2F-style (block-causal attention, "
+                    "monotone per-block mask ratios)")
+    ap.add_argument("--d2f-blocks", default="8,16", help="block sizes drawn for D2F sequences")
+    ap.add_argument("--focus-frac", type=float, default=0.0,
+                    help="fraction of all sequences with result-focused masking (see make_batch)")
     ap.add_argument("--stop-at", type=int, default=0,
                     help="stop after this step, schedule unchanged (replays a timed-out run)")
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimizer and "
@@ -254,7 +312,10 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         batch = [rows[rs.randrange(len(rows))] for _ in range(args.batch)]
-        loss = loss_fn(model, *make_batch(batch, rs, tok, args.canvas))
+        loss = loss_fn(model, *make_batch(batch, rs, tok, args.canvas, d2f_frac=args.d2f_frac,
+                                          d2f_blocks=[int(b) for b in
+                                                      args.d2f_blocks.split(",")],
+                                          focus_frac=args.focus_frac))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
