@@ -7,10 +7,12 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "core/common.h"
 #include "core/threadpool.h"
-#include "d2f_impl.h" /* D2F / LoPA */
+#include "forward/forward.h" /* the fused head: lp_forward_scores, lp_forward_last_logits */
+#include "d2f_impl.h"        /* D2F / LoPA */
 
 /* Fast-dLLM */
 extern const struct lp_decoder_ops lp_fast_ops;
@@ -194,6 +196,14 @@ static void ctx_kv_truncate(void *ud, int n) {
     lopad_kv_truncate((lopad_ctx *)ud, n);
 }
 
+static enum lopad_status ctx_forward_scores(void *ud, const struct lopad_batch *b,
+                                            struct lp_row_scores *scores) {
+    return lp_forward_scores((lopad_ctx *)ud, b, scores);
+}
+static enum lopad_status ctx_last_logits(void *ud, const int32_t *rows, int n, float *logits) {
+    return lp_forward_last_logits((lopad_ctx *)ud, rows, n, logits);
+}
+
 void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
                         int n_batch_max) {
     memset(e, 0, sizeof *e);
@@ -201,6 +211,11 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->forward = ctx_forward;
     e->kv_commit = ctx_kv_commit;
     e->kv_truncate = ctx_kv_truncate;
+    const char *fused = getenv("LOPAD_FUSED_SCORES");
+    if (c && lp_forward_has_scores(c) && !(fused && !strcmp(fused, "0"))) {
+        e->forward_scores = ctx_forward_scores;
+        e->last_logits = ctx_last_logits;
+    }
     e->hp = *lopad_model_hparams(m);
     e->n_ctx = n_ctx;
     e->n_batch_max = n_batch_max;
@@ -272,6 +287,70 @@ enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_
     d->nfe += 1;
     d->n_seq_evals += b->n_seq;
     return LOPAD_OK;
+}
+
+bool lp_dec_scores_worth(struct lp_decoder *d) {
+    if (!lp_dec_has_scores(d)) return false;
+    if (d->sc_skip > 0) {
+        d->sc_skip--;
+        return false;
+    }
+    int window = d->sc_skip_len ? 4 : 8; /* recent outcomes that decide */
+    if (d->sc_n >= window) {
+        if (__builtin_popcount(d->sc_hist & ((1u << window) - 1)) * 2 > window) {
+            d->sc_skip_len = d->sc_skip_len ? LP_MIN(2 * d->sc_skip_len, 256) : 16;
+            d->sc_skip = d->sc_skip_len - 1; /* this step is the first of the pause */
+            d->sc_n = 0;
+            d->sc_hist = 0;
+            return false;
+        }
+        d->sc_skip_len = 0; /* worth it again */
+    }
+    return true;
+}
+
+enum lopad_status lp_dec_forward_scores(struct lp_decoder *d, const struct lopad_batch *b,
+                                        struct lp_row_scores *scores) {
+    LP_ASSERT(lp_dec_has_scores(d));
+    double t0 = lp_time();
+    enum lopad_status st = d->eng.forward_scores(d->eng.ud, b, scores);
+    double dt = lp_time() - t0;
+    d->t_forward += dt;
+    if (d->nfe == 0) d->t_first_forward += dt;
+    if (st != LOPAD_OK) return st;
+    d->nfe += 1;
+    d->n_seq_evals += b->n_seq;
+    d->nfe_scores++;
+    d->sc_hist <<= 1;
+    d->sc_n++;
+    return LOPAD_OK;
+}
+
+enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, int n,
+                                     float *logits) {
+    LP_ASSERT(lp_dec_has_scores(d));
+    double t0 = lp_time();
+    enum lopad_status st = d->eng.last_logits(d->eng.ud, rows, n, logits);
+    double dt = lp_time() - t0;
+    d->t_forward += dt;
+    if (d->nfe <= 1) d->t_first_forward += dt;
+    d->nfe_scores_logits++;
+    d->sc_hist |= 1;
+    return st;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x > y ? -1 : x < y ? 1 : 0;
+}
+
+bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scratch) {
+    if (k <= 0 || k >= n) return true; /* nothing or everything: no boundary */
+    memcpy(scratch, conf, sizeof(double) * (size_t)n);
+    qsort(scratch, (size_t)n, sizeof(double), cmp_desc);
+    double a = scratch[k - 1], b = scratch[k];
+    if (a == -INFINITY) return true; /* exact -inf on both sides (EOS / EoT ranked last) */
+    return a - b > 2.0 * tol;
 }
 
 void lp_dec_parallel(struct lp_decoder *d, int n, lp_dec_task fn, void *ctx) {
@@ -417,6 +496,8 @@ enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) 
     res->t_total = lp_time() - d->t_start;
     res->t_first_forward = d->t_first_forward;
     res->t_forward = d->t_forward;
+    res->nfe_scores = d->nfe_scores;
+    res->nfe_scores_logits = d->nfe_scores_logits;
     res->cancelled = d->cancelled;
     /* D2F / LoPA: non-pad tokens (LoPA's TPF numerator); d2f reports it as tpf */
     int32_t pad = d->eng.hp.pad_id;

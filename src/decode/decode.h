@@ -32,6 +32,8 @@
 
 /* ------------------------------------------------------------ the engine */
 
+struct lp_row_scores;
+
 /* What a decoder needs from the model. lp_engine_from_ctx() binds a real
  * context; tests fill it with a fake. Semantics as in include/lopad.h. */
 struct lp_engine {
@@ -41,6 +43,18 @@ struct lp_engine {
      * never call them) */
     enum lopad_status (*kv_commit)(void *ud, int src, int n, int dst);
     void (*kv_truncate)(void *ud, int n);
+    /* Optional fused output head (NULL on fake engines): forward_scores is forward, but
+     * b->logits is unused and the scores of the rows b->out_rows (argmax, pmax, margin,
+     * negent; struct lp_row_scores in src/backend/backend.h) go to scores[n_out], no
+     * vocabulary-sized row written. last_logits then gives the exact logits of fed
+     * rows rows[n] of that forward (the head alone, as forward would have written them
+     * for the same rows). Decoders use them where they need only the argmax and a
+     * confidence, and take the logits of a step's rows when a decision is too close to
+     * call on the scores (docs/DECODERS.md, "Fused scores"); without them they run on
+     * logits throughout. Both or neither. */
+    enum lopad_status (*forward_scores)(void *ud, const struct lopad_batch *b,
+                                        struct lp_row_scores *scores);
+    enum lopad_status (*last_logits)(void *ud, const int32_t *rows, int n, float *logits);
     struct lopad_hparams hp; /* n_vocab, mask/eos/eot ids, shift_logits */
     int n_ctx;               /* longest canvas the engine accepts */
     int n_batch_max;         /* most fed tokens in one forward (all sequences) */
@@ -48,7 +62,9 @@ struct lp_engine {
                                 results never depend on it */
 };
 
-/* Bind a lopad context (created with n_ctx / n_batch_max) as an engine. */
+/* Bind a lopad context (created with n_ctx / n_batch_max) as an engine; with the fused
+ * head when its backend has one, unless the environment sets LOPAD_FUSED_SCORES=0
+ * (A/B timing: the decoders then run on logits, with the same tokens). */
 void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
                         int n_batch_max);
 
@@ -218,6 +234,9 @@ struct lp_decode_result {
     double t_total;         /* seconds from start to finish */
     double t_first_forward; /* seconds of the first forward ("prefill": no cache here) */
     double t_forward;       /* seconds inside the engine's forward, all steps */
+    int nfe_scores;         /* forwards through the fused head (lp_engine.forward_scores) */
+    int nfe_scores_logits;  /* of them, steps that took their rows' logits (a decision too
+                               close to call on the scores) */
     /* D2F / LoPA */
     int n_nonpad;      /* committed generated tokens that are not the pad id */
     double tpf_nonpad; /* n_nonpad / nfe (decoder d2f reports this as tpf too, as LoPA does) */

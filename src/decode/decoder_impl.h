@@ -10,6 +10,7 @@
 #ifndef LP_DECODER_IMPL_H
 #define LP_DECODER_IMPL_H
 
+#include <math.h>
 #include "decode.h"
 #include "predict.h"
 
@@ -46,7 +47,13 @@ struct lp_decoder {
     bool done, cancelled;
     struct lp_rng rng;
     double t_start, t_first_forward, t_forward;
-    struct lp_pool *pool; /* proposal workers, NULL = serial */
+    struct lp_pool *pool;  /* proposal workers, NULL = serial */
+    int nfe_scores;        /* forwards through the fused head */
+    int nfe_scores_logits; /* of them, steps too close to call that took their rows' logits */
+    /* when most fused steps take their logits anyway, the scores only cost: then the
+     * next sc_skip steps run on logits (lp_dec_scores_worth) */
+    uint32_t sc_hist; /* outcomes of the recent fused steps, newest in bit 0, 1 = took logits */
+    int sc_n, sc_skip, sc_skip_len;
     void *priv;
 };
 
@@ -68,6 +75,56 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
 /* Run an arbitrary batch (cached / windowed / pruned feeds of later decoders):
  * the engine's forward plus timing, one NFE and b->n_seq sequence evaluations. */
 enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_batch *b);
+
+/* ----------------------------------------------------- fused scores
+ * With an engine that has the fused head (lp_engine.forward_scores), a decoder whose
+ * step needs only each row's argmax and a confidence runs the forward for scores, and
+ * makes its decisions on them when every decision is clear by more than the scores'
+ * error (LP_SCORE_TOL; the fused head accumulates in f32 in another order than
+ * lp_softmax_f32, and LLaDA's confidence is an f64 probability); otherwise it takes
+ * the exact logits of the same rows (lp_dec_last_logits: the head alone, no layer
+ * rerun) and runs its logits code. Tokens are therefore those of the logits path. */
+
+#include "backend/backend.h" /* struct lp_row_scores */
+
+/* Error bounds assumed for the fused scores against the logits path's (worst case of
+ * the CPU head: an f32 sum over a 1536-entry chunk of the vocabulary, 9e-5 relative;
+ * f32 rounding of the logits path's probabilities; LLaDA's f64 probability). mag = the
+ * largest |score| compared. Probabilities (pmax, margin) have relative errors (they
+ * share the row's log-sum-exp); the entropy an error relative to its log terms, plus
+ * the 1e-10 that lp_prob_stats adds inside the log (at most V * 1e-10). */
+#define LP_SCORE_TOL 2e-4
+static inline double lp_prob_tol(double mag) {
+    return LP_SCORE_TOL * mag + 2e-7;
+}
+static inline double lp_negent_tol(double mag, int V) {
+    return LP_SCORE_TOL * (mag + log((double)V) + 1.0) + 1e-10 * V;
+}
+/* The row's argmax is that of its logits and of its f32 probabilities (top two
+ * logits more than ~2 LP_SCORE_TOL apart). */
+static inline bool lp_scores_argmax_clear(const struct lp_row_scores *r) {
+    return r->margin > 2.0 * LP_SCORE_TOL * r->pmax;
+}
+
+static inline bool lp_dec_has_scores(const struct lp_decoder *d) {
+    return d->eng.forward_scores && d->eng.last_logits;
+}
+/* Whether this step should use the fused head: the engine has it and the recent fused
+ * steps did not mostly take their logits (more than half of the last 8, or of the 4
+ * after a pause: the next 16, 32, ... 256 steps then run on logits). Call once per
+ * step that could use it. Tokens do not depend on it. */
+bool lp_dec_scores_worth(struct lp_decoder *d);
+/* lp_dec_forward_batch with the fused head: scores[b->n_out]; one NFE. */
+enum lopad_status lp_dec_forward_scores(struct lp_decoder *d, const struct lopad_batch *b,
+                                        struct lp_row_scores *scores);
+/* Logits of fed rows rows[n] of the last lp_dec_forward_scores (pass that forward's
+ * out_rows to get what lp_dec_forward_batch would have returned). No NFE. */
+enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, int n,
+                                     float *logits);
+/* Whether the set of the k largest of conf[n] is the same for every conf' within tol
+ * of conf (the k-th and (k+1)-th largest more than 2 tol apart; exact -inf ties are
+ * clear). scratch: [n] doubles. */
+bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scratch);
 
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);

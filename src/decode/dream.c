@@ -42,6 +42,9 @@ struct dream {
     double *w;         /* [G] alg_temp weights */
     int32_t *sel;      /* [G] */
     int32_t *scratch;  /* [G] */
+    /* fused scores (T = 0, no top-p / top-k, alg_temp 0, an engine with the fused head) */
+    bool fused;
+    struct lp_row_scores *sc; /* [G] */
 };
 
 static enum lopad_status dream_check(const struct lp_decode_request *rq,
@@ -78,6 +81,7 @@ static void dream_release(struct lp_decoder *d) {
     lp_free(s->w);
     lp_free(s->sel);
     lp_free(s->scratch);
+    lp_free(s->sc);
     lp_free(s);
     d->priv = NULL;
 }
@@ -105,6 +109,10 @@ static enum lopad_status dream_init(struct lp_decoder *d) {
     if (!s->logits || !s->probs || !s->fscratch || !s->iscratch || !s->u || !s->rows || !s->mpos ||
         !s->tpos || !s->x0 || !s->conf || !s->w || !s->sel || !s->scratch)
         return LOPAD_ERR_NOMEM;
+    const struct lp_decode_request *rq = &d->rq;
+    s->fused = lp_dec_has_scores(d) && rq->temperature == 0 && rq->top_p >= 1.0 && rq->top_k == 0 &&
+               (rq->alg == LP_ALG_ORIGIN || rq->alg_temp == 0);
+    if (s->fused && !(s->sc = lp_malloc(sizeof *s->sc * G, "dream scores"))) return LOPAD_ERR_NOMEM;
     return LOPAD_OK;
 }
 
@@ -147,6 +155,41 @@ static void dream_propose(void *ctx, int q, int tid) {
     s->conf[q] = c;
 }
 
+/* The fused forward of a step (T = 0): x0 = argmax, conf by the algorithm. Returns 1
+ * when x0 (the argmax of the f32 probabilities) and the top-n_commit set are clear on
+ * the scores, 0 when the step needs its rows' logits, -1 on an error (in *st). */
+static int dream_scores(struct lp_decoder *d, struct dream *s, int nt, int n_commit,
+                        enum lopad_status *st) {
+    const struct lp_decode_request *rq = &d->rq;
+    struct lopad_batch b = {
+        .n_tokens = d->L,
+        .tokens = d->canvas,
+        .pos = d->pos,
+        .n_seq = 1,
+        .n_out = nt,
+        .out_rows = s->rows,
+    };
+    *st = lp_dec_forward_scores(d, &b, s->sc);
+    if (*st != LOPAD_OK) return -1;
+    bool clear = true;
+    double cmax = 0;
+    for (int q = 0; q < nt; q++) {
+        const struct lp_row_scores *r = &s->sc[q];
+        /* top two probabilities close: the f32 argmax may be the other one */
+        clear &= lp_scores_argmax_clear(r);
+        s->x0[q] = r->argmax;
+        s->conf[q] = rq->alg == LP_ALG_TOPK_MARGIN ? r->margin
+                     : rq->alg == LP_ALG_ENTROPY   ? r->negent
+                                                   : r->pmax;
+        cmax = fabs(s->conf[q]) > cmax ? fabs(s->conf[q]) : cmax;
+    }
+    if (clear && rq->alg != LP_ALG_ORIGIN)
+        clear = lp_dec_topk_clear(
+            s->conf, nt, n_commit,
+            rq->alg == LP_ALG_ENTROPY ? lp_negent_tol(cmax, d->V) : lp_prob_tol(cmax), s->w);
+    return clear ? 1 : 0;
+}
+
 static enum lopad_status dream_step(struct lp_decoder *d) {
     struct dream *s = d->priv;
     const struct lp_decode_request *rq = &d->rq;
@@ -177,12 +220,20 @@ static enum lopad_status dream_step(struct lp_decoder *d) {
 
     for (int q = 0; q < nt; q++)
         s->rows[q] = lp_pred_row(shift, s->tpos[q]);
-    enum lopad_status st = lp_dec_forward(d, d->canvas, 1, s->rows, nt, s->logits);
-    if (st != LOPAD_OK) return st;
-
-    for (int q = 0; q < nt; q++)
-        s->u[q] = rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
-    lp_dec_parallel(d, nt, dream_propose, d);
+    int on_scores = 0; /* decided on the fused scores */
+    enum lopad_status st = LOPAD_OK;
+    bool fused = s->fused && lp_dec_scores_worth(d);
+    if (fused && (on_scores = dream_scores(d, s, nt, n_commit, &st)) < 0) return st;
+    if (!on_scores) {
+        /* without the fused head: the forward's logits; with it, a step too close to
+         * call on the scores: the same rows' logits */
+        st = fused ? lp_dec_last_logits(d, s->rows, nt, s->logits)
+                   : lp_dec_forward(d, d->canvas, 1, s->rows, nt, s->logits);
+        if (st != LOPAD_OK) return st;
+        for (int q = 0; q < nt; q++)
+            s->u[q] = rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
+        lp_dec_parallel(d, nt, dream_propose, d);
+    }
     if (rq->alg == LP_ALG_ORIGIN) {
         for (int q = 0; q < nt; q++)
             lp_dec_commit(d, s->tpos[q], s->x0[q]);

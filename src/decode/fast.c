@@ -81,6 +81,10 @@ struct fast {
     double *conf, *pmax;    /* [B] */
     int32_t *sel, *scratch; /* [B] */
     uint64_t key;
+    /* fused scores (T = 0, no top-p / top-k / logits_eos_inf, an engine with the fused head) */
+    bool fused;
+    struct lp_row_scores *sc; /* [B + 1] */
+    double *dscratch;         /* [B] */
 };
 
 /* ------------------------------------------------------------------ names */
@@ -197,6 +201,8 @@ static void fast_release(struct lp_decoder *d) {
     lp_free(s->pmax);
     lp_free(s->sel);
     lp_free(s->scratch);
+    lp_free(s->sc);
+    lp_free(s->dscratch);
     lp_free(s);
     d->priv = NULL;
 }
@@ -255,6 +261,13 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
         !s->logits || !s->last || !s->plg || !s->probs || !s->fscratch || !s->iscratch || !s->u ||
         !s->x0 || !s->conf || !s->pmax || !s->sel || !s->scratch)
         return LOPAD_ERR_NOMEM;
+    s->fused = lp_dec_has_scores(d) && rq->temperature == 0 && rq->top_p >= 1.0 && rq->top_k == 0 &&
+               !rq->logits_eos_inf;
+    if (s->fused) {
+        s->sc = lp_malloc(sizeof *s->sc * (B + 1), "fast scores");
+        s->dscratch = lp_malloc(sizeof(double) * B, "fast scratch");
+        if (!s->sc || !s->dscratch) return LOPAD_ERR_NOMEM;
+    }
     return LOPAD_OK;
 }
 
@@ -320,6 +333,57 @@ static void fast_propose(void *ctx, int q, int tid) {
     s->conf[q] = s->conf_kind == LP_CONF_MARGIN   ? ps.margin
                  : s->conf_kind == LP_CONF_NEGENT ? ps.negent
                                                   : probs[tok];
+}
+
+/* Proposals of a step from the fused scores (T = 0): x0 = argmax, pmax, conf;
+ * proposals from the kept last logit (src -1) are computed exactly from it. Returns
+ * true when the proposals and the rule's commits are clear on the scores (the same
+ * as on the logits), false when the step needs its rows' logits. k: topk count. */
+static bool fast_scores(struct lp_decoder *d, struct fast *s, int m, int k, bool first_only) {
+    const struct lp_decode_request *rq = &d->rq;
+    bool clear = true;
+    double cmax = 0, pmax_max = 0;
+    for (int q = 0; q < m && clear; q++) {
+        if (s->src[q] < 0) { /* the kept last logit: exact */
+            memcpy(s->plg + (size_t)q * d->V, s->last, sizeof(float) * d->V);
+            fast_propose(d, q, 0);
+        } else {
+            const struct lp_row_scores *r = &s->sc[s->src[q]];
+            /* MASK is never proposed (the next best needs the logits); close top two:
+             * the argmax may differ */
+            clear = r->argmax != d->mask_id && lp_scores_argmax_clear(r);
+            s->x0[q] = r->argmax;
+            s->pmax[q] = r->pmax;
+            s->conf[q] = s->conf_kind == LP_CONF_MARGIN   ? r->margin
+                         : s->conf_kind == LP_CONF_NEGENT ? r->negent
+                                                          : r->pmax;
+        }
+        cmax = fabs(s->conf[q]) > cmax ? fabs(s->conf[q]) : cmax;
+        pmax_max = s->pmax[q] > pmax_max ? s->pmax[q] : pmax_max;
+    }
+    if (!clear || first_only) return clear;
+    const double tolc =
+        s->conf_kind == LP_CONF_NEGENT ? lp_negent_tol(cmax, d->V) : lp_prob_tol(cmax);
+    const double tol1 = lp_prob_tol(pmax_max);
+    if (s->rule == LP_RULE_TOPK) return lp_dec_topk_clear(s->conf, m, k, tolc, s->dscratch);
+    if (s->rule == LP_RULE_THRESHOLD) {
+        int nc = 0;
+        for (int q = 0; q < m; q++) {
+            if (fabs(s->pmax[q] - rq->threshold) <= tol1) return false;
+            nc += s->pmax[q] >= rq->threshold;
+        }
+        return nc > 0 || lp_dec_topk_clear(s->conf, m, 1, tolc, s->dscratch);
+    }
+    /* factor: the tests on the sorted pmax and the cut */
+    lp_select_topk(s->pmax, s->mpos, m, m, s->sel, s->scratch);
+    int nc = 1;
+    for (;; nc++) {
+        if (nc >= m) return true;
+        double lhs = (double)(nc + 2) * (1.0 - s->pmax[s->sel[nc]]);
+        if (fabs(lhs - rq->factor) <= (nc + 2) * tol1) return false;
+        if (!(lhs < rq->factor)) break;
+    }
+    return s->pmax[s->sel[nc - 1]] - s->pmax[s->sel[nc]] > 2.0 * tol1;
 }
 
 /* ------------------------------------------------------------------ steps */
@@ -473,7 +537,11 @@ static enum lopad_status fast_step(struct lp_decoder *d) {
         bt.n_out = n_out;
         bt.out_rows = s->rows;
         bt.logits = s->logits;
-        enum lopad_status st = n_out > 0 || refresh ? lp_dec_forward_batch(d, &bt) : LOPAD_OK;
+        /* the fused head, except for a refresh that keeps the last logit */
+        bool use_sc = s->fused && !want_last && (n_out > 0 || refresh) && lp_dec_scores_worth(d);
+        enum lopad_status st = LOPAD_OK;
+        if (n_out > 0 || refresh)
+            st = use_sc ? lp_dec_forward_scores(d, &bt, s->sc) : lp_dec_forward_batch(d, &bt);
         if (st != LOPAD_OK) return st;
         if (refresh && s->cache != LP_CACHE_NONE) {
             if (s->cache == LP_CACHE_PREFIX) {
@@ -492,8 +560,13 @@ static enum lopad_status fast_step(struct lp_decoder *d) {
         }
         s->refreshed = true;
 
-        /* proposals */
-        for (int q = 0; q < m; q++) {
+        /* proposals: on the scores when every decision is clear on them; else on the
+         * logits (a fused step takes its rows' logits now: the head alone) */
+        bool on_scores = use_sc && fast_scores(d, s, m, k, first_only);
+        if (use_sc && !on_scores && n_out > 0 &&
+            (st = lp_dec_last_logits(d, s->rows, n_out, s->logits)) != LOPAD_OK)
+            return st;
+        for (int q = 0; q < m && !on_scores; q++) {
             const float *srcrow;
             if (s->src[q] >= 0) {
                 srcrow = s->logits + (size_t)s->src[q] * d->V;
@@ -503,10 +576,12 @@ static enum lopad_status fast_step(struct lp_decoder *d) {
             }
             memcpy(s->plg + (size_t)q * d->V, srcrow, sizeof(float) * d->V);
         }
-        if (!s->dream_grid && rq->temperature > 0) s->key = lp_rng_u64(&d->rng);
-        for (int q = 0; q < m; q++)
-            s->u[q] = s->dream_grid && rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
-        lp_dec_parallel(d, m, fast_propose, d);
+        if (!on_scores) {
+            if (!s->dream_grid && rq->temperature > 0) s->key = lp_rng_u64(&d->rng);
+            for (int q = 0; q < m; q++)
+                s->u[q] = s->dream_grid && rq->temperature > 0 ? lp_rng_u01(&d->rng) : 0.5;
+            lp_dec_parallel(d, m, fast_propose, d);
+        }
 
         /* commits */
         int nc = 0;

@@ -35,6 +35,10 @@ struct llada {
     double *conf;     /* [B] */
     int32_t *sel;     /* [B] */
     int32_t *scratch; /* [B] */
+    /* fused scores (T = 0, no CFG, no logits_eos_inf, an engine with the fused head) */
+    bool fused;
+    struct lp_row_scores *sc; /* [B] */
+    double *dscratch;         /* [B] */
 };
 
 static enum lopad_status llada_check(const struct lp_decode_request *rq,
@@ -69,6 +73,8 @@ static void llada_release(struct lp_decoder *d) {
     lp_free(s->conf);
     lp_free(s->sel);
     lp_free(s->scratch);
+    lp_free(s->sc);
+    lp_free(s->dscratch);
     lp_free(s);
     d->priv = NULL;
 }
@@ -95,6 +101,12 @@ static enum lopad_status llada_init(struct lp_decoder *d) {
     if (!s->k || !s->logits || (cfg && !s->tok2) || !s->rows || !s->mpos || !s->x0 || !s->conf ||
         !s->sel || !s->scratch)
         return LOPAD_ERR_NOMEM; /* lp_decode_start frees through release */
+    s->fused = lp_dec_has_scores(d) && !cfg && d->rq.temperature == 0 && !d->rq.logits_eos_inf;
+    if (s->fused) {
+        s->sc = lp_malloc(sizeof *s->sc * (size_t)s->B, "llada scores");
+        s->dscratch = lp_malloc(sizeof(double) * (size_t)s->B, "llada scratch");
+        if (!s->sc || !s->dscratch) return LOPAD_ERR_NOMEM;
+    }
     return LOPAD_OK;
 }
 
@@ -135,6 +147,40 @@ static void llada_propose(void *ctx, int q, int thread_id) {
         rq->remasking == LP_REMASK_LOW_CONFIDENCE ? lp_softmax_prob_f64(lg, V, x0) : 0.0;
 }
 
+/* The fused forward of a step (T = 0, no CFG): x0 = argmax, conf = pmax (f32 for
+ * the f64 probability). Returns 1 when x0 and the top-k set are clear on the scores,
+ * 0 when the step needs its rows' logits, -1 on an error (in *st). */
+static int llada_scores(struct lp_decoder *d, struct llada *s, int m, int k,
+                        enum lopad_status *st) {
+    const struct lp_decode_request *rq = &d->rq;
+    struct lopad_batch b = {
+        .n_tokens = d->L,
+        .tokens = d->canvas,
+        .pos = d->pos,
+        .n_seq = 1,
+        .n_out = m,
+        .out_rows = s->rows,
+    };
+    *st = lp_dec_forward_scores(d, &b, s->sc);
+    if (*st != LOPAD_OK) return -1;
+    const int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;
+    bool clear = true;
+    double cmax = 0;
+    for (int q = 0; q < m; q++) {
+        /* argmax of the logits; close top two: the logits decide */
+        clear &= lp_scores_argmax_clear(&s->sc[q]);
+        cmax = s->sc[q].pmax > cmax ? s->sc[q].pmax : cmax;
+        s->x0[q] = s->sc[q].argmax;
+        s->conf[q] = rq->remasking == LP_REMASK_LOW_CONFIDENCE ? s->sc[q].pmax : 0.0;
+        if (rq->confidence_eos_eot_inf &&
+            ((eos >= 0 && s->x0[q] == eos) || (eot >= 0 && s->x0[q] == eot)))
+            s->conf[q] = -INFINITY;
+    }
+    if (clear && rq->remasking == LP_REMASK_LOW_CONFIDENCE)
+        clear = lp_dec_topk_clear(s->conf, m, k, lp_prob_tol(cmax), s->dscratch);
+    return clear ? 1 : 0;
+}
+
 static enum lopad_status llada_step(struct lp_decoder *d) {
     struct llada *s = d->priv;
     const struct lp_decode_request *rq = &d->rq;
@@ -162,13 +208,20 @@ static enum lopad_status llada_step(struct lp_decoder *d) {
             s->tok2[d->L + j] = d->mask_id;
         tokens = s->tok2;
     }
-    enum lopad_status st =
-        lp_dec_forward(d, tokens, cfg ? 2 : 1, s->rows, cfg ? 2 * m : m, s->logits);
-    if (st != LOPAD_OK) return st;
-
-    struct llada_job job = {d, s, m, rq->temperature > 0 ? lp_rng_u64(&d->rng) : 0};
-    lp_dec_parallel(d, m, llada_propose, &job);
     const int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;
+    int on_scores = 0; /* decided on the fused scores */
+    enum lopad_status st = LOPAD_OK;
+    bool fused = s->fused && lp_dec_scores_worth(d);
+    if (fused && (on_scores = llada_scores(d, s, m, k, &st)) < 0) return st;
+    if (!on_scores) {
+        /* without the fused head: the forward's logits; with it, a step too close to
+         * call on the scores: the same rows' logits */
+        st = fused ? lp_dec_last_logits(d, s->rows, m, s->logits)
+                   : lp_dec_forward(d, tokens, cfg ? 2 : 1, s->rows, cfg ? 2 * m : m, s->logits);
+        if (st != LOPAD_OK) return st;
+        struct llada_job job = {d, s, m, rq->temperature > 0 ? lp_rng_u64(&d->rng) : 0};
+        lp_dec_parallel(d, m, llada_propose, &job);
+    }
     for (int q = 0; q < m; q++) {
         if (rq->remasking == LP_REMASK_RANDOM) s->conf[q] = lp_rng_u01(&d->rng);
         if (rq->confidence_eos_eot_inf &&

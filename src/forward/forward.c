@@ -77,6 +77,44 @@ enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *
     return LOPAD_OK;
 }
 
+/* The output head for fed rows out_rows[n_out] of the residual stream c->x: their
+ * logits to `logits` [n_out][V], or their scores to `scores` when scores != NULL. */
+static void run_head(lopad_ctx *c, const int32_t *out_rows, int n_out, float *logits,
+                     struct lp_row_scores *scores) {
+    const struct lopad_model *m = c->model;
+    const struct lopad_hparams *hp = &m->hp;
+    const struct lp_backend_ops *ops = c->be.ops;
+    void *be = c->be.ctx;
+    const int E = hp->n_embd;
+    /* output head for the requested rows only, in chunks that fit the buffers */
+    const size_t row_bytes = (size_t)E * sizeof(float);
+    const int chunk = c->logits_dev ? c->logits_rows : c->n_batch_max;
+    for (int o0 = 0; o0 < n_out; o0 += chunk) {
+        const int no = LP_MIN(chunk, n_out - o0);
+        for (int i = 0; i < no;) { /* runs of consecutive rows in one copy */
+            int r = 1;
+            while (i + r < no && out_rows[o0 + i + r] == out_rows[o0 + i] + r)
+                r++;
+            ops->copy(be, c->xn + (int64_t)i * E, c->x + (int64_t)out_rows[o0 + i] * E,
+                      row_bytes * r);
+            i += r;
+        }
+        ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
+        if (scores) { /* fused head + scores into the host array; the MLP buffers are free now */
+            ops->head_scores(be, &m->output, c->xn, no, c->gate,
+                             (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
+            continue;
+        }
+        float *dst = logits + (int64_t)o0 * hp->n_vocab;
+        if (!c->logits_dev) { /* host-memory backend: write the caller's logits directly */
+            ops->matmul(be, &m->output, NULL, c->xn, no, dst);
+        } else { /* device backend: through the staging buffer */
+            ops->matmul(be, &m->output, NULL, c->xn, no, c->logits_dev);
+            ops->download(be, dst, c->logits_dev, sizeof(float) * (size_t)no * hp->n_vocab);
+        }
+    }
+}
+
 /* The forward; the head writes b->logits, or the rows' scores when scores != NULL. */
 static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
                                       struct lp_row_scores *scores) {
@@ -89,6 +127,7 @@ static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
 
     /* the fed scratch is about to be overwritten: no commit from a half-done forward */
     c->last_n_fed = 0;
+    c->last_x_rows = 0;
 
     ops->get_rows(be, &m->tok_embd, b->tokens, n, c->x); /* (n, E) */
 
@@ -136,36 +175,11 @@ static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
         ops->add(be, c->x, c->xn, (int64_t)n * E);
     }
 
-    /* output head for the requested rows only, in chunks that fit the buffers */
-    const size_t row_bytes = (size_t)E * sizeof(float);
-    const int chunk = c->logits_dev ? c->logits_rows : c->n_batch_max;
-    for (int o0 = 0; o0 < b->n_out; o0 += chunk) {
-        const int no = LP_MIN(chunk, b->n_out - o0);
-        for (int i = 0; i < no;) { /* runs of consecutive rows in one copy */
-            int r = 1;
-            while (i + r < no && b->out_rows[o0 + i + r] == b->out_rows[o0 + i] + r)
-                r++;
-            ops->copy(be, c->xn + (int64_t)i * E, c->x + (int64_t)b->out_rows[o0 + i] * E,
-                      row_bytes * r);
-            i += r;
-        }
-        ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
-        if (scores) { /* fused head + scores into the host array; the MLP buffers are free now */
-            ops->head_scores(be, &m->output, c->xn, no, c->gate,
-                             (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
-            continue;
-        }
-        float *dst = b->logits + (int64_t)o0 * hp->n_vocab;
-        if (!c->logits_dev) { /* host-memory backend: write the caller's logits directly */
-            ops->matmul(be, &m->output, NULL, c->xn, no, dst);
-        } else { /* device backend: through the staging buffer */
-            ops->matmul(be, &m->output, NULL, c->xn, no, c->logits_dev);
-            ops->download(be, dst, c->logits_dev, sizeof(float) * (size_t)no * hp->n_vocab);
-        }
-    }
+    run_head(c, b->out_rows, b->n_out, b->logits, scores);
     /* a device backend queues its work: wait for it and surface its first error */
     if (c->be_sync && (st = c->be_sync(&c->be))) return st;
     c->last_n_fed = n;
+    c->last_x_rows = b->n_out > 0 ? n : 0; /* the last layer ran whole */
     return LOPAD_OK;
 }
 
@@ -187,8 +201,7 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
     if (!c->be.ops->head_scores)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "lp_forward_scores: backend %s has no fused head",
                         c->be.ops->name);
-    if (c->be.ops->head_scores_scratch(hp->n_vocab, c->n_batch_max) >
-        (size_t)c->n_batch_max * (size_t)hp->n_ff)
+    if (!lp_forward_has_scores(c))
         return lp_error(LOPAD_ERR_UNSUPPORTED,
                         "lp_forward_scores: vocabulary of %d too large for the context's scratch",
                         hp->n_vocab);
@@ -198,4 +211,29 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
     enum lopad_status st = lp_batch_check(c, &bb);
     if (st) return st;
     return forward_impl(c, &bb, scores);
+}
+
+bool lp_forward_has_scores(const lopad_ctx *c) {
+    const struct lopad_hparams *hp = &c->model->hp;
+    return c->be.ops->head_scores && c->be.ops->head_scores_scratch &&
+           c->be.ops->head_scores_scratch(hp->n_vocab, c->n_batch_max) <=
+               (size_t)c->n_batch_max * (size_t)hp->n_ff;
+}
+
+enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int n, float *logits) {
+    if (!c) return lp_error(LOPAD_ERR_ARG, "lp_forward_last_logits: context is NULL");
+    if (n < 0 || (n > 0 && (!rows || !logits)))
+        return lp_error(LOPAD_ERR_ARG, "lp_forward_last_logits: %d rows but no rows or logits", n);
+    if (n > 0 && c->last_x_rows == 0)
+        return lp_error(LOPAD_ERR_ARG,
+                        "lp_forward_last_logits: the last forward asked for no output rows");
+    for (int i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= c->last_x_rows)
+            return lp_error(LOPAD_ERR_ARG,
+                            "lp_forward_last_logits: rows[%d] = %d outside the last forward's "
+                            "fed rows [0, %d)",
+                            i, rows[i], c->last_x_rows);
+    run_head(c, rows, n, logits, NULL);
+    if (c->be_sync) return c->be_sync(&c->be);
+    return LOPAD_OK;
 }

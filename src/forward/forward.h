@@ -15,8 +15,10 @@ struct lopad_ctx {
     int n_ctx, n_batch_max, n_threads;
     int64_t kv_dim; /* n_head_kv * head_dim: floats per cached row of one layer */
 
-    int kv_len;     /* cached rows [0, kv_len) hold valid K/V */
-    int last_n_fed; /* fed rows of the last successful forward (0 = none) */
+    int kv_len;      /* cached rows [0, kv_len) hold valid K/V */
+    int last_n_fed;  /* fed rows of the last successful forward (0 = none) */
+    int last_x_rows; /* fed rows whose final residual c->x holds (0 = none): the last
+                        successful forward's, when it asked for output rows */
 
     /* backend memory */
     float *k_cache, *v_cache; /* (n_layer, n_ctx, kv_dim) */
@@ -60,6 +62,17 @@ static inline float *lp_ctx_vfed(const struct lopad_ctx *c, int l) {
  * argmax is that of the logits lopad_forward would return (the same matmul). */
 enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
                                     struct lp_row_scores *scores);
+
+/* Whether lp_forward_scores works on this context (the backend has a fused head
+ * and the context's scratch holds its partial results). */
+bool lp_forward_has_scores(const lopad_ctx *c);
+
+/* The logits of fed rows rows[n] of the last successful forward (lopad_forward or
+ * lp_forward_scores with n_out > 0) into logits [n][V], from the residual stream it
+ * left: the output head alone, no layer rerun. With the same rows in the same order
+ * as that forward's out_rows, they are the logits lopad_forward would have written.
+ * LOPAD_ERR_ARG when there is no such forward or a row is outside it. */
+enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int n, float *logits);
 
 /* Check a batch against the context; LOPAD_ERR_ARG naming the bad field, index
  * and value. On success fills c->seq_start. */

@@ -15,7 +15,9 @@
 
 #include "core/common.h"
 #include "decode/decode.h"
+#include "decode/decoder_impl.h" /* LP_SCORE_TOL, struct lp_row_scores */
 #include "decode/predict.h"
+#include "model/synthetic.h"
 #include "test.h"
 
 #define FIX_DIR LOPAD_SOURCE_DIR "/tests/fixtures/decode"
@@ -840,6 +842,185 @@ static void test_errors_and_oom(void) {
     }
 }
 
+/* ------------------------------------------------------------ fused scores */
+
+/* The fused head moved by almost the tolerance the decoders assume (alternating
+ * signs): their decisions must not change. */
+struct jitter {
+    struct lp_engine inner;
+    unsigned n;
+};
+
+static double jitter_of(struct jitter *j, double x) {
+    double d = 0.9 * LP_SCORE_TOL * fabs(x); /* below the bounds the decoders assume */
+    return (lp_mix64(j->n++) >> 63) ? d : -d;
+}
+
+static enum lopad_status jitter_scores(void *ud, const struct lopad_batch *b,
+                                       struct lp_row_scores *sc) {
+    struct jitter *j = ud;
+    enum lopad_status st = j->inner.forward_scores(j->inner.ud, b, sc);
+    for (int o = 0; st == LOPAD_OK && o < b->n_out; o++) {
+        sc[o].pmax += (float)jitter_of(j, sc[o].pmax);
+        sc[o].margin += (float)jitter_of(j, sc[o].margin);
+        sc[o].negent += (float)jitter_of(j, sc[o].negent);
+    }
+    return st;
+}
+static enum lopad_status jitter_forward(void *ud, const struct lopad_batch *b) {
+    struct jitter *j = ud;
+    return j->inner.forward(j->inner.ud, b);
+}
+static enum lopad_status jitter_logits(void *ud, const int32_t *rows, int n, float *lg) {
+    struct jitter *j = ud;
+    return j->inner.last_logits(j->inner.ud, rows, n, lg);
+}
+static enum lopad_status jitter_commit(void *ud, int src, int n, int dst) {
+    struct jitter *j = ud;
+    return j->inner.kv_commit(j->inner.ud, src, n, dst);
+}
+static void jitter_truncate(void *ud, int n) {
+    struct jitter *j = ud;
+    j->inner.kv_truncate(j->inner.ud, n);
+}
+
+struct fused_tally {
+    int runs, nfe_scores, nfe_scores_logits;
+};
+
+/* rq through the fused engine, the jittered one and the logits-only one: the same
+ * canvas and NFE */
+static void fused_case(const char *what, const struct lp_engine *ef,
+                       const struct lp_decode_request *rq, struct fused_tally *t) {
+    struct lp_engine el = *ef;
+    el.forward_scores = NULL;
+    el.last_logits = NULL;
+    struct jitter jt = {.inner = *ef};
+    struct lp_engine ej = *ef;
+    ej.ud = &jt;
+    ej.forward = jitter_forward;
+    ej.forward_scores = jitter_scores;
+    ej.last_logits = jitter_logits;
+    ej.kv_commit = jitter_commit;
+    ej.kv_truncate = jitter_truncate;
+    struct lp_decode_result rf, rl, rj;
+    enum lopad_status s1 = lp_decode_run(ef, rq, NULL, NULL, &rf);
+    enum lopad_status s2 = lp_decode_run(&el, rq, NULL, NULL, &rl);
+    enum lopad_status s3 = lp_decode_run(&ej, rq, NULL, NULL, &rj);
+    CHECK_MSG(s1 == LOPAD_OK && s2 == LOPAD_OK && s3 == LOPAD_OK, "%s: %s", what, lopad_errmsg());
+    if (s1 == LOPAD_OK && s2 == LOPAD_OK && s3 == LOPAD_OK) {
+        bool same = rf.n_canvas == rl.n_canvas && rj.n_canvas == rl.n_canvas;
+        for (int i = 0; same && i < rl.n_canvas; i++)
+            same = rf.canvas[i] == rl.canvas[i] && rj.canvas[i] == rl.canvas[i];
+        CHECK_MSG(same, "%s: fused, jittered and logits canvases are equal", what);
+        CHECK_MSG(rf.nfe == rl.nfe && rj.nfe == rl.nfe, "%s: nfe %d / %d / %d", what, rf.nfe,
+                  rj.nfe, rl.nfe);
+        CHECK_MSG(rf.n_committed == rl.n_committed, "%s: committed", what);
+        CHECK(rl.nfe_scores == 0 && rl.nfe_scores_logits == 0);
+        CHECK(rf.nfe_scores <= rf.nfe && rf.nfe_scores_logits <= rf.nfe_scores);
+        fprintf(stderr, "  %-44s nfe %3d  on scores %3d  took logits %3d (jittered %d)\n", what,
+                rf.nfe, rf.nfe_scores - rf.nfe_scores_logits, rf.nfe_scores_logits,
+                rj.nfe_scores_logits);
+        t->runs++;
+        t->nfe_scores += rf.nfe_scores;
+        t->nfe_scores_logits += rf.nfe_scores_logits;
+    }
+    if (s1 == LOPAD_OK) lp_decode_result_free(&rf);
+    if (s2 == LOPAD_OK) lp_decode_result_free(&rl);
+    if (s3 == LOPAD_OK) lp_decode_result_free(&rj);
+}
+
+static void test_fused_scores(void) {
+    static const int32_t prompt[6] = {12, 250, 7, 99, 180, 3};
+    for (int dream = 0; dream < 2; dream++) {
+        const char *shape = dream ? "tiny" : "tiny-llada";
+        lopad_model *m = NULL;
+        CHECK(lp_model_synthetic(shape, LOPAD_TYPE_F32, 11, &m) == LOPAD_OK);
+        if (!m) return;
+        const int L = 6 + 32;
+        struct lopad_ctx_params cp = {.n_ctx = 3 * L, .n_batch_max = 3 * L, .n_threads = 1};
+        lopad_ctx *c = NULL;
+        CHECK(lopad_ctx_new(m, &cp, &c) == LOPAD_OK);
+        struct lp_engine e;
+        lp_engine_from_ctx(&e, m, c, 3 * L, 3 * L);
+        CHECK_MSG(e.forward_scores && e.last_logits, "the CPU backend has the fused head");
+        struct fused_tally t = {0};
+        char what[96];
+        struct lp_decode_request rq;
+        /* the vanilla decoder of the architecture */
+        for (int v = 0; v < 4; v++) {
+            lp_decode_request_init(&rq, dream ? LP_DEC_DREAM : LP_DEC_LLADA, 32);
+            rq.prompt = prompt;
+            rq.n_prompt = 6;
+            if (dream) {
+                rq.alg = (enum lp_dream_alg)v;
+                rq.steps = v == 3 ? 8 : 32;
+            } else {
+                rq.block_len = v < 2 ? 8 : 32;
+                rq.steps = v == 1 ? 16 : 32;
+                rq.confidence_eos_eot_inf = v == 2;
+                if (v == 3) rq.remasking = LP_REMASK_RANDOM;
+            }
+            snprintf(what, sizeof what, "%s %s v%d", shape, dream ? "dream" : "llada", v);
+            fused_case(what, &e, &rq, &t);
+        }
+        if (!dream) { /* CFG: logits both ways */
+            rq.cfg_scale = 1.0;
+            rq.remasking = LP_REMASK_LOW_CONFIDENCE;
+            fused_case("tiny-llada llada cfg", &e, &rq, &t);
+        }
+        /* Fast-dLLM: caches x rules, DPad, dream first-token commit, llada --dpad */
+        for (int cache = 0; cache < 3; cache++)
+            for (int rule = 0; rule < 3; rule++) {
+                lp_decode_request_init(&rq, LP_DEC_FAST, 32);
+                rq.prompt = prompt;
+                rq.n_prompt = 6;
+                rq.block_len = 8;
+                rq.cache = (enum lp_cache_mode)cache;
+                rq.rule = (enum lp_commit_rule)rule;
+                rq.threshold = 0.05;
+                rq.factor = 1.3;
+                rq.dpad = cache == 1 && rule == 0;
+                rq.dream_first_token_commit = dream && cache == 2;
+                if (rule == 1) rq.confidence = LP_CONF_MARGIN;
+                snprintf(what, sizeof what, "%s fast %s %s%s", shape, lp_cache_mode_name(rq.cache),
+                         lp_commit_rule_name(rq.rule), rq.dpad ? " dpad" : "");
+                fused_case(what, &e, &rq, &t);
+            }
+        lp_decode_request_init(&rq, LP_DEC_FAST, 32);
+        rq.prompt = prompt;
+        rq.n_prompt = 6;
+        rq.confidence = LP_CONF_NEGENT;
+        rq.threshold = 0.02;
+        fused_case(dream ? "tiny fast negent" : "tiny-llada fast negent", &e, &rq, &t);
+        if (!dream) {
+            lp_decode_request_init(&rq, LP_DEC_LLADA, 32);
+            rq.prompt = prompt;
+            rq.n_prompt = 6;
+            rq.block_len = 8;
+            rq.dpad = true;
+            fused_case("tiny-llada llada --dpad", &e, &rq, &t);
+        }
+        /* D2F / LoPA (on logits: the MASK-free softmax) */
+        for (int lopa = -1; lopa <= 2; lopa += 3) {
+            lp_decode_request_init(&rq, LP_DEC_D2F, 32);
+            rq.prompt = prompt;
+            rq.n_prompt = 6;
+            rq.block_len = 8;
+            rq.lopa = lopa;
+            rq.tau_conf = 0.05;
+            snprintf(what, sizeof what, "%s d2f lopa %d", shape, lopa);
+            fused_case(what, &e, &rq, &t);
+        }
+        /* the scores decided most fused steps (the test is not vacuous) */
+        CHECK_MSG(t.nfe_scores > 0 && 2 * t.nfe_scores_logits < t.nfe_scores,
+                  "%s: %d fused forwards, %d took logits", shape, t.nfe_scores,
+                  t.nfe_scores_logits);
+        lopad_ctx_free(c);
+        lopad_model_free(m);
+    }
+}
+
 int main(void) {
     TEST_RUN(test_rng);
     TEST_RUN(test_softmax_stats);
@@ -856,5 +1037,6 @@ int main(void) {
     TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_golden_fake);
     TEST_RUN(test_golden_tiny);
+    TEST_RUN(test_fused_scores);
     return test_report();
 }

@@ -113,8 +113,7 @@ struct tf_spy {
     int fail_at;
 };
 
-static enum lopad_status tf_spy_forward(void *ud, const struct lopad_batch *b) {
-    struct tf_spy *s = ud;
+static void tf_spy_record(struct tf_spy *s, const struct lopad_batch *b) {
     if (s->n_calls < 160) {
         struct tf_call *c = &s->calls[s->n_calls];
         c->n_tokens = b->n_tokens;
@@ -134,7 +133,24 @@ static enum lopad_status tf_spy_forward(void *ud, const struct lopad_batch *b) {
             c->pos[i] = b->pos[i];
     }
     s->n_calls++;
+}
+
+static enum lopad_status tf_spy_forward(void *ud, const struct lopad_batch *b) {
+    struct tf_spy *s = ud;
+    tf_spy_record(s, b);
     return s->inner.forward(s->inner.ud, b);
+}
+
+static enum lopad_status tf_spy_forward_scores(void *ud, const struct lopad_batch *b,
+                                               struct lp_row_scores *scores) {
+    struct tf_spy *s = ud;
+    tf_spy_record(s, b);
+    return s->inner.forward_scores(s->inner.ud, b, scores);
+}
+
+static enum lopad_status tf_spy_last_logits(void *ud, const int32_t *rows, int n, float *lg) {
+    struct tf_spy *s = ud;
+    return s->inner.last_logits(s->inner.ud, rows, n, lg);
 }
 
 static enum lopad_status tf_spy_commit(void *ud, int src, int n, int dst) {
@@ -155,6 +171,8 @@ static void tf_spy_wrap(struct lp_engine *e, struct tf_spy *s) {
     e->forward = tf_spy_forward;
     e->kv_commit = s->inner.kv_commit ? tf_spy_commit : NULL;
     e->kv_truncate = s->inner.kv_truncate ? tf_spy_truncate : NULL;
+    e->forward_scores = s->inner.forward_scores ? tf_spy_forward_scores : NULL;
+    e->last_logits = s->inner.last_logits ? tf_spy_last_logits : NULL;
 }
 
 static void tf_fake_engine(struct lp_engine *e, struct tf_fake *f, bool shift) {
