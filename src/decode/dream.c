@@ -21,6 +21,11 @@
  * then one per pick of the alg_temp draw. A step that can commit nothing (n = 0,
  * or no origin transfer) is skipped without a forward (the reference runs one
  * and discards it), so NFE <= steps.
+ *
+ * With the fused head (T = 0, no top-p / top-k, alg_temp 0; decoder_impl.h) a step
+ * decides on the rows' scores (x0 = argmax, conf = pmax / margin / negent) when the
+ * argmax and the top-n set are clear by more than the scores' error, and otherwise
+ * takes its rows' logits and runs the code above: the same tokens.
  */
 #include <float.h>
 #include <math.h>

@@ -39,6 +39,12 @@
  *
  * PRNG order: at a block start the DPad draw (dpad.h); per forward the Gumbel key
  * (LLaDA, T > 0) or one uniform per proposal in increasing position (Dream, T > 0).
+ *
+ * With the fused head (T = 0, no top-p / top-k / logits_eos_inf; decoder_impl.h) a
+ * forward returns the rows' scores; the step decides on them when no proposal is MASK,
+ * every argmax is clear and the rule's commits are clear by more than the scores'
+ * error (fast_scores), and otherwise takes the rows' logits: the same tokens. A
+ * refresh that keeps the last logit runs on logits.
  */
 #include <float.h>
 #include <math.h>

@@ -18,6 +18,11 @@
  * uniform per masked block position in increasing order (random remasking).
  * A step whose k_i is 0 commits nothing whatever the model says; it is skipped
  * without a forward (the reference runs one and discards it), so NFE <= steps.
+ *
+ * With the fused head (T = 0, no CFG, no logits_eos_inf; decoder_impl.h) a step
+ * decides on the rows' scores (x0 = argmax, conf = pmax for the f64 probability)
+ * when the argmax and the top-k set are clear by more than the scores' error, and
+ * otherwise takes its rows' logits and runs the code above: the same tokens.
  */
 #include <math.h>
 #include <string.h>
