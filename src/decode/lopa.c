@@ -193,9 +193,6 @@ void lp_lopa_set_serial(struct lp_decoder *d, bool serial) {
 
 /* -------------------------------------------------------------- forward */
 
-/* Engine call over branches [j0, j1) of the prepared batch; logits only when
- * with_logits. The first call of an iteration counts the NFE. */
-
 /* One forward of a group of branches. Only the first group of an iteration counts
  * as an NFE (count); the others (a batch split because the engine's is too small)
  * add time and sequence evaluations but not forwards. */
@@ -208,32 +205,92 @@ static enum lopad_status group_forward(struct lp_decoder *d, const struct lopad_
     if (st == LOPAD_OK) d->n_seq_evals += b->n_seq;
     return st;
 }
-static enum lopad_status run_group(struct lopa *s, int j0, int j1, bool with_logits, bool count) {
-    struct lp_decoder *d = s->d;
-    const int r0 = s->off[j0], n = s->off[j1 - 1] + s->len[j1 - 1] - r0;
-    const int o0 = s->out0[j0], no = with_logits ? s->out0[j1] - o0 : 0;
+
+/* The fed rows of one iteration's branches, concatenated (both LoPA decoders):
+ * branch j feeds rows [off[j], off[j] + len[j]) as sequence j and asks for out rows
+ * [out0[j], out0[j+1]), whose logits go to logits + out0[j] * V. */
+struct branch_feed {
+    int32_t *tok, *pos, *seq, *rows;
+    const int32_t *block; /* block ids, NULL = bidirectional */
+    const int *off, *len, *out0;
+    float *logits;
+    int V;
+    struct lopad_batch cache; /* n_cache, cache_skip_begin / end of every call */
+};
+
+/* Engine call over branches [j0, j1) of f (logits only when with_logits); the first
+ * call of an iteration counts the NFE. */
+static enum lopad_status feed_group(struct lp_decoder *d, const struct branch_feed *f, int j0,
+                                    int j1, bool with_logits, bool count) {
+    const int r0 = f->off[j0], n = f->off[j1 - 1] + f->len[j1 - 1] - r0;
+    const int o0 = f->out0[j0], no = with_logits ? f->out0[j1] - o0 : 0;
     for (int i = r0; i < r0 + n; i++)
-        s->seq[i] -= j0; /* sequence ids from 0 inside the call */
+        f->seq[i] -= j0; /* sequence ids from 0 inside the call */
     for (int o = o0; o < o0 + no; o++)
-        s->rows[o] -= r0;
+        f->rows[o] -= r0;
     struct lopad_batch b = {
         .n_tokens = n,
-        .tokens = s->tok + r0,
-        .pos = s->pos + r0,
+        .tokens = f->tok + r0,
+        .pos = f->pos + r0,
         .n_seq = j1 - j0,
-        .seq = s->seq + r0,
-        .block = s->c.block_causal ? s->blkid + r0 : NULL,
-        .n_cache = s->cache_len,
+        .seq = f->seq + r0,
+        .block = f->block ? f->block + r0 : NULL,
+        .n_cache = f->cache.n_cache,
+        .cache_skip_begin = f->cache.cache_skip_begin,
+        .cache_skip_end = f->cache.cache_skip_end,
         .n_out = no,
-        .out_rows = s->rows + o0,
-        .logits = s->logits + (size_t)o0 * s->c.V,
+        .out_rows = f->rows + o0,
+        .logits = f->logits + (size_t)o0 * f->V,
     };
     enum lopad_status st = group_forward(d, &b, count);
     for (int i = r0; i < r0 + n; i++)
-        s->seq[i] += j0;
+        f->seq[i] += j0;
     for (int o = o0; o < o0 + no; o++)
-        s->rows[o] += r0;
+        f->rows[o] += r0;
     return st;
+}
+
+/* The iteration's forward over branches [0, nbr) (n fed rows in all): one batched
+ * call, or groups of whole branches that fit the engine (one branch per call in
+ * serial mode), still one NFE. *last_j0 / *last_j1 (may be NULL): the branches of
+ * the last call, whose rows are in the engine's scratch. */
+static enum lopad_status feed_branches(struct lp_decoder *d, const struct branch_feed *f, int nbr,
+                                       int n, bool serial, int *last_j0, int *last_j1) {
+    enum lopad_status st = LOPAD_OK;
+    int l0 = 0, l1 = nbr;
+    if (!serial && n <= d->eng.n_batch_max) {
+        st = feed_group(d, f, 0, nbr, true, true);
+    } else {
+        for (int j0 = 0; j0 < nbr && st == LOPAD_OK;) {
+            int j1 = j0 + 1, tot = f->len[j0];
+            while (!serial && j1 < nbr && tot + f->len[j1] <= d->eng.n_batch_max)
+                tot += f->len[j1++];
+            st = feed_group(d, f, j0, j1, true, j0 == 0);
+            l0 = j0;
+            l1 = j1;
+            j0 = j1;
+        }
+    }
+    if (last_j0) *last_j0 = l0;
+    if (last_j1) *last_j1 = l1;
+    return st;
+}
+
+static struct branch_feed lopa_feed(struct lopa *s) {
+    struct branch_feed f = {
+        .tok = s->tok,
+        .pos = s->pos,
+        .seq = s->seq,
+        .rows = s->rows,
+        .block = s->c.block_causal ? s->blkid : NULL,
+        .off = s->off,
+        .len = s->len,
+        .out0 = s->out0,
+        .logits = s->logits,
+        .V = s->c.V,
+        .cache = {.n_cache = s->cache_len},
+    };
+    return f;
 }
 
 /* ------------------------------------------------------------ proposals */
@@ -357,23 +414,9 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
         s->cap_out = cap;
     }
     /* one batched call, or groups of whole branches that fit the engine */
-    enum lopad_status st = LOPAD_OK;
-    int last_j0 = 0, last_j1 = s->nbr;
-    if (!s->cm.serial && n <= d->eng.n_batch_max) {
-        st = run_group(s, 0, s->nbr, true, true);
-    } else {
-        bool first = true;
-        for (int j0 = 0; j0 < s->nbr && st == LOPAD_OK;) {
-            int j1 = j0 + 1, tot = s->len[j0];
-            while (!s->cm.serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
-                tot += s->len[j1++];
-            st = run_group(s, j0, j1, true, first);
-            first = false;
-            last_j0 = j0;
-            last_j1 = j1;
-            j0 = j1;
-        }
-    }
+    int last_j0, last_j1;
+    struct branch_feed feed = lopa_feed(s);
+    enum lopad_status st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, &last_j0, &last_j1);
     if (st != LOPAD_OK) return st;
 
     /* e. proposals and branch confidences */
@@ -396,7 +439,7 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
     /* g. commit the winner: token, K/V of the cached span, last logit; then its fill */
     if (update) {
         if (w < last_j0 || w >= last_j1) {
-            st = run_group(s, w, w + 1, false, false); /* its rows back into the scratch */
+            st = feed_group(d, &feed, w, w + 1, false, false); /* its rows back into the scratch */
             if (st != LOPAD_OK) return st;
             last_j0 = w;
         }
@@ -685,37 +728,26 @@ static void lfast_block_end(struct lp_decoder *d, struct lfast *s) {
     if (s->b >= s->nb) d->done = true;
 }
 
-static enum lopad_status lfast_group(struct lfast *s, int j0, int j1, bool refresh, bool count) {
-    struct lp_decoder *d = s->d;
-    const int r0 = s->off[j0], n = s->off[j1 - 1] + s->len[j1 - 1] - r0;
-    const int o0 = s->out0[j0], no = s->out0[j1] - o0;
-    for (int i = r0; i < r0 + n; i++)
-        s->seq[i] -= j0;
-    for (int o = o0; o < o0 + no; o++)
-        s->rows[o] -= r0;
-    struct lopad_batch b = {
-        .n_tokens = n,
-        .tokens = s->tok + r0,
-        .pos = s->pos + r0,
-        .n_seq = j1 - j0,
-        .seq = s->seq + r0,
-        .n_out = no,
-        .out_rows = s->rows + o0,
-        .logits = s->logits + (size_t)o0 * d->V,
+static struct branch_feed lfast_feed(struct lfast *s, bool refresh) {
+    struct branch_feed f = {
+        .tok = s->tok,
+        .pos = s->pos,
+        .seq = s->seq,
+        .rows = s->rows,
+        .off = s->off,
+        .len = s->len,
+        .out0 = s->out0,
+        .logits = s->logits,
+        .V = s->d->V,
     };
     if (!refresh && s->cache == LP_CACHE_PREFIX) {
-        b.n_cache = s->sb;
+        f.cache.n_cache = s->sb;
     } else if (!refresh && s->cache == LP_CACHE_DUAL) {
-        b.n_cache = s->n_refresh;
-        b.cache_skip_begin = s->sb;
-        b.cache_skip_end = s->eb;
+        f.cache.n_cache = s->n_refresh;
+        f.cache.cache_skip_begin = s->sb;
+        f.cache.cache_skip_end = s->eb;
     }
-    enum lopad_status st = group_forward(d, &b, count);
-    for (int i = r0; i < r0 + n; i++)
-        s->seq[i] += j0;
-    for (int o = o0; o < o0 + no; o++)
-        s->rows[o] += r0;
-    return st;
+    return f;
 }
 
 static enum lopad_status lfast_step(struct lp_decoder *d) {
@@ -810,18 +842,9 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
     if (n_out == 0 && !refresh) {
         /* every prediction is the kept last logit (only sb is masked): no forward, as in
          * fast.c */
-    } else if (!s->cm.serial && n <= d->eng.n_batch_max) {
-        st = lfast_group(s, 0, s->nbr, refresh, true);
     } else {
-        bool first = true;
-        for (int j0 = 0; j0 < s->nbr && st == LOPAD_OK;) {
-            int j1 = j0 + 1, tot = s->len[j0];
-            while (!s->cm.serial && j1 < s->nbr && tot + s->len[j1] <= d->eng.n_batch_max)
-                tot += s->len[j1++];
-            st = lfast_group(s, j0, j1, refresh, first);
-            first = false;
-            j0 = j1;
-        }
+        struct branch_feed feed = lfast_feed(s, refresh);
+        st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, NULL, NULL);
     }
     if (st != LOPAD_OK) return st;
     if (refresh && s->cache != LP_CACHE_NONE) { /* one sequence: the anchor */
