@@ -21,6 +21,7 @@
 #include "decode/d2f_impl.h"
 #include "decode/decode.h"
 #include "decode/predict.h"
+#include "fake_engine.h"
 #include "test.h"
 
 #define D2F_FIX_DIR LOPAD_SOURCE_DIR "/tests/fixtures/d2f"
@@ -30,7 +31,7 @@
 /* A fake model with a KV cache: a row's "K/V" is its (token, position); its logits
  * depend on the pairs it sees (the cached rows plus the visible fed rows of its own
  * sequence), as FakeCached in tools/ref/d2f_lopa.py. A script may replace them. */
-#define DF_V 40
+#define DF_V FE_V
 #define DF_MAXR 8192
 
 struct dfake;
@@ -52,15 +53,13 @@ struct dfake {
 };
 
 static void df_row(uint64_t ctx, int p, int eos_from, float *out) {
-    uint64_t base = ctx * 0x9E3779B97F4A7C15ull + (uint64_t)(p + 1) * 0xD1B54A32D192ED03ull;
-    for (int v = 0; v < DF_V; v++) {
-        uint64_t h = lp_mix64(base + (uint64_t)(v + 1) * 0xABC98388FB8FAC03ull);
-        out[v] = (float)(h >> 40) * (1.0f / 2097152.0f) - 4.0f;
-    }
+    uint64_t base = fe_row_base(ctx, p);
+    for (int v = 0; v < DF_V; v++)
+        out[v] = fe_hash_logit(base, v);
     int peak = (int)(lp_mix64(base ^ 0x5555) % DF_V);
     int s = (int)((lp_mix64(base ^ 0xAAAA) >> 62) & 3);
     out[peak] += 2.0f * (float)s;
-    if (p >= eos_from) out[38] += 3.0f;
+    if (p >= eos_from) out[FE_EOS] += 3.0f;
 }
 
 static enum lopad_status df_forward(void *ud, const struct lopad_batch *b) {
@@ -82,12 +81,8 @@ static enum lopad_status df_forward(void *ud, const struct lopad_batch *b) {
             cbase += (uint64_t)(f->ctok[i] + 1) * (uint64_t)(f->cpos[i] + 1);
     static int32_t vt[DF_MAXR * 2], vp[DF_MAXR * 2];
     for (int o = 0; o < b->n_out; o++) {
-        int r = b->out_rows[o];
-        int s = b->seq ? b->seq[r] : 0, beg = r, end = r + 1;
-        while (beg > 0 && (b->seq ? b->seq[beg - 1] : 0) == s)
-            beg--;
-        while (end < b->n_tokens && (b->seq ? b->seq[end] : 0) == s)
-            end++;
+        int r = b->out_rows[o], beg, end;
+        fe_seq_span(b, r, &beg, &end);
         float *lg = b->logits + (size_t)o * DF_V;
         if (f->script) {
             int n = 0;
@@ -138,22 +133,11 @@ static void df_truncate(void *ud, int n) {
 }
 
 static void df_engine(struct lp_engine *e, struct dfake *f, bool shift, int eos_from) {
-    memset(e, 0, sizeof *e);
     memset(f, 0, sizeof *f);
     f->eos_from = eos_from;
-    e->ud = f;
-    e->forward = df_forward;
+    fe_engine_init(e, f, df_forward, shift, 4096);
     e->kv_commit = df_commit;
     e->kv_truncate = df_truncate;
-    e->hp.arch = shift ? LOPAD_ARCH_DREAM : LOPAD_ARCH_LLADA;
-    e->hp.n_vocab = DF_V;
-    e->hp.mask_id = 39;
-    e->hp.eos_id = 38;
-    e->hp.eot_id = 37;
-    e->hp.bos_id = e->hp.pad_id = -1;
-    e->hp.shift_logits = shift;
-    e->n_ctx = 4096;
-    e->n_batch_max = 4096;
 }
 
 /* ------------------------------------------------------------ fixtures */

@@ -15,8 +15,8 @@
 
 #include "core/common.h"
 #include "decode/decode.h"
-#include "decode/decoder_impl.h" /* LP_SCORE_TOL, struct lp_row_scores */
 #include "decode/predict.h"
+#include "fake_engine.h"
 #include "model/synthetic.h"
 #include "test.h"
 
@@ -26,7 +26,7 @@
 
 /* The formula of fake_forward() in tools/ref/decoders.py: exact f32 logits that
  * depend on the whole canvas of a sequence. */
-#define FAKE_V 40
+#define FAKE_V FE_V
 
 static uint64_t fake_ctx(const int32_t *tok, const int32_t *pos, int n) {
     uint64_t ctx = 0;
@@ -55,21 +55,16 @@ static enum lopad_status fake_forward(void *ud, const struct lopad_batch *b) {
         f->last_rows[o] = b->out_rows[o];
     for (int o = 0; o < b->n_out; o++) {
         int r = b->out_rows[o];
-        int s = b->seq ? b->seq[r] : 0;
-        int beg = r, end = r + 1; /* this sequence's contiguous span */
-        while (beg > 0 && (b->seq ? b->seq[beg - 1] : 0) == s)
-            beg--;
-        while (end < b->n_tokens && (b->seq ? b->seq[end] : 0) == s)
-            end++;
+        int beg, end; /* this sequence's contiguous span */
+        fe_seq_span(b, r, &beg, &end);
         int L = end - beg;
         uint64_t ctx = fake_ctx(b->tokens + beg, b->pos + beg, L);
         int i = b->pos[r];
-        uint64_t base = ctx * 0x9E3779B97F4A7C15ull + (uint64_t)(i + 1) * 0xD1B54A32D192ED03ull;
+        uint64_t base = fe_row_base(ctx, i);
         float *lg = b->logits + (size_t)o * FAKE_V;
         for (int v = 0; v < FAKE_V; v++) {
-            uint64_t h = lp_mix64(base + (uint64_t)(v + 1) * 0xABC98388FB8FAC03ull);
-            float x = (float)(h >> 40) * (1.0f / 2097152.0f) - 4.0f;
-            if (v == 38 && i >= L - 3) x += 3.0f;
+            float x = fe_hash_logit(base, v);
+            if (v == FE_EOS && i >= L - 3) x += 3.0f;
             if (f->peaked) x = (v == i % 30) ? 10.0f : 0.0f;
             lg[v] = x;
         }
@@ -78,19 +73,8 @@ static enum lopad_status fake_forward(void *ud, const struct lopad_batch *b) {
 }
 
 static void fake_engine(struct lp_engine *e, struct fake *f, bool shift) {
-    memset(e, 0, sizeof *e);
     memset(f, 0, sizeof *f);
-    e->ud = f;
-    e->forward = fake_forward;
-    e->hp.arch = shift ? LOPAD_ARCH_DREAM : LOPAD_ARCH_LLADA;
-    e->hp.n_vocab = FAKE_V;
-    e->hp.mask_id = 39;
-    e->hp.eos_id = 38;
-    e->hp.eot_id = 37;
-    e->hp.bos_id = e->hp.pad_id = -1;
-    e->hp.shift_logits = shift;
-    e->n_ctx = 4096;
-    e->n_batch_max = 4096;
+    fe_engine_init(e, f, fake_forward, shift, 4096);
 }
 
 /* --------------------------------------------------------------- fixtures */
@@ -241,6 +225,8 @@ static int for_each_fixture(const char *prefix, void (*fn)(const char *name, con
     return n;
 }
 
+static int g_fused_fwd, g_fused_logits;
+
 static void fake_case(const char *name, const char *path) {
     struct fixture fx;
     CHECK_MSG(load_fixture(path, &fx), "%s readable", name);
@@ -249,12 +235,28 @@ static void fake_case(const char *name, const char *path) {
     fake_engine(&e, &f, fx.shift);
     CHECK(fx.n_vocab == FAKE_V && fx.mask_id == 39);
     int bad = check_against(&fx, &e, name);
+    /* through the decoders' fused-scores path (the head emulated from the fake's
+     * logits), plain and with the scores jittered by 0.9x the tolerance */
+    static struct fe_fused ff;
+    for (int jitter = 0; jitter < 2; jitter++) {
+        fake_engine(&e, &f, fx.shift);
+        CHECK(fe_fused_install(&e, &ff, jitter));
+        bad |= check_against(&fx, &e, name);
+        g_fused_fwd += ff.n_scores;
+        g_fused_logits += ff.n_last;
+        fe_fused_free(&ff);
+    }
     fprintf(stderr, "  %-34s %s\n", name, bad ? "DIFFERS" : "ok");
 }
 
 static void test_golden_fake(void) {
+    g_fused_fwd = g_fused_logits = 0;
     int n = for_each_fixture("fake-", fake_case);
     CHECK_MSG(n >= 17, "found %d fake fixtures in %s", n, FIX_DIR);
+    /* the fused path ran and decided steps on the scores */
+    CHECK_MSG(g_fused_fwd > 0 && g_fused_logits < g_fused_fwd, "fused forwards %d, took logits %d",
+              g_fused_fwd, g_fused_logits);
+    fprintf(stderr, "  fused forwards %d, %d took logits\n", g_fused_fwd, g_fused_logits);
 }
 
 /* the tiny fixture models through the real engine */
@@ -844,46 +846,6 @@ static void test_errors_and_oom(void) {
 
 /* ------------------------------------------------------------ fused scores */
 
-/* The fused head moved by almost the tolerance the decoders assume (alternating
- * signs): their decisions must not change. */
-struct jitter {
-    struct lp_engine inner;
-    unsigned n;
-};
-
-static double jitter_of(struct jitter *j, double x) {
-    double d = 0.9 * LP_SCORE_TOL * fabs(x); /* below the bounds the decoders assume */
-    return (lp_mix64(j->n++) >> 63) ? d : -d;
-}
-
-static enum lopad_status jitter_scores(void *ud, const struct lopad_batch *b,
-                                       struct lp_row_scores *sc) {
-    struct jitter *j = ud;
-    enum lopad_status st = j->inner.forward_scores(j->inner.ud, b, sc);
-    for (int o = 0; st == LOPAD_OK && o < b->n_out; o++) {
-        sc[o].pmax += (float)jitter_of(j, sc[o].pmax);
-        sc[o].margin += (float)jitter_of(j, sc[o].margin);
-        sc[o].negent += (float)jitter_of(j, sc[o].negent);
-    }
-    return st;
-}
-static enum lopad_status jitter_forward(void *ud, const struct lopad_batch *b) {
-    struct jitter *j = ud;
-    return j->inner.forward(j->inner.ud, b);
-}
-static enum lopad_status jitter_logits(void *ud, const int32_t *rows, int n, float *lg) {
-    struct jitter *j = ud;
-    return j->inner.last_logits(j->inner.ud, rows, n, lg);
-}
-static enum lopad_status jitter_commit(void *ud, int src, int n, int dst) {
-    struct jitter *j = ud;
-    return j->inner.kv_commit(j->inner.ud, src, n, dst);
-}
-static void jitter_truncate(void *ud, int n) {
-    struct jitter *j = ud;
-    j->inner.kv_truncate(j->inner.ud, n);
-}
-
 struct fused_tally {
     int runs, nfe_scores, nfe_scores_logits;
 };
@@ -895,14 +857,9 @@ static void fused_case(const char *what, const struct lp_engine *ef,
     struct lp_engine el = *ef;
     el.forward_scores = NULL;
     el.last_logits = NULL;
-    struct jitter jt = {.inner = *ef};
+    static struct fe_jitter_wrap jt; /* scores moved by 0.9x the decoders' tolerance */
     struct lp_engine ej = *ef;
-    ej.ud = &jt;
-    ej.forward = jitter_forward;
-    ej.forward_scores = jitter_scores;
-    ej.last_logits = jitter_logits;
-    ej.kv_commit = jitter_commit;
-    ej.kv_truncate = jitter_truncate;
+    fe_jitter_install(&ej, &jt);
     struct lp_decode_result rf, rl, rj;
     enum lopad_status s1 = lp_decode_run(ef, rq, NULL, NULL, &rf);
     enum lopad_status s2 = lp_decode_run(&el, rq, NULL, NULL, &rl);

@@ -34,7 +34,7 @@ struct dl_call {
     int32_t pos[8][DL_MAXP];
 };
 struct dl_spy {
-    struct lp_engine inner;
+    struct fe_wrap w; /* the wrapped engine */
     struct dl_call calls[DL_CALLS];
     int n_calls;
 };
@@ -54,23 +54,13 @@ static enum lopad_status dl_forward(void *ud, const struct lopad_batch *b) {
         }
     }
     s->n_calls++;
-    return s->inner.forward(s->inner.ud, b);
-}
-static enum lopad_status dl_commit(void *ud, int src, int n, int dst) {
-    struct dl_spy *s = ud;
-    return s->inner.kv_commit(s->inner.ud, src, n, dst);
-}
-static void dl_truncate(void *ud, int n) {
-    struct dl_spy *s = ud;
-    s->inner.kv_truncate(s->inner.ud, n);
+    return fe_wrap_forward(ud, b);
 }
 static void dl_wrap(struct lp_engine *e, struct dl_spy *s) {
     memset(s, 0, sizeof *s);
-    s->inner = *e;
-    e->ud = s;
-    e->forward = dl_forward;
-    e->kv_commit = dl_commit;
-    e->kv_truncate = dl_truncate;
+    fe_wrap_install(e, &s->w, dl_forward);
+    e->forward_scores = NULL; /* every forward through the spy (LoPA runs on logits) */
+    e->last_logits = NULL;
 }
 
 /* ---------------------------------------------------------- fixtures */

@@ -17,6 +17,7 @@
 #include "core/common.h"
 #include "decode/decode.h"
 #include "decode/predict.h"
+#include "fake_engine.h"
 #include "test.h"
 
 /* ======================================================================
@@ -33,7 +34,7 @@
  * computed in. Logits: the vanilla fake's hash scaled by a per-row sharpness in
  * {1, 6, 11, 16} (confidences from flat to almost 1); EOS (38) gets +6 from canvas
  * position eos_from on. Exact in f32 on both sides. */
-#define TF_V 40
+#define TF_V FE_V
 #define TF_MAXL 512
 
 struct tf_fake {
@@ -65,17 +66,15 @@ static enum lopad_status tf_fake_forward(void *ud, const struct lopad_batch *b) 
     f->n_last = b->n_tokens;
     for (int o = 0; o < b->n_out; o++) {
         int p = b->pos[b->out_rows[o]];
-        uint64_t base = ctx * 0x9E3779B97F4A7C15ull + (uint64_t)(p + 1) * 0xD1B54A32D192ED03ull;
+        uint64_t base = fe_row_base(ctx, p);
         float sh = (float)(1 + 5 * (int)(lp_mix64(base ^ 0x5851F42D4C957F2Dull) >> 62));
         float *lg = b->logits + (size_t)o * TF_V;
         for (int v = 0; v < TF_V; v++) {
-            uint64_t h = lp_mix64(base + (uint64_t)(v + 1) * 0xABC98388FB8FAC03ull);
-            float x = (float)(h >> 40) * (1.0f / 2097152.0f);
-            x = x - 4.0f;
-            if (v == 38 && p >= f->eos_from) x = x + 6.0f;
+            float x = fe_hash_logit(base, v);
+            if (v == FE_EOS && p >= f->eos_from) x = x + 6.0f;
             lg[v] = x * sh;
         }
-        if (f->mask_low) lg[39] = -FLT_MAX;
+        if (f->mask_low) lg[FE_MASK] = -FLT_MAX;
     }
     return LOPAD_OK;
 }
@@ -106,7 +105,7 @@ struct tf_call {
 };
 
 struct tf_spy {
-    struct lp_engine inner;
+    struct fe_wrap w; /* the wrapped engine */
     struct tf_call calls[160];
     int n_calls;
     int n_commits;
@@ -136,63 +135,37 @@ static void tf_spy_record(struct tf_spy *s, const struct lopad_batch *b) {
 }
 
 static enum lopad_status tf_spy_forward(void *ud, const struct lopad_batch *b) {
-    struct tf_spy *s = ud;
-    tf_spy_record(s, b);
-    return s->inner.forward(s->inner.ud, b);
+    tf_spy_record(ud, b);
+    return fe_wrap_forward(ud, b);
 }
 
 static enum lopad_status tf_spy_forward_scores(void *ud, const struct lopad_batch *b,
                                                struct lp_row_scores *scores) {
-    struct tf_spy *s = ud;
-    tf_spy_record(s, b);
-    return s->inner.forward_scores(s->inner.ud, b, scores);
-}
-
-static enum lopad_status tf_spy_last_logits(void *ud, const int32_t *rows, int n, float *lg) {
-    struct tf_spy *s = ud;
-    return s->inner.last_logits(s->inner.ud, rows, n, lg);
+    tf_spy_record(ud, b);
+    return fe_wrap_forward_scores(ud, b, scores);
 }
 
 static enum lopad_status tf_spy_commit(void *ud, int src, int n, int dst) {
     struct tf_spy *s = ud;
     s->n_commits++;
-    return s->inner.kv_commit(s->inner.ud, src, n, dst);
+    return fe_wrap_kv_commit(ud, src, n, dst);
 }
 
-static void tf_spy_truncate(void *ud, int n) {
-    struct tf_spy *s = ud;
-    s->inner.kv_truncate(s->inner.ud, n);
-}
-
+/* record the engine's calls (forwards with or without the fused head) in s */
 static void tf_spy_wrap(struct lp_engine *e, struct tf_spy *s) {
     memset(s, 0, sizeof *s);
-    s->inner = *e;
-    e->ud = s;
-    e->forward = tf_spy_forward;
-    e->kv_commit = s->inner.kv_commit ? tf_spy_commit : NULL;
-    e->kv_truncate = s->inner.kv_truncate ? tf_spy_truncate : NULL;
-    e->forward_scores = s->inner.forward_scores ? tf_spy_forward_scores : NULL;
-    e->last_logits = s->inner.last_logits ? tf_spy_last_logits : NULL;
+    fe_wrap_install(e, &s->w, tf_spy_forward);
+    if (e->kv_commit) e->kv_commit = tf_spy_commit;
+    if (e->forward_scores) e->forward_scores = tf_spy_forward_scores;
 }
 
 static void tf_fake_engine(struct lp_engine *e, struct tf_fake *f, bool shift) {
-    memset(e, 0, sizeof *e);
     memset(f, 0, sizeof *f);
     f->shift = shift;
     f->eos_from = 1 << 30;
-    e->ud = f;
-    e->forward = tf_fake_forward;
+    fe_engine_init(e, f, tf_fake_forward, shift, TF_MAXL);
     e->kv_commit = tf_fake_commit;
     e->kv_truncate = tf_fake_truncate;
-    e->hp.arch = shift ? LOPAD_ARCH_DREAM : LOPAD_ARCH_LLADA;
-    e->hp.n_vocab = TF_V;
-    e->hp.mask_id = 39;
-    e->hp.eos_id = 38;
-    e->hp.eot_id = 37;
-    e->hp.bos_id = e->hp.pad_id = -1;
-    e->hp.shift_logits = shift;
-    e->n_ctx = TF_MAXL;
-    e->n_batch_max = TF_MAXL;
 }
 
 /* ------------------------------------------------------------ tiny models */
@@ -348,6 +321,11 @@ static int tf_max_commit_cb(void *ud, const struct lp_step_event *ev) {
     return 0;
 }
 
+/* 1: fake fixtures run with the fused head emulated from the fake's logits, 2: and its
+ * scores jittered by 0.9x the decoders' tolerance (fake_engine.h); fused forwards and
+ * steps that took their logits are counted */
+static int tf_fused_mode, tf_fused_fwd, tf_fused_logits;
+
 /* Run a fixture through the fake or a tiny model; 0 when it equals the reference.
  * With spy != NULL the engine calls are recorded there. */
 static int tf_run_fixture_spy(const char *path, const char *name, int *max_commits,
@@ -365,6 +343,9 @@ static int tf_run_fixture_spy(const char *path, const char *name, int *max_commi
         tf_fake_engine(&e, &fk, !strcmp(fx->model, "fake-dream"));
         fk.eos_from = fx->eos_from;
     }
+    static struct fe_fused ff; /* tf_fused_mode: the fused head emulated on the fake */
+    bool fused = !tiny && tf_fused_mode > 0;
+    if (fused && !fe_fused_install(&e, &ff, tf_fused_mode == 2)) return 1;
     tf_spy_wrap(&e, spy);
     struct lp_decode_result res;
     *max_commits = 0;
@@ -394,6 +375,11 @@ static int tf_run_fixture_spy(const char *path, const char *name, int *max_commi
         lp_decode_result_free(&res);
     }
     if (tiny) tf_tiny_close(&t);
+    if (fused) {
+        tf_fused_fwd += ff.n_scores;
+        tf_fused_logits += ff.n_last;
+        fe_fused_free(&ff);
+    }
     return bad;
 }
 
@@ -445,6 +431,26 @@ static void test_golden(void) {
     CHECK(n_fake_cases >= 30 && n_tiny_cases >= 10);
     /* the fake's confidences make threshold / factor commit several tokens per step */
     CHECK_MSG(max_commits_seen >= 4, "most commits in one step: %d", max_commits_seen);
+}
+
+/* the fake fixtures through the decoders' fused-scores path: still the reference */
+static void fused_golden_case(const char *name, const char *path) {
+    if (strncmp(name, "fake-", 5)) return;
+    for (tf_fused_mode = 1; tf_fused_mode <= 2; tf_fused_mode++) {
+        int mc = 0;
+        int bad = tf_run_fixture(path, name, &mc);
+        fprintf(stderr, "  %-40s %s (fused%s)\n", name, bad ? "DIFFERS" : "ok",
+                tf_fused_mode == 2 ? ", jittered" : "");
+    }
+    tf_fused_mode = 0;
+}
+
+static void test_golden_fused(void) {
+    tf_fused_fwd = tf_fused_logits = 0;
+    CHECK(tf_for_each_fixture(FIX_DIR, "fake-", fused_golden_case) >= 30);
+    CHECK_MSG(tf_fused_fwd > 0 && 2 * tf_fused_logits < tf_fused_fwd,
+              "fused forwards %d, took logits %d", tf_fused_fwd, tf_fused_logits);
+    fprintf(stderr, "  fused forwards %d, %d took logits\n", tf_fused_fwd, tf_fused_logits);
 }
 
 /* ------------------------------------------------- equal to the vanilla decoders */
@@ -757,6 +763,7 @@ int main(void) {
     TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_topk_none_is_vanilla);
     TEST_RUN(test_golden);
+    TEST_RUN(test_golden_fused);
     return test_report();
 }
 #endif
