@@ -205,7 +205,10 @@ struct lp_step_event {
     const int32_t *committed; /* [n_committed] canvas positions committed by this step */
     int n_committed;
     int step;         /* 0-based index of this step */
-    int n_steps;      /* planned steps (-1 if the decoder cannot tell) */
+    int n_steps;      /* planned steps; -1 = not known in advance: the decoders whose step
+                         count follows the confidences (fast, d2f, LoPA, llada --dpad) run
+                         until nothing is masked. Front ends then show "step x" and the
+                         generated positions decided, n_canvas - n_prompt - n_masked */
     int nfe;          /* forwards so far */
     int n_masked;     /* generated positions still MASK */
     int final_prefix; /* generated positions [0, final_prefix) are all committed */

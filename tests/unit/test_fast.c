@@ -748,6 +748,8 @@ static void test_events(void) {
         if (ev.final_prefix < final_prev) bad |= 4;
         final_prev = ev.final_prefix;
         total += ev.n_committed;
+        /* no planned step count; progress = decided positions */
+        if (ev.n_steps != -1 || ev.n_masked != 32 - total) bad |= 8;
     }
     CHECK_MSG(!bad, "event bits %d", bad);
     CHECK(total == 32 && lp_decode_done(d));
