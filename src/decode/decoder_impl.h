@@ -87,23 +87,27 @@ enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_
 
 #include "backend/backend.h" /* struct lp_row_scores */
 
-/* Error bounds assumed for the fused scores against the logits path's (worst case of
- * the CPU head: an f32 sum over a 1536-entry chunk of the vocabulary, 9e-5 relative;
- * f32 rounding of the logits path's probabilities; LLaDA's f64 probability). mag = the
- * largest |score| compared. Probabilities (pmax, margin) have relative errors (they
- * share the row's log-sum-exp); the entropy an error relative to its log terms, plus
- * the 1e-10 that lp_prob_stats adds inside the log (at most V * 1e-10). */
+/* Error bound assumed for a confidence taken from a row's fused scores, against the
+ * logits path's value (worst case of the CPU head: an f32 sum over a 1536-entry chunk
+ * of the vocabulary, 9e-5 relative; f32 rounding of the logits path's probabilities;
+ * LLaDA's f64 probability). Probabilities (pmax, margin) err relatively (they share
+ * the row's log-sum-exp); the entropy sum p log p = Z/S - log S by LP_SCORE_TOL times
+ * |Z/S| + 1 <= |negent| + |log pmax| + 1 (log S = -log pmax), plus the 1e-10 that
+ * lp_prob_stats adds inside the log (at most V * 1e-10). */
 #define LP_SCORE_TOL 2e-4
-static inline double lp_prob_tol(double mag) {
-    return LP_SCORE_TOL * mag + 2e-7;
+static inline double lp_conf_tol(const struct lp_row_scores *r, double conf, bool negent, int V) {
+    if (!negent) return LP_SCORE_TOL * fabs(conf) + 2e-7;
+    double lp = r->pmax > 0 ? -log((double)r->pmax) : 1e30;
+    return LP_SCORE_TOL * (fabs((double)r->negent) + lp + 1.0) + 1e-10 * V;
 }
-static inline double lp_negent_tol(double mag, int V) {
-    return LP_SCORE_TOL * (mag + log((double)V) + 1.0) + 1e-10 * V;
-}
-/* The row's argmax is that of its logits and of its f32 probabilities (top two
- * logits more than ~2 LP_SCORE_TOL apart). */
-static inline bool lp_scores_argmax_clear(const struct lp_row_scores *r) {
-    return r->margin > 2.0 * LP_SCORE_TOL * r->pmax;
+
+/* The row's argmax is that of its logits: the fused head's argmax is the matmul's
+ * (the same logits), so only an exact tie of the top two is in doubt. With f32_probs,
+ * also the argmax of the f32 probabilities (Dream-family proposals, lp_prob_stats):
+ * the top two logits more than ~LP_ARGMAX_REL apart, far above f32 rounding. */
+#define LP_ARGMAX_REL 1e-5
+static inline bool lp_scores_argmax_clear(const struct lp_row_scores *r, bool f32_probs) {
+    return r->margin > (f32_probs ? LP_ARGMAX_REL * r->pmax : 0.0f);
 }
 
 static inline bool lp_dec_has_scores(const struct lp_decoder *d) {

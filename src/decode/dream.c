@@ -177,21 +177,19 @@ static int dream_scores(struct lp_decoder *d, struct dream *s, int nt, int n_com
     *st = lp_dec_forward_scores(d, &b, s->sc);
     if (*st != LOPAD_OK) return -1;
     bool clear = true;
-    double cmax = 0;
+    double tol = 0; /* error bound of the confidences */
     for (int q = 0; q < nt; q++) {
         const struct lp_row_scores *r = &s->sc[q];
-        /* top two probabilities close: the f32 argmax may be the other one */
-        clear &= lp_scores_argmax_clear(r);
+        /* the argmax of the f32 probabilities */
+        clear &= lp_scores_argmax_clear(r, true);
         s->x0[q] = r->argmax;
         s->conf[q] = rq->alg == LP_ALG_TOPK_MARGIN ? r->margin
                      : rq->alg == LP_ALG_ENTROPY   ? r->negent
                                                    : r->pmax;
-        cmax = fabs(s->conf[q]) > cmax ? fabs(s->conf[q]) : cmax;
+        tol = fmax(tol, lp_conf_tol(r, s->conf[q], rq->alg == LP_ALG_ENTROPY, d->V));
     }
     if (clear && rq->alg != LP_ALG_ORIGIN)
-        clear = lp_dec_topk_clear(
-            s->conf, nt, n_commit,
-            rq->alg == LP_ALG_ENTROPY ? lp_negent_tol(cmax, d->V) : lp_prob_tol(cmax), s->w);
+        clear = lp_dec_topk_clear(s->conf, nt, n_commit, tol, s->w);
     return clear ? 1 : 0;
 }
 

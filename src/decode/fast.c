@@ -348,29 +348,26 @@ static void fast_propose(void *ctx, int q, int tid) {
 static bool fast_scores(struct lp_decoder *d, struct fast *s, int m, int k, bool first_only) {
     const struct lp_decode_request *rq = &d->rq;
     bool clear = true;
-    double cmax = 0, pmax_max = 0;
+    double tolc = 0, tol1 = 0; /* error bounds of the confidences and of pmax */
     for (int q = 0; q < m && clear; q++) {
         if (s->src[q] < 0) { /* the kept last logit: exact */
             memcpy(s->plg + (size_t)q * d->V, s->last, sizeof(float) * d->V);
             fast_propose(d, q, 0);
         } else {
             const struct lp_row_scores *r = &s->sc[s->src[q]];
-            /* MASK is never proposed (the next best needs the logits); close top two:
-             * the argmax may differ */
-            clear = r->argmax != d->mask_id && lp_scores_argmax_clear(r);
+            /* MASK is never proposed (the next best needs the logits); the argmax of the
+             * logits (Dream family: of the f32 probabilities) must be clear */
+            clear = r->argmax != d->mask_id && lp_scores_argmax_clear(r, s->dream_grid);
             s->x0[q] = r->argmax;
             s->pmax[q] = r->pmax;
             s->conf[q] = s->conf_kind == LP_CONF_MARGIN   ? r->margin
                          : s->conf_kind == LP_CONF_NEGENT ? r->negent
                                                           : r->pmax;
+            tolc = fmax(tolc, lp_conf_tol(r, s->conf[q], s->conf_kind == LP_CONF_NEGENT, d->V));
+            tol1 = fmax(tol1, lp_conf_tol(r, s->pmax[q], false, d->V));
         }
-        cmax = fabs(s->conf[q]) > cmax ? fabs(s->conf[q]) : cmax;
-        pmax_max = s->pmax[q] > pmax_max ? s->pmax[q] : pmax_max;
     }
     if (!clear || first_only) return clear;
-    const double tolc =
-        s->conf_kind == LP_CONF_NEGENT ? lp_negent_tol(cmax, d->V) : lp_prob_tol(cmax);
-    const double tol1 = lp_prob_tol(pmax_max);
     if (s->rule == LP_RULE_TOPK) return lp_dec_topk_clear(s->conf, m, k, tolc, s->dscratch);
     if (s->rule == LP_RULE_THRESHOLD) {
         int nc = 0;

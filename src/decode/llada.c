@@ -170,11 +170,11 @@ static int llada_scores(struct lp_decoder *d, struct llada *s, int m, int k,
     if (*st != LOPAD_OK) return -1;
     const int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;
     bool clear = true;
-    double cmax = 0;
+    double tol = 0; /* error bound of the confidences */
     for (int q = 0; q < m; q++) {
-        /* argmax of the logits; close top two: the logits decide */
-        clear &= lp_scores_argmax_clear(&s->sc[q]);
-        cmax = s->sc[q].pmax > cmax ? s->sc[q].pmax : cmax;
+        /* the argmax of the logits; an exact tie of the top two: the logits decide */
+        clear &= lp_scores_argmax_clear(&s->sc[q], false);
+        tol = fmax(tol, lp_conf_tol(&s->sc[q], s->sc[q].pmax, false, d->V));
         s->x0[q] = s->sc[q].argmax;
         s->conf[q] = rq->remasking == LP_REMASK_LOW_CONFIDENCE ? s->sc[q].pmax : 0.0;
         if (rq->confidence_eos_eot_inf &&
@@ -182,7 +182,7 @@ static int llada_scores(struct lp_decoder *d, struct llada *s, int m, int k,
             s->conf[q] = -INFINITY;
     }
     if (clear && rq->remasking == LP_REMASK_LOW_CONFIDENCE)
-        clear = lp_dec_topk_clear(s->conf, m, k, lp_prob_tol(cmax), s->dscratch);
+        clear = lp_dec_topk_clear(s->conf, m, k, tol, s->dscratch);
     return clear ? 1 : 0;
 }
 
