@@ -113,10 +113,10 @@ static inline bool lp_scores_argmax_clear(const struct lp_row_scores *r, bool f3
 static inline bool lp_dec_has_scores(const struct lp_decoder *d) {
     return d->eng.forward_scores && d->eng.last_logits;
 }
-/* Whether this step should use the fused head: the engine has it and the recent fused
- * steps did not mostly take their logits (more than half of the last 8, or of the 4
- * after a pause: the next 16, 32, ... 256 steps then run on logits). Call once per
- * step that could use it. Tokens do not depend on it. */
+/* Whether this step should use the fused head: the engine has it and not more than a
+ * quarter of the recent fused steps took their logits (the last 4 at first and after
+ * a pause, then the last 8; else the next 16, 32, ... 256 steps run on logits). Call
+ * once per step that could use it. Tokens do not depend on it. */
 bool lp_dec_scores_worth(struct lp_decoder *d);
 /* lp_dec_forward_batch with the fused head: scores[b->n_out]; one NFE. */
 enum lopad_status lp_dec_forward_scores(struct lp_decoder *d, const struct lopad_batch *b,
