@@ -17,6 +17,7 @@
 #include "decode/decode.h"
 #include "decode/predict.h"
 #include "fake_engine.h"
+#include "forward/forward.h"
 #include "model/synthetic.h"
 #include "test.h"
 
@@ -978,6 +979,58 @@ static void test_fused_scores(void) {
     }
 }
 
+/* the clearance test of a top-k set, and the fused head's bad-input paths */
+static void test_fused_helpers(void) {
+    double scr[8];
+    const double a[5] = {0.9, 0.5, 0.5004, 0.1, 0.2};
+    CHECK(lp_dec_topk_clear(a, 5, 1, 1e-3, scr));  /* 0.9 vs 0.5004 */
+    CHECK(!lp_dec_topk_clear(a, 5, 2, 1e-3, scr)); /* 0.5004 vs 0.5: too close */
+    CHECK(lp_dec_topk_clear(a, 5, 2, 1e-4, scr));
+    CHECK(lp_dec_topk_clear(a, 5, 3, 1e-3, scr)); /* 0.5 vs 0.2 */
+    CHECK(lp_dec_topk_clear(a, 5, 0, 1.0, scr) && lp_dec_topk_clear(a, 5, 5, 1.0, scr));
+    const double t[3] = {0.3, 0.3, 0.1}; /* an exact tie at the cut */
+    CHECK(!lp_dec_topk_clear(t, 3, 1, 0.0, scr) && lp_dec_topk_clear(t, 3, 2, 0.0, scr));
+    const double ninf[4] = {0.7, -INFINITY, -INFINITY, -INFINITY}; /* EOS ranked last */
+    CHECK(lp_dec_topk_clear(ninf, 4, 1, 1e-3, scr) && lp_dec_topk_clear(ninf, 4, 2, 1e-3, scr));
+    struct lp_row_scores r = {.argmax = 3, .pmax = 0.5f, .margin = 0.0f};
+    CHECK(!lp_scores_argmax_clear(&r, false)); /* an exact tie */
+    r.margin = 1e-7f;
+    CHECK(lp_scores_argmax_clear(&r, false) && !lp_scores_argmax_clear(&r, true));
+    r.margin = 1e-3f;
+    CHECK(lp_scores_argmax_clear(&r, true));
+
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny-llada", LOPAD_TYPE_F32, 3, &m) == LOPAD_OK);
+    if (!m) return;
+    struct lopad_ctx_params cp = {.n_ctx = 16, .n_batch_max = 16, .n_threads = 1};
+    lopad_ctx *c = NULL;
+    CHECK(lopad_ctx_new(m, &cp, &c) == LOPAD_OK);
+    if (c) {
+        int32_t tok[8] = {1, 2, 3, 4, 5, 6, 7, 8}, pos[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        int32_t rows[2] = {2, 7}, bad[1] = {8};
+        float *lg = lp_malloc(sizeof(float) * 2 * 300, "test logits");
+        struct lp_row_scores sc[2];
+        CHECK(lp_forward_last_logits(c, rows, 2, lg) == LOPAD_ERR_ARG); /* no forward yet */
+        struct lopad_batch b = {
+            .n_tokens = 8, .tokens = tok, .pos = pos, .n_seq = 1, .n_out = 2, .out_rows = rows};
+        CHECK(lp_forward_scores(c, &b, sc) == LOPAD_OK);
+        CHECK(lp_forward_last_logits(c, bad, 1, lg) == LOPAD_ERR_ARG); /* not a fed row */
+        CHECK(lp_forward_last_logits(c, rows, 2, lg) == LOPAD_OK);
+        /* the logits behind the scores: the same argmax */
+        for (int o = 0; lg && o < 2; o++)
+            CHECK(lp_argmax_f32(lg + (size_t)o * 300, 300) == sc[o].argmax);
+        b.n_out = 0; /* a prefill: the last layer is cut short, no logits to give */
+        b.out_rows = NULL;
+        struct lopad_batch pre = b;
+        pre.logits = NULL;
+        CHECK(lopad_forward(c, &pre) == LOPAD_OK);
+        CHECK(lp_forward_last_logits(c, rows, 2, lg) == LOPAD_ERR_ARG);
+        lp_free(lg);
+    }
+    lopad_ctx_free(c);
+    lopad_model_free(m);
+}
+
 int main(void) {
     TEST_RUN(test_rng);
     TEST_RUN(test_softmax_stats);
@@ -994,6 +1047,7 @@ int main(void) {
     TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_golden_fake);
     TEST_RUN(test_golden_tiny);
+    TEST_RUN(test_fused_helpers);
     TEST_RUN(test_fused_scores);
     return test_report();
 }
