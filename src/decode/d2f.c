@@ -25,6 +25,10 @@
  * full block always makes progress. Temperature 0 only (every published run).
  * --dpad is refused: no forward feeds a position past the last added block, so DPad's
  * suffix is always empty (docs/DECODERS.md, "DPad with D2F and LoPA").
+ *
+ * With the fused head (decoder_impl.h) a step decides on the rows' scores when the
+ * fill's decisions hold over the bounds of the MASK-free pmax (d2f_scores), and
+ * otherwise takes its rows' logits: the same tokens.
  */
 #include <float.h>
 #include <math.h>
@@ -231,6 +235,10 @@ struct d2f {
     int s0;                    /* window start of this step */
     int iters;
     struct lp_decoder *d;
+    /* fused scores (an engine with the fused head) */
+    bool fused;
+    struct lp_row_scores *sc; /* [L] */
+    double *qlo, *qhi;        /* [L] by canvas position: bounds of the MASK-free pmax */
 };
 
 static enum lopad_status d2f_check(const struct lp_decode_request *rq,
@@ -252,6 +260,9 @@ static void d2f_release(struct lp_decoder *d) {
     lp_free(s->logits);
     lp_free(s->scratch);
     lp_free(s->props);
+    lp_free(s->sc);
+    lp_free(s->qlo);
+    lp_free(s->qhi);
     lp_free(s);
     d->priv = NULL;
 }
@@ -283,6 +294,13 @@ static enum lopad_status d2f_init(struct lp_decoder *d) {
     if (!ok || !s->last || !s->tok || !s->pos || !s->blkid || !s->rows || !s->rowmap || !s->qpos ||
         !s->scratch || !s->props)
         return LOPAD_ERR_NOMEM;
+    s->fused = lp_dec_has_scores(d);
+    if (s->fused) {
+        s->sc = lp_malloc(sizeof *s->sc * L, "d2f scores");
+        s->qlo = lp_malloc(sizeof(double) * L, "d2f bounds");
+        s->qhi = lp_malloc(sizeof(double) * L, "d2f bounds");
+        if (!s->sc || !s->qlo || !s->qhi) return LOPAD_ERR_NOMEM;
+    }
     lp_d2f_branch_start(&s->br, &s->c, d->canvas);
     d->n_steps = -1;
     if (d->eng.kv_truncate) d->eng.kv_truncate(d->eng.ud, 0);
@@ -310,6 +328,66 @@ static const struct lp_d2f_prop *d2f_prop(void *ud, int q) {
 
 static void d2f_on_fill(void *ud, int q, int32_t tok) {
     lp_dec_commit(((struct d2f *)ud)->d, q, tok);
+}
+
+/* Proposals of a step from the fused scores. The proposals come from the softmax
+ * without MASK, q = p / (1 - p_MASK), and the scores include MASK: with a = the argmax
+ * (not MASK) and p_MASK <= p_second = pmax - margin, q_a lies in [pmax, pmax / (1 -
+ * p_second)], widened by the scores' error. Returns true when every decision of
+ * lp_d2f_fill is the same for any values in these ranges: the argmax clear, each
+ * masked position of an ACTIVE block surely above or surely not above tau_conf, and
+ * in a full block with none above it, one position surely the most confident (pmax
+ * confidence only). The proposals then carry a pmax on the decided side and a conf
+ * that picks that position. False: the step needs its rows' logits. Predictions from
+ * the stored last logit are exact. */
+static bool d2f_scores(struct d2f *s, int nq) {
+    const struct lp_d2f_cfg *c = &s->c;
+    const struct lp_d2f_branch *b = &s->br;
+    for (int i = 0; i < nq; i++) {
+        int q = s->qpos[i], o = d2f_pred_out(s, q);
+        struct lp_d2f_prop *p = &s->props[q];
+        if (o < 0) { /* the stored last logit */
+            d2f_propose_task(s, i, 0);
+            s->qlo[q] = s->qhi[q] = p->pmax;
+            continue;
+        }
+        const struct lp_row_scores *r = &s->sc[o];
+        if (r->argmax == c->mask_id || !lp_scores_argmax_clear(r, true)) return false;
+        double p2 = fmax(0.0, (double)r->pmax - r->margin);
+        if (!(p2 < 0.5)) return false;
+        double hi = fmin(1.0, r->pmax / (1.0 - p2));
+        double tol = 2.0 * LP_SCORE_TOL * hi / (1.0 - p2) + 2e-7;
+        s->qlo[q] = r->pmax - tol;
+        s->qhi[q] = hi + tol;
+        p->tok = r->argmax;
+        if (s->qlo[q] > c->tau_conf)
+            p->pmax = (float)r->pmax; /* above tau_conf */
+        else if (s->qhi[q] <= c->tau_conf)
+            p->pmax = (float)hi; /* not above */
+        else
+            return false;
+    }
+    for (int i = 1; i < b->n_blk; i++) {
+        const struct lp_d2f_blk *k = &b->blk[i];
+        if (k->state != LP_BLK_ACTIVE || k->masks == 0 || !k->full) continue;
+        int n_masked = 0, n_hi = 0, best = -1;
+        for (int q = k->start; q < k->end; q++)
+            if (b->x[q] == c->mask_id) {
+                n_masked++;
+                n_hi += s->props[q].pmax > c->tau_conf;
+                if (best < 0 || s->qlo[q] > s->qlo[best]) best = q;
+            }
+        if (n_hi > 0 || n_masked == 1) continue;
+        /* the most confident position: surely above every other one */
+        if (c->conf != LP_CONF_PMAX) return false;
+        for (int q = k->start; q < k->end; q++)
+            if (b->x[q] == c->mask_id && q != best) {
+                if (!(s->qlo[best] > s->qhi[q])) return false;
+                s->props[q].conf = 0.0f;
+            }
+        s->props[best].conf = 1.0f;
+    }
+    return true;
 }
 
 static enum lopad_status d2f_step(struct lp_decoder *d) {
@@ -379,7 +457,10 @@ static enum lopad_status d2f_step(struct lp_decoder *d) {
         .out_rows = s->rows,
         .logits = s->logits,
     };
-    enum lopad_status st = lp_dec_forward_batch(d, &bt);
+    /* the fused head, except when the stored last logit is renewed (Dream family) */
+    bool use_sc = s->fused && n_out > 0 && !(update && c->shift) && lp_dec_scores_worth(d);
+    enum lopad_status st =
+        use_sc ? lp_dec_forward_scores(d, &bt, s->sc) : lp_dec_forward_batch(d, &bt);
     if (st != LOPAD_OK) return st;
     if (update) {
         st = d->eng.kv_commit(d->eng.ud, 0, update, s->cache_len);
@@ -391,7 +472,9 @@ static enum lopad_status d2f_step(struct lp_decoder *d) {
             memcpy(s->last, s->logits + (size_t)s->rowmap[update - 1] * c->V,
                    sizeof(float) * (size_t)c->V);
     }
-    lp_dec_parallel(d, nq, d2f_propose_task, s);
+    bool on_scores = use_sc && d2f_scores(s, nq);
+    if (use_sc && !on_scores && (st = lp_dec_last_logits(d, s->rows, n_out, s->logits))) return st;
+    if (!on_scores) lp_dec_parallel(d, nq, d2f_propose_task, s);
     lp_d2f_fill(b, c, d2f_prop, s, d2f_on_fill);
     lp_d2f_deactivate(b, NULL);
     return LOPAD_OK;

@@ -454,6 +454,36 @@ static void test_golden_fake(void) {
     CHECK_MSG(n >= 4, "found %d fake d2f fixtures in %s", n, D2F_FIX_DIR);
 }
 
+/* the fake fixtures through the fused-scores path (the head emulated from the fake's
+ * logits, plain and jittered by 0.9x the decoders' tolerance): still the reference */
+static int g_fused_fwd, g_fused_logits;
+
+static void df_fused_case(const char *name, const char *path) {
+    struct dfix fx;
+    CHECK_MSG(df_load(path, &fx), "%s readable", name);
+    static struct fe_fused ff;
+    for (int jitter = 0; jitter < 2; jitter++) {
+        struct lp_engine e;
+        static struct dfake f;
+        df_engine(&e, &f, fx.shift, fx.eos_from);
+        CHECK(fe_fused_install(&e, &ff, jitter));
+        int bad = df_check(&fx, &e, name, NULL);
+        g_fused_fwd += ff.n_scores;
+        g_fused_logits += ff.n_last;
+        fe_fused_free(&ff);
+        fprintf(stderr, "  %-34s %s (fused%s)\n", name, bad ? "DIFFERS" : "ok",
+                jitter ? ", jittered" : "");
+    }
+}
+
+static void test_golden_fake_fused(void) {
+    g_fused_fwd = g_fused_logits = 0;
+    CHECK(df_each("fake-", "-d2f", df_fused_case) >= 4);
+    CHECK_MSG(g_fused_fwd > 0 && g_fused_logits < g_fused_fwd, "fused forwards %d, took logits %d",
+              g_fused_fwd, g_fused_logits);
+    fprintf(stderr, "  fused forwards %d, %d took logits\n", g_fused_fwd, g_fused_logits);
+}
+
 static void test_golden_tiny(void) {
     int n = df_each("tiny-", "-d2f", df_tiny_case);
     CHECK_MSG(n >= 2, "found %d tiny d2f fixtures in %s", n, D2F_FIX_DIR);
@@ -652,6 +682,7 @@ int main(void) {
     TEST_RUN(test_dream_last_logit);
     TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_golden_fake);
+    TEST_RUN(test_golden_fake_fused);
     TEST_RUN(test_golden_tiny);
     return test_report();
 }
