@@ -330,64 +330,66 @@ static void d2f_on_fill(void *ud, int q, int32_t tok) {
     lp_dec_commit(((struct d2f *)ud)->d, q, tok);
 }
 
-/* Proposals of a step from the fused scores. The proposals come from the softmax
- * without MASK, q = p / (1 - p_MASK), and the scores include MASK: with a = the argmax
- * (not MASK) and p_MASK <= p_second = pmax - margin, q_a lies in [pmax, pmax / (1 -
- * p_second)], widened by the scores' error. Returns true when every decision of
- * lp_d2f_fill is the same for any values in these ranges: the argmax clear, each
- * masked position of an ACTIVE block surely above or surely not above tau_conf, and
- * in a full block with none above it, one position surely the most confident (pmax
- * confidence only). The proposals then carry a pmax on the decided side and a conf
- * that picks that position. False: the step needs its rows' logits. Predictions from
- * the stored last logit are exact. */
-static bool d2f_scores(struct d2f *s, int nq) {
-    const struct lp_d2f_cfg *c = &s->c;
-    const struct lp_d2f_branch *b = &s->br;
-    for (int i = 0; i < nq; i++) {
-        int q = s->qpos[i], o = d2f_pred_out(s, q);
-        struct lp_d2f_prop *p = &s->props[q];
-        if (o < 0) { /* the stored last logit */
-            d2f_propose_task(s, i, 0);
-            s->qlo[q] = s->qhi[q] = p->pmax;
-            continue;
-        }
-        const struct lp_row_scores *r = &s->sc[o];
-        if (r->argmax == c->mask_id || !lp_scores_argmax_clear(r, true)) return false;
-        double p2 = fmax(0.0, (double)r->pmax - r->margin);
-        if (!(p2 < 0.5)) return false;
-        double hi = fmin(1.0, r->pmax / (1.0 - p2));
-        double tol = 2.0 * LP_SCORE_TOL * hi / (1.0 - p2) + 2e-7;
-        s->qlo[q] = r->pmax - tol;
-        s->qhi[q] = hi + tol;
-        p->tok = r->argmax;
-        if (s->qlo[q] > c->tau_conf)
-            p->pmax = (float)r->pmax; /* above tau_conf */
-        else if (s->qhi[q] <= c->tau_conf)
-            p->pmax = (float)hi; /* not above */
-        else
-            return false;
-    }
+bool lp_d2f_prop_bounds(const struct lp_d2f_cfg *c, const struct lp_row_scores *r,
+                        struct lp_d2f_prop *out, double *lo, double *hi) {
+    if (r->argmax == c->mask_id || !lp_scores_argmax_clear(r, true)) return false;
+    double p2 = fmax(0.0, (double)r->pmax - r->margin);
+    if (!(p2 < 0.5)) return false;
+    double h = fmin(1.0, r->pmax / (1.0 - p2));
+    double tol = 2.0 * LP_SCORE_TOL * h / (1.0 - p2) + 2e-7;
+    *lo = r->pmax - tol;
+    *hi = h + tol;
+    out->tok = r->argmax;
+    out->conf = (float)*lo;
+    if (*lo > c->tau_conf)
+        out->pmax = r->pmax; /* above tau_conf */
+    else if (*hi <= c->tau_conf)
+        out->pmax = (float)h; /* not above */
+    else
+        return false;
+    return true;
+}
+
+bool lp_d2f_fill_clear(const struct lp_d2f_branch *b, const struct lp_d2f_cfg *c,
+                       const struct lp_d2f_prop *props, const double *lo, const double *hi,
+                       uint8_t *filled) {
+    if (filled) memset(filled, 0, (size_t)c->L);
     for (int i = 1; i < b->n_blk; i++) {
         const struct lp_d2f_blk *k = &b->blk[i];
-        if (k->state != LP_BLK_ACTIVE || k->masks == 0 || !k->full) continue;
+        if (k->state != LP_BLK_ACTIVE || k->masks == 0) continue;
         int n_masked = 0, n_hi = 0, best = -1;
         for (int q = k->start; q < k->end; q++)
             if (b->x[q] == c->mask_id) {
                 n_masked++;
-                n_hi += s->props[q].pmax > c->tau_conf;
-                if (best < 0 || s->qlo[q] > s->qlo[best]) best = q;
+                n_hi += props[q].pmax > c->tau_conf;
+                if (best < 0 || props[q].conf > props[best].conf) best = q;
             }
-        if (n_hi > 0 || n_masked == 1) continue;
-        /* the most confident position: surely above every other one */
-        if (c->conf != LP_CONF_PMAX) return false;
-        for (int q = k->start; q < k->end; q++)
-            if (b->x[q] == c->mask_id && q != best) {
-                if (!(s->qlo[best] > s->qhi[q])) return false;
-                s->props[q].conf = 0.0f;
-            }
-        s->props[best].conf = 1.0f;
+        if (n_hi == 0 && !k->full) continue;
+        if (n_hi == 0 && n_masked > 1) { /* the most confident: apart from every other one */
+            if (c->conf != LP_CONF_PMAX) return false;
+            for (int q = k->start; q < k->end; q++)
+                if (b->x[q] == c->mask_id && q != best && !(lo[best] > hi[q])) return false;
+        }
+        for (int q = k->start; q < k->end && filled; q++)
+            if (b->x[q] == c->mask_id) filled[q] = n_hi ? props[q].pmax > c->tau_conf : q == best;
     }
     return true;
+}
+
+/* Proposals of a step from the fused scores (lp_d2f_prop_bounds; predictions from the
+ * stored last logit are exact). True when they and the fill are clear; false: the
+ * step needs its rows' logits. */
+static bool d2f_scores(struct d2f *s, int nq) {
+    for (int i = 0; i < nq; i++) {
+        int q = s->qpos[i], o = d2f_pred_out(s, q);
+        if (o < 0) { /* the stored last logit */
+            d2f_propose_task(s, i, 0);
+            s->qlo[q] = s->qhi[q] = s->props[q].pmax;
+        } else if (!lp_d2f_prop_bounds(&s->c, &s->sc[o], &s->props[q], &s->qlo[q], &s->qhi[q])) {
+            return false;
+        }
+    }
+    return lp_d2f_fill_clear(&s->br, &s->c, s->props, s->qlo, s->qhi, NULL);
 }
 
 static enum lopad_status d2f_step(struct lp_decoder *d) {

@@ -76,6 +76,23 @@ bool lp_d2f_prepare(struct lp_d2f_branch *b, const struct lp_d2f_cfg *c);
  * probs: [V] scratch. */
 void lp_d2f_propose(const struct lp_d2f_cfg *c, float *logits, float *probs,
                     struct lp_d2f_prop *out);
+/* Fused scores (decoder_impl.h): the proposal of a row from its scores, for the
+ * softmax without MASK. With a = the argmax (not MASK) and p_MASK <= p2 = pmax - margin,
+ * the MASK-free pmax lies in [*lo, *hi] ([pmax, pmax / (1 - p2)] widened by the scores'
+ * error). Sets out->tok, out->pmax on the side of tau_conf that holds over the range
+ * and out->conf = *lo (pmax confidence: ranks as the exact values do wherever the
+ * ranges are apart). False when the argmax or the side of tau_conf is in doubt. */
+bool lp_d2f_prop_bounds(const struct lp_d2f_cfg *c, const struct lp_row_scores *r,
+                        struct lp_d2f_prop *out, double *lo, double *hi);
+/* Whether lp_d2f_fill of b decides the same for every MASK-free pmax in the ranges
+ * [lo[q], hi[q]] (by canvas position) of proposals made by lp_d2f_prop_bounds (or exact:
+ * lo = hi): in a full block with no position above tau_conf, one position's range is
+ * above all the others'. filled (may be NULL, [L]): set to 1 at the positions the fill
+ * will write, 0 elsewhere. pmax confidence only. */
+bool lp_d2f_fill_clear(const struct lp_d2f_branch *b, const struct lp_d2f_cfg *c,
+                       const struct lp_d2f_prop *props, const double *lo, const double *hi,
+                       uint8_t *filled);
+
 /* D2F fill of the ACTIVE blocks of b: prop(ud, q) gives the proposal at canvas
  * position q (a masked position of an ACTIVE block). Each filled position is
  * written to b->x and reported through on_fill (may be NULL). Sets b->eos. */

@@ -30,6 +30,11 @@
  * A batch larger than the engine's (or serial mode, for tests) runs as several
  * calls, still one NFE; when the winner's rows are not in the last call's scratch
  * its sequence is fed once more (no logits) before the commit.
+ *
+ * With the fused head (pmax confidence, one call; decoder_impl.h) an iteration decides
+ * on the rows' scores when the winner, its fill and the lookahead order hold over the
+ * bounds of the MASK-free pmax (lopa_scores), and otherwise takes its rows' logits:
+ * the same tokens and winners.
  */
 #include <float.h>
 #include <limits.h>
@@ -71,6 +76,12 @@ struct lopa {
     int in_start, n_fed;
     int iters;
     struct lp_decoder *d;
+    /* fused scores (an engine with the fused head, pmax confidence) */
+    bool fused;
+    struct lp_row_scores *sc; /* [(K+1) L] */
+    double *qlo, *qhi;        /* [(K+1) L] by branch * L + position: MASK-free pmax bounds */
+    uint8_t *filled;          /* [L] */
+    double *chi;              /* [L] candidates' upper bounds, suffix maxima */
 };
 
 /* ------------------------------------------------------------- names */
@@ -128,6 +139,11 @@ static void lopa_release(struct lp_decoder *d) {
     lp_free(s->csel);
     lp_free(s->cscr);
     lp_free(s->cm.hist);
+    lp_free(s->sc);
+    lp_free(s->qlo);
+    lp_free(s->qhi);
+    lp_free(s->filled);
+    lp_free(s->chi);
     lp_free(s);
     d->priv = NULL;
 }
@@ -174,6 +190,15 @@ static enum lopad_status lopa_init(struct lp_decoder *d) {
         !s->qb || !s->qq || !s->props || !s->scratch || !s->cconf || !s->cpos || !s->csel ||
         !s->cscr || !s->cm.hist)
         return LOPAD_ERR_NOMEM;
+    s->fused = lp_dec_has_scores(d) && s->c.conf == LP_CONF_PMAX;
+    if (s->fused) {
+        s->sc = lp_malloc(sizeof *s->sc * nb * L, "lopa scores");
+        s->qlo = lp_malloc(sizeof(double) * nb * L, "lopa bounds");
+        s->qhi = lp_malloc(sizeof(double) * nb * L, "lopa bounds");
+        s->filled = lp_malloc(L, "lopa fill");
+        s->chi = lp_malloc(sizeof(double) * L, "lopa candidate bounds");
+        if (!s->sc || !s->qlo || !s->qhi || !s->filled || !s->chi) return LOPAD_ERR_NOMEM;
+    }
     lp_d2f_branch_start(&s->br[0], &s->c, d->canvas);
     s->nbr = 1;
     s->cm.ev_winner = -1;
@@ -214,6 +239,7 @@ struct branch_feed {
     const int32_t *block; /* block ids, NULL = bidirectional */
     const int *off, *len, *out0;
     float *logits;
+    struct lp_row_scores *scores; /* non-NULL: one call through the fused head (scores) */
     int V;
     struct lopad_batch cache; /* n_cache, cache_skip_begin / end of every call */
 };
@@ -242,7 +268,8 @@ static enum lopad_status feed_group(struct lp_decoder *d, const struct branch_fe
         .out_rows = f->rows + o0,
         .logits = f->logits + (size_t)o0 * f->V,
     };
-    enum lopad_status st = group_forward(d, &b, count);
+    enum lopad_status st = f->scores && count ? lp_dec_forward_scores(d, &b, f->scores + o0)
+                                              : group_forward(d, &b, count);
     for (int i = r0; i < r0 + n; i++)
         f->seq[i] += j0;
     for (int o = o0; o < o0 + no; o++)
@@ -332,6 +359,72 @@ static void adopt(struct lopa *s, const struct lp_d2f_branch *b) {
         lp_dec_commit(s->d, b->la_pos, b->la_tok);
 }
 
+/* An iteration on the fused scores (pmax confidence): the proposals with the bounds of
+ * their MASK-free pmax (lp_d2f_prop_bounds; from the stored last logit: exact), then
+ * whether every decision holds over them: the winner's mean range above every other
+ * branch's, the winner's fill (lp_d2f_fill_clear), and the lookahead candidates'
+ * order (each of the K best above all the later ones). True with the winner in *w;
+ * false: the iteration needs its rows' logits. */
+static bool lopa_scores(struct lopa *s, int nq, int spe, int *w_out) {
+    const struct lp_d2f_cfg *c = &s->c;
+    const int L = c->L;
+    for (int i = 0; i < nq; i++) {
+        int j = s->qb[i], q = s->qq[i], o = lopa_pred_out(s, j, q);
+        size_t id = (size_t)j * L + q;
+        if (o < 0) { /* the stored last logit */
+            lopa_propose_task(s, i, 0);
+            s->qlo[id] = s->qhi[id] = s->props[id].pmax;
+        } else if (!lp_d2f_prop_bounds(c, &s->sc[o], &s->props[id], &s->qlo[id], &s->qhi[id])) {
+            return false;
+        }
+    }
+    /* f. the winner: its mean range above every other branch's (ties: in doubt) */
+    double lo[65], hi[65];
+    int w = 0;
+    for (int j = 0, i = 0; j < s->nbr; j++) {
+        double sl = 0, sh = 0;
+        int cnt = 0;
+        for (; i < nq && s->qb[i] == j; i++, cnt++) {
+            sl += s->qlo[(size_t)j * L + s->qq[i]];
+            sh += s->qhi[(size_t)j * L + s->qq[i]];
+        }
+        lo[j] = cnt ? sl / cnt : 1.0;
+        hi[j] = cnt ? sh / cnt : 1.0;
+        if (lo[j] > lo[w]) w = j;
+    }
+    for (int j = 0; j < s->nbr; j++)
+        if (j != w && !(lo[w] > hi[j])) return false;
+    /* g. the winner's fill */
+    const struct lp_d2f_branch *win = &s->br[w];
+    const struct lp_d2f_prop *props = s->props + (size_t)w * L;
+    const double *wlo = s->qlo + (size_t)w * L, *whi = s->qhi + (size_t)w * L;
+    if (!lp_d2f_fill_clear(win, c, props, wlo, whi, s->filled)) return false;
+    /* i. the lookahead candidates left masked, in the order of their conf (= lower
+     * bound): each of the first K above the upper bound of every later one */
+    int nc = 0;
+    for (int i = 1; i < win->n_blk; i++) {
+        if (win->blk[i].state != LP_BLK_ACTIVE) continue;
+        for (int q = LP_MAX(win->blk[i].start, spe); q < win->blk[i].end; q++)
+            if (win->x[q] == c->mask_id && !s->filled[q]) {
+                s->cpos[nc] = q;
+                s->cconf[nc++] = props[q].conf;
+            }
+    }
+    int k = LP_MIN(s->cm.K, nc);
+    if (k > 0) {
+        lp_select_topk(s->cconf, s->cpos, nc, nc, s->csel, s->cscr);
+        double m = -INFINITY;
+        for (int t = nc - 1; t >= 0; t--) {
+            s->chi[t] = m; /* the largest upper bound after rank t */
+            m = fmax(m, whi[s->cpos[s->csel[t]]]);
+        }
+        for (int t = 0; t < k; t++)
+            if (!(wlo[s->cpos[s->csel[t]]] > s->chi[t])) return false;
+    }
+    *w_out = w;
+    return true;
+}
+
 static enum lopad_status lopa_step(struct lp_decoder *d) {
     struct lopa *s = d->priv;
     const struct lp_d2f_cfg *c = &s->c;
@@ -413,25 +506,35 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
         s->logits = nl;
         s->cap_out = cap;
     }
-    /* one batched call, or groups of whole branches that fit the engine */
+    /* one batched call, or groups of whole branches that fit the engine; the fused head
+     * in one call, unless the stored last logit is renewed (Dream family) */
     int last_j0, last_j1;
     struct branch_feed feed = lopa_feed(s);
+    bool use_sc = s->fused && !s->cm.serial && n <= d->eng.n_batch_max && n_out > 0 &&
+                  !(update && c->shift) && lp_dec_scores_worth(d);
+    if (use_sc) feed.scores = s->sc;
     enum lopad_status st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, &last_j0, &last_j1);
     if (st != LOPAD_OK) return st;
+    feed.scores = NULL;
 
-    /* e. proposals and branch confidences */
-    lp_dec_parallel(d, nq, lopa_propose_task, s);
+    /* e. proposals and branch confidences (on the scores when every decision of the
+     * iteration is clear on them) */
     int w = 0;
-    double best = -INFINITY;
-    for (int j = 0, i = 0; j < s->nbr; j++) {
-        double sum = 0;
-        int cnt = 0;
-        for (; i < nq && s->qb[i] == j; i++, cnt++)
-            sum += s->props[(size_t)j * L + s->qq[i]].conf;
-        double cj = cnt ? sum / cnt : 1.0;
-        if (cj > best) { /* f. ties: the earlier branch */
-            best = cj;
-            w = j;
+    bool on_scores = use_sc && lopa_scores(s, nq, spe, &w);
+    if (use_sc && !on_scores && (st = lp_dec_last_logits(d, s->rows, n_out, s->logits))) return st;
+    if (!on_scores) {
+        lp_dec_parallel(d, nq, lopa_propose_task, s);
+        double best = -INFINITY;
+        for (int j = 0, i = 0; j < s->nbr; j++) {
+            double sum = 0;
+            int cnt = 0;
+            for (; i < nq && s->qb[i] == j; i++, cnt++)
+                sum += s->props[(size_t)j * L + s->qq[i]].conf;
+            double cj = cnt ? sum / cnt : 1.0;
+            if (cj > best) { /* f. ties: the earlier branch */
+                best = cj;
+                w = j;
+            }
         }
     }
     struct lp_d2f_branch *win = &s->br[w];

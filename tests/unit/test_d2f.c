@@ -445,18 +445,9 @@ static void peaked(float *lg, int tok, float pmax) {
     lg[39] = -30.0f;
 }
 
-#ifndef LP_TEST_D2F_LIBRARY
-
-/* ------------------------------------------------------------ the tests */
-
-static void test_golden_fake(void) {
-    int n = df_each("fake-", "-d2f", df_fake_case);
-    CHECK_MSG(n >= 4, "found %d fake d2f fixtures in %s", n, D2F_FIX_DIR);
-}
-
 /* the fake fixtures through the fused-scores path (the head emulated from the fake's
  * logits, plain and jittered by 0.9x the decoders' tolerance): still the reference */
-static int g_fused_fwd, g_fused_logits;
+static int g_fused_fwd, g_fused_logits; /* fused forwards, those that took logits */
 
 static void df_fused_case(const char *name, const char *path) {
     struct dfix fx;
@@ -474,6 +465,15 @@ static void df_fused_case(const char *name, const char *path) {
         fprintf(stderr, "  %-34s %s (fused%s)\n", name, bad ? "DIFFERS" : "ok",
                 jitter ? ", jittered" : "");
     }
+}
+
+#ifndef LP_TEST_D2F_LIBRARY
+
+/* ------------------------------------------------------------ the tests */
+
+static void test_golden_fake(void) {
+    int n = df_each("fake-", "-d2f", df_fake_case);
+    CHECK_MSG(n >= 4, "found %d fake d2f fixtures in %s", n, D2F_FIX_DIR);
 }
 
 static void test_golden_fake_fused(void) {

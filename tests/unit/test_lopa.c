@@ -21,6 +21,16 @@ static void test_golden_fake(void) {
     CHECK_MSG(n >= 16, "found %d fake lopa fixtures in %s", n, D2F_FIX_DIR);
 }
 
+/* the fake fixtures through the fused-scores path (the head emulated from the fake's
+ * logits), plain and jittered: still the reference */
+static void test_golden_fake_fused(void) {
+    g_fused_fwd = g_fused_logits = 0;
+    CHECK(df_each("fake-", "-lopa", df_fused_case) >= 16);
+    CHECK_MSG(g_fused_fwd > 0 && g_fused_logits < g_fused_fwd, "fused forwards %d, took logits %d",
+              g_fused_fwd, g_fused_logits);
+    fprintf(stderr, "  fused forwards %d, %d took logits\n", g_fused_fwd, g_fused_logits);
+}
+
 static void test_golden_tiny(void) {
     df_tweak = NULL;
     int n = df_each("tiny-", "-lopa", df_tiny_case);
@@ -427,6 +437,7 @@ int main(void) {
     TEST_RUN(test_k0_block_causal_is_d2f);
     TEST_RUN(test_fixture_coverage);
     TEST_RUN(test_golden_fake);
+    TEST_RUN(test_golden_fake_fused);
     TEST_RUN(test_golden_tiny);
     TEST_RUN(test_serial_equals_batched);
     TEST_RUN(test_small_batch);
