@@ -31,10 +31,11 @@
  * calls, still one NFE; when the winner's rows are not in the last call's scratch
  * its sequence is fed once more (no logits) before the commit.
  *
- * With the fused head (pmax confidence, one call; decoder_impl.h) an iteration decides
+ * With the fused head (all branches in one call; decoder_impl.h) an iteration decides
  * on the rows' scores when the winner, its fill and the lookahead order hold over the
- * bounds of the MASK-free pmax (lopa_scores), and otherwise takes its rows' logits:
- * the same tokens and winners.
+ * scores' bounds (lopa_scores: the MASK-free pmax, pmax confidence; lfast_scores: the
+ * Fast-dLLM proposals), and otherwise takes its rows' logits: the same tokens and
+ * winners.
  */
 #include <float.h>
 #include <limits.h>
@@ -654,6 +655,11 @@ struct lfast {
     double *cconf;
     int32_t *cpos, *csel, *cscr; /* [B] */
     struct lp_decoder *d;
+    /* fused scores (an engine with the fused head, no logits_eos_inf) */
+    bool fused;
+    struct lp_row_scores *sc;      /* [(K+1) L] */
+    double *plo, *phi, *clo, *chi; /* [(K+1) B] bounds of ppmax / pconf */
+    double *suf;                   /* [B] */
 };
 
 static enum lopad_status lfast_check(const struct lp_decode_request *rq,
@@ -698,6 +704,12 @@ static void lfast_release(struct lp_decoder *d) {
                     s->cconf,   s->cpos,  s->csel,  s->cscr,   s->kept};
     for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         lp_free(ptrs[i]);
+    lp_free(s->sc);
+    lp_free(s->plo);
+    lp_free(s->phi);
+    lp_free(s->clo);
+    lp_free(s->chi);
+    lp_free(s->suf);
     lp_free(s);
     d->priv = NULL;
 }
@@ -757,6 +769,16 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
         !s->rows || !s->rowmap || !s->qb || !s->qq || !s->ptok || !s->ppmax || !s->pconf ||
         !s->last || !s->scratch || !s->cconf || !s->cpos || !s->csel || !s->cscr || !s->kept)
         return LOPAD_ERR_NOMEM;
+    s->fused = lp_dec_has_scores(d) && !s->eos_inf;
+    if (s->fused) {
+        s->sc = lp_malloc(sizeof *s->sc * nb * L, "lopa scores");
+        s->plo = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
+        s->phi = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
+        s->clo = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
+        s->chi = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
+        s->suf = lp_malloc(sizeof(double) * B, "lopa bounds");
+        if (!s->sc || !s->plo || !s->phi || !s->clo || !s->chi || !s->suf) return LOPAD_ERR_NOMEM;
+    }
     s->cm.ev_winner = -1;
     s->cm.ev_pos = -1;
     d->n_steps = -1;
@@ -853,6 +875,97 @@ static struct branch_feed lfast_feed(struct lfast *s, bool refresh) {
     return f;
 }
 
+/* An iteration on the fused scores: fast.c's proposals (argmax without MASK, pmax and
+ * the confidence of the full softmax) from the rows' scores, each with its error bound
+ * (from the kept last logit: exact); true when every decision holds over the bounds:
+ * the winner's mean confidence above every other branch's, the threshold fill (each
+ * masked position surely on one side of tau; with none above, one surely the most
+ * confident), and the K lookahead positions each above all later candidates. The
+ * winner goes to *w_out. False: the iteration needs its rows' logits. */
+static bool lfast_scores(struct lfast *s, int nq, int *w_out) {
+    const struct lp_decoder *d = s->d;
+    const int B = s->B, V = d->V;
+    const int32_t mask = d->mask_id;
+    for (int i = 0; i < nq; i++) {
+        int j = s->qb[i], q = s->qq[i];
+        int r = lp_pred_row(s->shift, q) - s->f0;
+        size_t k = (size_t)j * B + (size_t)(q - s->sb);
+        if (r < 0) { /* the kept last logit */
+            lfast_propose_task(s, i, 0);
+            s->plo[k] = s->phi[k] = s->ppmax[k];
+            s->clo[k] = s->chi[k] = s->pconf[k];
+            continue;
+        }
+        const struct lp_row_scores *sc = &s->sc[s->rowmap[s->off[j] + r]];
+        if (sc->argmax == mask || !lp_scores_argmax_clear(sc, s->dream)) return false;
+        double conf = s->conf == LP_CONF_MARGIN   ? sc->margin
+                      : s->conf == LP_CONF_NEGENT ? sc->negent
+                                                  : sc->pmax;
+        double tp = lp_conf_tol(sc, sc->pmax, false, V);
+        double tc = lp_conf_tol(sc, conf, s->conf == LP_CONF_NEGENT, V);
+        s->ptok[k] = sc->argmax;
+        s->ppmax[k] = sc->pmax;
+        s->pconf[k] = conf;
+        s->plo[k] = sc->pmax - tp;
+        s->phi[k] = sc->pmax + tp;
+        s->clo[k] = conf - tc;
+        s->chi[k] = conf + tc;
+    }
+    /* the winner: its mean range above every other branch's (ties: in doubt) */
+    double lo[65], hi[65];
+    int w = 0;
+    for (int j = 0, i = 0; j < s->nbr; j++) {
+        double sl = 0, sh = 0;
+        int cnt = 0;
+        for (; i < nq && s->qb[i] == j; i++, cnt++) {
+            size_t k = (size_t)j * B + (size_t)(s->qq[i] - s->sb);
+            sl += s->clo[k];
+            sh += s->chi[k];
+        }
+        lo[j] = cnt ? sl / cnt : 1.0;
+        hi[j] = cnt ? sh / cnt : 1.0;
+        if (lo[j] > lo[w]) w = j;
+    }
+    for (int j = 0; j < s->nbr; j++)
+        if (j != w && !(lo[w] > hi[j])) return false;
+    /* the threshold fill of the winner's block */
+    const int32_t *wb = s->bt + (size_t)w * B;
+    const size_t wk = (size_t)w * B;
+    int nc = 0, nm = 0, bestq = -1;
+    for (int q = 0; q < B; q++) {
+        if (wb[q] != mask) continue;
+        nm++;
+        if (s->plo[wk + q] >= s->tau)
+            nc++;
+        else if (!(s->phi[wk + q] < s->tau))
+            return false;
+        if (bestq < 0 || s->pconf[wk + q] > s->pconf[wk + bestq]) bestq = q;
+    }
+    if (nc == 0 && nm > 1)
+        for (int q = 0; q < B; q++)
+            if (wb[q] == mask && q != bestq && !(s->clo[wk + bestq] > s->chi[wk + q])) return false;
+    /* the lookahead candidates left masked, in the order of their confidence */
+    int ncand = 0;
+    for (int q = 0; q < B; q++)
+        if (wb[q] == mask && !(nc ? s->ppmax[wk + q] >= s->tau : q == bestq)) {
+            s->cpos[ncand] = s->sb + q;
+            s->cconf[ncand++] = s->pconf[wk + q];
+        }
+    int k = LP_MIN(s->cm.K, ncand);
+    if (k > 0) {
+        lp_select_topk(s->cconf, s->cpos, ncand, ncand, s->csel, s->cscr);
+        double m = -INFINITY;
+        for (int t = ncand - 1; t >= 0; t--) {
+            s->suf[t] = m; /* the largest upper bound after rank t */
+            m = fmax(m, s->chi[wk + (size_t)(s->cpos[s->csel[t]] - s->sb)]);
+        }
+        for (int t = 0; t < k; t++)
+            if (!(s->clo[wk + (size_t)(s->cpos[s->csel[t]] - s->sb)] > s->suf[t])) return false;
+    }
+    *w_out = w;
+    return true;
+}
+
 static enum lopad_status lfast_step(struct lp_decoder *d) {
     struct lfast *s = d->priv;
     const int L = d->L, B = s->B;
@@ -942,11 +1055,16 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
         s->cap_out = cap;
     }
     enum lopad_status st = LOPAD_OK;
+    bool use_sc = false;
     if (n_out == 0 && !refresh) {
         /* every prediction is the kept last logit (only sb is masked): no forward, as in
          * fast.c */
     } else {
+        /* the fused head in one call, unless this refresh keeps the last logit */
+        use_sc = s->fused && !want_last && n_out > 0 && !s->cm.serial && n <= d->eng.n_batch_max &&
+                 lp_dec_scores_worth(d);
         struct branch_feed feed = lfast_feed(s, refresh);
+        feed.scores = use_sc ? s->sc : NULL;
         st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, NULL, NULL);
     }
     if (st != LOPAD_OK) return st;
@@ -968,19 +1086,24 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
     }
     s->refreshed = true;
 
-    /* proposals, branch confidences, the winner */
-    lp_dec_parallel(d, nq, lfast_propose_task, s);
+    /* proposals, branch confidences, the winner (on the scores when every decision of
+     * the iteration is clear on them) */
     int w = 0;
-    double best = -INFINITY;
-    for (int j = 0, i = 0; j < s->nbr; j++) {
-        double sum = 0;
-        int cnt = 0;
-        for (; i < nq && s->qb[i] == j; i++, cnt++)
-            sum += s->pconf[(size_t)j * B + (s->qq[i] - s->sb)];
-        double cj = cnt ? sum / cnt : 1.0;
-        if (cj > best) {
-            best = cj;
-            w = j;
+    bool on_scores = use_sc && lfast_scores(s, nq, &w);
+    if (use_sc && !on_scores && (st = lp_dec_last_logits(d, s->rows, n_out, s->logits))) return st;
+    if (!on_scores) {
+        lp_dec_parallel(d, nq, lfast_propose_task, s);
+        double best = -INFINITY;
+        for (int j = 0, i = 0; j < s->nbr; j++) {
+            double sum = 0;
+            int cnt = 0;
+            for (; i < nq && s->qb[i] == j; i++, cnt++)
+                sum += s->pconf[(size_t)j * B + (s->qq[i] - s->sb)];
+            double cj = cnt ? sum / cnt : 1.0;
+            if (cj > best) {
+                best = cj;
+                w = j;
+            }
         }
     }
     s->cm.ev_nbr = s->nbr;

@@ -959,7 +959,21 @@ static void test_fused_scores(void) {
             rq.dpad = true;
             fused_case("tiny-llada llada --dpad", &e, &rq, &t);
         }
-        /* D2F / LoPA (on logits: the MASK-free softmax) */
+        /* LoPA on Fast-dLLM */
+        for (int cache = 0; cache < 3; cache++) {
+            lp_decode_request_init(&rq, LP_DEC_FAST, 32);
+            rq.prompt = prompt;
+            rq.n_prompt = 6;
+            rq.block_len = 8;
+            rq.cache = (enum lp_cache_mode)cache;
+            rq.lopa = 2;
+            rq.threshold = 0.05;
+            rq.dpad = cache == 1;
+            snprintf(what, sizeof what, "%s fast --lopa 2 %s%s", shape,
+                     lp_cache_mode_name(rq.cache), rq.dpad ? " dpad" : "");
+            fused_case(what, &e, &rq, &t);
+        }
+        /* D2F / LoPA: bounds of the MASK-free pmax */
         for (int lopa = -1; lopa <= 2; lopa += 3) {
             lp_decode_request_init(&rq, LP_DEC_D2F, 32);
             rq.prompt = prompt;

@@ -39,8 +39,7 @@ struct dl_spy {
     int n_calls;
 };
 
-static enum lopad_status dl_forward(void *ud, const struct lopad_batch *b) {
-    struct dl_spy *s = ud;
+static void dl_record(struct dl_spy *s, const struct lopad_batch *b) {
     if (s->n_calls < DL_CALLS) {
         struct dl_call *c = &s->calls[s->n_calls];
         memset(c, 0, sizeof *c);
@@ -54,13 +53,20 @@ static enum lopad_status dl_forward(void *ud, const struct lopad_batch *b) {
         }
     }
     s->n_calls++;
+}
+static enum lopad_status dl_forward(void *ud, const struct lopad_batch *b) {
+    dl_record(ud, b);
     return fe_wrap_forward(ud, b);
+}
+static enum lopad_status dl_forward_scores(void *ud, const struct lopad_batch *b,
+                                           struct lp_row_scores *sc) {
+    dl_record(ud, b);
+    return fe_wrap_forward_scores(ud, b, sc);
 }
 static void dl_wrap(struct lp_engine *e, struct dl_spy *s) {
     memset(s, 0, sizeof *s);
     fe_wrap_install(e, &s->w, dl_forward);
-    e->forward_scores = NULL; /* every forward through the spy (LoPA runs on logits) */
-    e->last_logits = NULL;
+    if (e->forward_scores) e->forward_scores = dl_forward_scores;
 }
 
 /* ---------------------------------------------------------- fixtures */
@@ -245,6 +251,8 @@ static int dl_run_engine(const char *name, const struct dlfix *fx, int mode,
 
 /* run fx (mode 0: batched, 1: one forward per branch, 2: an engine batch of one canvas)
  * on the fake or a tiny model; compare canvas, nfe, winners, feeds */
+static int n_fused_fwd, n_fused_logits; /* modes 3, 4: fused forwards, those that took logits */
+
 static int dl_run_case(const char *name, const struct dlfix *fx, int mode) {
     struct lp_engine e;
     static struct dfake f;
@@ -271,8 +279,18 @@ static int dl_run_case(const char *name, const struct dlfix *fx, int mode) {
         df_engine(&e, &f, fx->shift, fx->eos_from);
     }
     if (mode == 2) e.n_batch_max = L; /* one canvas per call: groups of branches */
+    /* modes 3, 4: the fake through the fused-scores path (the head emulated from its
+     * logits; 4: scores jittered by 0.9x the decoders' tolerance) */
+    static struct fe_fused ff;
+    bool fused = mode >= 3 && !m;
+    if (fused && !fe_fused_install(&e, &ff, mode == 4)) return 1;
     dl_wrap(&e, &g_spy);
     int bad = dl_run_engine(name, fx, mode, &e);
+    if (fused) {
+        n_fused_fwd += ff.n_scores;
+        n_fused_logits += ff.n_last;
+        fe_fused_free(&ff);
+    }
     lopad_ctx_free(c);
     lopad_model_free(m);
     return bad;
@@ -286,6 +304,10 @@ static void dl_case(const char *name, const char *path) {
     int bad = dl_run_case(name, &fx, 0);
     bad |= dl_run_case(name, &fx, 1) << 1;
     bad |= dl_run_case(name, &fx, 2) << 2;
+    if (strncmp(fx.model, "tiny-", 5)) { /* the fake: also through the fused-scores path */
+        bad |= dl_run_case(name, &fx, 3) << 3;
+        bad |= dl_run_case(name, &fx, 4) << 4;
+    }
     n_golden++;
     fprintf(stderr, "  %-28s %s\n", name, bad ? "DIFFERS" : "ok");
 }
@@ -309,6 +331,10 @@ static void test_golden(void) {
     CHECK_MSG(n_golden >= 24, "found %d fixtures in %s", n_golden, DL_FIX_DIR);
     CHECK(n_dropped > 0);            /* DPad dropped something */
     CHECK(n_multi_branch_feeds > 0); /* and branches fed the kept set together */
+    /* the fused path decided iterations on the scores */
+    CHECK_MSG(n_fused_fwd > 0 && n_fused_logits < n_fused_fwd, "fused forwards %d, took logits %d",
+              n_fused_fwd, n_fused_logits);
+    fprintf(stderr, "  fused forwards %d, %d took logits\n", n_fused_fwd, n_fused_logits);
 }
 
 /* ---------------------------------------------- keep = 1 everywhere: no DPad */
