@@ -386,7 +386,12 @@ static void draw_token(const struct lp_run_session *s, int32_t t, FILE *f) {
 static void draw_canvas(struct stream *st, const struct lp_step_event *ev) {
     FILE *f = stderr;
     if (st->tty) fputs("\033[H\033[2J", f);
-    fprintf(f, "step %d/%d  nfe %d  masked %d\n", ev->step + 1, ev->n_steps, ev->nfe, ev->n_masked);
+    /* n_steps < 0: the decoder has no planned step count (fast, d2f, LoPA, llada --dpad) */
+    if (ev->n_steps >= 0)
+        fprintf(f, "step %d/%d  nfe %d  masked %d\n", ev->step + 1, ev->n_steps, ev->nfe,
+                ev->n_masked);
+    else
+        fprintf(f, "step %d  nfe %d  masked %d\n", ev->step + 1, ev->nfe, ev->n_masked);
     if (ev->n_branches > 0) { /* D2F / LoPA: the winner and what it added */
         if (ev->winner == ev->n_branches - 1)
             fprintf(f, "lopa: %d branches, winner: the anchor", ev->n_branches);
@@ -441,8 +446,10 @@ static int on_step(void *ud, const struct lp_step_event *ev) {
     } else if (st->progress) {
         double dt = lp_time() - st->t0;
         int done = ev->n_canvas - ev->n_prompt - ev->n_masked;
-        fprintf(stderr, "\r\033[K[step %d/%d] nfe %d, %d/%d committed, %.1f tok/s", ev->step + 1,
-                ev->n_steps, ev->nfe, done, ev->n_canvas - ev->n_prompt, dt > 0 ? done / dt : 0.0);
+        char steps[32] = "";
+        if (ev->n_steps >= 0) snprintf(steps, sizeof steps, "/%d", ev->n_steps);
+        fprintf(stderr, "\r\033[K[step %d%s] nfe %d, %d/%d committed, %.1f tok/s", ev->step + 1,
+                steps, ev->nfe, done, ev->n_canvas - ev->n_prompt, dt > 0 ? done / dt : 0.0);
         if (ev->done) fputs("\r\033[K", stderr);
         fflush(stderr);
     }
