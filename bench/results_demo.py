@@ -35,7 +35,7 @@ TABLES = [
         ("fast dual + LoPA K=4", FAST + " --gen 48 --cache dual --lopa 4"),
     ]),
     ("DPad with each block decoder (gen 48, window 16)", [
-        ("llada blocks of 16 + DPad", "--decoder llada --gen 48 --steps 48 --block 16 --dpad "
+        ("llada blocks of 16 + DPad (early stop)", "--decoder llada --gen 48 --steps 48 --block 16 --dpad "
          "--dpad-window 16"),
         ("fast none + DPad", FAST + " --gen 48 --cache none --dpad --dpad-window 16"),
         ("fast prefix + DPad", FAST + " --gen 48 --cache prefix --dpad --dpad-window 16"),
