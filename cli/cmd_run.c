@@ -184,7 +184,7 @@ const char *lp_run_opts_help =
     "                       Fast-dLLM + LoPA, --rule threshold, greedy)\n"
     "  --lopa-window-attention W  full | block-causal (default full, as published;\n"
     "                       --lopa 0 with block-causal is plain d2f)\n"
-    "DPad (--decoder fast or llada):\n"
+    "DPad (--decoder fast, llada, or dream --block B):\n"
     "  --dpad               drop suffix positions beyond the block (per-block draw)\n"
     "  --dpad-window W      window (default 256)\n"
     "  --dpad-sigma K       k: x = K d / (W-1) (default 4)\n"

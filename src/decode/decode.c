@@ -24,10 +24,12 @@ static const struct lp_decoder_ops *const decoder_table[LP_DEC_COUNT] = {
     [LP_DEC_D2F] = &lp_d2f_ops,
 };
 
-/* DPad: `llada --dpad` runs on the fast decoder's code (cache none, top-k: the llada
- * decoder token for token, tests/unit/test_fast.c), which owns the pruned feeds */
+/* DPad: `llada --dpad` and `dream --dpad` run on the fast decoder's code (cache none,
+ * top-k: the llada decoder token for token, and the dream decoder by blocks;
+ * tests/unit/test_fast.c), which owns the pruned feeds */
 static const struct lp_decoder_ops *ops_for(const struct lp_decode_request *rq) {
-    if (rq->dpad && rq->decoder == LP_DEC_LLADA) return &lp_fast_ops;
+    if (rq->dpad && (rq->decoder == LP_DEC_LLADA || rq->decoder == LP_DEC_DREAM))
+        return &lp_fast_ops;
     if (rq->decoder == LP_DEC_D2F && rq->lopa >= 0) return &lp_lopa_ops; /* D2F / LoPA */
     if (rq->decoder == LP_DEC_FAST && rq->lopa >= 0) return &lp_lopa_fast_ops;
     return decoder_table[rq->decoder];
@@ -177,9 +179,6 @@ enum lopad_status lp_decode_validate(const struct lp_decode_request *rq,
         return lp_error(LOPAD_ERR_ARG, "unknown algorithm id %d", (int)rq->alg);
     enum lopad_status st = ops_for(rq)->check(rq, hp);
     if (st != LOPAD_OK) return st;
-    if (rq->dpad && rq->decoder == LP_DEC_DREAM) /* DPad */
-        return lp_error(LOPAD_ERR_ARG, "--dpad is not supported by the dream decoder (use "
-                                       "--decoder fast or llada)");
     LP_UNUSED(dn);
     return LOPAD_OK;
 }

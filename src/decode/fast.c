@@ -1,7 +1,9 @@
 /*
  * fast.c - the Fast-dLLM decoder (ALGORITHMS.md 2; research/dpad_fastdllm.md 4) with
  * optional DPad suffix dropout (ALGORITHMS.md 3, dpad.h). Also serves `llada --dpad`
- * (decode.c routes it here: cache none, the llada top-k schedule).
+ * (cache none, the llada top-k schedule) and `dream --dpad` (Dream by blocks, the DPad
+ * paper's Dream baseline: cache none, the Dream grid per block, positions ranked by
+ * --alg's confidence); decode.c routes them here.
  *
  * Semi-autoregressive over blocks [sb, eb) of B positions. Each lp_decode_step is one
  * forward plus its commits among the block's masked positions:
@@ -132,14 +134,20 @@ enum lopad_status lp_confidence_parse(const char *s, enum lp_confidence *out) {
 static enum lopad_status fast_check(const struct lp_decode_request *rq,
                                     const struct lopad_hparams *hp) {
     bool via_llada = rq->decoder == LP_DEC_LLADA;
-    bool dream_grid = !via_llada && hp->arch == LOPAD_ARCH_DREAM;
+    bool via_dream = rq->decoder == LP_DEC_DREAM;
+    bool dream_grid = via_dream || (!via_llada && hp->arch == LOPAD_ARCH_DREAM);
+    const char *name = via_llada ? "llada --dpad" : via_dream ? "dream --dpad" : "fast";
+    if (via_dream && rq->alg == LP_ALG_ORIGIN)
+        return lp_error(LOPAD_ERR_ARG,
+                        "dream --dpad: --alg origin has no per-position confidence to rank a "
+                        "block's positions by (use maskgit_plus, topk_margin or entropy)");
     if (rq->block_len < 1)
         return lp_error(LOPAD_ERR_ARG, "--block must be at least 1, got %d", rq->block_len);
     if (rq->gen_len % rq->block_len)
         return lp_error(LOPAD_ERR_ARG, "--gen (%d) must be a multiple of --block (%d)", rq->gen_len,
                         rq->block_len);
     int nb = rq->gen_len / rq->block_len;
-    enum lp_commit_rule rule = via_llada ? LP_RULE_TOPK : rq->rule;
+    enum lp_commit_rule rule = via_llada || via_dream ? LP_RULE_TOPK : rq->rule;
     if ((unsigned)rq->cache > LP_CACHE_DUAL)
         return lp_error(LOPAD_ERR_ARG, "unknown cache mode id %d", (int)rq->cache);
     if ((unsigned)rq->rule > LP_RULE_TOPK)
@@ -156,17 +164,15 @@ static enum lopad_status fast_check(const struct lp_decode_request *rq,
     if (rule == LP_RULE_FACTOR && (!(rq->factor > 0) || !isfinite(rq->factor)))
         return lp_error(LOPAD_ERR_ARG, "--factor must be a finite number > 0, got %g", rq->factor);
     if (rq->cfg_scale != 0)
-        return lp_error(LOPAD_ERR_ARG, "--cfg-scale is not supported by the %s decoder",
-                        via_llada ? "llada --dpad" : "fast");
+        return lp_error(LOPAD_ERR_ARG, "--cfg-scale is not supported by the %s decoder", name);
     if (rq->remasking != LP_REMASK_LOW_CONFIDENCE)
         return lp_error(LOPAD_ERR_ARG, "--remasking random is not supported by the %s decoder",
-                        via_llada ? "llada --dpad" : "fast");
+                        name);
     if (rq->confidence_eos_eot_inf)
         return lp_error(LOPAD_ERR_ARG,
-                        "--confidence-eos-eot-inf is not supported by the %s decoder",
-                        via_llada ? "llada --dpad" : "fast");
+                        "--confidence-eos-eot-inf is not supported by the %s decoder", name);
     if (rq->alg_temp != 0)
-        return lp_error(LOPAD_ERR_ARG, "--alg-temp is not supported by the fast decoder");
+        return lp_error(LOPAD_ERR_ARG, "--alg-temp is not supported by the %s decoder", name);
     if (!dream_grid && (rq->top_p < 1.0 || rq->top_k > 0))
         return lp_error(LOPAD_ERR_ARG, "--top-p / --top-k are only used with Dream models (LLaDA "
                                        "samples with Gumbel-max over the full softmax)");
@@ -176,7 +182,7 @@ static enum lopad_status fast_check(const struct lp_decode_request *rq,
         return lp_error(LOPAD_ERR_ARG,
                         "--dream-first-token-commit only applies to models with shifted logits "
                         "(Dream)");
-    if (rq->dream_first_token_commit && via_llada)
+    if (rq->dream_first_token_commit && (via_llada || via_dream))
         return lp_error(LOPAD_ERR_ARG, "--dream-first-token-commit needs --decoder fast");
     if (rq->dpad) {
         enum lopad_status st = lp_dpad_check(rq);
@@ -216,15 +222,19 @@ static void fast_release(struct lp_decoder *d) {
 static enum lopad_status fast_init(struct lp_decoder *d) {
     const struct lp_decode_request *rq = &d->rq;
     bool via_llada = rq->decoder == LP_DEC_LLADA;
+    bool via_dream = rq->decoder == LP_DEC_DREAM; /* Dream by blocks: --alg ranks */
     struct fast *s = lp_calloc(1, sizeof *s, "fast decoder state");
     if (!s) return LOPAD_ERR_NOMEM;
     d->priv = s;
-    s->dream_grid = !via_llada && d->eng.hp.arch == LOPAD_ARCH_DREAM;
+    s->dream_grid = via_dream || (!via_llada && d->eng.hp.arch == LOPAD_ARCH_DREAM);
     s->shift = d->eng.hp.shift_logits;
     s->first_token = rq->dream_first_token_commit;
-    s->cache = via_llada ? LP_CACHE_NONE : rq->cache;
-    s->rule = via_llada ? LP_RULE_TOPK : rq->rule;
+    s->cache = via_llada || via_dream ? LP_CACHE_NONE : rq->cache;
+    s->rule = via_llada || via_dream ? LP_RULE_TOPK : rq->rule;
     s->conf_kind = via_llada                        ? LP_CONF_PMAX
+                   : via_dream                      ? (rq->alg == LP_ALG_MASKGIT_PLUS  ? LP_CONF_PMAX
+                                                       : rq->alg == LP_ALG_TOPK_MARGIN ? LP_CONF_MARGIN
+                                                                                       : LP_CONF_NEGENT)
                    : rq->confidence != LP_CONF_AUTO ? rq->confidence
                    : s->dream_grid                  ? LP_CONF_NEGENT
                                                     : LP_CONF_PMAX;

@@ -90,7 +90,10 @@ expect_usage "need --decoder fast" --cache dual
 expect_usage "need --dpad" --decoder fast --dpad-window 64
 expect_usage "preset" --decoder fast --preset dpad-nothing
 expect_usage "--dream-first-token-commit" --decoder fast --dream-first-token-commit
-expect_usage "dream decoder" --decoder dream --dpad
+expect_usage "origin" --decoder dream --dpad --block 8 --alg origin
+# dream --dpad is Dream by blocks (the DPad paper's Dream baseline) with suffix dropout
+if "$BIN" run -m "$FIX/tiny-llada" --prompt-ids 1,2,3 --gen 32 $T --decoder dream --block 8 \
+    --dpad --dpad-window 8 >/dev/null 2>&1; then ok; else bad "dream --dpad --block 8 failed"; fi
 expect_usage "--dpad-window" --decoder fast --dpad --dpad-window 0
 
 echo "$pass passed, $fail failed"

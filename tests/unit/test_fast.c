@@ -527,6 +527,72 @@ static void test_topk_none_is_vanilla(void) {
     }
 }
 
+/* `dream --dpad` is Dream by blocks on this decoder: with keep = 1 everywhere it equals
+ * `fast --cache none --rule topk` with --alg's confidence, token for token */
+static void dream_dpad_pair(const struct lp_engine *e, int gen, int block, int steps,
+                            enum lp_dream_alg alg, enum lp_confidence conf, const int32_t *prompt,
+                            int n_prompt, const char *what) {
+    struct lp_decode_request v, f;
+    lp_decode_request_init(&v, LP_DEC_DREAM, gen);
+    v.prompt = prompt;
+    v.n_prompt = n_prompt;
+    v.steps = steps;
+    v.block_len = block;
+    v.alg = alg;
+    v.early_stop = false;
+    v.dpad = true;
+    v.dpad_window = 256; /* >= the suffix, and a scale that keeps every position */
+    v.dpad_scale = 100.0;
+    f = v;
+    f.decoder = LP_DEC_FAST;
+    f.dpad = false;
+    f.cache = LP_CACHE_NONE;
+    f.rule = LP_RULE_TOPK;
+    f.confidence = conf;
+    struct lp_decode_result rv, rf;
+    run_req(e, &v, &rv);
+    run_req(e, &f, &rf);
+    same_canvas(&rv, &rf, what);
+    lp_decode_result_free(&rv);
+    lp_decode_result_free(&rf);
+}
+
+static void test_dream_dpad_is_dream_by_blocks(void) {
+    struct lp_engine e;
+    struct tf_fake fk;
+    tf_fake_engine(&e, &fk, true);
+    fk.mask_low = true;
+    dream_dpad_pair(&e, 32, 8, 32, LP_ALG_ENTROPY, LP_CONF_NEGENT, prompt5, 5, "fake entropy");
+    dream_dpad_pair(&e, 32, 8, 16, LP_ALG_MASKGIT_PLUS, LP_CONF_PMAX, prompt5, 5, "fake maskgit");
+    dream_dpad_pair(&e, 32, 16, 8, LP_ALG_TOPK_MARGIN, LP_CONF_MARGIN, prompt5, 5, "fake margin");
+    struct tf_tiny t;
+    if (tf_tiny_open(&t, "tiny-dream", 64)) {
+        int32_t pr[6] = {17, 200, 3, 45, 99, 120};
+        dream_dpad_pair(&t.e, 16, 4, 16, LP_ALG_ENTROPY, LP_CONF_NEGENT, pr, 6, "tiny entropy");
+        /* with real dropout it still runs and decodes every position */
+        struct lp_decode_request rq;
+        lp_decode_request_init(&rq, LP_DEC_DREAM, 32);
+        rq.prompt = pr;
+        rq.n_prompt = 6;
+        rq.block_len = 8;
+        rq.dpad = true;
+        rq.dpad_window = 8;
+        rq.early_stop = false;
+        struct lp_decode_result res;
+        run_req(&t.e, &rq, &res);
+        int masked = 0;
+        for (int i = 0; i < res.n_canvas; i++)
+            masked += res.canvas[i] == t.e.hp.mask_id;
+        CHECK_MSG(masked == 0, "dream --dpad left %d masked positions", masked);
+        lp_decode_result_free(&res);
+        /* --alg origin has no ranking */
+        rq.alg = LP_ALG_ORIGIN;
+        CHECK(lp_decode_run(&t.e, &rq, NULL, NULL, &res) == LOPAD_ERR_ARG);
+        CHECK(strstr(lopad_errmsg(), "origin") != NULL);
+        tf_tiny_close(&t);
+    }
+}
+
 /* ------------------------------------------------------ the cache saves work */
 
 static void test_cache_feeds(void) {
@@ -764,6 +830,7 @@ int main(void) {
     TEST_RUN(test_events);
     TEST_RUN(test_errors_and_oom);
     TEST_RUN(test_topk_none_is_vanilla);
+    TEST_RUN(test_dream_dpad_is_dream_by_blocks);
     TEST_RUN(test_golden);
     TEST_RUN(test_golden_fused);
     return test_report();
