@@ -37,6 +37,8 @@ TABLES = [
     ("DPad with each block decoder (gen 48, window 16)", [
         ("llada blocks of 16 + DPad (early stop)", "--decoder llada --gen 48 --steps 48 --block 16 --dpad "
          "--dpad-window 16"),
+        ("dream by blocks of 16 + DPad (early stop)", "--decoder dream --gen 48 --steps 48 "
+         "--block 16 --dpad --dpad-window 16"),
         ("fast none + DPad", FAST + " --gen 48 --cache none --dpad --dpad-window 16"),
         ("fast prefix + DPad", FAST + " --gen 48 --cache prefix --dpad --dpad-window 16"),
         ("fast dual + DPad", FAST + " --gen 48 --cache dual --dpad --dpad-window 16"),
