@@ -29,5 +29,8 @@ bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, 
 bool lp_cli_parse_float(const char *cmd, const char *opt, const char *s, double *out);
 /* Parse "1,2,3" into a new array (free with free()); false on junk or empty. */
 bool lp_cli_parse_ids(const char *cmd, const char *opt, const char *s, int32_t **out, int *n);
+/* Weight type by name (convert, bench, synthetic models): a LOPAD_TYPE_*, -1 if unknown. */
+#define LP_CLI_WEIGHT_TYPES "f32, f16, bf16, q8_0, q4_0"
+int lp_cli_weight_type(const char *name);
 
 #endif

@@ -43,20 +43,6 @@ static int usage(void) {
     return 0;
 }
 
-static int parse_type(const char *s) {
-    static const struct {
-        const char *name;
-        int type;
-    } types[] = {{"f32", LOPAD_TYPE_F32},
-                 {"f16", LOPAD_TYPE_F16},
-                 {"bf16", LOPAD_TYPE_BF16},
-                 {"q8_0", LOPAD_TYPE_Q8_0},
-                 {"q4_0", LOPAD_TYPE_Q4_0}};
-    for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(s, types[i].name)) return types[i].type;
-    return -1;
-}
-
 static int default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
@@ -190,7 +176,7 @@ static int bench_forward(int argc, char **argv) {
                 return lp_cli_usage_error("bench forward", "unknown option '%s'", a);
         }
     }
-    int type = parse_type(type_s);
+    int type = lp_cli_weight_type(type_s);
     if (type < 0) return lp_cli_usage_error("bench forward", "unknown --type '%s'", type_s);
     int32_t *toks, *seqs = NULL;
     int n_win, n_seqs;

@@ -28,13 +28,9 @@ static int cmd_convert(int argc, char **argv) {
     if (!in || !out) return lp_cli_usage_error("convert", "usage: lopad convert IN OUT.gguf [--type T]");
     int type = -1;
     if (type_s) {
-        static const struct { const char *name; int type; } types[] = {
-            {"f32", LOPAD_TYPE_F32}, {"f16", LOPAD_TYPE_F16}, {"bf16", LOPAD_TYPE_BF16},
-            {"q8_0", LOPAD_TYPE_Q8_0}, {"q4_0", LOPAD_TYPE_Q4_0}};
-        for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
-            if (!strcmp(type_s, types[i].name)) type = types[i].type;
+        type = lp_cli_weight_type(type_s);
         if (type < 0)
-            return lp_cli_usage_error("convert", "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0)", type_s);
+            return lp_cli_usage_error("convert", "unknown --type '%s' (" LP_CLI_WEIGHT_TYPES ")", type_s);
     }
     struct lopad_load_opts opts = {.lora_dir = lora};
     lopad_model *m;

@@ -206,14 +206,6 @@ static bool is_dir(const char *p) {
 
 /* "synthetic:SHAPE[:LAYERS][@TYPE]": a random-weight model built in memory */
 static int open_synthetic(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s) {
-    static const struct {
-        const char *name;
-        int type;
-    } types[] = {{"f32", LOPAD_TYPE_F32},
-                 {"f16", LOPAD_TYPE_F16},
-                 {"bf16", LOPAD_TYPE_BF16},
-                 {"q8_0", LOPAD_TYPE_Q8_0},
-                 {"q4_0", LOPAD_TYPE_Q4_0}};
     if (o->lora) return lp_cli_usage_error(cmd, "--lora needs a model file, not a synthetic model");
     char spec[128];
     const char *body = o->model + strlen("synthetic:");
@@ -224,14 +216,10 @@ static int open_synthetic(const char *cmd, const struct lp_run_opts *o, struct l
     char *at = strchr(spec, '@');
     if (at) {
         *at = 0;
-        type = -1;
-        for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
-            if (!strcmp(at + 1, types[i].name)) type = types[i].type;
+        type = lp_cli_weight_type(at + 1);
         if (type < 0)
-            return lp_cli_usage_error(cmd,
-                                      "synthetic model: unknown type '%s' (f32, f16, bf16, q8_0, "
-                                      "q4_0)",
-                                      at + 1);
+            return lp_cli_usage_error(
+                cmd, "synthetic model: unknown type '%s' (" LP_CLI_WEIGHT_TYPES ")", at + 1);
     }
     enum lopad_status st = lp_model_synthetic(spec, type, 1234, &s->model);
     if (st) return lp_cli_fail(cmd, st) + (st == LOPAD_ERR_ARG); /* a bad name: usage error */

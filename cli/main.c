@@ -66,6 +66,20 @@ bool lp_cli_parse_float(const char *cmd, const char *opt, const char *s, double 
     return true;
 }
 
+int lp_cli_weight_type(const char *name) {
+    static const struct {
+        const char *name;
+        int type;
+    } types[] = {{"f32", LOPAD_TYPE_F32},
+                 {"f16", LOPAD_TYPE_F16},
+                 {"bf16", LOPAD_TYPE_BF16},
+                 {"q8_0", LOPAD_TYPE_Q8_0},
+                 {"q4_0", LOPAD_TYPE_Q4_0}};
+    for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (name && !strcmp(name, types[i].name)) return types[i].type;
+    return -1;
+}
+
 bool lp_cli_parse_ids(const char *cmd, const char *opt, const char *s, int32_t **out, int *n) {
     *out = NULL;
     *n = 0;

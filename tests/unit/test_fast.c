@@ -472,6 +472,17 @@ static void same_canvas(const struct lp_decode_result *a, const struct lp_decode
     CHECK_MSG(a->nfe == b->nfe, "%s: nfe %d vs %d", what, a->nfe, b->nfe);
 }
 
+/* run both requests on e: same canvas, same NFE */
+static void same_run(const struct lp_engine *e, const struct lp_decode_request *a,
+                     const struct lp_decode_request *b, const char *what) {
+    struct lp_decode_result ra, rb;
+    run_req(e, a, &ra);
+    run_req(e, b, &rb);
+    same_canvas(&ra, &rb, what);
+    lp_decode_result_free(&ra);
+    lp_decode_result_free(&rb);
+}
+
 static void vanilla_pair(const struct lp_engine *e, bool dream, int gen, int block, int steps,
                          double temp, const int32_t *prompt, int n_prompt, const char *what) {
     struct lp_decode_request v, f;
@@ -486,12 +497,7 @@ static void vanilla_pair(const struct lp_engine *e, bool dream, int gen, int blo
     f.cache = LP_CACHE_NONE;
     f.rule = LP_RULE_TOPK;
     f.early_stop = false;
-    struct lp_decode_result rv, rf;
-    run_req(e, &v, &rv);
-    run_req(e, &f, &rf);
-    same_canvas(&rv, &rf, what);
-    lp_decode_result_free(&rv);
-    lp_decode_result_free(&rf);
+    same_run(e, &v, &f, what);
 }
 
 static void test_topk_none_is_vanilla(void) {
@@ -549,12 +555,7 @@ static void dream_dpad_pair(const struct lp_engine *e, int gen, int block, int s
     f.cache = LP_CACHE_NONE;
     f.rule = LP_RULE_TOPK;
     f.confidence = conf;
-    struct lp_decode_result rv, rf;
-    run_req(e, &v, &rv);
-    run_req(e, &f, &rf);
-    same_canvas(&rv, &rf, what);
-    lp_decode_result_free(&rv);
-    lp_decode_result_free(&rf);
+    same_run(e, &v, &f, what);
 }
 
 static void test_dream_dpad_is_dream_by_blocks(void) {
