@@ -211,7 +211,9 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->kv_commit = ctx_kv_commit;
     e->kv_truncate = ctx_kv_truncate;
     const char *fused = getenv("LOPAD_FUSED_SCORES");
-    if (c && lp_forward_has_scores(c) && !(fused && !strcmp(fused, "0"))) {
+    /* only where the fused head's logits are bitwise the logits path's: the decoders'
+     * argmax test trusts it (lp_scores_argmax_clear) */
+    if (c && lp_forward_scores_exact(c) && !(fused && !strcmp(fused, "0"))) {
         e->forward_scores = ctx_forward_scores;
         e->last_logits = ctx_last_logits;
     }
@@ -336,10 +338,11 @@ enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, 
     enum lopad_status st = d->eng.last_logits(d->eng.ud, rows, n, logits);
     double dt = lp_time() - t0;
     d->t_forward += dt;
-    if (d->nfe <= 1) d->t_first_forward += dt;
+    if (st != LOPAD_OK) return st;
+    if (d->nfe <= 1) d->t_first_forward += dt; /* the first step's head-only call */
     d->nfe_scores_logits++;
     d->sc_hist |= 1;
-    return st;
+    return LOPAD_OK;
 }
 
 static int cmp_desc(const void *a, const void *b) {

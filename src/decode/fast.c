@@ -57,6 +57,7 @@
 
 struct fast {
     bool dream_grid;  /* Dream time grid for topk, Dream-style proposals */
+    bool grid_from_1; /* dream --dpad: DPad's Dream _sample runs grid steps 1 .. S-1 */
     bool shift;       /* predictions from the previous raw row */
     bool first_token; /* --dream-first-token-commit */
     enum lp_cache_mode cache;
@@ -227,6 +228,7 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
     if (!s) return LOPAD_ERR_NOMEM;
     d->priv = s;
     s->dream_grid = via_dream || (!via_llada && d->eng.hp.arch == LOPAD_ARCH_DREAM);
+    s->grid_from_1 = via_dream;
     s->shift = d->eng.hp.shift_logits;
     s->first_token = rq->dream_first_token_commit;
     s->cache = via_llada || via_dream ? LP_CACHE_NONE : rq->cache;
@@ -407,7 +409,7 @@ static void block_begin(struct lp_decoder *d, struct fast *s) {
     s->started = true;
     s->refreshed = false;
     s->have_last = false;
-    s->i = 0;
+    s->i = s->grid_from_1 ? 1 : 0;
     int n_suffix = d->L - s->eb;
     if (s->use_dpad) {
         s->n_kept = lp_dpad_draw(&s->dp, s->eb, n_suffix, &d->rng, s->kept);

@@ -213,6 +213,10 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
     return forward_impl(c, &bb, scores);
 }
 
+bool lp_forward_scores_exact(const lopad_ctx *c) {
+    return c->be.ops->host_memory && lp_forward_has_scores(c);
+}
+
 bool lp_forward_has_scores(const lopad_ctx *c) {
     const struct lopad_hparams *hp = &c->model->hp;
     return c->be.ops->head_scores && c->be.ops->head_scores_scratch &&

@@ -67,6 +67,13 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
  * and the context's scratch holds its partial results). */
 bool lp_forward_has_scores(const lopad_ctx *c);
 
+/* lp_forward_has_scores, and the fused head's logits are bitwise those lopad_forward
+ * returns (so its argmax is theirs up to exact ties): true on the CPU backend, whose
+ * head runs the same matmul. Not (yet) claimed for device backends: their head
+ * computes logits in vocabulary chunks with other GEMM shapes, which need not round
+ * alike; decoders use the fused head only where this holds. */
+bool lp_forward_scores_exact(const lopad_ctx *c);
+
 /* The logits of fed rows rows[n] of the last successful forward (lopad_forward or
  * lp_forward_scores with n_out > 0) into logits [n][V], from the residual stream it
  * left: the output head alone, no layer rerun. With the same rows in the same order

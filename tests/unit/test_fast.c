@@ -533,16 +533,17 @@ static void test_topk_none_is_vanilla(void) {
     }
 }
 
-/* `dream --dpad` is Dream by blocks on this decoder: with keep = 1 everywhere it equals
- * `fast --cache none --rule topk` with --alg's confidence, token for token */
-static void dream_dpad_pair(const struct lp_engine *e, int gen, int block, int steps,
-                            enum lp_dream_alg alg, enum lp_confidence conf, const int32_t *prompt,
-                            int n_prompt, const char *what) {
+/* `dream --dpad` is Dream by blocks on this decoder (DPad's Dream _sample): with keep = 1
+ * everywhere and one step per position it equals `fast --cache none --rule topk` with
+ * --alg's confidence, token for token (both skip grid step 0, whose count is 0) */
+static void dream_dpad_pair(const struct lp_engine *e, int gen, int block, enum lp_dream_alg alg,
+                            enum lp_confidence conf, const int32_t *prompt, int n_prompt,
+                            const char *what) {
     struct lp_decode_request v, f;
     lp_decode_request_init(&v, LP_DEC_DREAM, gen);
     v.prompt = prompt;
     v.n_prompt = n_prompt;
-    v.steps = steps;
+    v.steps = gen;
     v.block_len = block;
     v.alg = alg;
     v.early_stop = false;
@@ -563,13 +564,40 @@ static void test_dream_dpad_is_dream_by_blocks(void) {
     struct tf_fake fk;
     tf_fake_engine(&e, &fk, true);
     fk.mask_low = true;
-    dream_dpad_pair(&e, 32, 8, 32, LP_ALG_ENTROPY, LP_CONF_NEGENT, prompt5, 5, "fake entropy");
-    dream_dpad_pair(&e, 32, 8, 16, LP_ALG_MASKGIT_PLUS, LP_CONF_PMAX, prompt5, 5, "fake maskgit");
-    dream_dpad_pair(&e, 32, 16, 8, LP_ALG_TOPK_MARGIN, LP_CONF_MARGIN, prompt5, 5, "fake margin");
+    dream_dpad_pair(&e, 32, 8, LP_ALG_ENTROPY, LP_CONF_NEGENT, prompt5, 5, "fake entropy");
+    dream_dpad_pair(&e, 32, 8, LP_ALG_MASKGIT_PLUS, LP_CONF_PMAX, prompt5, 5, "fake maskgit");
+    dream_dpad_pair(&e, 32, 16, LP_ALG_TOPK_MARGIN, LP_CONF_MARGIN, prompt5, 5, "fake margin");
+    /* fewer steps than positions: the reference's grid steps i = 1 .. S-1 per block
+     * (research/dpad_fastdllm.md 5.5), S = 4 here: counts int(8 (1 - t2/t1)) = 2,
+     * int(6 (1 - t3/t2)) = 2, then the remaining 4: 3 forwards per block, where Fast-dLLM's
+     * Dream grid (from i = 0: 1, 1, 2, 4) takes 4 */
+    {
+        struct lp_decode_request rq;
+        lp_decode_request_init(&rq, LP_DEC_DREAM, 32);
+        rq.prompt = prompt5;
+        rq.n_prompt = 5;
+        rq.steps = 16;
+        rq.block_len = 8;
+        rq.early_stop = false;
+        rq.dpad = true;
+        rq.dpad_window = 256;
+        rq.dpad_scale = 100.0;
+        struct lp_decode_result r;
+        run_req(&e, &rq, &r);
+        CHECK_MSG(r.nfe == 12, "dream --dpad, 4 steps per block of 8: nfe %d, want 12", r.nfe);
+        lp_decode_result_free(&r);
+        rq.decoder = LP_DEC_FAST;
+        rq.dpad = false;
+        rq.cache = LP_CACHE_NONE;
+        rq.rule = LP_RULE_TOPK;
+        run_req(&e, &rq, &r);
+        CHECK_MSG(r.nfe == 16, "fast topk, 4 steps per block of 8: nfe %d, want 16", r.nfe);
+        lp_decode_result_free(&r);
+    }
     struct tf_tiny t;
     if (tf_tiny_open(&t, "tiny-dream", 64)) {
         int32_t pr[6] = {17, 200, 3, 45, 99, 120};
-        dream_dpad_pair(&t.e, 16, 4, 16, LP_ALG_ENTROPY, LP_CONF_NEGENT, pr, 6, "tiny entropy");
+        dream_dpad_pair(&t.e, 16, 4, LP_ALG_ENTROPY, LP_CONF_NEGENT, pr, 6, "tiny entropy");
         /* with real dropout it still runs and decodes every position */
         struct lp_decode_request rq;
         lp_decode_request_init(&rq, LP_DEC_DREAM, 32);
