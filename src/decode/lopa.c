@@ -701,15 +701,10 @@ static void lfast_release(struct lp_decoder *d) {
     void *ptrs[] = {s->cm.hist, s->bt,    s->nbt,   s->lap,    s->latok, s->tok,
                     s->pos,     s->seq,   s->rows,  s->rowmap, s->qb,    s->qq,
                     s->ptok,    s->ppmax, s->pconf, s->logits, s->last,  s->scratch,
-                    s->cconf,   s->cpos,  s->csel,  s->cscr,   s->kept};
+                    s->cconf,   s->cpos,  s->csel,  s->cscr,   s->kept,  s->sc,
+                    s->plo,     s->phi,   s->clo,   s->chi,    s->suf};
     for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         lp_free(ptrs[i]);
-    lp_free(s->sc);
-    lp_free(s->plo);
-    lp_free(s->phi);
-    lp_free(s->clo);
-    lp_free(s->chi);
-    lp_free(s->suf);
     lp_free(s);
     d->priv = NULL;
 }

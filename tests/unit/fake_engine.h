@@ -242,4 +242,51 @@ static inline void fe_jitter_install(struct lp_engine *e, struct fe_jitter_wrap 
     if (e->forward_scores) e->forward_scores = fe_jitter_scores;
 }
 
+/* ------------------------------------------- Fast-dLLM + LoPA on a real model */
+
+#include "decode/d2f_impl.h" /* lp_lopa_set_serial */
+
+/* rq (--decoder fast, prompt set, lopa ignored) on model m through a real context
+ * sized for 3 sequences: fast and `--lopa 0` decode the same (canvas, NFE), and
+ * `--lopa 2` batched and one forward per branch decide the same (canvas, NFE,
+ * sequence evaluations, winner histogram). 0 when all hold; 1 fast vs K = 0
+ * differ; 2 batched vs serial differ; -1 a call failed (lopad_errmsg()). */
+static inline int fe_fast_lopa_paths(lopad_model *m, struct lp_decode_request rq) {
+    int L = rq.n_prompt + rq.gen_len, nb = 3 * L, bad = 0;
+    struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = nb, .n_threads = 1};
+    lopad_ctx *c = NULL;
+    if (lopad_ctx_new(m, &cp, &c) != LOPAD_OK) return -1;
+    struct lp_engine e;
+    lp_engine_from_ctx(&e, m, c, L, nb);
+    struct lp_decode_result r[4];
+    memset(r, 0, sizeof r);
+    lp_decoder *d = NULL;
+    rq.lopa = -1;
+    bad = lp_decode_run(&e, &rq, NULL, NULL, &r[0]) != LOPAD_OK ? -1 : 0;
+    rq.lopa = 0;
+    if (!bad) bad = lp_decode_run(&e, &rq, NULL, NULL, &r[1]) != LOPAD_OK ? -1 : 0;
+    if (!bad && (r[0].nfe != r[1].nfe || memcmp(r[0].canvas, r[1].canvas, sizeof(int32_t) * L)))
+        bad = 1;
+    rq.lopa = 2;
+    if (!bad) bad = lp_decode_run(&e, &rq, NULL, NULL, &r[2]) != LOPAD_OK ? -1 : 0;
+    if (!bad) bad = lp_decode_start(&e, &rq, &d) != LOPAD_OK ? -1 : 0;
+    if (!bad) {
+        lp_lopa_set_serial(d, true);
+        while (!bad && !lp_decode_done(d))
+            bad = lp_decode_step(d, NULL) != LOPAD_OK ? -1 : 0;
+        if (!bad) bad = lp_decode_finish(d, &r[3]) != LOPAD_OK ? -1 : 0;
+    }
+    lp_decode_free(d);
+    if (!bad && (r[2].nfe != r[3].nfe || r[2].n_seq_evals != r[3].n_seq_evals ||
+                 memcmp(r[2].canvas, r[3].canvas, sizeof(int32_t) * L) ||
+                 r[2].n_winner_hist != r[3].n_winner_hist ||
+                 (r[2].n_winner_hist &&
+                  memcmp(r[2].winner_hist, r[3].winner_hist, sizeof(int) * r[2].n_winner_hist))))
+        bad = 2;
+    for (int i = 0; i < 4; i++)
+        lp_decode_result_free(&r[i]);
+    lopad_ctx_free(c);
+    return bad;
+}
+
 #endif

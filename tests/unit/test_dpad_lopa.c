@@ -446,34 +446,11 @@ static void test_k0_is_fast_dpad(void) {
             rq.dpad_sigma = 3;
             rq.dpad_scale = 1.6;
             rq.seed = 9;
-            int L = 22, nb = 3 * L;
-            struct lopad_ctx_params cp = {.n_ctx = L, .n_batch_max = nb, .n_threads = 1};
-            lopad_ctx *c = NULL;
-            CHECK(lopad_ctx_new(m, &cp, &c) == LOPAD_OK);
-            struct lp_engine e;
-            lp_engine_from_ctx(&e, m, c, L, nb);
-            struct lp_decode_result a, b, k2, k2s;
-            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &a) == LOPAD_OK);
-            rq.lopa = 0;
-            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &b) == LOPAD_OK);
-            CHECK_MSG(a.nfe == b.nfe && !memcmp(a.canvas, b.canvas, sizeof(int32_t) * L),
-                      "%s cache %d: fast --dpad vs --lopa 0 --dpad", models[mi], cache);
-            rq.lopa = 2;
-            CHECK(lp_decode_run(&e, &rq, NULL, NULL, &k2) == LOPAD_OK);
-            lp_decoder *d = NULL;
-            CHECK(lp_decode_start(&e, &rq, &d) == LOPAD_OK);
-            lp_lopa_set_serial(d, true);
-            while (!lp_decode_done(d))
-                CHECK(lp_decode_step(d, NULL) == LOPAD_OK);
-            CHECK(lp_decode_finish(d, &k2s) == LOPAD_OK);
-            lp_decode_free(d);
-            CHECK_MSG(same_result(&k2, &k2s), "%s cache %d: batched vs serial with DPad",
-                      models[mi], cache);
-            lp_decode_result_free(&a);
-            lp_decode_result_free(&b);
-            lp_decode_result_free(&k2);
-            lp_decode_result_free(&k2s);
-            lopad_ctx_free(c);
+            int r = fe_fast_lopa_paths(m, rq);
+            CHECK_MSG(r == 0, "%s cache %d: %s", models[mi], cache,
+                      r == 1   ? "fast --dpad vs --lopa 0 --dpad"
+                      : r == 2 ? "batched vs serial with DPad"
+                               : lopad_errmsg());
         }
         lopad_model_free(m);
     }
