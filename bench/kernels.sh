@@ -35,7 +35,7 @@ if [ "${1:-}" = stream ]; then
     echo "shape $SHAPE, prefix 512, $THREADS thread(s); peaks: $PEAK"
     printf '%-5s %6s %10s %9s %8s %10s %9s %7s\n' type tokens ms MB_stream GB/s floor_ms "x stream" "x dot"
     for t in ${TYPES//,/ }; do
-        case $t in bf16) P=$BF ;; q8_0 | q4_0) P=$I8 ;; *) P=$F32 ;; esac
+        case $t in bf16) P=$BF ;; q8_0 | q4_0 | q4_k | q6_k) P=$I8 ;; *) P=$F32 ;; esac
         "$BIN" bench forward --shape "$SHAPE" --type "$t" --tokens "$TOKENS" --prefix 512 \
             --threads "$THREADS" --repeat 2 --json | while read -r l; do
             T=$(printf '%s' "$l" | num tokens)

@@ -14,9 +14,9 @@ typedef int (*lp_cli_fn)(int argc, char **argv); /* argv[0] is the command name 
 
 void lp_cli_register(const char *name, lp_cli_fn fn, const char *summary);
 
-#define LP_CLI_COMMAND(name, fn, summary) \
-    __attribute__((constructor)) static void lp_cli_register_##fn(void) { \
-        lp_cli_register(name, fn, summary); \
+#define LP_CLI_COMMAND(name, fn, summary)                                                          \
+    __attribute__((constructor)) static void lp_cli_register_##fn(void) {                          \
+        lp_cli_register(name, fn, summary);                                                        \
     }
 
 /* Print "lopad CMD: message" to stderr; returns 2 (usage) for convenience. */
@@ -30,7 +30,7 @@ bool lp_cli_parse_float(const char *cmd, const char *opt, const char *s, double 
 /* Parse "1,2,3" into a new array (free with free()); false on junk or empty. */
 bool lp_cli_parse_ids(const char *cmd, const char *opt, const char *s, int32_t **out, int *n);
 /* Weight type by name (convert, bench, synthetic models): a LOPAD_TYPE_*, -1 if unknown. */
-#define LP_CLI_WEIGHT_TYPES "f32, f16, bf16, q8_0, q4_0"
+#define LP_CLI_WEIGHT_TYPES "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k"
 int lp_cli_weight_type(const char *name);
 
 #endif

@@ -33,13 +33,14 @@
 #endif
 
 static int usage(void) {
-    printf("usage: lopad bench peak [--threads N] [--device cpu|cuda] [--json]\n"
-           "       lopad bench forward [--shape tiny|tiny-llada|dream-7b|llada-8b] [--type T]\n"
-           "                           [--tokens 32,128,512] [--seqs 1,4,8] [--prefix N]\n"
-           "                           [--threads N] [--device cpu|cuda] [--repeat R]\n"
-           "                           [--layers N] [--out-rows N] [--scores]\n"
-           "                           [--no-peak] [--json]\n"
-           "  T: f32, f16, bf16, q8_0, q4_0 (weights are random, generated in memory)\n");
+    printf(
+        "usage: lopad bench peak [--threads N] [--device cpu|cuda] [--json]\n"
+        "       lopad bench forward [--shape tiny|tiny-llada|dream-7b|llada-8b] [--type T]\n"
+        "                           [--tokens 32,128,512] [--seqs 1,4,8] [--prefix N]\n"
+        "                           [--threads N] [--device cpu|cuda] [--repeat R]\n"
+        "                           [--layers N] [--out-rows N] [--scores]\n"
+        "                           [--no-peak] [--json]\n"
+        "  T: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (weights are random, generated in memory)\n");
     return 0;
 }
 

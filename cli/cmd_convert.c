@@ -1,4 +1,5 @@
-/* cmd_convert.c - `lopad convert IN OUT [--type T] [--lora DIR]`: write any loadable model as GGUF. */
+/* cmd_convert.c - `lopad convert IN OUT [--type T] [--lora DIR]`: write any loadable model as GGUF.
+ */
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
@@ -7,7 +8,8 @@ static int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *lora = NULL, *type_s = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0] [--lora DIR]\n"
+            printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] "
+                   "[--lora DIR]\n"
                    "  IN is a .gguf file or a Hugging Face directory; without --type the stored\n"
                    "  types are kept. A LoRA adapter is merged into the written weights.\n");
             return 0;
@@ -25,12 +27,14 @@ static int cmd_convert(int argc, char **argv) {
             return lp_cli_usage_error("convert", "unexpected argument '%s'", argv[i]);
         }
     }
-    if (!in || !out) return lp_cli_usage_error("convert", "usage: lopad convert IN OUT.gguf [--type T]");
+    if (!in || !out)
+        return lp_cli_usage_error("convert", "usage: lopad convert IN OUT.gguf [--type T]");
     int type = -1;
     if (type_s) {
         type = lp_cli_weight_type(type_s);
         if (type < 0)
-            return lp_cli_usage_error("convert", "unknown --type '%s' (" LP_CLI_WEIGHT_TYPES ")", type_s);
+            return lp_cli_usage_error("convert", "unknown --type '%s' (" LP_CLI_WEIGHT_TYPES ")",
+                                      type_s);
     }
     struct lopad_load_opts opts = {.lora_dir = lora};
     lopad_model *m;

@@ -41,7 +41,8 @@ int lp_cli_fail(const char *cmd, enum lopad_status st) {
     return 1;
 }
 
-bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
+bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi,
+                      long *out) {
     char *end;
     errno = 0;
     long v = s ? strtol(s, &end, 10) : 0;
@@ -70,11 +71,9 @@ int lp_cli_weight_type(const char *name) {
     static const struct {
         const char *name;
         int type;
-    } types[] = {{"f32", LOPAD_TYPE_F32},
-                 {"f16", LOPAD_TYPE_F16},
-                 {"bf16", LOPAD_TYPE_BF16},
-                 {"q8_0", LOPAD_TYPE_Q8_0},
-                 {"q4_0", LOPAD_TYPE_Q4_0}};
+    } types[] = {{"f32", LOPAD_TYPE_F32},   {"f16", LOPAD_TYPE_F16},   {"bf16", LOPAD_TYPE_BF16},
+                 {"q8_0", LOPAD_TYPE_Q8_0}, {"q4_0", LOPAD_TYPE_Q4_0}, {"q4_k", LOPAD_TYPE_Q4_K},
+                 {"q6_k", LOPAD_TYPE_Q6_K}};
     for (unsigned i = 0; i < sizeof types / sizeof types[0]; i++)
         if (name && !strcmp(name, types[i].name)) return types[i].type;
     return -1;
@@ -88,7 +87,8 @@ bool lp_cli_parse_ids(const char *cmd, const char *opt, const char *s, int32_t *
         return false;
     }
     int cap = 1;
-    for (const char *p = s; *p; p++) cap += *p == ',';
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
     int32_t *ids = malloc(sizeof(int32_t) * cap);
     if (!ids) return lp_cli_usage_error(cmd, "out of memory"), false;
     const char *p = s;
@@ -117,9 +117,12 @@ static int cmp_cmd(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "lopad %s - fast inference for diffusion language models\n\n", LOPAD_VERSION);
-    fprintf(f, "usage: lopad COMMAND [options]   (lopad COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(
+        f,
+        "usage: lopad COMMAND [options]   (lopad COMMAND --help for its options)\n\ncommands:\n");
     const char *names[MAX_COMMANDS];
-    for (int i = 0; i < n_commands; i++) names[i] = commands[i].name;
+    for (int i = 0; i < n_commands; i++)
+        names[i] = commands[i].name;
     qsort(names, n_commands, sizeof names[0], cmp_cmd);
     for (int i = 0; i < n_commands; i++)
         for (int j = 0; j < n_commands; j++)
@@ -128,7 +131,8 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

@@ -141,7 +141,7 @@ static double dot_path_bound(int type, const float *W, const float *x, int n_in,
     if (type == LOPAD_TYPE_BF16) {
         for (int i = 0; i < n_in; i++)
             b += fabs((double)W[(size_t)o * n_in + i] * x[i]) * (1.0 / 512);
-    } else if (type == LOPAD_TYPE_Q8_0 || type == LOPAD_TYPE_Q4_0) {
+    } else if (type != LOPAD_TYPE_F32 && type != LOPAD_TYPE_F16) { /* the int8 path */
         for (int b0 = 0; b0 < n_in; b0 += 32) {
             double amax = 0, sw = 0;
             for (int i = b0; i < b0 + 32; i++) {
@@ -194,8 +194,7 @@ static void check_matmul_type(int type, int n_in, int n_out, int n_rows) {
                 }
             }
         const bool dot_path =
-            level >= 3 && n_in >= 256 &&
-            (type == LOPAD_TYPE_BF16 || type == LOPAD_TYPE_Q8_0 || type == LOPAD_TYPE_Q4_0);
+            level >= 3 && n_in >= 256 && type != LOPAD_TYPE_F32 && type != LOPAD_TYPE_F16;
         if (dot_path)
             CHECK_MSG(over <= 0, "%s n_in %d: dot path exceeds its rounding bound by %g", tn, n_in,
                       over);

@@ -23,7 +23,7 @@ bool lp_cpu_simd_available(void);
 bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar);
 /* Test hook: kernel level 0 = scalar reference, 1 = AVX2/FMA/F16C, 2 = AVX-512
  * (matmul bitwise the same as 0 and 1), 3 = AVX-512 plus the bf16-dot (BF16
- * weights) and int8-dot (Q8_0/Q4_0) matmul paths, whose numerics differ (see
+ * weights) and int8-dot (Q8_0/Q4_0/Q4_K/Q6_K) matmul paths, whose numerics differ (see
  * cpu_matmul.c). Clamped to what the CPU has. Returns the level now in use.
  * The default is the best level, capped by $LOPAD_KERNELS = ref | avx2 |
  * avx512f32 | avx512. */

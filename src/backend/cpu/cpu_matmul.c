@@ -20,7 +20,7 @@
  *
  * Numerics, per output (t, o), identical whatever the tiling, the thread count
  * or the other rows fed:
- *  - f32 path (levels 0-2, and level 3 for F32/F16/Q4_K/Q6_K): weights converted
+ *  - f32 path (levels 0-2, and level 3 for F32/F16): weights converted
  *    exactly to f32 (the values of to_float); acc = fmaf(w[o][k], x[t][k], acc)
  *    for k = 0, 1, ..., n_in-1 from acc = 0, then + bias. Scalar, AVX2 and
  *    AVX-512 kernels are bitwise equal.
@@ -28,12 +28,14 @@
  *    activations rounded to bf16 (nearest-even); vdpbf16ps accumulates the
  *    exact products of pairs (k, k+1) into an f32 accumulator in k order; + bias.
  *    Error bound per output: sum_k |w_k x_k| 2^-9 (tested).
- *  - int8 path (level 3, Q8_0/Q4_0 weights with n_in >= LP_MM_DOT_MIN_K,
+ *  - int8 path (level 3, Q8_0/Q4_0/Q4_K/Q6_K weights with n_in >= LP_MM_DOT_MIN_K,
  *    AVX512-VNNI): each activation row is quantised per 32-block like llama.cpp's
- *    q8_0 x q8_0 (d = amax/127, q = rne(x/d)), the block's integer dot product is
- *    exact, and acc = fmaf((float)isum, d_x * d_w, acc) block after block; + bias.
- *    (vpdpbusd multiplies u8 by s8: weights go in as q_w + 128, and each block
- *    sum starts at -128 sum q_x, computed once per activation row and block.)
+ *    q8_0 (d = amax/127, q = rne(x/d)), each weight scale block's integer dot
+ *    product is exact, and acc = fmaf((float)isum, d_x * d_w, acc) block after
+ *    block (Q6_K: two 16-blocks per activation block; Q4_K also adds the block's
+ *    min term -m_w d_x sum q_x); + bias. (vpdpbusd multiplies u8 by s8: signed
+ *    weights go in as q_w + 128, and each block sum starts at -128 sum q_x,
+ *    computed once per activation row and block.)
  *    Error bound: sum over blocks of (amax_b / 254) sum_k |w_k| (tested).
  */
 #include "cpu_internal.h"
@@ -283,6 +285,7 @@ struct mm_job {
     const struct lp_weight *w;
     lp_to_float_fn conv; /* row segment -> f32 (f32 path; NULL for F32 weights) */
     enum mm_path path;
+    int i8kind; /* int8 path: I8_OFF, I8_MIN or I8_OFF16 (see mk_i8_512) */
     int level;
     const float *bias, *x;
     int n_rows;
@@ -298,12 +301,13 @@ struct mm_job {
 #define XG_FLOATS ((size_t)KC * PW) /* one packed activation group (16 rows x KC) */
 
 /* per-thread scratch layout, in floats */
-#define SC_W ((size_t)MB * (KC + 16))  /* weight rows of the task, row-major */
-#define SC_WS ((size_t)MB * (KC / 32)) /* int8 path: weight scales */
-#define SC_X (2 * XG_FLOATS)           /* two packed activation groups */
+#define SC_W ((size_t)MB * (KC + 16)) /* weight rows of the task, row-major */
+#define SC_WS ((size_t)MB * 24)       /* int8 path: weight scales (WS_ROW per row) */
+#define SC_X (2 * XG_FLOATS)          /* two packed activation groups */
 /* int8 path, per group of 16 activation rows: scales [blk][16] (f32), then
- * offsets [blk][16] (int32, -128 * sum of the row's quants in the block) */
-#define XS_GROUP ((size_t)2 * (KC / 32) * PW)
+ * offsets [blk][16] (int32, -128 * sum of the row's quants in the block), then
+ * the same offsets per 16-half [2 blk][16] */
+#define XS_GROUP ((size_t)4 * (KC / 32) * PW)
 #define SC_XS (2 * XS_GROUP)           /* int8 path: activation scales of two groups */
 #define SC_XR ((size_t)PW * (KC + 32)) /* activation rows staged for packing */
 #define SC_C ((size_t)MB * TC)         /* accumulators [row][activation] */
@@ -532,56 +536,90 @@ TBF static inline __attribute__((always_inline)) void mk_bf16_512(const int NW, 
             _mm512_storeu_ps(c + o * TC + g * PW, a[o][g]);
 }
 
-/* int8 micro-kernel: weights u8 rows (w, stride ldw bytes: quants + 128) and
- * their scales wd [row][blk] (stride ldws); xp [k/4][16] s8x4 activation quants,
- * xd [blk][16] activation scales then [blk][16] offsets -128 * sum(quants), per
- * group (stride XS_GROUP). */
+/* int8 micro-kernel: weights u8 rows (w, stride ldw bytes) with their scales wd
+ * [row][WS_ROW] (stride ldws); xp [k/4][16] s8x4 activation quants, xd per group
+ * (stride XS_GROUP): scales [blk][16], then offsets -128 * sum(quants) per 32-block
+ * [blk][16] and per 16-half [2 blk][16] (int32). How a block's integer sum becomes
+ * a float depends on the weight type (KIND):
+ *   I8_OFF   Q8_0/Q4_0: u8 = q + 128, one scale per 32-block; the sum starts at the
+ *            32-block offset, so it is sum q x; acc += sum * (d_x d_w).
+ *   I8_MIN   Q4_K: u8 = q in [0, 16), value d_w q - m_w; the sum starts at 0;
+ *            acc += sum * (d_x d_w) + (offset d_x) (m_w / 128), the second term
+ *            being -m_w d_x sum q_x (wd[row][WS_MIN + blk] holds m_w / 128).
+ *   I8_OFF16 Q6_K: u8 = q + 128, one scale per 16-half; two sums per 32-block,
+ *            each starting at its half's offset. */
+enum { I8_OFF, I8_MIN, I8_OFF16 };
+#define WS_ROW 24 /* per weight row: up to KC/16 scales, then KC/32 (Q4_K) mins / 128 */
+#define WS_MIN 16
+#define XS_OFF ((KC / 32) * PW)       /* offsets per 32-block, after the scales */
+#define XS_OFF16 (2 * (KC / 32) * PW) /* offsets per 16-half */
 #define TI8 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 TI8 static inline __attribute__((always_inline)) void
-mk_i8_512(const int NW, const int NG, const uint8_t *w, int64_t ldw, const float *wd, int64_t ldws,
-          const float *xp, const float *xd, int nblk, float *c, bool first) {
+mk_i8_512(const int NW, const int NG, const int KIND, const uint8_t *w, int64_t ldw,
+          const float *wd, int64_t ldws, const float *xp, const float *xd, int nblk, float *c,
+          bool first) {
     __m512 a[6][2];
 #pragma GCC unroll 6
     for (int o = 0; o < NW; o++)
 #pragma GCC unroll 2
         for (int g = 0; g < NG; g++)
             a[o][g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + o * TC + g * PW);
+    const int nsub = KIND == I8_OFF16 ? 2 : 1; /* scale blocks per 32-block */
     for (int b = 0; b < nblk; b++) {
-        /* sum (w+128) x = sum w x + 128 sum x: the block sums start at -128 sum x */
-        __m512i s[6][2], x0[2];
-#pragma GCC unroll 2
-        for (int g = 0; g < NG; g++)
-            x0[g] = _mm512_loadu_si512(xd + g * XS_GROUP + (KC / 32) * PW + b * PW);
-#pragma GCC unroll 6
-        for (int o = 0; o < NW; o++)
-#pragma GCC unroll 2
-            for (int g = 0; g < NG; g++)
-                s[o][g] = x0[g];
-#pragma GCC unroll 8
-        for (int q = 0; q < 8; q++) {
-            __m512i xv[2];
-#pragma GCC unroll 2
-            for (int g = 0; g < NG; g++)
-                xv[g] = _mm512_loadu_si512(xp + g * XG_FLOATS + ((size_t)b * 8 + q) * PW);
-#pragma GCC unroll 6
-            for (int o = 0; o < NW; o++) {
-                const __m512i wb = _mm512_set1_epi32((int)ld32(w + o * ldw + b * 32 + q * 4));
-#pragma GCC unroll 2
-                for (int g = 0; g < NG; g++)
-                    s[o][g] = _mm512_dpbusd_epi32(s[o][g], wb, xv[g]);
-            }
-        }
         __m512 dx[2];
 #pragma GCC unroll 2
         for (int g = 0; g < NG; g++)
             dx[g] = _mm512_loadu_ps(xd + g * XS_GROUP + b * PW);
-#pragma GCC unroll 6
-        for (int o = 0; o < NW; o++) {
-            const __m512 dw = _mm512_set1_ps(wd[o * ldws + b]);
+#pragma GCC unroll 2
+        for (int h = 0; h < nsub; h++) {
+            /* sum (w+128) x = sum w x + 128 sum x: the block sums start at -128 sum x */
+            __m512i s[6][2], x0[2];
 #pragma GCC unroll 2
             for (int g = 0; g < NG; g++)
-                a[o][g] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[o][g]), _mm512_mul_ps(dx[g], dw), a[o][g]);
+                x0[g] = KIND == I8_MIN ? _mm512_setzero_si512()
+                        : KIND == I8_OFF
+                            ? _mm512_loadu_si512(xd + g * XS_GROUP + XS_OFF + b * PW)
+                            : _mm512_loadu_si512(xd + g * XS_GROUP + XS_OFF16 + (2 * b + h) * PW);
+#pragma GCC unroll 6
+            for (int o = 0; o < NW; o++)
+#pragma GCC unroll 2
+                for (int g = 0; g < NG; g++)
+                    s[o][g] = x0[g];
+#pragma GCC unroll 8
+            for (int q = h * (8 / nsub); q < (h + 1) * (8 / nsub); q++) {
+                __m512i xv[2];
+#pragma GCC unroll 2
+                for (int g = 0; g < NG; g++)
+                    xv[g] = _mm512_loadu_si512(xp + g * XG_FLOATS + ((size_t)b * 8 + q) * PW);
+#pragma GCC unroll 6
+                for (int o = 0; o < NW; o++) {
+                    const __m512i wb = _mm512_set1_epi32((int)ld32(w + o * ldw + b * 32 + q * 4));
+#pragma GCC unroll 2
+                    for (int g = 0; g < NG; g++)
+                        s[o][g] = _mm512_dpbusd_epi32(s[o][g], wb, xv[g]);
+                }
+            }
+            __m512 xm[2];
+            if (KIND == I8_MIN)
+#pragma GCC unroll 2
+                for (int g = 0; g < NG; g++)
+                    xm[g] = _mm512_mul_ps(
+                        _mm512_cvtepi32_ps(_mm512_loadu_si512(xd + g * XS_GROUP + XS_OFF + b * PW)),
+                        dx[g]);
+#pragma GCC unroll 6
+            for (int o = 0; o < NW; o++) {
+                const __m512 dw = _mm512_set1_ps(wd[o * ldws + b * nsub + h]);
+#pragma GCC unroll 2
+                for (int g = 0; g < NG; g++)
+                    a[o][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[o][g]), _mm512_mul_ps(dx[g], dw),
+                                              a[o][g]);
+                if (KIND == I8_MIN) {
+                    const __m512 mw = _mm512_set1_ps(wd[o * ldws + WS_MIN + b]);
+#pragma GCC unroll 2
+                    for (int g = 0; g < NG; g++)
+                        a[o][g] = _mm512_fmadd_ps(xm[g], mw, a[o][g]);
+                }
+            }
         }
     }
 #pragma GCC unroll 6
@@ -619,15 +657,26 @@ TBF static void kern_bf16_512(int nw, int ng, const uint32_t *w, int64_t ldw, co
     }
 }
 #define I8C(nw, ng)                                                                                \
-    case nw: mk_i8_512(nw, ng, w, ldw, wd, ldws, xp, xd, nblk, c, first); break;
-TI8 static void kern_i8_512(int nw, int ng, const uint8_t *w, int64_t ldw, const float *wd,
-                            int64_t ldws, const float *xp, const float *xd, int nblk, float *c,
-                            bool first) {
-    if (ng == 2) {
-        switch (nw) { CASES6(I8C, 2) }
-    } else {
-        switch (nw) { CASES6(I8C, 1) }
+    case nw: mk_i8_512(nw, ng, KIND, w, ldw, wd, ldws, xp, xd, nblk, c, first); break;
+/* KIND is a constant in each branch, so each kind gets its own inlined kernels */
+#define I8KIND(K)                                                                                  \
+    {                                                                                              \
+        const int KIND = K;                                                                        \
+        if (ng == 2) {                                                                             \
+            switch (nw) { CASES6(I8C, 2) }                                                         \
+        } else {                                                                                   \
+            switch (nw) { CASES6(I8C, 1) }                                                         \
+        }                                                                                          \
     }
+TI8 static void kern_i8_512(int kind, int nw, int ng, const uint8_t *w, int64_t ldw,
+                            const float *wd, int64_t ldws, const float *xp, const float *xd,
+                            int nblk, float *c, bool first) {
+    if (kind == I8_OFF)
+        I8KIND(I8_OFF)
+    else if (kind == I8_MIN)
+        I8KIND(I8_MIN)
+    else
+        I8KIND(I8_OFF16)
 }
 
 /* Activation rows (nrow <= 16) columns [k0, k0+kc) as bf16 pairs (nearest-even)
@@ -651,20 +700,21 @@ TBF static void pack_x_bf16(const float *x, int64_t ldx, int nrow, int kc, float
 }
 
 /* Activation rows quantised per 32-block like q8_0 (d = amax/127, q = rne(x/d)),
- * stored as s8 packed [k/4][16]; scales to xd [blk][16] and offsets -128 *
- * sum(q) to xd + (KC/32)*16 as int32 [blk][16] (0 for padding rows). */
+ * stored as s8 packed [k/4][16]; scales to xd [blk][16], offsets -128 * sum(q)
+ * to xd + XS_OFF as int32 [blk][16] and per 16-half to xd + XS_OFF16 as
+ * [2 blk][16] (0 for padding rows). */
 TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *stage, float *xp,
                           float *xd) {
     const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512i lim = _mm512_set1_epi32(127);
     const int64_t lds = KC / 4 + 16;
     uint8_t *st = (uint8_t *)stage;
-    int32_t *xc = (int32_t *)(xd + (KC / 32) * PW);
+    int32_t *xc = (int32_t *)(xd + (KC / 32) * PW), *xh = (int32_t *)(xd + 2 * (KC / 32) * PW);
     for (int t = 0; t < PW; t++)
         for (int b = 0; b < kc / 32; b++) {
             if (t >= nrow) {
                 xd[b * PW + t] = 0.0f;
-                xc[b * PW + t] = 0;
+                xc[b * PW + t] = xh[2 * b * PW + t] = xh[(2 * b + 1) * PW + t] = 0;
                 continue;
             }
             const float *xr = x + t * ldx + b * 32;
@@ -685,20 +735,71 @@ TI8 static void pack_x_i8(const float *x, int64_t ldx, int nrow, int kc, float *
             _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128((__m128i *)(dst + 16), _mm512_cvtepi32_epi8(q1));
             xd[b * PW + t] = d;
-            xc[b * PW + t] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            const int s0 = _mm512_reduce_add_epi32(q0), s1 = _mm512_reduce_add_epi32(q1);
+            xc[b * PW + t] = -128 * (s0 + s1);
+            xh[2 * b * PW + t] = -128 * s0;
+            xh[(2 * b + 1) * PW + t] = -128 * s1;
         }
     pack_dw_512(st, lds, nrow, kc / 4, xp);
 }
 
-/* Weight rows [r0, r0+nr) columns [k0, k0+kc) of Q8_0 / Q4_0 as u8 rows q + 128
- * (stride KC bytes) and scales wd [row][blk]. */
+/* Weight rows [r0, r0+nr) columns [k0, k0+kc) as the int8 kernel's u8 rows
+ * (stride KC bytes) and scales wd [row][WS_ROW] (see mk_i8_512):
+ *   Q8_0 / Q4_0  q + 128, d per 32-block;
+ *   Q4_K         q (0..15), d sc per 32-block, dmin m / 128 at WS_MIN;
+ *   Q6_K         q - 32 + 128, d sc per 16-block.
+ * The scales are the products types.c forms (d * sc, dmin * m), so each weight's
+ * value is exactly the to_float value. K-quants: k0 is a multiple of 256 = QK_K. */
 TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, int kc, uint8_t *wq,
                           float *wd) {
     const struct lp_weight *w = j->w;
     const int nblk = kc / 32;
-    const __m256i x80 = _mm256_set1_epi8((char)0x80);
+    const __m256i x80 = _mm256_set1_epi8((char)0x80), low4 = _mm256_set1_epi8(15);
     for (int r = 0; r < nr; r++) {
         const char *row = (const char *)w->data + (r0 + r) * w->row_bytes;
+        uint8_t *dq = wq + (size_t)r * KC;
+        float *ds = wd + (size_t)r * WS_ROW;
+        if (w->type == LOPAD_TYPE_Q4_K) {
+            const lp_block_q4_K *qb = (const lp_block_q4_K *)row + k0 / LP_QK_K;
+            const float d = h2f(qb->d), dmin = h2f(qb->dmin);
+            const uint8_t *sc = qb->scales;
+            for (int k = 0; k < 8; k++) { /* the packing of types.c q4_k_scale_min */
+                const int s = k < 4 ? sc[k] & 63 : (sc[k + 4] & 15) | ((sc[k - 4] >> 6) << 4);
+                const int m = k < 4 ? sc[k + 4] & 63 : (sc[k + 4] >> 4) | ((sc[k] >> 6) << 4);
+                ds[k] = d * (float)s;
+                ds[WS_MIN + k] = dmin * (float)m * (1.0f / 128);
+            }
+            for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles, then high nibbles */
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qb->qs + 32 * c));
+                _mm256_storeu_si256((__m256i *)(dq + 64 * c), _mm256_and_si256(v, low4));
+                _mm256_storeu_si256((__m256i *)(dq + 64 * c + 32),
+                                    _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+            }
+            continue;
+        }
+        if (w->type == LOPAD_TYPE_Q6_K) {
+            const lp_block_q6_K *qb = (const lp_block_q6_K *)row + k0 / LP_QK_K;
+            const float d = h2f(qb->d);
+            for (int k = 0; k < 16; k++)
+                ds[k] = d * (float)qb->scales[k];
+            const __m256i three = _mm256_set1_epi8(3), c96 = _mm256_set1_epi8(96);
+            for (int half = 0; half < 2; half++) { /* element order of q6_k_to_float */
+                const uint8_t *ql = qb->ql + 64 * half, *qh = qb->qh + 32 * half;
+                const __m256i a = _mm256_loadu_si256((const __m256i *)ql);
+                const __m256i c = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+                const __m256i lo[4] = {_mm256_and_si256(a, low4), _mm256_and_si256(c, low4),
+                                       _mm256_and_si256(_mm256_srli_epi16(a, 4), low4),
+                                       _mm256_and_si256(_mm256_srli_epi16(c, 4), low4)};
+                for (int k = 0; k < 4; k++) {
+                    const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k), three);
+                    const __m256i q = _mm256_or_si256(lo[k], _mm256_slli_epi16(hb, 4));
+                    _mm256_storeu_si256((__m256i *)(dq + 128 * half + 32 * k),
+                                        _mm256_add_epi8(q, c96));
+                }
+            }
+            continue;
+        }
         for (int b = 0; b < nblk; b++) {
             const int blk = k0 / 32 + b;
             __m256i q;
@@ -710,15 +811,14 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
             } else {
                 const lp_block_q4_0 *qb = (const lp_block_q4_0 *)row + blk;
                 __m128i v = _mm_loadu_si128((const __m128i *)qb->qs);
-                const __m128i low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-                __m128i lo = _mm_sub_epi8(_mm_and_si128(v, low4), eight);
-                __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low4), eight);
+                const __m128i l4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+                __m128i lo = _mm_sub_epi8(_mm_and_si128(v, l4), eight);
+                __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), l4), eight);
                 q = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
                 d = h2f(qb->d);
             }
-            _mm256_storeu_si256((__m256i *)(wq + (size_t)r * KC + b * 32),
-                                _mm256_xor_si256(q, x80));
-            wd[r * (KC / 32) + b] = d;
+            _mm256_storeu_si256((__m256i *)(dq + b * 32), _mm256_xor_si256(q, x80));
+            ds[b] = d;
         }
     }
 }
@@ -834,8 +934,8 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                     continue;
                 }
                 if (j->path == MM_I8) {
-                    kern_i8_512(nw, ng, (const uint8_t *)s.w + (size_t)o0 * KC, KC,
-                                s.ws + o0 * (KC / 32), KC / 32, xpg, xdg, kc / 32, co, first);
+                    kern_i8_512(j->i8kind, nw, ng, (const uint8_t *)s.w + (size_t)o0 * KC, KC,
+                                s.ws + o0 * WS_ROW, WS_ROW, xpg, xdg, kc / 32, co, first);
                     continue;
                 }
                 if (j->level >= LP_LEVEL_AVX512) {
@@ -957,8 +1057,14 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
             j.level >= LP_LEVEL_AVX512_DOT && w->n_in >= LP_MM_DOT_MIN_K && cpu->xpk != NULL;
         if (dot && w->type == LOPAD_TYPE_BF16 && cpu->has_bf16 && w->row_bytes % 4 == 0)
             j.path = MM_BF16;
-        if (dot && (w->type == LOPAD_TYPE_Q8_0 || w->type == LOPAD_TYPE_Q4_0) && cpu->has_vnni)
+        const bool i8 = w->type == LOPAD_TYPE_Q8_0 || w->type == LOPAD_TYPE_Q4_0 ||
+                        w->type == LOPAD_TYPE_Q4_K || w->type == LOPAD_TYPE_Q6_K;
+        if (dot && i8 && cpu->has_vnni) {
             j.path = MM_I8;
+            j.i8kind = w->type == LOPAD_TYPE_Q4_K   ? I8_MIN
+                       : w->type == LOPAD_TYPE_Q6_K ? I8_OFF16
+                                                    : I8_OFF;
+        }
 #endif
     }
     return j;
