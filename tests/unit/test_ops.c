@@ -251,6 +251,40 @@ static void test_matmul(void) {
     check_matmul_type(LOPAD_TYPE_Q4_0, 288, 40, 9);
 }
 
+/* Many threads on narrow matrices: the matmul switches to narrower panels (so
+ * every thread gets work) and must still give the one-thread result bitwise. */
+static void test_matmul_panels(void) {
+    const int types[] = {LOPAD_TYPE_F32, LOPAD_TYPE_BF16, LOPAD_TYPE_Q8_0, LOPAD_TYPE_Q4_K};
+    const int n_in = 512, n_out = 520, n_rows = 32; /* 8.5M multiply-adds: parallel */
+    float *x = malloc(sizeof(float) * n_rows * n_in);
+    float *y1 = malloc(sizeof(float) * n_rows * n_out),
+          *yn = malloc(sizeof(float) * n_rows * n_out);
+    fill(x, (int64_t)n_rows * n_in, 1.0f);
+    struct lp_backend be1 = make_cpu(1, false);
+    for (unsigned k = 0; k < sizeof types / sizeof types[0]; k++) {
+        struct lp_weight w;
+        float *W;
+        void *data = make_weight(types[k], n_out, n_in, &w, &W);
+        be1.ops->matmul(be1.ctx, &w, NULL, x, n_rows, y1);
+        const int threads[] = {2, 5, 16};
+        for (unsigned i = 0; i < sizeof threads / sizeof threads[0]; i++) {
+            struct lp_backend ben = make_cpu(threads[i], false);
+            memset(yn, 0xff, sizeof(float) * n_rows * n_out);
+            ben.ops->matmul(ben.ctx, &w, NULL, x, n_rows, yn);
+            CHECK_MSG(bits_equal(y1, yn, (int64_t)n_rows * n_out),
+                      "%s: %d threads (narrow panels) differ from 1 thread", lp_type_name(types[k]),
+                      threads[i]);
+            lp_backend_free(&ben);
+        }
+        free(W);
+        free(data);
+    }
+    lp_backend_free(&be1);
+    free(x);
+    free(y1);
+    free(yn);
+}
+
 /* The matmul's own weight conversion (SIMD or scalar) against to_float, exactly:
  * one-hot activations make each output exactly one weight. F16 covers every
  * finite bit pattern. */
@@ -705,6 +739,7 @@ int main(void) {
     lp_backend_free(&be);
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);
+    TEST_RUN(test_matmul_panels);
     TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_types_fast_paths);

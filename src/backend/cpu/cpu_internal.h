@@ -15,6 +15,8 @@
 #define LP_MM_MB 96
 #define LP_MM_KC 256
 #define LP_MM_TC 256
+/* Tasks per thread below which a matmul uses narrower panels than LP_MM_MB. */
+#define LP_MM_TASKS_PER_THREAD 4
 /* Shortest weight row (elements) for the level-3 bf16 / int8 dot paths. */
 #define LP_MM_DOT_MIN_K 256
 /* Attention tiles: queries per task and keys per online-softmax step. */

@@ -286,6 +286,7 @@ struct mm_job {
     lp_to_float_fn conv; /* row segment -> f32 (f32 path; NULL for F32 weights) */
     enum mm_path path;
     int i8kind; /* int8 path: I8_OFF, I8_MIN or I8_OFF16 (see mk_i8_512) */
+    int mb;     /* weight rows per task (panel), <= MB; results do not depend on it */
     int level;
     const float *bias, *x;
     int n_rows;
@@ -920,12 +921,12 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                     else if (k0 + KC < K)
                         pf_rows(w, r0, nw_max, k0 + KC, 0);
                     else
-                        pf_rows(w, r0 + MB, nw_max, 0, 0);
+                        pf_rows(w, r0 + j->mb, nw_max, 0, 0);
                 } else if (t0 == 0) { /* staged: these rows in the next K block (or panel) */
                     if (k0 + KC < K)
                         pf_rows(w, r0 + o0, nw, k0 + KC, 1);
                     else
-                        pf_rows(w, r0 + MB + o0, nw, 0, 1);
+                        pf_rows(w, r0 + j->mb + o0, nw, 0, 1);
                 }
 #ifdef LP_HAVE_X86
                 if (j->path == MM_BF16) {
@@ -956,8 +957,8 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
 static void mm_task(void *arg, int task, int tid) {
     struct mm_job *j = arg;
     const struct lp_weight *w = j->w;
-    const int64_t r0 = (int64_t)task * MB;
-    const int nr = (int)LP_MIN((int64_t)MB, w->n_out - r0);
+    const int64_t r0 = (int64_t)task * j->mb;
+    const int nr = (int)LP_MIN((int64_t)j->mb, w->n_out - r0);
     const int T = j->n_rows;
     const int64_t ldy = w->n_out;
     const struct mm_scr s = mm_scr(j->cpu, tid);
@@ -1029,7 +1030,7 @@ static void mm_chunk_y(struct mm_job *j, int r, void *ud) {
 /* The job for w: kernel level, weight conversion and path. */
 static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
     LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
-    struct mm_job j = {.cpu = cpu, .w = w};
+    struct mm_job j = {.cpu = cpu, .w = w, .mb = MB};
     j.level = cpu->level;
     j.path = MM_F32;
     if (w->type != LOPAD_TYPE_F32) {
@@ -1070,6 +1071,18 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
     return j;
 }
 
+/* Panel height for n_out weight rows on n_threads: MB, or fewer rows (a
+ * multiple of 16, at least 32) when MB-row panels would leave fewer than
+ * LP_MM_TASKS_PER_THREAD tasks per thread, so that narrow matrices (k/v: 512
+ * rows, q/o/down: 3584) keep every core of a large machine busy. The result
+ * does not depend on it (each output's reduction is the same). */
+static int mm_panel_rows(int64_t n_out, int n_threads) {
+    const int64_t want = (int64_t)LP_MM_TASKS_PER_THREAD * n_threads;
+    if (n_threads <= 1 || (n_out + MB - 1) / MB >= want) return MB;
+    const int64_t rows = (n_out + want - 1) / want;
+    return (int)LP_MIN((int64_t)MB, LP_MAX((int64_t)32, (rows + 15) / 16 * 16));
+}
+
 void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,
                    int n_rows, float *y) {
     struct lp_cpu *cpu = ctx;
@@ -1079,11 +1092,13 @@ void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, cons
     j.x = x;
     j.n_rows = n_rows;
     j.y = y;
-    int64_t n_tasks = (w->n_out + MB - 1) / MB;
-    LP_ASSERT(n_tasks <= INT32_MAX);
     /* small products are not worth waking the pool (same result either way) */
-    double work = (double)w->n_out * (double)w->n_in * n_rows;
-    mm_run_chunks(&j, (int)n_tasks, mm_task, work >= LP_PAR_MIN_MM, mm_chunk_y, y);
+    const double work = (double)w->n_out * (double)w->n_in * n_rows;
+    const bool parallel = work >= LP_PAR_MIN_MM && cpu->n_threads > 1;
+    j.mb = mm_panel_rows(w->n_out, parallel ? cpu->n_threads : 1);
+    int64_t n_tasks = (w->n_out + j.mb - 1) / j.mb;
+    LP_ASSERT(n_tasks <= INT32_MAX);
+    mm_run_chunks(&j, (int)n_tasks, mm_task, parallel, mm_chunk_y, y);
 }
 
 /* ------------------------------------------------------------ head scores */
