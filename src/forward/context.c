@@ -23,9 +23,9 @@ static void ctx_release(struct lopad_ctx *c, void **p) {
 void lopad_ctx_free(lopad_ctx *c) {
     if (!c) return;
     if (c->be.ops) {
-        void **bufs[] = {(void **)&c->k_cache, (void **)&c->v_cache, (void **)&c->k_fed,
-                         (void **)&c->v_fed,   (void **)&c->x,       (void **)&c->xn,
-                         (void **)&c->q,       (void **)&c->att,     (void **)&c->gate,
+        void **bufs[] = {(void **)&c->k_cache, (void **)&c->v_cache,   (void **)&c->k_fed,
+                         (void **)&c->v_fed,   (void **)&c->x,         (void **)&c->xn,
+                         (void **)&c->q,       (void **)&c->att,       (void **)&c->gate,
                          (void **)&c->up,      (void **)&c->logits_dev};
         for (unsigned i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             ctx_release(c, bufs[i]);
@@ -88,6 +88,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
     enum lopad_status st;
     if (!cuda) {
         st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
+        if (!st && (st = lp_backend_cpu_bind_model(&c->be, m))) lp_backend_free(&c->be);
         if (st) {
             lp_free(c);
             return st;

@@ -4,6 +4,7 @@
  * then merge an adapter if asked.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -11,11 +12,54 @@
 #include "model.h"
 #include "../core/types.h"
 
+static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+enum lopad_status lp_model_cache_get(const struct lopad_model *m, const char *key,
+                                     lp_model_cache_make_fn make, void *arg,
+                                     void (*free_fn)(void *data), void **out) {
+    *out = NULL;
+    if (strlen(key) >= sizeof((struct lp_model_cache *)0)->key)
+        return lp_error(LOPAD_ERR_ARG, "model cache key too long: %s", key);
+    /* the cache list is the one part of a loaded model that changes */
+    struct lopad_model *mm = (struct lopad_model *)m;
+    enum lopad_status st = LOPAD_OK;
+    pthread_mutex_lock(&g_cache_lock);
+    struct lp_model_cache *e;
+    for (e = mm->caches; e; e = e->next)
+        if (!strcmp(e->key, key)) break;
+    if (!e) {
+        void *data = NULL;
+        if (!(e = lp_calloc(1, sizeof *e, "model cache entry"))) {
+            st = LOPAD_ERR_NOMEM;
+        } else if ((st = make(m, arg, &data))) {
+            lp_free(e);
+            e = NULL;
+        } else {
+            snprintf(e->key, sizeof e->key, "%s", key);
+            e->data = data;
+            e->free = free_fn;
+            e->next = mm->caches;
+            mm->caches = e;
+        }
+    }
+    pthread_mutex_unlock(&g_cache_lock);
+    if (e) *out = e->data;
+    return st;
+}
+
 void lopad_model_free(lopad_model *m) {
     if (!m) return;
+    while (m->caches) {
+        struct lp_model_cache *e = m->caches;
+        m->caches = e->next;
+        if (e->free) e->free(e->data);
+        lp_free(e);
+    }
     for (int i = m->n_owned - 1; i >= 0; i--) {
-        if (m->owned[i].mapped) munmap(m->owned[i].ptr, m->owned[i].size);
-        else lp_free(m->owned[i].ptr);
+        if (m->owned[i].mapped)
+            munmap(m->owned[i].ptr, m->owned[i].size);
+        else
+            lp_free(m->owned[i].ptr);
     }
     lp_free(m->owned);
     lp_free(m->chat_template);
@@ -53,9 +97,13 @@ fail:
     return st;
 }
 
-const struct lopad_hparams *lopad_model_hparams(const lopad_model *m) { return &m->hp; }
+const struct lopad_hparams *lopad_model_hparams(const lopad_model *m) {
+    return &m->hp;
+}
 
-static double weight_bytes(const struct lp_weight *w) { return (double)w->row_bytes * w->n_out; }
+static double weight_bytes(const struct lp_weight *w) {
+    return (double)w->row_bytes * w->n_out;
+}
 
 void lopad_model_print_info(const lopad_model *m, void *file) {
     FILE *f = file;
@@ -65,7 +113,8 @@ void lopad_model_print_info(const lopad_model *m, void *file) {
     double params = (double)hp->n_vocab * hp->n_embd * (m->output.data != m->tok_embd.data ? 2 : 1);
     for (int i = 0; i < hp->n_layer; i++) {
         const struct lp_layer *L = &m->layers[i];
-        const struct lp_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                        &L->w_gate, &L->w_up, &L->w_down};
         for (unsigned j = 0; j < 7; j++) {
             bytes += weight_bytes(ws[j]);
             params += (double)ws[j]->n_in * ws[j]->n_out;
@@ -82,8 +131,8 @@ void lopad_model_print_info(const lopad_model *m, void *file) {
     fprintf(f, "n_ff            %d\n", hp->n_ff);
     fprintf(f, "n_vocab         %d\n", hp->n_vocab);
     fprintf(f, "n_ctx_train     %d\n", hp->n_ctx_train);
-    fprintf(f, "rope            %s, theta %g\n", hp->rope == LOPAD_ROPE_NEOX ? "neox" : "norm (interleaved)",
-            hp->rope_theta);
+    fprintf(f, "rope            %s, theta %g\n",
+            hp->rope == LOPAD_ROPE_NEOX ? "neox" : "norm (interleaved)", hp->rope_theta);
     fprintf(f, "norm_eps        %g\n", hp->norm_eps);
     fprintf(f, "qkv_bias        %s\n", hp->has_qkv_bias ? "yes" : "no");
     fprintf(f, "shift_logits    %s\n", hp->shift_logits ? "yes" : "no");

@@ -31,13 +31,13 @@ struct lp_weight {
 };
 
 struct lp_layer {
-    float *attn_norm; /* (n_embd) */
-    struct lp_weight wq; /* (n_head*head_dim, n_embd) */
-    struct lp_weight wk; /* (n_head_kv*head_dim, n_embd) */
-    struct lp_weight wv; /* (n_head_kv*head_dim, n_embd) */
-    struct lp_weight wo; /* (n_embd, n_head*head_dim) */
-    float *bq, *bk, *bv; /* q/k/v biases (Dream) or NULL */
-    float *ffn_norm;     /* (n_embd) */
+    float *attn_norm;        /* (n_embd) */
+    struct lp_weight wq;     /* (n_head*head_dim, n_embd) */
+    struct lp_weight wk;     /* (n_head_kv*head_dim, n_embd) */
+    struct lp_weight wv;     /* (n_head_kv*head_dim, n_embd) */
+    struct lp_weight wo;     /* (n_embd, n_head*head_dim) */
+    float *bq, *bk, *bv;     /* q/k/v biases (Dream) or NULL */
+    float *ffn_norm;         /* (n_embd) */
     struct lp_weight w_gate; /* (n_ff, n_embd) */
     struct lp_weight w_up;   /* (n_ff, n_embd) */
     struct lp_weight w_down; /* (n_embd, n_ff) */
@@ -59,7 +59,7 @@ struct lp_owned {
 
 struct lopad_model {
     struct lopad_hparams hp;
-    char *path;        /* what was loaded (file or directory) */
+    char *path;         /* what was loaded (file or directory) */
     const char *format; /* "gguf" or "hf" */
 
     struct lp_weight tok_embd; /* (n_vocab, n_embd) rows are embeddings */
@@ -76,7 +76,28 @@ struct lopad_model {
 
     struct lp_owned *owned;
     int n_owned;
+
+    struct lp_model_cache *caches; /* what backends derived from the weights */
 };
+
+/* Data a backend derives once from a model's weights (a repacked layout, device
+ * copies), shared by every context of the model and released by
+ * lopad_model_free. The weights never change after loading, so nothing goes
+ * stale. */
+struct lp_model_cache {
+    char key[32];
+    void *data;
+    void (*free)(void *data);
+    struct lp_model_cache *next;
+};
+typedef enum lopad_status (*lp_model_cache_make_fn)(const struct lopad_model *m, void *arg,
+                                                    void **data);
+/* The model's entry for key (at most 31 characters), made by make(m, arg, &data)
+ * on first use (serialised: one make at a time, across models); free_fn(data)
+ * runs at lopad_model_free. A failed make leaves no entry and returns its status. */
+enum lopad_status lp_model_cache_get(const struct lopad_model *m, const char *key,
+                                     lp_model_cache_make_fn make, void *arg,
+                                     void (*free_fn)(void *data), void **out);
 
 /* Take ownership of a heap buffer or mapping; returns false on OOM (and then
  * releases it). */

@@ -285,6 +285,65 @@ static void test_matmul_panels(void) {
     free(yn);
 }
 
+/* Binding a model repacks its Q8_0 matrices (n_in a multiple of 256) once per
+ * model; matmuls on the repacked layout equal the staged ones bitwise, and a
+ * second backend bound to the same model shares the copy. */
+static void test_matmul_repacked(void) {
+    lopad_model *m = lp_calloc(1, sizeof *m, "test model");
+    struct lp_layer *L = calloc(1, sizeof *L);
+    m->hp.n_layer = 1;
+    m->layers = L;
+    float *W[4];
+    void *data[4];
+    data[0] = make_weight(LOPAD_TYPE_Q8_0, 300, 512, &m->output, &W[0]); /* repacked */
+    data[1] = make_weight(LOPAD_TYPE_Q8_0, 64, 768, &L->w_down, &W[1]);  /* repacked */
+    data[2] = make_weight(LOPAD_TYPE_Q8_0, 40, 288, &L->wq, &W[2]);      /* K tail: staged */
+    data[3] = make_weight(LOPAD_TYPE_Q4_0, 40, 512, &L->wk, &W[3]);      /* other type */
+    struct lp_backend plain = make_cpu(2, false), bound = make_cpu(2, false),
+                      bound2 = make_cpu(1, false);
+    CHECK(lp_backend_cpu_bind_model(&bound, m) == LOPAD_OK);
+    CHECK(lp_backend_cpu_bind_model(&bound2, m) == LOPAD_OK);
+    const bool dot = lp_backend_cpu_level(&plain) >= 3;
+    const size_t want = (size_t)(300 * 512 + 64 * 768) * (1 + 4.0 / 32);
+    CHECK_MSG(lp_backend_cpu_repacked_bytes(&bound) == (dot ? want : 0),
+              "repacked %zu bytes, expected %zu", lp_backend_cpu_repacked_bytes(&bound),
+              dot ? want : 0);
+    CHECK(m->caches && !m->caches->next); /* one copy for both backends */
+    const struct lp_weight *ws[] = {&m->output, &L->w_down, &L->wq, &L->wk};
+    for (int k = 0; k < 4; k++) {
+        const struct lp_weight *w = ws[k];
+        for (int rows = 1; rows <= 45; rows += 22) {
+            float *x = malloc(sizeof(float) * rows * w->n_in);
+            float *y0 = malloc(sizeof(float) * rows * w->n_out);
+            float *y1 = malloc(sizeof(float) * rows * w->n_out);
+            float *y2 = malloc(sizeof(float) * rows * w->n_out);
+            fill(x, (int64_t)rows * w->n_in, 1.0f);
+            plain.ops->matmul(plain.ctx, w, NULL, x, rows, y0);
+            bound.ops->matmul(bound.ctx, w, NULL, x, rows, y1);
+            /* a copy of the view finds the same repacked data (keyed by data) */
+            struct lp_weight copy = *w;
+            bound2.ops->matmul(bound2.ctx, &copy, NULL, x, rows, y2);
+            const int64_t ny = (int64_t)rows * w->n_out;
+            CHECK_MSG(bits_equal(y0, y1, ny) && bits_equal(y0, y2, ny),
+                      "matrix %d, %d rows: repacked and staged results differ", k, rows);
+            free(x);
+            free(y0);
+            free(y1);
+            free(y2);
+        }
+    }
+    lp_backend_free(&plain);
+    lp_backend_free(&bound);
+    lp_backend_free(&bound2);
+    for (int k = 0; k < 4; k++) {
+        free(W[k]);
+        free(data[k]);
+    }
+    free(L);
+    m->layers = NULL;
+    lopad_model_free(m); /* releases the repacked copy */
+}
+
 /* The matmul's own weight conversion (SIMD or scalar) against to_float, exactly:
  * one-hot activations make each output exactly one weight. F16 covers every
  * finite bit pattern. */
@@ -740,6 +799,7 @@ int main(void) {
     TEST_RUN(test_pool);
     TEST_RUN(test_matmul);
     TEST_RUN(test_matmul_panels);
+    TEST_RUN(test_matmul_repacked);
     TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_types_fast_paths);

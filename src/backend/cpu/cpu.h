@@ -14,6 +14,14 @@
 enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limits *lim,
                                      struct lp_backend *out);
 
+/* Bind the backend to model m's weights: Q8_0 matrices are repacked once per
+ * model into the int8 kernel's layout (kept with the model, shared by its
+ * contexts), so matmuls stop staging them. Optional: an unbound backend gives
+ * bitwise the same results. $LOPAD_REPACK=0 skips it. */
+enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m);
+/* Bytes of repacked weights the backend reads (0 when unbound or none). */
+size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b);
+
 /* Threads of a CPU backend. */
 int lp_backend_cpu_n_threads(const struct lp_backend *b);
 /* Whether this CPU can run the AVX2/FMA/F16C kernels. */

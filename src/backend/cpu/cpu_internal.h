@@ -46,6 +46,7 @@ struct lp_cpu {
     size_t mm_stride;   /* floats per thread */
     float *xpk;         /* activations packed once per matmul (bf16 / int8 paths), or NULL */
     float *att_scratch; /* [n_threads][att_stride] */
+    const struct lp_cpu_repack *repack; /* the bound model's repacked weights, or NULL */
     size_t att_stride;
 };
 

@@ -287,6 +287,9 @@ struct mm_job {
     enum mm_path path;
     int i8kind; /* int8 path: I8_OFF, I8_MIN or I8_OFF16 (see mk_i8_512) */
     int mb;     /* weight rows per task (panel), <= MB; results do not depend on it */
+    /* int8 path on a repacked weight: u8 rows [kb][n_out][KC], scales [kb][n_out][KC/32] */
+    const uint8_t *rq;
+    const float *rd;
     int level;
     const float *bias, *x;
     int n_rows;
@@ -848,6 +851,12 @@ static inline void pf_rows(const struct lp_weight *w, int64_t r, int n, int k0, 
     }
 }
 
+/* Software prefetch of n contiguous bytes into L2. */
+static inline void pf_span(const void *p, size_t n) {
+    for (size_t b = 0; b < n; b += 64)
+        __builtin_prefetch((const char *)p + b, 0, 2);
+}
+
 /* Accumulators s->c[r][t] = sum_k w[r0+r][k] x[tc0+t][k] for r < nr (<= MB),
  * t < tcn (<= TC); lanes of padding rows hold finite junk. */
 static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0, int nr, int tc0,
@@ -861,7 +870,9 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
         const bool first = k0 == 0;
         /* ---- this task's weight rows, columns [k0, k0+kc) */
         const void *wb = s.w;
-        int64_t ldw = KC; /* elements of the path's unit */
+        int64_t ldw = KC;        /* elements of the path's unit */
+        const float *wsb = s.ws; /* int8 path: weight scales, ldws per row */
+        int64_t ldws = WS_ROW;
 #ifdef LP_HAVE_X86
         if (j->path == MM_BF16) {
             if (kc % 2 == 0) { /* bf16 pairs read in place */
@@ -877,6 +888,10 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                 }
             }
             if (ldw * 4 != (int64_t)w->row_bytes && kc % 2 == 0) LP_ASSERT(0);
+        } else if (j->path == MM_I8 && j->rq) { /* repacked at bind: read in place */
+            wb = j->rq + ((size_t)(k0 / KC) * w->n_out + r0) * KC;
+            wsb = j->rd + ((size_t)(k0 / KC) * w->n_out + r0) * (KC / 32);
+            ldws = KC / 32;
         } else if (j->path == MM_I8) {
             prep_w_i8(j, r0, nr, k0, kc, (uint8_t *)s.w, s.ws);
         } else
@@ -922,6 +937,12 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                         pf_rows(w, r0, nw_max, k0 + KC, 0);
                     else
                         pf_rows(w, r0 + j->mb, nw_max, 0, 0);
+                } else if (t0 == 0 && j->rq) { /* repacked: these rows in the next K block */
+                    if (k0 + KC < K) {
+                        const size_t at = ((size_t)(k0 / KC + 1) * w->n_out + r0 + o0);
+                        pf_span(j->rq + at * KC, (size_t)nw * KC);
+                        pf_span(j->rd + at * (KC / 32), (size_t)nw * (KC / 32) * sizeof(float));
+                    }
                 } else if (t0 == 0) { /* staged: these rows in the next K block (or panel) */
                     if (k0 + KC < K)
                         pf_rows(w, r0 + o0, nw, k0 + KC, 1);
@@ -935,8 +956,8 @@ static void mm_tile(const struct mm_job *j, const struct mm_scr *sp, int64_t r0,
                     continue;
                 }
                 if (j->path == MM_I8) {
-                    kern_i8_512(j->i8kind, nw, ng, (const uint8_t *)s.w + (size_t)o0 * KC, KC,
-                                s.ws + o0 * WS_ROW, WS_ROW, xpg, xdg, kc / 32, co, first);
+                    kern_i8_512(j->i8kind, nw, ng, (const uint8_t *)wb + (size_t)o0 * KC, KC,
+                                wsb + o0 * ldws, ldws, xpg, xdg, kc / 32, co, first);
                     continue;
                 }
                 if (j->level >= LP_LEVEL_AVX512) {
@@ -1027,6 +1048,145 @@ static void mm_chunk_y(struct mm_job *j, int r, void *ud) {
     j->y = y0 + (int64_t)r * j->w->n_out;
 }
 
+/* ------------------------------------------------------ repacked weights */
+
+/* A model's Q8_0 matrices whose n_in is a multiple of KC, in the int8 kernel's
+ * layout: per K block, the u8 rows (q + 128) of every output row, then their
+ * scales. A task then reads its rows of a block contiguously instead of staging
+ * them (about a quarter of a 32-row Q8_0 matmul). The bytes are those prep_w_i8
+ * stages, so results are bitwise the same. Other types stay as stored: a u8
+ * copy of Q4_0/Q4_K/Q6_K would double the bytes a forward streams. Keyed by the
+ * weight's data pointer (fixed for the model's life). */
+struct rp_entry {
+    const void *key;
+    uint8_t *q;
+    float *d;
+};
+struct lp_cpu_repack {
+    struct rp_entry *slots; /* open addressing, power-of-two capacity */
+    int cap;
+    size_t bytes;
+};
+
+static const struct rp_entry *repack_find(const struct lp_cpu_repack *rp,
+                                          const struct lp_weight *w) {
+    if (!rp || w->type != LOPAD_TYPE_Q8_0) return NULL;
+    for (uint64_t h = ((uintptr_t)w->data >> 4) * 0x9E3779B97F4A7C15ull;; h++) {
+        const struct rp_entry *e = &rp->slots[h & (uint64_t)(rp->cap - 1)];
+        if (e->key == w->data) return e;
+        if (!e->key) return NULL;
+    }
+}
+
+static void repack_free(void *data) {
+    struct lp_cpu_repack *rp = data;
+    if (!rp) return;
+    for (int i = 0; i < rp->cap && rp->slots; i++) {
+        lp_free(rp->slots[i].q);
+        lp_free(rp->slots[i].d);
+    }
+    lp_free(rp->slots);
+    lp_free(rp);
+}
+
+struct repack_job {
+    struct mm_job j;
+    struct rp_entry *e;
+};
+
+/* One panel of MB rows, every K block, through prep_w_i8. */
+static void repack_task(void *arg, int task, int tid) {
+    struct repack_job *rj = arg;
+    const struct lp_weight *w = rj->j.w;
+    const int64_t r0 = (int64_t)task * MB;
+    const int nr = (int)LP_MIN((int64_t)MB, w->n_out - r0);
+    const struct mm_scr s = mm_scr(rj->j.cpu, tid);
+    for (int64_t k0 = 0; k0 < w->n_in; k0 += KC) {
+        const size_t at = (size_t)(k0 / KC) * w->n_out + r0;
+#ifdef LP_HAVE_X86
+        prep_w_i8(&rj->j, r0, nr, (int)k0, KC, rj->e->q + at * KC, s.ws);
+#endif
+        for (int r = 0; r < nr; r++)
+            memcpy(rj->e->d + (at + r) * (KC / 32), s.ws + (size_t)r * WS_ROW,
+                   sizeof(float) * (KC / 32));
+    }
+}
+
+static bool repackable(const struct lp_weight *w) {
+    return w->data && w->type == LOPAD_TYPE_Q8_0 && w->n_in % KC == 0 && w->n_out > 0;
+}
+
+static enum lopad_status repack_make(const struct lopad_model *m, void *arg, void **out) {
+    struct lp_cpu *cpu = arg;
+    *out = NULL;
+    const struct lp_weight **mats =
+        lp_malloc(sizeof *mats * (1 + 7 * (size_t)LP_MAX(m->hp.n_layer, 0)), "repack list");
+    if (!mats) return LOPAD_ERR_NOMEM;
+    int n = 0;
+    if (repackable(&m->output)) mats[n++] = &m->output;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const struct lp_layer *L = &m->layers[l];
+        const struct lp_weight *lw[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                        &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++)
+            if (repackable(lw[i])) mats[n++] = lw[i];
+    }
+    struct lp_cpu_repack *rp = NULL;
+    enum lopad_status st = LOPAD_OK;
+    if (n > 0 && !(rp = lp_calloc(1, sizeof *rp, "repacked weights"))) st = LOPAD_ERR_NOMEM;
+    if (rp) {
+        rp->cap = 16;
+        while (rp->cap < 2 * n)
+            rp->cap *= 2;
+        if (!(rp->slots = lp_calloc((size_t)rp->cap, sizeof *rp->slots, "repacked weights")))
+            st = LOPAD_ERR_NOMEM;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        const struct lp_weight *w = mats[i];
+        if (repack_find(rp, w)) continue; /* the same data twice (tied) */
+        uint64_t h = ((uintptr_t)w->data >> 4) * 0x9E3779B97F4A7C15ull;
+        while (rp->slots[h & (uint64_t)(rp->cap - 1)].key)
+            h++;
+        struct rp_entry *e = &rp->slots[h & (uint64_t)(rp->cap - 1)];
+        const size_t nq = (size_t)w->n_out * (size_t)w->n_in;
+        e->key = w->data; /* freed with the table from here on */
+        e->q = lp_malloc(nq, w->name ? w->name : "repacked weight");
+        e->d = lp_malloc(nq / 32 * sizeof(float), w->name ? w->name : "repacked weight");
+        if (!e->q || !e->d) {
+            st = LOPAD_ERR_NOMEM;
+            break;
+        }
+        rp->bytes += nq + nq / 32 * sizeof(float);
+        struct repack_job rj = {.j = {.cpu = cpu, .w = w, .mb = MB}, .e = e};
+        lp_cpu_run(cpu, (int)((w->n_out + MB - 1) / MB), repack_task, &rj, true);
+    }
+    lp_free(mats);
+    if (st) {
+        repack_free(rp);
+        return st;
+    }
+    *out = rp; /* NULL when there was nothing to repack */
+    return LOPAD_OK;
+}
+
+size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b) {
+    const struct lp_cpu *cpu = b->ctx;
+    return cpu->repack ? cpu->repack->bytes : 0;
+}
+
+enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m) {
+    struct lp_cpu *cpu = b->ctx;
+    const char *e = getenv("LOPAD_REPACK");
+    cpu->repack = NULL;
+    if (cpu->level < LP_LEVEL_AVX512_DOT || !cpu->has_vnni || (e && !strcmp(e, "0")))
+        return LOPAD_OK;
+    void *rp;
+    enum lopad_status st =
+        lp_model_cache_get(m, "cpu-int8-repack", repack_make, cpu, repack_free, &rp);
+    if (!st) cpu->repack = rp;
+    return st;
+}
+
 /* The job for w: kernel level, weight conversion and path. */
 static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
     LP_ASSERT(w->n_in <= cpu->lim.max_n_in);
@@ -1065,6 +1225,11 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
             j.i8kind = w->type == LOPAD_TYPE_Q4_K   ? I8_MIN
                        : w->type == LOPAD_TYPE_Q6_K ? I8_OFF16
                                                     : I8_OFF;
+            const struct rp_entry *e = repack_find(cpu->repack, w);
+            if (e) {
+                j.rq = e->q;
+                j.rd = e->d;
+            }
         }
 #endif
     }
