@@ -4,48 +4,12 @@
  * then merge an adapter if asked.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include "model.h"
 #include "../core/types.h"
-
-static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
-
-enum lopad_status lp_model_cache_get(const struct lopad_model *m, const char *key,
-                                     lp_model_cache_make_fn make, void *arg,
-                                     void (*free_fn)(void *data), void **out) {
-    *out = NULL;
-    if (strlen(key) >= sizeof((struct lp_model_cache *)0)->key)
-        return lp_error(LOPAD_ERR_ARG, "model cache key too long: %s", key);
-    /* the cache list is the one part of a loaded model that changes */
-    struct lopad_model *mm = (struct lopad_model *)m;
-    enum lopad_status st = LOPAD_OK;
-    pthread_mutex_lock(&g_cache_lock);
-    struct lp_model_cache *e;
-    for (e = mm->caches; e; e = e->next)
-        if (!strcmp(e->key, key)) break;
-    if (!e) {
-        void *data = NULL;
-        if (!(e = lp_calloc(1, sizeof *e, "model cache entry"))) {
-            st = LOPAD_ERR_NOMEM;
-        } else if ((st = make(m, arg, &data))) {
-            lp_free(e);
-            e = NULL;
-        } else {
-            snprintf(e->key, sizeof e->key, "%s", key);
-            e->data = data;
-            e->free = free_fn;
-            e->next = mm->caches;
-            mm->caches = e;
-        }
-    }
-    pthread_mutex_unlock(&g_cache_lock);
-    if (e) *out = e->data;
-    return st;
-}
 
 void lopad_model_free(lopad_model *m) {
     if (!m) return;
