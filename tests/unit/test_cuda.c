@@ -545,6 +545,39 @@ done:
 
 /* ---------------------------------------------------------- no device */
 
+/* Device weights are uploaded once per model and kept with it: a context made
+ * after the last one was freed (a chat turn) finds them, and gives the same
+ * logits bitwise. */
+static const struct lp_model_cache *cuda_cache(const lopad_model *m) {
+    for (const struct lp_model_cache *e = m->caches; e; e = e->next)
+        if (!strncmp(e->key, "cuda-weights:", 13)) return e;
+    return NULL;
+}
+
+static void test_weights_kept(void) {
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 5, &m) == 0);
+    if (!m) return;
+    int32_t tok[6] = {1, 2, 3, 4, 5, 6}, pos[6] = {0, 1, 2, 3, 4, 5};
+    const struct feed f = {.n = 6, .tok = tok, .pos = pos, .n_out = -1};
+    const size_t nl = (size_t)6 * m->hp.n_vocab;
+    float *a = calloc(nl, sizeof(float)), *b = calloc(nl, sizeof(float));
+    lopad_ctx *c = new_ctx(m, 8, 8, "cuda");
+    const struct lp_model_cache *e = cuda_cache(m);
+    CHECK(c && e && e->data);
+    if (c) run(c, &f, a);
+    lopad_ctx_free(c);
+    CHECK(cuda_cache(m) == e); /* kept after the last context went */
+    c = new_ctx(m, 8, 8, "cuda");
+    CHECK(cuda_cache(m) == e && e && !cuda_cache(m)->next);
+    if (c) run(c, &f, b);
+    CHECK_MSG(memcmp(a, b, nl * sizeof(float)) == 0, "logits differ on the kept weights");
+    lopad_ctx_free(c);
+    free(a);
+    free(b);
+    lopad_model_free(m); /* releases the device weights */
+}
+
 static void test_unknown_device(void) {
     lopad_model *m = NULL;
     CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 1, &m) == LOPAD_OK);
@@ -580,6 +613,7 @@ int main(void) {
     (void)test_kv_ops;
     (void)test_head_scores;
     (void)test_dream7b_shape;
+    (void)test_weights_kept;
     fprintf(stderr, "SKIP: built without CUDA (-DLOPAD_CUDA=ON): no GPU cases\n");
     return test_report();
 #else
@@ -607,6 +641,7 @@ int main(void) {
     TEST_RUN(test_kv_ops);
     TEST_RUN(test_head_scores);
     TEST_RUN(test_dream7b_shape);
+    TEST_RUN(test_weights_kept);
     return test_report();
 #endif
 }

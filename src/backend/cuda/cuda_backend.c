@@ -37,19 +37,15 @@ struct wmap_slot {
     void *dev;        /* bf16 (n_out, n_in) matrix or f32 vector */
 };
 
-/* One model's weights on one device, shared by its CUDA contexts. */
+/* One model's weights on one device, shared by its CUDA contexts and kept with
+ * the model (lp_model_cache_get) until lopad_model_free: a chat that makes a
+ * context per turn uploads them once. */
 struct cuda_weights {
-    const struct lopad_model *model;
     int device;
-    int refs;
     struct wmap_slot *slots; /* open addressing, cap a power of two */
     size_t cap, n;
     size_t bytes;
-    struct cuda_weights *next;
 };
-
-static pthread_mutex_t g_weights_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct cuda_weights *g_weights; /* list of uploaded models */
 
 static size_t wmap_hash(const void *p, size_t cap) {
     uint64_t h = (uint64_t)(uintptr_t)p;
@@ -73,10 +69,15 @@ static void *wmap_get(const struct cuda_weights *w, const void *host) {
 
 static void weights_free(struct cuda_weights *w) {
     if (!w) return;
+    /* may run at lopad_model_free, with another device current */
+    int cur = -1;
+    const bool other = cudaGetDevice(&cur) == cudaSuccess && cur != w->device;
+    if (other) cudaSetDevice(w->device);
     for (size_t i = 0; w->slots && i < w->cap; i++)
         if (w->slots[i].dev) cudaFree(w->slots[i].dev);
     lp_free(w->slots);
     lp_free(w);
+    if (other) cudaSetDevice(cur);
 }
 
 static enum lopad_status cuda_fail(cudaError_t e, const char *what) {
@@ -185,47 +186,37 @@ static enum lopad_status weights_upload(const struct lopad_model *m, struct cuda
     return st;
 }
 
-/* The model's device weights (uploaded on first use, then shared). */
-static enum lopad_status weights_acquire(const struct lopad_model *m, int device,
-                                         struct cuda_weights **out) {
-    enum lopad_status st = LOPAD_OK;
-    pthread_mutex_lock(&g_weights_lock);
-    struct cuda_weights *w;
-    for (w = g_weights; w; w = w->next)
-        if (w->model == m && w->device == device) break;
-    if (w) {
-        w->refs++;
-    } else if (!(w = lp_calloc(1, sizeof *w, "cuda weights"))) {
-        st = LOPAD_ERR_NOMEM;
-    } else {
-        w->model = m;
-        w->device = device;
-        w->refs = 1;
-        if ((st = weights_upload(m, w))) {
-            weights_free(w);
-            w = NULL;
-        } else {
-            w->next = g_weights;
-            g_weights = w;
-        }
-    }
-    pthread_mutex_unlock(&g_weights_lock);
-    *out = w;
-    return st;
+static void weights_free_cb(void *w) {
+    weights_free(w);
 }
 
-static void weights_release(struct cuda_weights *w) {
-    if (!w) return;
-    pthread_mutex_lock(&g_weights_lock);
-    if (--w->refs == 0) {
-        for (struct cuda_weights **p = &g_weights; *p; p = &(*p)->next)
-            if (*p == w) {
-                *p = w->next;
-                break;
-            }
+struct upload_arg {
+    int device;
+};
+
+static enum lopad_status weights_make(const struct lopad_model *m, void *arg, void **out) {
+    struct cuda_weights *w = lp_calloc(1, sizeof *w, "cuda weights");
+    if (!w) return LOPAD_ERR_NOMEM;
+    w->device = ((struct upload_arg *)arg)->device;
+    enum lopad_status st = weights_upload(m, w);
+    if (st) {
         weights_free(w);
+        return st;
     }
-    pthread_mutex_unlock(&g_weights_lock);
+    *out = w;
+    return LOPAD_OK;
+}
+
+/* The model's weights on this device (uploaded on first use, then shared). */
+static enum lopad_status weights_acquire(const struct lopad_model *m, int device,
+                                         struct cuda_weights **out) {
+    char key[32];
+    snprintf(key, sizeof key, "cuda-weights:%d", device);
+    struct upload_arg a = {device};
+    void *w = NULL;
+    enum lopad_status st = lp_model_cache_get(m, key, weights_make, &a, weights_free_cb, &w);
+    *out = w;
+    return st;
 }
 
 /* ------------------------------------------------------------ context */
@@ -560,7 +551,6 @@ static void cu_free(void *ctx) {
     idbuf_free(&cu->tok);
     lp_free(cu->tok_build);
     if (cu->stream) cudaStreamDestroy(cu->stream);
-    weights_release(cu->w);
     lp_free(cu);
 }
 

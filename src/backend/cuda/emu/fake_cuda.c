@@ -72,6 +72,9 @@ cudaError_t cudaGetDevice(int *d) {
     *d = 0;
     return cudaSuccess;
 }
+cudaError_t cudaSetDevice(int d) {
+    return d == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
 const char *cudaGetErrorString(cudaError_t e) {
     return e ? "fake error" : "no error";
 }
