@@ -19,6 +19,8 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
  * contexts), so matmuls stop staging them. Optional: an unbound backend gives
  * bitwise the same results. $LOPAD_REPACK=0 skips it. */
 enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m);
+/* Whether the int8-dot matmul path (and so the Q8_0 repack) is in use. */
+bool lp_backend_cpu_int8_dot(const struct lp_backend *b);
 /* Bytes of repacked weights the backend reads (0 when unbound or none). */
 size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b);
 

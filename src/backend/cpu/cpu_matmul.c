@@ -2,10 +2,11 @@
  * cpu_matmul.c - y = x W^T with W in its stored type, the output head fused with
  * the confidence scores, and embedding row gather.
  *
- * GEMM layout (all kernel levels): a task owns LP_MM_MB (96) consecutive weight
- * rows (split by output, so threads never share an output). For each K block of
- * LP_MM_KC (256) columns it stages its weight rows row-major (converted to f32,
- * staged as u8 = q + 128 plus scales for the int8 path, read in place for BF16), and the
+ * GEMM layout (all kernel levels): a task owns up to LP_MM_MB (96) consecutive
+ * weight rows (fewer when that leaves threads idle; split by output, so threads
+ * never share an output). For each K block of LP_MM_KC (256) columns it stages
+ * its weight rows row-major (converted to f32; for the int8 path u8 quants plus
+ * scales, see prep_w_i8; read in place for BF16 and repacked Q8_0), and the
  * activation rows are packed transposed in groups of 16 ([k][16 rows]). The
  * register-blocked micro-kernels broadcast one weight element per weight row and
  * multiply it into 1-2 activation vectors: 12 weight rows x 32 activation rows
@@ -1051,14 +1052,16 @@ static void mm_chunk_y(struct mm_job *j, int r, void *ud) {
 /* ------------------------------------------------------ repacked weights */
 
 /* A model's Q8_0 matrices whose n_in is a multiple of KC, in the int8 kernel's
- * layout: per K block, the u8 rows (q + 128) of every output row, then their
- * scales. A task then reads its rows of a block contiguously instead of staging
- * them (about a quarter of a 32-row Q8_0 matmul). The bytes are those prep_w_i8
- * stages, so results are bitwise the same. Other types stay as stored: a u8
- * copy of Q4_0/Q4_K/Q6_K would double the bytes a forward streams. Keyed by the
- * weight's data pointer (fixed for the model's life). */
+ * layout: u8 quants (q + 128) as [K block][output row][KC] and, in a second
+ * array, their scales as [K block][output row][KC/32]. A task then reads its
+ * rows of a block contiguously instead of staging them (about a quarter of a
+ * 32-row Q8_0 matmul). The bytes are those prep_w_i8 stages, so results are
+ * bitwise the same. Other types stay as stored: a u8 copy would double the bytes
+ * a forward streams for Q4_0/Q4_K and make them 1.5x for Q6_K. Keyed by the
+ * weight's data pointer and shape (fixed for the model's life). */
 struct rp_entry {
-    const void *key;
+    const void *key;     /* lp_weight.data */
+    int64_t n_out, n_in; /* and its shape: a crafted file may give two tensors one offset */
     uint8_t *q;
     float *d;
 };
@@ -1073,7 +1076,7 @@ static const struct rp_entry *repack_find(const struct lp_cpu_repack *rp,
     if (!rp || w->type != LOPAD_TYPE_Q8_0) return NULL;
     for (uint64_t h = ((uintptr_t)w->data >> 4) * 0x9E3779B97F4A7C15ull;; h++) {
         const struct rp_entry *e = &rp->slots[h & (uint64_t)(rp->cap - 1)];
-        if (e->key == w->data) return e;
+        if (e->key == w->data && e->n_out == w->n_out && e->n_in == w->n_in) return e;
         if (!e->key) return NULL;
     }
 }
@@ -1150,6 +1153,8 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
         struct rp_entry *e = &rp->slots[h & (uint64_t)(rp->cap - 1)];
         const size_t nq = (size_t)w->n_out * (size_t)w->n_in;
         e->key = w->data; /* freed with the table from here on */
+        e->n_out = w->n_out;
+        e->n_in = w->n_in;
         e->q = lp_malloc(nq, w->name ? w->name : "repacked weight");
         e->d = lp_malloc(nq / 32 * sizeof(float), w->name ? w->name : "repacked weight");
         if (!e->q || !e->d) {
@@ -1167,6 +1172,11 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
     }
     *out = rp; /* NULL when there was nothing to repack */
     return LOPAD_OK;
+}
+
+bool lp_backend_cpu_int8_dot(const struct lp_backend *b) {
+    const struct lp_cpu *cpu = b->ctx;
+    return cpu->level >= LP_LEVEL_AVX512_DOT && cpu->has_vnni;
 }
 
 size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b) {
@@ -1237,7 +1247,8 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
 }
 
 /* Panel height for n_out weight rows on n_threads: MB, or fewer rows (a
- * multiple of 16, at least 32) when MB-row panels would leave fewer than
+ * multiple of 12, the micro-kernels' tile heights, at least 24) when MB-row
+ * panels would leave fewer than
  * LP_MM_TASKS_PER_THREAD tasks per thread, so that narrow matrices (k/v: 512
  * rows, q/o/down: 3584) keep every core of a large machine busy. The result
  * does not depend on it (each output's reduction is the same). */
@@ -1245,7 +1256,7 @@ static int mm_panel_rows(int64_t n_out, int n_threads) {
     const int64_t want = (int64_t)LP_MM_TASKS_PER_THREAD * n_threads;
     if (n_threads <= 1 || (n_out + MB - 1) / MB >= want) return MB;
     const int64_t rows = (n_out + want - 1) / want;
-    return (int)LP_MIN((int64_t)MB, LP_MAX((int64_t)32, (rows + 15) / 16 * 16));
+    return (int)LP_MIN((int64_t)MB, LP_MAX((int64_t)24, (rows + 11) / 12 * 12));
 }
 
 void lp_cpu_matmul(void *ctx, const struct lp_weight *w, const float *bias, const float *x,

@@ -21,7 +21,6 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -33,8 +32,9 @@
 /* ------------------------------------------------------ device weights */
 
 struct wmap_slot {
-    const void *host; /* key: lp_weight.data or a norm / bias array */
-    void *dev;        /* bf16 (n_out, n_in) matrix or f32 vector */
+    const void *host;    /* key: lp_weight.data or a norm / bias array */
+    void *dev;           /* bf16 (n_out, n_in) matrix or f32 vector */
+    int64_t n_out, n_in; /* the matrix's shape (vectors: 0, 0) */
 };
 
 /* One model's weights on one device, shared by its CUDA contexts and kept with
@@ -90,7 +90,12 @@ static enum lopad_status cuda_fail(cudaError_t e, const char *what) {
 static enum lopad_status upload_matrix(struct cuda_weights *w, const struct lp_weight *lw,
                                        float *stage_h, float *stage_d, int64_t stage_n) {
     struct wmap_slot *s = wmap_find(w, lw->data);
-    if (s->host) return LOPAD_OK; /* shared data (tied embeddings) */
+    if (s->host && s->n_out == lw->n_out && s->n_in == lw->n_in)
+        return LOPAD_OK; /* shared data (tied embeddings) */
+    if (s->host)         /* only a crafted file gets here: one copy cannot serve both shapes */
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "cuda: weight %s shares its data with a tensor of another shape",
+                        lw->name ? lw->name : "?");
     const struct lp_type_traits *tr = lp_type_traits(lw->type);
     if (!tr || !tr->to_float)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "cuda: weight %s has type %d with no conversion",
@@ -101,6 +106,8 @@ static enum lopad_status upload_matrix(struct cuda_weights *w, const struct lp_w
     if (e != cudaSuccess) return cuda_fail(e, lw->name ? lw->name : "weight upload");
     s->host = lw->data;
     s->dev = dev;
+    s->n_out = lw->n_out;
+    s->n_in = lw->n_in;
     w->n++;
     w->bytes += bytes;
     const int64_t n_in = lw->n_in;
