@@ -17,7 +17,9 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
 /* Bind the backend to model m's weights: Q8_0 matrices are repacked once per
  * model into the int8 kernel's layout (kept with the model, shared by its
  * contexts), so matmuls stop staging them. Optional: an unbound backend gives
- * bitwise the same results. $LOPAD_REPACK=0 skips it. */
+ * bitwise the same results. The copy is made when it takes at most half of
+ * MemAvailable (Linux) at the first bind; $LOPAD_REPACK=0 never makes it,
+ * $LOPAD_REPACK=1 always. */
 enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m);
 /* Whether the int8-dot matmul path (and so the Q8_0 repack) is in use. */
 bool lp_backend_cpu_int8_dot(const struct lp_backend *b);

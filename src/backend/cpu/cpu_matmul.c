@@ -1119,8 +1119,26 @@ static bool repackable(const struct lp_weight *w) {
     return w->data && w->type == LOPAD_TYPE_Q8_0 && w->n_in % KC == 0 && w->n_out > 0;
 }
 
+/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+struct repack_arg {
+    struct lp_cpu *cpu;
+    bool force; /* whatever the memory available */
+};
+
 static enum lopad_status repack_make(const struct lopad_model *m, void *arg, void **out) {
-    struct lp_cpu *cpu = arg;
+    struct lp_cpu *cpu = ((struct repack_arg *)arg)->cpu;
+    const bool force = ((struct repack_arg *)arg)->force;
     *out = NULL;
     const struct lp_weight **mats =
         lp_malloc(sizeof *mats * (1 + 7 * (size_t)LP_MAX(m->hp.n_layer, 0)), "repack list");
@@ -1134,6 +1152,13 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
         for (int i = 0; i < 7; i++)
             if (repackable(lw[i])) mats[n++] = lw[i];
     }
+    /* the copy is anonymous memory beside the mapped file: by default made only
+     * when it takes at most half of the memory available now */
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (uint64_t)mats[i]->n_out * (uint64_t)mats[i]->n_in * (1 + 4 / 32.0);
+    const uint64_t avail = mem_available();
+    if (!force && avail && total > avail / 2) n = 0;
     struct lp_cpu_repack *rp = NULL;
     enum lopad_status st = LOPAD_OK;
     if (n > 0 && !(rp = lp_calloc(1, sizeof *rp, "repacked weights"))) st = LOPAD_ERR_NOMEM;
@@ -1190,9 +1215,10 @@ enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct l
     cpu->repack = NULL;
     if (cpu->level < LP_LEVEL_AVX512_DOT || !cpu->has_vnni || (e && !strcmp(e, "0")))
         return LOPAD_OK;
+    struct repack_arg arg = {cpu, e && !strcmp(e, "1")};
     void *rp;
     enum lopad_status st =
-        lp_model_cache_get(m, "cpu-int8-repack", repack_make, cpu, repack_free, &rp);
+        lp_model_cache_get(m, "cpu-int8-repack", repack_make, &arg, repack_free, &rp);
     if (!st) cpu->repack = rp;
     return st;
 }
