@@ -767,13 +767,25 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
         if (w->type == LOPAD_TYPE_Q4_K) {
             const lp_block_q4_K *qb = (const lp_block_q4_K *)row + k0 / LP_QK_K;
             const float d = h2f(qb->d), dmin = h2f(qb->dmin);
-            const uint8_t *sc = qb->scales;
-            for (int k = 0; k < 8; k++) { /* the packing of types.c q4_k_scale_min */
-                const int s = k < 4 ? sc[k] & 63 : (sc[k + 4] & 15) | ((sc[k - 4] >> 6) << 4);
-                const int m = k < 4 ? sc[k + 4] & 63 : (sc[k + 4] >> 4) | ((sc[k] >> 6) << 4);
-                ds[k] = d * (float)s;
-                ds[WS_MIN + k] = dmin * (float)m * (1.0f / 128);
-            }
+            /* the 6-bit packing of types.c q4_k_scale_min, four bytes at a time:
+             * scales 0-3 / mins 0-3 are the low 6 bits of bytes 0-3 / 4-7; scales
+             * 4-7 / mins 4-7 take the low / high nibble of bytes 8-11 and the top
+             * 2 bits of bytes 0-3 / 4-7 */
+            const uint32_t u0 = ld32(qb->scales), u1 = ld32(qb->scales + 4),
+                           u2 = ld32(qb->scales + 8);
+            const uint64_t sc = (uint64_t)(u0 & 0x3f3f3f3fu) |
+                                (uint64_t)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4))
+                                    << 32;
+            const uint64_t mn =
+                (uint64_t)(u1 & 0x3f3f3f3fu) |
+                (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+            const __m256 fs =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
+            const __m256 fm =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+            _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_set1_ps(d), fs));
+            _mm256_storeu_ps(ds + WS_MIN, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), fm),
+                                                        _mm256_set1_ps(1.0f / 128)));
             for (int c = 0; c < 4; c++) { /* 32 bytes: low nibbles, then high nibbles */
                 const __m256i v = _mm256_loadu_si256((const __m256i *)(qb->qs + 32 * c));
                 _mm256_storeu_si256((__m256i *)(dq + 64 * c), _mm256_and_si256(v, low4));
@@ -785,8 +797,13 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
         if (w->type == LOPAD_TYPE_Q6_K) {
             const lp_block_q6_K *qb = (const lp_block_q6_K *)row + k0 / LP_QK_K;
             const float d = h2f(qb->d);
-            for (int k = 0; k < 16; k++)
-                ds[k] = d * (float)qb->scales[k];
+            const __m128i sc = _mm_loadu_si128((const __m128i *)qb->scales); /* 16 x s8 */
+            _mm256_storeu_ps(
+                ds, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+            _mm256_storeu_ps(
+                ds + 8,
+                _mm256_mul_ps(_mm256_set1_ps(d),
+                              _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
             const __m256i three = _mm256_set1_epi8(3), c96 = _mm256_set1_epi8(96);
             for (int half = 0; half < 2; half++) { /* element order of q6_k_to_float */
                 const uint8_t *ql = qb->ql + 64 * half, *qh = qb->qh + 32 * half;
