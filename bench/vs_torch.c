@@ -4,7 +4,7 @@
  * timed on windows of T tokens over a cached prefix of P rows, logits for every
  * fed row. One JSON line per window.
  *
- *   vs_torch LAYERS TYPE(f32|bf16|q8_0|f16) TOKENS(32,128,...) PREFIX THREADS REPEAT
+ *   vs_torch LAYERS TYPE(f32|bf16|f16|q8_0|q4_0|q4_k|q6_k) TOKENS(32,128,...) PREFIX THREADS REPEAT
  *
  * LAYERS 0 = the whole Dream-7B from lp_model_synthetic (untied head, fast
  * multi-threaded generation), for forward timings of the full model.
@@ -77,8 +77,14 @@ int main(int argc, char **argv) {
                : !strcmp(tname, "bf16") ? LOPAD_TYPE_BF16
                : !strcmp(tname, "f16")  ? LOPAD_TYPE_F16
                : !strcmp(tname, "q8_0") ? LOPAD_TYPE_Q8_0
+               : !strcmp(tname, "q4_0") ? LOPAD_TYPE_Q4_0
+               : !strcmp(tname, "q4_k") ? LOPAD_TYPE_Q4_K
+               : !strcmp(tname, "q6_k") ? LOPAD_TYPE_Q6_K
                                         : -1;
-    if (type < 0 || L < 0) return 2;
+    if (type < 0 || L < 0) {
+        fprintf(stderr, "vs_torch: unknown type '%s' or bad layer count\n", tname);
+        return 2;
+    }
     int toks[16], nt = 0, maxT = 32;
     for (char *p = strdup(argv[3]), *t = strtok(p, ","); t && nt < 16; t = strtok(NULL, ",")) {
         toks[nt] = atoi(t);
