@@ -133,4 +133,28 @@ bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scr
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);
 
+/* A decoder state's heap arrays as one list, so that what is allocated and what
+ * is released cannot drift apart. bytes 0 = not needed in this configuration
+ * (left NULL). */
+struct lp_dec_buf {
+    void **p;
+    size_t bytes;
+    const char *what;
+};
+
+/* Allocate (zeroed) every array of the list; LOPAD_ERR_NOMEM at the first that
+ * fails (the ones made stay set, for the release). */
+static inline enum lopad_status lp_dec_alloc_all(const struct lp_dec_buf *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (b[i].bytes && !(*b[i].p = lp_calloc(1, b[i].bytes, b[i].what))) return LOPAD_ERR_NOMEM;
+    return LOPAD_OK;
+}
+
+static inline void lp_dec_free_all(const struct lp_dec_buf *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        lp_free(*b[i].p);
+        *b[i].p = NULL;
+    }
+}
+
 #endif

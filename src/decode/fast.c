@@ -192,30 +192,44 @@ static enum lopad_status fast_check(const struct lp_decode_request *rq,
     return LOPAD_OK;
 }
 
+/* The state's arrays (sizes from d and s; the fused-head ones only when s->fused). */
+#define FAST_NBUF 21
+static size_t fast_bufs(const struct lp_decoder *d, struct fast *s, struct lp_dec_buf *out) {
+    const size_t B = (size_t)s->B, V = (size_t)d->V, L = (size_t)d->L;
+    const size_t nt = (size_t)lp_dec_n_threads(d), fb = s->fused ? 1 : 0;
+    const struct lp_dec_buf b[] = {
+        {(void **)&s->k, sizeof(int) * (size_t)s->S, "fast schedule"},
+        {(void **)&s->kept, sizeof(int32_t) * (d->G ? (size_t)d->G : 1), "fast kept suffix"},
+        {(void **)&s->ftok, sizeof(int32_t) * L, "fast feed tokens"},
+        {(void **)&s->fpos, sizeof(int32_t) * L, "fast feed positions"},
+        {(void **)&s->rows, sizeof(int32_t) * (B + 1), "fast rows"},
+        {(void **)&s->mpos, sizeof(int32_t) * B, "fast positions"},
+        {(void **)&s->src, sizeof(int32_t) * B, "fast sources"},
+        {(void **)&s->logits, sizeof(float) * (B + 1) * V, "fast logits"},
+        {(void **)&s->last, sizeof(float) * V, "fast last logit"},
+        {(void **)&s->plg, sizeof(float) * B * V, "fast proposal logits"},
+        {(void **)&s->probs, sizeof(float) * nt * V, "fast probs"},
+        {(void **)&s->fscratch, sizeof(float) * nt * V, "fast top-k scratch"},
+        {(void **)&s->iscratch, sizeof(int32_t) * 2 * nt * V, "fast top-p scratch"},
+        {(void **)&s->u, sizeof(double) * B, "fast draws"},
+        {(void **)&s->x0, sizeof(int32_t) * B, "fast proposals"},
+        {(void **)&s->conf, sizeof(double) * B, "fast confidences"},
+        {(void **)&s->pmax, sizeof(double) * B, "fast pmax"},
+        {(void **)&s->sel, sizeof(int32_t) * B, "fast selection"},
+        {(void **)&s->scratch, sizeof(int32_t) * B, "fast scratch"},
+        {(void **)&s->sc, fb * sizeof *s->sc * (B + 1), "fast scores"},
+        {(void **)&s->dscratch, fb * sizeof(double) * B, "fast scratch"},
+    };
+    _Static_assert(sizeof b / sizeof b[0] == FAST_NBUF, "FAST_NBUF");
+    memcpy(out, b, sizeof b);
+    return FAST_NBUF;
+}
+
 static void fast_release(struct lp_decoder *d) {
     struct fast *s = d->priv;
     if (!s) return;
-    lp_free(s->k);
-    lp_free(s->kept);
-    lp_free(s->ftok);
-    lp_free(s->fpos);
-    lp_free(s->rows);
-    lp_free(s->mpos);
-    lp_free(s->src);
-    lp_free(s->logits);
-    lp_free(s->last);
-    lp_free(s->plg);
-    lp_free(s->probs);
-    lp_free(s->fscratch);
-    lp_free(s->iscratch);
-    lp_free(s->u);
-    lp_free(s->x0);
-    lp_free(s->conf);
-    lp_free(s->pmax);
-    lp_free(s->sel);
-    lp_free(s->scratch);
-    lp_free(s->sc);
-    lp_free(s->dscratch);
+    struct lp_dec_buf b[FAST_NBUF];
+    lp_dec_free_all(b, fast_bufs(d, s, b));
     lp_free(s);
     d->priv = NULL;
 }
@@ -254,39 +268,10 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
                         "the fast decoder needs a batch of the whole canvas (%d tokens), the "
                         "engine allows %d",
                         d->L, d->eng.n_batch_max);
-    size_t B = (size_t)s->B, V = (size_t)d->V, L = (size_t)d->L;
-    size_t nt = (size_t)lp_dec_n_threads(d);
-    s->k = lp_malloc(sizeof(int) * (size_t)s->S, "fast schedule");
-    s->kept = lp_malloc(sizeof(int32_t) * (d->G ? (size_t)d->G : 1), "fast kept suffix");
-    s->ftok = lp_malloc(sizeof(int32_t) * L, "fast feed tokens");
-    s->fpos = lp_malloc(sizeof(int32_t) * L, "fast feed positions");
-    s->rows = lp_malloc(sizeof(int32_t) * (B + 1), "fast rows");
-    s->mpos = lp_malloc(sizeof(int32_t) * B, "fast positions");
-    s->src = lp_malloc(sizeof(int32_t) * B, "fast sources");
-    s->logits = lp_malloc(sizeof(float) * (B + 1) * V, "fast logits");
-    s->last = lp_malloc(sizeof(float) * V, "fast last logit");
-    s->plg = lp_malloc(sizeof(float) * B * V, "fast proposal logits");
-    s->probs = lp_malloc(sizeof(float) * nt * V, "fast probs");
-    s->fscratch = lp_malloc(sizeof(float) * nt * V, "fast top-k scratch");
-    s->iscratch = lp_malloc(sizeof(int32_t) * 2 * nt * V, "fast top-p scratch");
-    s->u = lp_malloc(sizeof(double) * B, "fast draws");
-    s->x0 = lp_malloc(sizeof(int32_t) * B, "fast proposals");
-    s->conf = lp_malloc(sizeof(double) * B, "fast confidences");
-    s->pmax = lp_malloc(sizeof(double) * B, "fast pmax");
-    s->sel = lp_malloc(sizeof(int32_t) * B, "fast selection");
-    s->scratch = lp_malloc(sizeof(int32_t) * B, "fast scratch");
-    if (!s->k || !s->kept || !s->ftok || !s->fpos || !s->rows || !s->mpos || !s->src ||
-        !s->logits || !s->last || !s->plg || !s->probs || !s->fscratch || !s->iscratch || !s->u ||
-        !s->x0 || !s->conf || !s->pmax || !s->sel || !s->scratch)
-        return LOPAD_ERR_NOMEM;
     s->fused = lp_dec_has_scores(d) && rq->temperature == 0 && rq->top_p >= 1.0 && rq->top_k == 0 &&
                !rq->logits_eos_inf;
-    if (s->fused) {
-        s->sc = lp_malloc(sizeof *s->sc * (B + 1), "fast scores");
-        s->dscratch = lp_malloc(sizeof(double) * B, "fast scratch");
-        if (!s->sc || !s->dscratch) return LOPAD_ERR_NOMEM;
-    }
-    return LOPAD_OK;
+    struct lp_dec_buf b[FAST_NBUF];
+    return lp_dec_alloc_all(b, fast_bufs(d, s, b));
 }
 
 /* -------------------------------------------------------------- proposals */

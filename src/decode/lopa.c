@@ -114,6 +114,43 @@ static enum lopad_status lopa_check(const struct lp_decode_request *rq,
     return LOPAD_OK;
 }
 
+/* The state's arrays (sizes from d and s; the fused-score ones only when s->fused;
+ * logits grow on demand, so they are only released here). */
+#define LOPA_NBUF 24
+static size_t lopa_bufs(const struct lp_decoder *d, struct lopa *s, struct lp_dec_buf *out) {
+    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V;
+    const size_t nt = (size_t)lp_dec_n_threads(d), fb = s->fused ? 1 : 0;
+    const struct lp_dec_buf b[] = {
+        {(void **)&s->last, sizeof(float) * V, "lopa last logit"},
+        {(void **)&s->tok, sizeof(int32_t) * nb * L, "lopa feed"},
+        {(void **)&s->pos, sizeof(int32_t) * nb * L, "lopa positions"},
+        {(void **)&s->seq, sizeof(int32_t) * nb * L, "lopa sequence ids"},
+        {(void **)&s->blkid, sizeof(int32_t) * nb * L, "lopa block ids"},
+        {(void **)&s->rows, sizeof(int32_t) * nb * L, "lopa rows"},
+        {(void **)&s->rowmap, sizeof(int) * nb * L, "lopa row map"},
+        {(void **)&s->logits, 0, "lopa logits"},
+        {(void **)&s->qb, sizeof(int32_t) * nb * L, "lopa proposal branches"},
+        {(void **)&s->qq, sizeof(int32_t) * nb * L, "lopa proposal positions"},
+        {(void **)&s->props, sizeof(struct lp_d2f_prop) * nb * L, "lopa proposals"},
+        {(void **)&s->scratch, sizeof(float) * 2 * nt * V, "lopa scratch"},
+        {(void **)&s->cconf, sizeof(double) * L, "lopa candidates"},
+        {(void **)&s->cpos, sizeof(int32_t) * L, "lopa candidates"},
+        {(void **)&s->csel, sizeof(int32_t) * L, "lopa candidates"},
+        {(void **)&s->cscr, sizeof(int32_t) * L, "lopa candidates"},
+        {(void **)&s->cm.hist, sizeof(int) * nb, "lopa winner histogram"},
+        {(void **)&s->sc, fb * sizeof *s->sc * nb * L, "lopa scores"},
+        {(void **)&s->qlo, fb * sizeof(double) * nb * L, "lopa bounds"},
+        {(void **)&s->qhi, fb * sizeof(double) * nb * L, "lopa bounds"},
+        {(void **)&s->filled, fb * L, "lopa fill"},
+        {(void **)&s->chi, fb * sizeof(double) * L, "lopa candidate bounds"},
+        {(void **)&s->br, 0, "lopa branches"}, /* allocated first, see lopa_init */
+        {(void **)&s->nx, 0, "lopa branches"},
+    };
+    _Static_assert(sizeof b / sizeof b[0] == LOPA_NBUF, "LOPA_NBUF");
+    memcpy(out, b, sizeof b);
+    return LOPA_NBUF;
+}
+
 static void lopa_release(struct lp_decoder *d) {
     struct lopa *s = d->priv;
     if (!s) return;
@@ -121,30 +158,8 @@ static void lopa_release(struct lp_decoder *d) {
         if (s->br) lp_d2f_branch_free(&s->br[j]);
         if (s->nx) lp_d2f_branch_free(&s->nx[j]);
     }
-    lp_free(s->br);
-    lp_free(s->nx);
-    lp_free(s->last);
-    lp_free(s->tok);
-    lp_free(s->pos);
-    lp_free(s->seq);
-    lp_free(s->blkid);
-    lp_free(s->rows);
-    lp_free(s->rowmap);
-    lp_free(s->logits);
-    lp_free(s->qb);
-    lp_free(s->qq);
-    lp_free(s->props);
-    lp_free(s->scratch);
-    lp_free(s->cconf);
-    lp_free(s->cpos);
-    lp_free(s->csel);
-    lp_free(s->cscr);
-    lp_free(s->cm.hist);
-    lp_free(s->sc);
-    lp_free(s->qlo);
-    lp_free(s->qhi);
-    lp_free(s->filled);
-    lp_free(s->chi);
+    struct lp_dec_buf b[LOPA_NBUF];
+    lp_dec_free_all(b, lopa_bufs(d, s, b));
     lp_free(s);
     d->priv = NULL;
 }
@@ -163,43 +178,17 @@ static enum lopad_status lopa_init(struct lp_decoder *d) {
     s->d = d;
     lp_d2f_cfg_from(&s->c, d);
     s->cm.K = d->rq.lopa;
-    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V;
-    const size_t nt = (size_t)lp_dec_n_threads(d);
+    const size_t nb = (size_t)s->cm.K + 1;
     s->br = lp_calloc(nb, sizeof *s->br, "lopa branches");
     s->nx = lp_calloc(nb, sizeof *s->nx, "lopa branches");
     if (!s->br || !s->nx) return LOPAD_ERR_NOMEM;
     for (size_t j = 0; j < nb; j++)
         if (!lp_d2f_branch_alloc(&s->br[j], &s->c) || !lp_d2f_branch_alloc(&s->nx[j], &s->c))
             return LOPAD_ERR_NOMEM;
-    s->last = lp_malloc(sizeof(float) * V, "lopa last logit");
-    s->tok = lp_malloc(sizeof(int32_t) * nb * L, "lopa feed");
-    s->pos = lp_malloc(sizeof(int32_t) * nb * L, "lopa positions");
-    s->seq = lp_malloc(sizeof(int32_t) * nb * L, "lopa sequence ids");
-    s->blkid = lp_malloc(sizeof(int32_t) * nb * L, "lopa block ids");
-    s->rows = lp_malloc(sizeof(int32_t) * nb * L, "lopa rows");
-    s->rowmap = lp_malloc(sizeof(int) * nb * L, "lopa row map");
-    s->qb = lp_malloc(sizeof(int32_t) * nb * L, "lopa proposal branches");
-    s->qq = lp_malloc(sizeof(int32_t) * nb * L, "lopa proposal positions");
-    s->props = lp_malloc(sizeof(struct lp_d2f_prop) * nb * L, "lopa proposals");
-    s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "lopa scratch");
-    s->cconf = lp_malloc(sizeof(double) * L, "lopa candidates");
-    s->cpos = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
-    s->csel = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
-    s->cscr = lp_malloc(sizeof(int32_t) * L, "lopa candidates");
-    s->cm.hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
-    if (!s->last || !s->tok || !s->pos || !s->seq || !s->blkid || !s->rows || !s->rowmap ||
-        !s->qb || !s->qq || !s->props || !s->scratch || !s->cconf || !s->cpos || !s->csel ||
-        !s->cscr || !s->cm.hist)
-        return LOPAD_ERR_NOMEM;
     s->fused = lp_dec_has_scores(d) && s->c.conf == LP_CONF_PMAX;
-    if (s->fused) {
-        s->sc = lp_malloc(sizeof *s->sc * nb * L, "lopa scores");
-        s->qlo = lp_malloc(sizeof(double) * nb * L, "lopa bounds");
-        s->qhi = lp_malloc(sizeof(double) * nb * L, "lopa bounds");
-        s->filled = lp_malloc(L, "lopa fill");
-        s->chi = lp_malloc(sizeof(double) * L, "lopa candidate bounds");
-        if (!s->sc || !s->qlo || !s->qhi || !s->filled || !s->chi) return LOPAD_ERR_NOMEM;
-    }
+    struct lp_dec_buf b[LOPA_NBUF];
+    enum lopad_status st = lp_dec_alloc_all(b, lopa_bufs(d, s, b));
+    if (st) return st;
     lp_d2f_branch_start(&s->br[0], &s->c, d->canvas);
     s->nbr = 1;
     s->cm.ev_winner = -1;
@@ -695,16 +684,53 @@ static enum lopad_status lfast_check(const struct lp_decode_request *rq,
     return LOPAD_OK;
 }
 
+/* The state's arrays (sizes from d and s; the fused-score ones only when s->fused;
+ * logits grow on demand, so they are only released here). */
+#define LFAST_NBUF 29
+static size_t lfast_bufs(const struct lp_decoder *d, struct lfast *s, struct lp_dec_buf *out) {
+    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V, B = (size_t)s->B;
+    const size_t nt = (size_t)lp_dec_n_threads(d), fb = s->fused ? 1 : 0;
+    const struct lp_dec_buf b[] = {
+        {(void **)&s->cm.hist, sizeof(int) * nb, "lopa winner histogram"},
+        {(void **)&s->bt, sizeof(int32_t) * nb * B, "lopa block tokens"},
+        {(void **)&s->nbt, sizeof(int32_t) * nb * B, "lopa block tokens"},
+        {(void **)&s->lap, sizeof(int32_t) * nb, "lopa lookahead"},
+        {(void **)&s->latok, sizeof(int32_t) * nb, "lopa lookahead"},
+        {(void **)&s->tok, sizeof(int32_t) * nb * L, "lopa feed"},
+        {(void **)&s->pos, sizeof(int32_t) * nb * L, "lopa positions"},
+        {(void **)&s->seq, sizeof(int32_t) * nb * L, "lopa sequence ids"},
+        {(void **)&s->rows, sizeof(int32_t) * nb * L, "lopa rows"},
+        {(void **)&s->rowmap, sizeof(int) * nb * L, "lopa row map"},
+        {(void **)&s->qb, sizeof(int32_t) * nb * B, "lopa proposals"},
+        {(void **)&s->qq, sizeof(int32_t) * nb * B, "lopa proposals"},
+        {(void **)&s->ptok, sizeof(int32_t) * nb * B, "lopa proposals"},
+        {(void **)&s->ppmax, sizeof(double) * nb * B, "lopa proposals"},
+        {(void **)&s->pconf, sizeof(double) * nb * B, "lopa proposals"},
+        {(void **)&s->logits, 0, "lopa logits"},
+        {(void **)&s->last, sizeof(float) * V, "lopa last logit"},
+        {(void **)&s->scratch, sizeof(float) * 2 * nt * V, "lopa scratch"},
+        {(void **)&s->cconf, sizeof(double) * B, "lopa candidates"},
+        {(void **)&s->cpos, sizeof(int32_t) * B, "lopa candidates"},
+        {(void **)&s->csel, sizeof(int32_t) * B, "lopa candidates"},
+        {(void **)&s->cscr, sizeof(int32_t) * B, "lopa candidates"},
+        {(void **)&s->kept, sizeof(int32_t) * (d->G ? (size_t)d->G : 1), "lopa kept suffix"},
+        {(void **)&s->sc, fb * sizeof *s->sc * nb * L, "lopa scores"},
+        {(void **)&s->plo, fb * sizeof(double) * nb * B, "lopa bounds"},
+        {(void **)&s->phi, fb * sizeof(double) * nb * B, "lopa bounds"},
+        {(void **)&s->clo, fb * sizeof(double) * nb * B, "lopa bounds"},
+        {(void **)&s->chi, fb * sizeof(double) * nb * B, "lopa bounds"},
+        {(void **)&s->suf, fb * sizeof(double) * B, "lopa bounds"},
+    };
+    _Static_assert(sizeof b / sizeof b[0] == LFAST_NBUF, "LFAST_NBUF");
+    memcpy(out, b, sizeof b);
+    return LFAST_NBUF;
+}
+
 static void lfast_release(struct lp_decoder *d) {
     struct lfast *s = d->priv;
     if (!s) return;
-    void *ptrs[] = {s->cm.hist, s->bt,    s->nbt,   s->lap,    s->latok, s->tok,
-                    s->pos,     s->seq,   s->rows,  s->rowmap, s->qb,    s->qq,
-                    s->ptok,    s->ppmax, s->pconf, s->logits, s->last,  s->scratch,
-                    s->cconf,   s->cpos,  s->csel,  s->cscr,   s->kept,  s->sc,
-                    s->plo,     s->phi,   s->clo,   s->chi,    s->suf};
-    for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
-        lp_free(ptrs[i]);
+    struct lp_dec_buf b[LFAST_NBUF];
+    lp_dec_free_all(b, lfast_bufs(d, s, b));
     lp_free(s);
     d->priv = NULL;
 }
@@ -736,44 +762,10 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
         return lp_error(LOPAD_ERR_ARG,
                         "--lopa: the engine's batch (%d) is shorter than the canvas (%d)",
                         d->eng.n_batch_max, d->L);
-    const size_t nb = (size_t)s->cm.K + 1, L = (size_t)d->L, V = (size_t)d->V, B = (size_t)s->B,
-                 nt = (size_t)lp_dec_n_threads(d);
-    s->cm.hist = lp_calloc(nb, sizeof(int), "lopa winner histogram");
-    s->bt = lp_malloc(sizeof(int32_t) * nb * B, "lopa block tokens");
-    s->nbt = lp_malloc(sizeof(int32_t) * nb * B, "lopa block tokens");
-    s->lap = lp_malloc(sizeof(int32_t) * nb, "lopa lookahead");
-    s->latok = lp_malloc(sizeof(int32_t) * nb, "lopa lookahead");
-    s->tok = lp_malloc(sizeof(int32_t) * nb * L, "lopa feed");
-    s->pos = lp_malloc(sizeof(int32_t) * nb * L, "lopa positions");
-    s->seq = lp_malloc(sizeof(int32_t) * nb * L, "lopa sequence ids");
-    s->rows = lp_malloc(sizeof(int32_t) * nb * L, "lopa rows");
-    s->rowmap = lp_malloc(sizeof(int) * nb * L, "lopa row map");
-    s->qb = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
-    s->qq = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
-    s->ptok = lp_malloc(sizeof(int32_t) * nb * B, "lopa proposals");
-    s->ppmax = lp_malloc(sizeof(double) * nb * B, "lopa proposals");
-    s->pconf = lp_malloc(sizeof(double) * nb * B, "lopa proposals");
-    s->last = lp_malloc(sizeof(float) * V, "lopa last logit");
-    s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "lopa scratch");
-    s->cconf = lp_malloc(sizeof(double) * B, "lopa candidates");
-    s->cpos = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
-    s->csel = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
-    s->cscr = lp_malloc(sizeof(int32_t) * B, "lopa candidates");
-    s->kept = lp_malloc(sizeof(int32_t) * (d->G ? (size_t)d->G : 1), "lopa kept suffix");
-    if (!s->cm.hist || !s->bt || !s->nbt || !s->lap || !s->latok || !s->tok || !s->pos || !s->seq ||
-        !s->rows || !s->rowmap || !s->qb || !s->qq || !s->ptok || !s->ppmax || !s->pconf ||
-        !s->last || !s->scratch || !s->cconf || !s->cpos || !s->csel || !s->cscr || !s->kept)
-        return LOPAD_ERR_NOMEM;
     s->fused = lp_dec_has_scores(d) && !s->eos_inf;
-    if (s->fused) {
-        s->sc = lp_malloc(sizeof *s->sc * nb * L, "lopa scores");
-        s->plo = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
-        s->phi = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
-        s->clo = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
-        s->chi = lp_malloc(sizeof(double) * nb * B, "lopa bounds");
-        s->suf = lp_malloc(sizeof(double) * B, "lopa bounds");
-        if (!s->sc || !s->plo || !s->phi || !s->clo || !s->chi || !s->suf) return LOPAD_ERR_NOMEM;
-    }
+    struct lp_dec_buf b[LFAST_NBUF];
+    enum lopad_status st = lp_dec_alloc_all(b, lfast_bufs(d, s, b));
+    if (st) return st;
     s->cm.ev_winner = -1;
     s->cm.ev_pos = -1;
     d->n_steps = -1;
