@@ -246,23 +246,38 @@ static enum lopad_status d2f_check(const struct lp_decode_request *rq,
     return lp_d2f_check(rq, hp);
 }
 
+/* The state's arrays (sizes from d; the fused-score ones only when s->fused;
+ * logits grow on demand, so they are only released here). */
+#define D2F_NBUF 13
+static size_t d2f_bufs(const struct lp_decoder *d, struct d2f *s, struct lp_dec_buf *out) {
+    const size_t L = (size_t)d->L, V = (size_t)d->V, nt = (size_t)lp_dec_n_threads(d);
+    const size_t fb = s->fused ? 1 : 0;
+    const struct lp_dec_buf b[] = {
+        {(void **)&s->last, sizeof(float) * V, "d2f last logit"},
+        {(void **)&s->tok, sizeof(int32_t) * L, "d2f feed"},
+        {(void **)&s->pos, sizeof(int32_t) * L, "d2f positions"},
+        {(void **)&s->blkid, sizeof(int32_t) * L, "d2f block ids"},
+        {(void **)&s->rows, sizeof(int32_t) * L, "d2f rows"},
+        {(void **)&s->rowmap, sizeof(int) * L, "d2f row map"},
+        {(void **)&s->qpos, sizeof(int32_t) * L, "d2f positions"},
+        {(void **)&s->logits, 0, "d2f logits"},
+        {(void **)&s->scratch, sizeof(float) * 2 * nt * V, "d2f scratch"},
+        {(void **)&s->props, sizeof(struct lp_d2f_prop) * L, "d2f proposals"},
+        {(void **)&s->sc, fb * sizeof *s->sc * L, "d2f scores"},
+        {(void **)&s->qlo, fb * sizeof(double) * L, "d2f bounds"},
+        {(void **)&s->qhi, fb * sizeof(double) * L, "d2f bounds"},
+    };
+    _Static_assert(sizeof b / sizeof b[0] == D2F_NBUF, "D2F_NBUF");
+    memcpy(out, b, sizeof b);
+    return D2F_NBUF;
+}
+
 static void d2f_release(struct lp_decoder *d) {
     struct d2f *s = d->priv;
     if (!s) return;
     lp_d2f_branch_free(&s->br);
-    lp_free(s->last);
-    lp_free(s->tok);
-    lp_free(s->pos);
-    lp_free(s->blkid);
-    lp_free(s->rows);
-    lp_free(s->rowmap);
-    lp_free(s->qpos);
-    lp_free(s->logits);
-    lp_free(s->scratch);
-    lp_free(s->props);
-    lp_free(s->sc);
-    lp_free(s->qlo);
-    lp_free(s->qhi);
+    struct lp_dec_buf b[D2F_NBUF];
+    lp_dec_free_all(b, d2f_bufs(d, s, b));
     lp_free(s);
     d->priv = NULL;
 }
@@ -280,27 +295,11 @@ static enum lopad_status d2f_init(struct lp_decoder *d) {
     d->priv = s;
     s->d = d;
     lp_d2f_cfg_from(&s->c, d);
-    size_t L = (size_t)d->L, V = (size_t)d->V, nt = (size_t)lp_dec_n_threads(d);
-    bool ok = lp_d2f_branch_alloc(&s->br, &s->c);
-    s->last = lp_malloc(sizeof(float) * V, "d2f last logit");
-    s->tok = lp_malloc(sizeof(int32_t) * L, "d2f feed");
-    s->pos = lp_malloc(sizeof(int32_t) * L, "d2f positions");
-    s->blkid = lp_malloc(sizeof(int32_t) * L, "d2f block ids");
-    s->rows = lp_malloc(sizeof(int32_t) * L, "d2f rows");
-    s->rowmap = lp_malloc(sizeof(int) * L, "d2f row map");
-    s->qpos = lp_malloc(sizeof(int32_t) * L, "d2f positions");
-    s->scratch = lp_malloc(sizeof(float) * 2 * nt * V, "d2f scratch");
-    s->props = lp_malloc(sizeof(struct lp_d2f_prop) * L, "d2f proposals");
-    if (!ok || !s->last || !s->tok || !s->pos || !s->blkid || !s->rows || !s->rowmap || !s->qpos ||
-        !s->scratch || !s->props)
-        return LOPAD_ERR_NOMEM;
+    if (!lp_d2f_branch_alloc(&s->br, &s->c)) return LOPAD_ERR_NOMEM;
     s->fused = lp_dec_has_scores(d);
-    if (s->fused) {
-        s->sc = lp_malloc(sizeof *s->sc * L, "d2f scores");
-        s->qlo = lp_malloc(sizeof(double) * L, "d2f bounds");
-        s->qhi = lp_malloc(sizeof(double) * L, "d2f bounds");
-        if (!s->sc || !s->qlo || !s->qhi) return LOPAD_ERR_NOMEM;
-    }
+    struct lp_dec_buf b[D2F_NBUF];
+    enum lopad_status st = lp_dec_alloc_all(b, d2f_bufs(d, s, b));
+    if (st) return st;
     lp_d2f_branch_start(&s->br, &s->c, d->canvas);
     d->n_steps = -1;
     if (d->eng.kv_truncate) d->eng.kv_truncate(d->eng.ud, 0);
