@@ -590,7 +590,9 @@ mk_i8_512(const int NW, const int NG, const int KIND, const uint8_t *w, int64_t 
 #pragma GCC unroll 2
                 for (int g = 0; g < NG; g++)
                     s[o][g] = x0[g];
+#ifdef __OPTIMIZE__ /* the bounds are constants only once KIND is inlined */
 #pragma GCC unroll 8
+#endif
             for (int q = h * (8 / nsub); q < (h + 1) * (8 / nsub); q++) {
                 __m512i xv[2];
 #pragma GCC unroll 2
