@@ -782,9 +782,9 @@ TI8 static void prep_w_i8(const struct mm_job *j, int64_t r0, int nr, int k0, in
                 (uint64_t)(u1 & 0x3f3f3f3fu) |
                 (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
             const __m256 fs =
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi64x(0, (long long)sc)));
             const __m256 fm =
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi64x(0, (long long)mn)));
             _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_set1_ps(d), fs));
             _mm256_storeu_ps(ds + WS_MIN, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), fm),
                                                         _mm256_set1_ps(1.0f / 128)));
@@ -1196,7 +1196,7 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
             h++;
         struct rp_entry *e = &rp->slots[h & (uint64_t)(rp->cap - 1)];
         const size_t nq = (size_t)w->n_out * (size_t)w->n_in;
-        e->key = w->data; /* freed with the table from here on */
+        e->key = w->data; /* the slot is taken: its arrays go with the table from here on */
         e->n_out = w->n_out;
         e->n_in = w->n_in;
         e->q = lp_malloc(nq, w->name ? w->name : "repacked weight");
@@ -1293,10 +1293,10 @@ static struct mm_job mm_job_for(struct lp_cpu *cpu, const struct lp_weight *w) {
 
 /* Panel height for n_out weight rows on n_threads: MB, or fewer rows (a
  * multiple of 12, the micro-kernels' tile heights, at least 24) when MB-row
- * panels would leave fewer than
- * LP_MM_TASKS_PER_THREAD tasks per thread, so that narrow matrices (k/v: 512
- * rows, q/o/down: 3584) keep every core of a large machine busy. The result
- * does not depend on it (each output's reduction is the same). */
+ * panels would leave fewer than LP_MM_TASKS_PER_THREAD tasks per thread, so
+ * that narrow matrices (k/v: 512 rows, q/o/down: 3584) keep every core of a
+ * large machine busy. The result does not depend on it (each output's
+ * reduction is the same). */
 static int mm_panel_rows(int64_t n_out, int n_threads) {
     const int64_t want = (int64_t)LP_MM_TASKS_PER_THREAD * n_threads;
     if (n_threads <= 1 || (n_out + MB - 1) / MB >= want) return MB;
