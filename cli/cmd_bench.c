@@ -122,8 +122,7 @@ static double forward_flops(const struct lopad_hparams *hp, int T, int P, int S)
  * the bytes one forward streams from memory: every matrix of the run layers and
  * the output head once; the embedding table only where the head shares it (a
  * forward otherwise reads just the fed rows of it). */
-static double weight_bytes(const lopad_model *m);
-static double stream_bytes(const lopad_model *m);
+static double model_bytes(const lopad_model *m, bool with_embd);
 
 /* CPU seconds of the calling thread: with --threads 1 every kernel runs on it,
  * and time the OS gave to other processes (a shared machine) does not count. */
@@ -281,8 +280,8 @@ static int bench_forward(int argc, char **argv) {
         printf("shape %s, type %s, %s, prefix %ld, weights %.1f MiB (generated in %.1f s)\n"
                "streamed per forward %.1f MiB%s\n"
                "%8s %5s %10s %10s %8s %10s %9s\n",
-               shape, type_s, on_gpu ? "cuda" : "cpu", prefix, weight_bytes(m) / (1 << 20), gen_s,
-               stream_bytes(m) / (1 << 20),
+               shape, type_s, on_gpu ? "cuda" : "cpu", prefix, model_bytes(m, true) / (1 << 20),
+               gen_s, model_bytes(m, false) / (1 << 20),
                threads == 1 && !on_gpu ? " (times: CPU time of the one thread)" : "", "tokens",
                "seqs", "ms", "GFLOP/s", "%peak", "weights/s", "x stream");
     for (int w = 0; w < n_win * n_seqs; w++) {
@@ -323,9 +322,9 @@ static int bench_forward(int argc, char **argv) {
                        2.0 * hp->n_embd * hp->n_vocab * (S * T - n_out); /* head rows skipped */
         double gflops = flops / best / 1e9;
         double frac = pk.fp32_gflops > 0 ? gflops / pk.fp32_gflops : 0;
-        double stream_gbs = weight_bytes(m) / best / 1e9;
+        double stream_gbs = model_bytes(m, true) / best / 1e9;
         /* against the time to read the streamed weights once at the measured bandwidth */
-        const double sbytes = stream_bytes(m);
+        const double sbytes = model_bytes(m, false);
         double floor_s = pk.bandwidth_gbs > 0 ? sbytes / (pk.bandwidth_gbs * 1e9) : 0;
         double ratio = floor_s > 0 ? best / floor_s : 0;
         if (json)
@@ -362,26 +361,17 @@ done:
     return rc;
 }
 
-static double weight_bytes(const lopad_model *m) {
-    double b = (double)m->tok_embd.row_bytes * m->tok_embd.n_out;
-    if (m->output.data != m->tok_embd.data) b += (double)m->output.row_bytes * m->output.n_out;
-    for (int i = 0; i < m->hp.n_layer; i++) {
-        const struct lp_layer *L = &m->layers[i];
-        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                        &L->w_gate, &L->w_up, &L->w_down};
-        for (int j = 0; j < 7; j++)
-            b += (double)ws[j]->row_bytes * ws[j]->n_out;
-    }
-    return b;
-}
-
-static double stream_bytes(const lopad_model *m) {
+/* Bytes of the layer matrices and the output head, plus the embedding table
+ * when with_embd. Without it: what one forward streams (it reads only the fed
+ * rows of the embedding; see bench/kernels.sh). */
+static double model_bytes(const lopad_model *m, bool with_embd) {
     double b = (double)m->output.row_bytes * m->output.n_out;
+    if (with_embd && m->output.data != m->tok_embd.data)
+        b += (double)m->tok_embd.row_bytes * m->tok_embd.n_out;
     for (int i = 0; i < m->hp.n_layer; i++) {
         const struct lp_layer *L = &m->layers[i];
-        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                        &L->w_gate, &L->w_up, &L->w_down};
-        for (int j = 0; j < 7; j++)
+        const struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (int j = 0; j < LP_N_LAYER_MATRICES; j++)
             b += (double)ws[j]->row_bytes * ws[j]->n_out;
     }
     return b;

@@ -225,6 +225,19 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
 
 /* ------------------------------------------------------------ the helpers */
 
+/* Book one forward that started at t0 (lp_time): its time, and when it
+ * succeeded, one more forward (NFE) over n_seq sequences. */
+static enum lopad_status count_forward(struct lp_decoder *d, double t0, enum lopad_status st,
+                                       int n_seq) {
+    double dt = lp_time() - t0;
+    d->t_forward += dt;
+    if (d->nfe == 0) d->t_first_forward += dt; /* the first forward (both CFG calls) */
+    if (st != LOPAD_OK) return st;
+    d->nfe += 1;
+    d->n_seq_evals += n_seq;
+    return LOPAD_OK;
+}
+
 enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, int n_seq,
                                  const int32_t *out_rows, int n_out, float *logits) {
     LP_ASSERT(n_seq >= 1 && n_seq <= 2);
@@ -269,25 +282,13 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
         }
         LP_ASSERT(st != LOPAD_OK || o == n_out);
     }
-    double dt = lp_time() - t0;
-    d->t_forward += dt;
-    if (d->nfe == 0) d->t_first_forward += dt; /* the first forward (both CFG calls) */
-    if (st != LOPAD_OK) return st;
-    d->nfe += 1; /* the reference runs the canvases as one batched call */
-    d->n_seq_evals += n_seq;
-    return LOPAD_OK;
+    /* one forward even when split: the reference runs the canvases as one batched call */
+    return count_forward(d, t0, st, n_seq);
 }
 
 enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_batch *b) {
     double t0 = lp_time();
-    enum lopad_status st = d->eng.forward(d->eng.ud, b);
-    double dt = lp_time() - t0;
-    d->t_forward += dt;
-    if (d->nfe == 0) d->t_first_forward += dt;
-    if (st != LOPAD_OK) return st;
-    d->nfe += 1;
-    d->n_seq_evals += b->n_seq;
-    return LOPAD_OK;
+    return count_forward(d, t0, d->eng.forward(d->eng.ud, b), b->n_seq);
 }
 
 bool lp_dec_scores_worth(struct lp_decoder *d) {
@@ -318,13 +319,9 @@ enum lopad_status lp_dec_forward_scores(struct lp_decoder *d, const struct lopad
                                         struct lp_row_scores *scores) {
     LP_ASSERT(lp_dec_has_scores(d));
     double t0 = lp_time();
-    enum lopad_status st = d->eng.forward_scores(d->eng.ud, b, scores);
-    double dt = lp_time() - t0;
-    d->t_forward += dt;
-    if (d->nfe == 0) d->t_first_forward += dt;
+    enum lopad_status st =
+        count_forward(d, t0, d->eng.forward_scores(d->eng.ud, b, scores), b->n_seq);
     if (st != LOPAD_OK) return st;
-    d->nfe += 1;
-    d->n_seq_evals += b->n_seq;
     d->nfe_scores++;
     d->sc_hist <<= 1;
     d->sc_n++;

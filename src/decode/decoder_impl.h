@@ -133,6 +133,18 @@ bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scr
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);
 
+/* The whole canvas as one sequence with outputs at rows[0..n_out) (no logits
+ * buffer: for lp_dec_forward_scores). */
+static inline struct lopad_batch lp_dec_canvas_batch(const struct lp_decoder *d, int n_out,
+                                                     const int32_t *rows) {
+    return (struct lopad_batch){.n_tokens = d->L,
+                                .tokens = d->canvas,
+                                .pos = d->pos,
+                                .n_seq = 1,
+                                .n_out = n_out,
+                                .out_rows = rows};
+}
+
 /* A decoder state's heap arrays as one list, so that what is allocated and what
  * is released cannot drift apart. bytes 0 = not needed in this configuration
  * (left NULL). */

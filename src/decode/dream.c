@@ -166,14 +166,7 @@ static void dream_propose(void *ctx, int q, int tid) {
 static int dream_scores(struct lp_decoder *d, struct dream *s, int nt, int n_commit,
                         enum lopad_status *st) {
     const struct lp_decode_request *rq = &d->rq;
-    struct lopad_batch b = {
-        .n_tokens = d->L,
-        .tokens = d->canvas,
-        .pos = d->pos,
-        .n_seq = 1,
-        .n_out = nt,
-        .out_rows = s->rows,
-    };
+    const struct lopad_batch b = lp_dec_canvas_batch(d, nt, s->rows);
     *st = lp_dec_forward_scores(d, &b, s->sc);
     if (*st != LOPAD_OK) return -1;
     bool clear = true;

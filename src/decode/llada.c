@@ -158,14 +158,7 @@ static void llada_propose(void *ctx, int q, int thread_id) {
 static int llada_scores(struct lp_decoder *d, struct llada *s, int m, int k,
                         enum lopad_status *st) {
     const struct lp_decode_request *rq = &d->rq;
-    struct lopad_batch b = {
-        .n_tokens = d->L,
-        .tokens = d->canvas,
-        .pos = d->pos,
-        .n_seq = 1,
-        .n_out = m,
-        .out_rows = s->rows,
-    };
+    const struct lopad_batch b = lp_dec_canvas_batch(d, m, s->rows);
     *st = lp_dec_forward_scores(d, &b, s->sc);
     if (*st != LOPAD_OK) return -1;
     const int32_t eos = d->eng.hp.eos_id, eot = d->eng.hp.eot_id;

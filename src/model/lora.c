@@ -431,9 +431,8 @@ enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir) 
         char paths[7][LP_HF_NAME_MAX];
         lp_hf_layer_linear_modules(m->hp.arch, il, paths);
         struct lp_layer *L = &m->layers[il];
-        struct lp_weight *ws[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                   &L->w_gate, &L->w_up, &L->w_down};
-        for (int k = 0; k < 7; k++) {
+        struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (int k = 0; k < LP_N_LAYER_MATRICES; k++) {
             struct lora_module *md = &mods[il * 7 + k];
             memcpy(md->path, paths[k], LP_HF_NAME_MAX);
             md->layer = il;

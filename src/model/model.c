@@ -77,9 +77,8 @@ void lopad_model_print_info(const lopad_model *m, void *file) {
     double params = (double)hp->n_vocab * hp->n_embd * (m->output.data != m->tok_embd.data ? 2 : 1);
     for (int i = 0; i < hp->n_layer; i++) {
         const struct lp_layer *L = &m->layers[i];
-        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                        &L->w_gate, &L->w_up, &L->w_down};
-        for (unsigned j = 0; j < 7; j++) {
+        const struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (unsigned j = 0; j < LP_N_LAYER_MATRICES; j++) {
             bytes += weight_bytes(ws[j]);
             params += (double)ws[j]->n_in * ws[j]->n_out;
         }

@@ -43,6 +43,13 @@ struct lp_layer {
     struct lp_weight w_down; /* (n_embd, n_ff) */
 };
 
+/* A layer's matrices in one fixed order: q, k, v, o, gate, up, down (the order
+ * of lp_hf_layer_linear_modules). Usage:
+ *   const struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L); */
+#define LP_N_LAYER_MATRICES 7
+#define LP_LAYER_MATRICES(L)                                                                       \
+    { &(L)->wq, &(L)->wk, &(L)->wv, &(L)->wo, &(L)->w_gate, &(L)->w_up, &(L)->w_down }
+
 /* A list of named tensors, as a format loader found them. */
 struct lp_tensor_dir {
     struct lp_tensor *t;

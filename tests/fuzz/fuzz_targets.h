@@ -679,9 +679,8 @@ static inline void lp_fuzz_check_model(const lopad_model *m, const char *what) {
     lp_fuzz_touch(m->output_norm, (size_t)hp->n_embd * sizeof(float));
     for (int il = 0; il < hp->n_layer; il++) {
         const struct lp_layer *L = &m->layers[il];
-        const struct lp_weight *lw[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                         &L->w_gate, &L->w_up, &L->w_down};
-        for (int k = 0; k < 7; k++) {
+        const struct lp_weight *lw[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (int k = 0; k < LP_N_LAYER_MATRICES; k++) {
             if (!lw[k]->data) lp_fuzz_fail("%s: layer %d matrix %d has no data", what, il, k);
             lp_fuzz_touch(lw[k]->data, lw[k]->row_bytes * (size_t)lw[k]->n_out);
         }

@@ -485,9 +485,8 @@ static void free_big(struct lopad_model *m) {
     if (!m) return;
     for (int l = 0; l < m->hp.n_layer; l++) {
         struct lp_layer *L = &m->layers[l];
-        const struct lp_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                        &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++)
+        const struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (int i = 0; i < LP_N_LAYER_MATRICES; i++)
             free((void *)ws[i]->data);
         free(L->attn_norm);
         free(L->ffn_norm);

@@ -583,9 +583,8 @@ static void test_synthetic(void) {
         int nw = 2;
         for (int l = 0; l < b->hp.n_layer; l++) {
             struct lp_layer *L = &b->layers[l];
-            struct lp_weight *lw[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                      &L->w_gate, &L->w_up, &L->w_down};
-            for (int k = 0; k < 7; k++)
+            struct lp_weight *lw[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+            for (int k = 0; k < LP_N_LAYER_MATRICES; k++)
                 ws[nw++] = lw[k];
         }
         for (int k = 0; k < nw; k++) {

@@ -161,7 +161,7 @@ static void check_same(const struct lp_weight *x, const struct lp_weight *y, con
 
 static struct lp_weight *layer_w(lopad_model *m, int il, int k) {
     struct lp_layer *L = &m->layers[il];
-    struct lp_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    struct lp_weight *ws[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
     return ws[k];
 }
 

@@ -1159,16 +1159,15 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
     struct lp_cpu *cpu = ((struct repack_arg *)arg)->cpu;
     const bool force = ((struct repack_arg *)arg)->force;
     *out = NULL;
-    const struct lp_weight **mats =
-        lp_malloc(sizeof *mats * (1 + 7 * (size_t)LP_MAX(m->hp.n_layer, 0)), "repack list");
+    const struct lp_weight **mats = lp_malloc(
+        sizeof *mats * (1 + LP_N_LAYER_MATRICES * (size_t)LP_MAX(m->hp.n_layer, 0)), "repack list");
     if (!mats) return LOPAD_ERR_NOMEM;
     int n = 0;
     if (repackable(&m->output)) mats[n++] = &m->output;
     for (int l = 0; l < m->hp.n_layer; l++) {
         const struct lp_layer *L = &m->layers[l];
-        const struct lp_weight *lw[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                        &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++)
+        const struct lp_weight *lw[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
+        for (int i = 0; i < LP_N_LAYER_MATRICES; i++)
             if (repackable(lw[i])) mats[n++] = lw[i];
     }
     /* the copy is anonymous memory beside the mapped file: by default made only

@@ -178,8 +178,7 @@ static enum lopad_status weights_upload(const struct lopad_model *m, struct cuda
     if (!st) st = upload_vec(w, m->output_norm, hp->n_embd, "output_norm");
     for (int l = 0; !st && l < hp->n_layer; l++) {
         const struct lp_layer *L = &m->layers[l];
-        const struct lp_weight *mats[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                          &L->w_gate, &L->w_up, &L->w_down};
+        const struct lp_weight *mats[LP_N_LAYER_MATRICES] = LP_LAYER_MATRICES(L);
         for (unsigned i = 0; !st && i < sizeof mats / sizeof mats[0]; i++)
             st = upload_matrix(w, mats[i], stage_h, stage_d, sn);
         if (!st) st = upload_vec(w, L->attn_norm, hp->n_embd, "attn_norm");
