@@ -577,6 +577,26 @@ static void test_weights_kept(void) {
     lopad_model_free(m); /* releases the device weights */
 }
 
+/* Two matrices on the same data with different shapes (only a crafted file does
+ * that) cannot share one device copy: the context is refused with a format
+ * error instead of reading past the smaller matrix. */
+static void test_shared_data_refused(void) {
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 6, &m) == 0);
+    if (!m) return;
+    struct lp_layer *L = &m->layers[0];
+    const void *up = L->w_up.data;
+    L->w_up.data = L->wq.data; /* (n_ff, n_embd) over (n_head*head_dim, n_embd) */
+    struct lopad_ctx_params p = {.n_ctx = 8, .n_batch_max = 8, .device = "cuda"};
+    lopad_ctx *c = NULL;
+    const enum lopad_status st = lopad_ctx_new(m, &p, &c);
+    CHECK_MSG(st == LOPAD_ERR_FORMAT && !c, "status %s", lopad_status_name(st));
+    CHECK(strstr(lopad_errmsg(), "shares its data") != NULL);
+    lopad_ctx_free(c);
+    L->w_up.data = up;
+    lopad_model_free(m);
+}
+
 static void test_unknown_device(void) {
     lopad_model *m = NULL;
     CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 1, &m) == LOPAD_OK);
@@ -613,6 +633,7 @@ int main(void) {
     (void)test_head_scores;
     (void)test_dream7b_shape;
     (void)test_weights_kept;
+    (void)test_shared_data_refused;
     fprintf(stderr, "SKIP: built without CUDA (-DLOPAD_CUDA=ON): no GPU cases\n");
     return test_report();
 #else
@@ -641,6 +662,7 @@ int main(void) {
     TEST_RUN(test_head_scores);
     TEST_RUN(test_dream7b_shape);
     TEST_RUN(test_weights_kept);
+    TEST_RUN(test_shared_data_refused);
     return test_report();
 #endif
 }
