@@ -114,6 +114,15 @@ struct lopad_ctx_params {
     int n_batch_max; /* most fed tokens in one lopad_forward (all sequences together) */
     int n_threads;   /* 0 = all cores */
     const char *device; /* NULL or "cpu" = CPU backend; "cuda" = CUDA backend (-DLOPAD_CUDA=ON) */
+    const char *kernels; /* NULL = the best the CPU has; "ref" | "avx2" | "avx512f32" | "avx512"
+                            caps the CPU kernel level (comparisons, debugging) */
+    int repack;          /* enum lopad_repack: Q8_0 weights in the int8 kernel's layout */
+};
+
+enum lopad_repack {
+    LOPAD_REPACK_AUTO = 0, /* when the copy takes at most half of the available memory */
+    LOPAD_REPACK_OFF = 1,
+    LOPAD_REPACK_ON = 2,
 };
 
 enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_params *p,
