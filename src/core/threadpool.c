@@ -1,5 +1,6 @@
 /*
- * threadpool.c - persistent pthread pool with static task partitioning.
+ * threadpool.c - persistent pthread pool; tasks are handed out one at a time
+ * from a shared counter (dynamic scheduling, see below).
  *
  * A job is published by bumping an atomic generation counter. Workers spin on
  * it briefly (kernels come in quick succession during a forward) and then sleep

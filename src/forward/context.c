@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "../backend/cpu/cpu.h"
+#include "../model/model_ref.h"
 #ifdef LOPAD_CUDA
 #include "../backend/cuda/cuda.h"
 #endif
@@ -32,6 +33,7 @@ void lopad_ctx_free(lopad_ctx *c) {
         lp_backend_free(&c->be);
     }
     lp_free(c->seq_start);
+    if (c->model) lp_model_release(c->model); /* may free the model: last */
     lp_free(c);
 }
 
@@ -73,6 +75,10 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
 
     struct lopad_ctx *c = lp_calloc(1, sizeof *c, "context");
     if (!c) return LOPAD_ERR_NOMEM;
+    if (lp_model_retain(m)) { /* the context keeps its model alive */
+        lp_free(c);
+        return LOPAD_ERR_NOMEM;
+    }
     c->model = m;
     c->n_ctx = p->n_ctx;
     c->n_batch_max = p->n_batch_max;
@@ -90,7 +96,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
         if (!st && (st = lp_backend_cpu_bind_model(&c->be, m))) lp_backend_free(&c->be);
         if (st) {
-            lp_free(c);
+            lopad_ctx_free(c);
             return st;
         }
         c->n_threads = lp_backend_cpu_n_threads(&c->be);
@@ -101,7 +107,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         st = LOPAD_ERR_UNSUPPORTED; /* unreachable: rejected above */
 #endif
         if (st) {
-            lp_free(c);
+            lopad_ctx_free(c);
             return st;
         }
 #ifdef LOPAD_CUDA

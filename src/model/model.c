@@ -4,15 +4,16 @@
  * then merge an adapter if asked.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include "model.h"
+#include "model_ref.h"
 #include "../core/types.h"
 
-void lopad_model_free(lopad_model *m) {
-    if (!m) return;
+static void model_destroy(struct lopad_model *m) {
     while (m->caches) {
         struct lp_model_cache *e = m->caches;
         m->caches = e->next;
@@ -30,6 +31,61 @@ void lopad_model_free(lopad_model *m) {
     lp_free(m->lora_path);
     lp_free(m->path);
     lp_free(m);
+}
+
+/* Models that have contexts: how many, and whether the caller's reference is
+ * gone (lopad_model_free ran). Kept beside the models (a count inside struct
+ * lopad_model would need no lock; this keeps model.h as it is): a process
+ * holds few models, and contexts are made far less often than forwards. */
+struct model_ref {
+    const struct lopad_model *m;
+    int n_ctx;
+    bool orphaned;
+    struct model_ref *next;
+};
+static pthread_mutex_t g_ref_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct model_ref *g_refs;
+
+static struct model_ref **ref_find(const struct lopad_model *m) {
+    struct model_ref **r = &g_refs;
+    while (*r && (*r)->m != m)
+        r = &(*r)->next;
+    return r;
+}
+
+enum lopad_status lp_model_retain(const struct lopad_model *m) {
+    enum lopad_status st = LOPAD_OK;
+    pthread_mutex_lock(&g_ref_lock);
+    struct model_ref **r = ref_find(m);
+    if (!*r && (*r = lp_calloc(1, sizeof **r, "model reference"))) (*r)->m = m;
+    if (*r)
+        (*r)->n_ctx++;
+    else
+        st = LOPAD_ERR_NOMEM;
+    pthread_mutex_unlock(&g_ref_lock);
+    return st;
+}
+
+void lp_model_release(const struct lopad_model *m) {
+    pthread_mutex_lock(&g_ref_lock);
+    struct model_ref **r = ref_find(m), *gone = NULL;
+    LP_ASSERT(*r && (*r)->n_ctx > 0);
+    if (--(*r)->n_ctx == 0) {
+        gone = *r;
+        *r = gone->next;
+    }
+    pthread_mutex_unlock(&g_ref_lock);
+    if (gone && gone->orphaned) model_destroy((struct lopad_model *)m);
+    lp_free(gone);
+}
+
+void lopad_model_free(lopad_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&g_ref_lock);
+    struct model_ref *r = *ref_find(m);
+    if (r) r->orphaned = true; /* the last context's lopad_ctx_free destroys it */
+    pthread_mutex_unlock(&g_ref_lock);
+    if (!r) model_destroy(m);
 }
 
 enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opts *opts,

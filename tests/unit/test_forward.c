@@ -8,9 +8,13 @@
  *   - LoPA branches of different lengths in one batch equal each branch alone;
  *   - pruned canvases keep their positions; block-causal masks;
  *   - bitwise equality for 1, 2, 3 threads; no allocation inside a forward;
- *   - malformed batches and commits are rejected with clear messages.
+ *   - malformed batches and commits are rejected with clear messages;
+ *   - a context keeps its model alive: usable after lopad_model_free, and
+ *     contexts made and freed on several threads at once (ASan / TSan builds).
  */
 #include "test.h"
+
+#include <pthread.h>
 
 #include "backend/cpu/cpu.h"
 #include "forward/forward.h"
@@ -537,6 +541,89 @@ static void test_ctx_alloc_failures(void) {
     CHECK(failures > 5);
 }
 
+/* ------------------------------------------------------------- lifetimes */
+
+/* A context keeps its model: after lopad_model_free the context still runs
+ * (same logits, bitwise) and the model goes with the last context (the ASan
+ * build reports a use-after-free or a leak otherwise). */
+static void test_ctx_outlives_model(void) {
+    int32_t tok[8], pos[8];
+    make_tokens(tok, 8, 5);
+    iota(pos, 8, 0);
+    static float ref[8 * V], got[8 * V];
+    lopad_ctx *c = new_ctx(models[0], 8, 8, 2);
+    CHECK(run(c, &(struct feed){.n = 8, .tok = tok, .pos = pos}, ref) == 0);
+    lopad_ctx_free(c);
+
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 42, &m) == 0); /* models[0]'s twin */
+    if (!m) return;
+    lopad_ctx *a = new_ctx(m, 8, 8, 2), *b = new_ctx(m, 8, 8, 1);
+    lopad_model_free(m); /* the caller's reference goes; a and b hold theirs */
+    CHECK(run(a, &(struct feed){.n = 8, .tok = tok, .pos = pos}, got) == 0);
+    CHECK(same(ref, got, 8));
+    lopad_ctx_free(a);
+    memset(got, 0, sizeof got);
+    CHECK(run(b, &(struct feed){.n = 8, .tok = tok, .pos = pos}, got) == 0);
+    CHECK(same(ref, got, 8));
+    lopad_ctx_free(b); /* the last reference: frees the model */
+}
+
+struct ctx_thread {
+    lopad_ctx *own; /* made before the thread starts: keeps the model alive */
+    const float *ref;
+    int bad;
+};
+
+static void *ctx_thread_main(void *arg) {
+    struct ctx_thread *t = arg;
+    int32_t tok[8], pos[8];
+    make_tokens(tok, 8, 5);
+    iota(pos, 8, 0);
+    float *got = malloc(sizeof(float) * 8 * V);
+    for (int i = 0; i < 6 && got; i++) {
+        lopad_ctx *c = NULL;
+        const struct lopad_ctx_params p = {.n_ctx = 8, .n_batch_max = 8, .n_threads = 1 + i % 2};
+        if (lopad_ctx_new(t->own->model, &p, &c)) {
+            t->bad++;
+            continue;
+        }
+        if (run(c, &(struct feed){.n = 8, .tok = tok, .pos = pos}, got) || !same(t->ref, got, 8))
+            t->bad++;
+        lopad_ctx_free(c);
+    }
+    if (run(t->own, &(struct feed){.n = 8, .tok = tok, .pos = pos}, got) || !same(t->ref, got, 8))
+        t->bad++;
+    lopad_ctx_free(t->own); /* the last of the two threads frees the model */
+    free(got);
+    return NULL;
+}
+
+/* Two threads make, use and free contexts on one model at once (binding it
+ * concurrently: the model cache), while the caller has already freed it. Run
+ * under TSan too (a -fsanitize=thread build). */
+static void test_ctx_threads(void) {
+    int32_t tok[8], pos[8];
+    make_tokens(tok, 8, 5);
+    iota(pos, 8, 0);
+    static float ref[8 * V];
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_Q8_0, 7, &m) == 0);
+    if (!m) return;
+    lopad_ctx *c = new_ctx(m, 8, 8, 1);
+    CHECK(run(c, &(struct feed){.n = 8, .tok = tok, .pos = pos}, ref) == 0);
+    lopad_ctx_free(c);
+    struct ctx_thread t[2] = {{new_ctx(m, 8, 8, 1), ref, 0}, {new_ctx(m, 8, 8, 2), ref, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&th[i], NULL, ctx_thread_main, &t[i]) == 0);
+    lopad_model_free(m);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_MSG(t[i].bad == 0, "thread %d: %d failed or different forwards", i, t[i].bad);
+    }
+}
+
 /* -------------------------------------------------------- synthetic models */
 
 static void test_synthetic(void) {
@@ -633,6 +720,8 @@ int main(void) {
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_ctx_alloc_failures);
     TEST_RUN(test_synthetic);
+    TEST_RUN(test_ctx_outlives_model);
+    TEST_RUN(test_ctx_threads);
     for (int i = 0; i < 3; i++)
         lopad_model_free(models[i]);
     return test_report();

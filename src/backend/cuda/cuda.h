@@ -10,8 +10,10 @@
 #include "../backend.h"
 
 /* Create a CUDA backend on the current device for model m. The model's weights
- * are uploaded on first use and shared by every CUDA backend of the same model
- * (refcounted; released with the last one). n_rows_max bounds the rows of any
+ * are uploaded on first use and shared by every CUDA backend of the same model:
+ * they are kept with the model (lp_model_cache_get) and released when the model
+ * itself goes (the last of lopad_model_free and its contexts' lopad_ctx_free),
+ * so a context made per request does not upload them again. n_rows_max bounds the rows of any
  * matmul / attention call (the context's n_batch_max).
  * LOPAD_ERR_UNSUPPORTED when there is no usable device or head_dim > 128. */
 enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
