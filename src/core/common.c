@@ -4,11 +4,15 @@
 #endif
 #include "common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <stdatomic.h>
 
 static _Thread_local char err_msg[1024];
@@ -21,9 +25,48 @@ enum lopad_status lp_error(enum lopad_status st, const char *fmt, ...) {
     return st;
 }
 
-void lp_clear_error(void) { err_msg[0] = 0; }
+void lp_clear_error(void) {
+    err_msg[0] = 0;
+}
 
-const char *lopad_errmsg(void) { return err_msg; }
+const char *lopad_errmsg(void) {
+    return err_msg;
+}
+
+static const char *file_kind(mode_t m) {
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "a special file";
+}
+
+enum lopad_status lp_open_regular(const char *path, int *fd, uint64_t *size) {
+    *fd = -1;
+    *size = 0;
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0) return lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return lp_error(LOPAD_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        return lp_error(LOPAD_ERR_IO, "%s: is %s, not a regular file", path, file_kind(sb.st_mode));
+    }
+    int fl = fcntl(f, F_GETFL);
+    if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(f);
+        return lp_error(LOPAD_ERR_IO, "%s: cannot clear O_NONBLOCK: %s", path, strerror(e));
+    }
+    *fd = f;
+    *size = (uint64_t)sb.st_size;
+    return LOPAD_OK;
+}
 
 const char *lopad_status_name(enum lopad_status st) {
     switch (st) {
@@ -45,8 +88,12 @@ _Noreturn void lp_abort(const char *file, int line, const char *msg) {
 static atomic_long fail_after = -1;
 static atomic_long n_allocs = 0;
 
-void lp_alloc_fail_after(long n) { atomic_store(&fail_after, n); }
-long lp_alloc_count(void) { return atomic_load(&n_allocs); }
+void lp_alloc_fail_after(long n) {
+    atomic_store(&fail_after, n);
+}
+long lp_alloc_count(void) {
+    return atomic_load(&n_allocs);
+}
 
 /* true when this allocation must fail (test injection) */
 static bool inject_failure(void) {
@@ -81,7 +128,9 @@ void *lp_realloc(void *p, size_t n, const char *what) {
     return q ? q : nomem(n, what);
 }
 
-void lp_free(void *p) { free(p); }
+void lp_free(void *p) {
+    free(p);
+}
 
 char *lp_strdup(const char *s, const char *what) {
     size_t n = strlen(s) + 1;

@@ -25,9 +25,9 @@ enum lopad_status lp_error(enum lopad_status st, const char *fmt, ...)
 void lp_clear_error(void);
 
 _Noreturn void lp_abort(const char *file, int line, const char *msg);
-#define LP_ASSERT(x) \
-    do { \
-        if (!(x)) lp_abort(__FILE__, __LINE__, #x); \
+#define LP_ASSERT(x)                                                                               \
+    do {                                                                                           \
+        if (!(x)) lp_abort(__FILE__, __LINE__, #x);                                                \
     } while (0)
 
 /* Allocation. All engine memory goes through these so that tests can make the
@@ -50,6 +50,13 @@ static inline bool lp_mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
 static inline bool lp_add_ok(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
+
+/* Open a user-supplied file for reading without ever blocking: O_NONBLOCK (so a
+ * FIFO or device does not hang open()), O_CLOEXEC, then fstat; anything but a
+ * regular file is refused with LOPAD_ERR_IO naming `path`. On success *fd is
+ * a blocking descriptor again and *size its length. Every file lopad reads
+ * from a model directory, GGUF or adapter goes through here. */
+enum lopad_status lp_open_regular(const char *path, int *fd, uint64_t *size);
 
 /* Wall clock in seconds (monotonic). */
 double lp_time(void);

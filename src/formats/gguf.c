@@ -540,28 +540,20 @@ enum lopad_status lp_gguf_open_memory(const void *data, size_t size, const char 
 
 enum lopad_status lp_gguf_open(const char *path, struct lp_gguf **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
+    int fd;
+    uint64_t fsize;
+    enum lopad_status ost = lp_open_regular(path, &fd, &fsize);
+    if (ost) return ost;
+    if (fsize < 24) {
         close(fd);
-        return lp_error(LOPAD_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+        return lp_error(LOPAD_ERR_FORMAT, "%s: file too small for a GGUF header (%llu bytes)", path,
+                        (unsigned long long)fsize);
     }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lp_error(LOPAD_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 24) {
-        close(fd);
-        return lp_error(LOPAD_ERR_FORMAT, "%s: file too small for a GGUF header (%lld bytes)", path,
-                        (long long)sb.st_size);
-    }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
+    if (fsize > SIZE_MAX) {
         close(fd);
         return lp_error(LOPAD_ERR_IO, "%s: file too large to map", path);
     }
-    size_t size = (size_t)sb.st_size;
+    size_t size = (size_t)fsize;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);

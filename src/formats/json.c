@@ -8,25 +8,28 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 enum lopad_status lp_read_file(const char *path, size_t max_bytes, char **out, size_t *len) {
     *out = NULL;
     *len = 0;
     if (max_bytes == 0) max_bytes = LP_JSON_MAX_BYTES;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return lp_error(LOPAD_ERR_IO, "%s: not a regular file", path);
+    int fd;
+    uint64_t fsize;
+    enum lopad_status st = lp_open_regular(path, &fd, &fsize);
+    if (st) return st;
+    if (fsize > max_bytes) {
+        close(fd);
+        return lp_error(LOPAD_ERR_FORMAT, "%s: file is %llu bytes, more than the %zu allowed", path,
+                        (unsigned long long)fsize, max_bytes);
     }
-    if ((uint64_t)sb.st_size > max_bytes) {
-        fclose(f);
-        return lp_error(LOPAD_ERR_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,
-                        (long long)sb.st_size, max_bytes);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return lp_error(LOPAD_ERR_IO, "%s: cannot read: %s", path, strerror(e));
     }
-    size_t n = (size_t)sb.st_size;
+    size_t n = (size_t)fsize;
     char *buf = lp_malloc(n + 1, path);
     if (!buf) {
         fclose(f);

@@ -267,18 +267,9 @@ enum lopad_status lp_st_open(const char *path, struct lp_st_file **out) {
     enum lopad_status st = LOPAD_ERR_NOMEM;
     if (!(f->path = lp_strdup(path, "safetensors path"))) goto fail;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        st = lp_error(LOPAD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        st = lp_error(LOPAD_ERR_IO, "%s: not a regular file", path);
-        goto fail;
-    }
-    uint64_t fsize = (uint64_t)sb.st_size;
+    int fd;
+    uint64_t fsize;
+    if ((st = lp_open_regular(path, &fd, &fsize))) goto fail;
     if (fsize < 8) {
         close(fd);
         st = lp_error(LOPAD_ERR_FORMAT,

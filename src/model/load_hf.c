@@ -108,9 +108,11 @@ static enum lopad_status join(char *buf, size_t size, const char *dir, const cha
     return LOPAD_OK;
 }
 
+/* Present at all: a FIFO, device or directory under a known name is then
+ * refused by the reader (lp_open_regular) instead of passing for absent. */
 static bool file_exists(const char *path) {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    return stat(path, &sb) == 0;
 }
 
 /* A token id: an integer, or a list of them (first taken, as for eos lists in

@@ -475,9 +475,11 @@ enum lopad_status lp_tokenizer_from_gguf(const char *path, struct lp_tokenizer *
 
 /* ------------------------------------------------------------ any source */
 
+/* Present at all: a FIFO or directory under the name is then refused by the
+ * reader (lp_open_regular) rather than taken for absent. */
 static bool is_file(const char *p) {
     struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+    return stat(p, &sb) == 0;
 }
 
 static bool ends_with(const char *s, const char *suf) {

@@ -570,7 +570,8 @@ static enum lopad_status piece_encode(struct lp_tokenizer *t, const char *s, siz
             struct lp_cache_slot *c = &t->cache[slot];
             if (!c->hash) break;
             if (c->hash == h && c->key_len == n && !memcmp(t->ckeys + c->key_off, s, n))
-                return ids_append(out, t->cids + c->ids_off, c->n_ids);
+                /* a piece of dropped bytes caches zero ids: t->cids may be NULL */
+                return c->n_ids ? ids_append(out, t->cids + c->ids_off, c->n_ids) : LOPAD_OK;
             slot = (slot + 1) & t->cache_mask;
         }
     }

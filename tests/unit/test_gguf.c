@@ -1271,6 +1271,26 @@ static void test_save_hf_tokenizer(void) {
     }
 }
 
+/* A FIFO or directory given as the model is refused at once (open() must not
+ * block), with an error naming it. */
+static void test_special_files(void) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/fifo.gguf", tmpdir);
+    unlink(p);
+    CHECK(mkfifo(p, 0600) == 0);
+    struct lp_gguf *g = NULL;
+    CHECK(lp_gguf_open(p, &g) == LOPAD_ERR_IO && !g);
+    CHECK_MSG(strstr(lopad_errmsg(), "fifo.gguf") && strstr(lopad_errmsg(), "FIFO"), "%s",
+              lopad_errmsg());
+    lopad_model *m = NULL;
+    CHECK(lopad_model_load(p, NULL, &m) != LOPAD_OK && !m);
+    CHECK_MSG(strstr(lopad_errmsg(), "fifo.gguf") && strstr(lopad_errmsg(), "FIFO"), "%s",
+              lopad_errmsg());
+    unlink(p);
+    CHECK(lp_gguf_open("/dev/null", &g) == LOPAD_ERR_IO && !g);
+    CHECK_MSG(strstr(lopad_errmsg(), "character device"), "%s", lopad_errmsg());
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_gguf_tmp_%ld", LOPAD_BINARY_DIR, (long)getpid());
     mkdir(tmpdir, 0755);
@@ -1289,6 +1309,9 @@ int main(void) {
     TEST_RUN(test_save_llada_permuted);
     TEST_RUN(test_load_gguf_errors);
     TEST_RUN(test_save_hf_tokenizer);
+    alarm(120); /* a blocking open() fails the test instead of hanging it */
+    TEST_RUN(test_special_files);
+    alarm(0);
     for (int i = 0; i < N_TSPEC; i++)
         free(tensor_data[i]);
     rmdir(tmpdir);

@@ -600,6 +600,40 @@ static void test_bad_dirs(void) {
     expect_load_fail(dir, LOPAD_ERR_FORMAT, "tokenizer_config.json", "malformed");
 }
 
+/* A FIFO (or other non-regular file) under any name the loader reads is
+ * refused at once with an error naming it; open() must not block on it. */
+static void test_special_files(void) {
+    static const char *const names[] = {
+        "config.json",         "generation_config.json", "tokenizer_config.json",
+        "chat_template.jinja", "model.safetensors",      "model.safetensors.index.json",
+    };
+    struct opts o = {
+        .arch = LOPAD_ARCH_DREAM, .mat_type = LOPAD_TYPE_BF16, .no_tokenizer_config = true};
+    char p[600];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *dir = make_model("special", &o);
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+        CHECK(mkfifo(p, 0600) == 0);
+        expect_load_fail(dir, LOPAD_ERR_IO, names[i], "FIFO");
+        unlink(p);
+        CHECK(mkdir(p, 0700) == 0);
+        expect_load_fail(dir, LOPAD_ERR_IO, names[i], "directory");
+        rmdir(p);
+    }
+    /* an adapter directory whose files are FIFOs */
+    const char *dir = make_model("special", &o);
+    snprintf(p, sizeof p, "%s/adapter", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/adapter/adapter_config.json", dir);
+    CHECK(mkfifo(p, 0600) == 0);
+    snprintf(p, sizeof p, "%s/adapter", dir);
+    struct lopad_load_opts lo = {.lora_dir = p};
+    lopad_model *m = NULL;
+    CHECK(lopad_model_load(dir, &lo, &m) == LOPAD_ERR_IO && m == NULL);
+    CHECK_MSG(msg_has("adapter_config.json") && msg_has("FIFO"), "%s", lopad_errmsg());
+}
+
 /* Every allocation failure during a sharded load returns NOMEM and leaks
  * nothing (run under ASan). */
 static void test_alloc_failures(void) {
@@ -631,5 +665,7 @@ int main(void) {
     TEST_RUN(test_ref_fixtures);
     TEST_RUN(test_bad_dirs);
     TEST_RUN(test_alloc_failures);
+    alarm(120); /* a blocking open() must fail the test, not hang it */
+    TEST_RUN(test_special_files);
     return test_report();
 }

@@ -20,6 +20,8 @@
 #include <utf8proc.h>
 
 #include "test.h"
+
+#include <unistd.h>
 #include "model/tokenizer.h"
 #include "model/tok_internal.h"
 #include "formats/gguf.h"
@@ -932,6 +934,68 @@ static void test_gguf_errors(void) {
     }
 }
 
+/* A piece whose bytes all lack a token (no unk) encodes to zero ids; its
+ * cached empty result, replayed, must not touch the still-NULL id cache
+ * (clang UBSan: "applying zero offset to null pointer"). */
+static void test_dropped_bytes_cache(void) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/dropped.json", dir);
+    CHECK(write_text(path, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},"
+                           "\"merges\":[]}}"));
+    struct lp_tokenizer *t = NULL;
+    CHECK_MSG(lp_tokenizer_from_hf_json(path, NULL, &t) == LOPAD_OK, "%s", lopad_errmsg());
+    if (!t) return;
+    for (int round = 0; round < 3; round++) {
+        struct lp_ids ids = {0};
+        CHECK(lp_tokenizer_encode(t, "xy", 2, false, &ids) == LOPAD_OK);
+        CHECK(ids.n == 0);
+        lp_ids_free(&ids);
+    }
+    struct lp_ids ids = {0};
+    CHECK(lp_tokenizer_encode(t, "ab", 2, false, &ids) == LOPAD_OK);
+    CHECK(ids.n == 2 && ids.v[0] == 0 && ids.v[1] == 1);
+    lp_ids_free(&ids);
+    lp_tokenizer_free(t);
+}
+
+/* FIFOs and directories where tokenizer files are expected are refused at
+ * once (open() must not block), with an error naming the file. */
+static void test_special_files(void) {
+    char d[1200], p[1300];
+    snprintf(d, sizeof d, "%s/special", dir);
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/tokenizer.json", d);
+    unlink(p);
+    rmdir(p);
+    CHECK(mkfifo(p, 0600) == 0);
+    struct lp_tokenizer *t = NULL;
+    CHECK(lp_tokenizer_load(d, &t) == LOPAD_ERR_IO && !t);
+    CHECK_MSG(strstr(lopad_errmsg(), "tokenizer.json") && strstr(lopad_errmsg(), "FIFO"), "%s",
+              lopad_errmsg());
+    CHECK(lp_tokenizer_load(p, &t) == LOPAD_ERR_IO && !t);
+    CHECK_MSG(strstr(lopad_errmsg(), "FIFO"), "%s", lopad_errmsg());
+    unlink(p);
+    /* a FIFO tokenizer_config.json next to a valid tokenizer.json */
+    char *j = tiny_json("null", "", false);
+    CHECK(write_text(p, j));
+    free(j);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", d);
+    unlink(p);
+    CHECK(mkfifo(p, 0600) == 0);
+    CHECK(lp_tokenizer_load(d, &t) == LOPAD_ERR_IO && !t);
+    CHECK_MSG(strstr(lopad_errmsg(), "tokenizer_config.json") && strstr(lopad_errmsg(), "FIFO"),
+              "%s", lopad_errmsg());
+    unlink(p);
+    /* a FIFO given as a GGUF tokenizer */
+    snprintf(p, sizeof p, "%s/model.gguf", d);
+    unlink(p);
+    CHECK(mkfifo(p, 0600) == 0);
+    CHECK(lp_tokenizer_load(p, &t) == LOPAD_ERR_IO && !t);
+    CHECK_MSG(strstr(lopad_errmsg(), "model.gguf") && strstr(lopad_errmsg(), "FIFO"), "%s",
+              lopad_errmsg());
+    unlink(p);
+}
+
 static void test_throughput(void) {
     if (!tk_json) TEST_SKIP("no tokenizer");
     size_t n;
@@ -979,6 +1043,10 @@ int main(int argc, char **argv) {
     TEST_RUN(test_decode_stream);
     TEST_RUN(test_generic_json);
     TEST_RUN(test_gguf_errors);
+    TEST_RUN(test_dropped_bytes_cache);
+    alarm(120); /* a blocking open() fails the test instead of hanging it */
+    TEST_RUN(test_special_files);
+    alarm(0);
     TEST_RUN(test_throughput);
     lp_tokenizer_free(tk_json);
     lp_tokenizer_free(tk_pairs);
