@@ -8,6 +8,7 @@
 #define LP_CLI_EVAL_SCORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* GSM8K: the number after the last "####" (strict), or NULL */
 char *lp_eval_gsm_strict(const char *out);
@@ -34,12 +35,28 @@ char *lp_eval_code_block(const char *out);
  * non-space character after the first line): the usual HumanEval stop rule. */
 char *lp_eval_cut_completion(const char *completion);
 
-enum lp_exec_result { LP_EXEC_PASS = 0, LP_EXEC_FAIL = 1, LP_EXEC_TIMEOUT = 2, LP_EXEC_ERROR = 3 };
-/* Run `program` with $LOPAD_PYTHON, else /usr/bin/python3, else python3 from PATH, in a fresh
- * temporary directory and its own process group, without network (unshare -n when it works, and
- * socket connect/bind disabled in the interpreter), with CPU / memory / file size limits; killed
- * after timeout_s. PASS = exit status 0. */
+enum lp_exec_result {
+    LP_EXEC_PASS = 0,
+    LP_EXEC_FAIL = 1,
+    LP_EXEC_TIMEOUT = 2,
+    LP_EXEC_ERROR = 3,
+    LP_EXEC_NOSANDBOX = 4 /* refused: no working sandbox and unsafe execution not allowed */
+};
+/* Run `program` with $LOPAD_PYTHON, else /usr/bin/python3, else python3 from PATH, killed
+ * with everything it started after timeout_s. PASS = exit status 0.
+ * The sandbox is bubblewrap ($LOPAD_BWRAP, else bwrap from PATH): new user, PID, network,
+ * mount, IPC and UTS namespaces, the system read-only, a private tmpfs /tmp as the working
+ * directory, run as nobody when lopad is root, and CPU / address-space / process / file-size
+ * limits (prlimit). Without a working sandbox (see lp_eval_sandbox_check) the program is
+ * refused (LP_EXEC_NOSANDBOX) unless unsafe execution is on: then it runs as before the
+ * sandbox (a temporary directory, unshare -n where it works, rlimits, the user's file access). */
 enum lp_exec_result lp_eval_exec_python(const char *program, double timeout_s);
+/* allow running generated code unconfined when no sandbox works (`--unsafe-exec`) */
+void lp_eval_set_unsafe_exec(bool on);
+bool lp_eval_unsafe_exec(void);
+/* 0 when the sandbox works (probed once, by running an empty program in it); else 1 with
+ * the reason (naming what is missing or bwrap's own message) in why[cap] */
+int lp_eval_sandbox_check(char *why, size_t cap);
 const char *lp_exec_result_name(enum lp_exec_result r);
 
 /* Built-in scorer cases; prints failures and "N passed, N failed" on stdout.

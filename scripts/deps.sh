@@ -4,7 +4,9 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libcjson-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(python3)
+  # bubblewrap: the sandbox of `lopad eval`'s generated code (HumanEval, MBPP);
+  # util-linux: prlimit sets that code's limits inside it
+  pkgs+=(python3 bubblewrap util-linux)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
