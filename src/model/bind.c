@@ -4,6 +4,7 @@
  * into the file. Matrices stay views in their stored type; norm weights and
  * biases (a few KB each) are copied to f32 so the forward never converts them.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,10 +18,13 @@ const struct lp_tensor *lp_dir_find(const struct lp_tensor_dir *d, const char *n
 }
 
 bool lp_model_own(struct lopad_model *m, void *ptr, size_t size, bool mapped) {
-    struct lp_owned *o = lp_realloc(m->owned, sizeof(*o) * (m->n_owned + 1), "model ownership list");
+    struct lp_owned *o =
+        lp_realloc(m->owned, sizeof(*o) * (m->n_owned + 1), "model ownership list");
     if (!o) {
-        if (mapped) munmap(ptr, size);
-        else lp_free(ptr);
+        if (mapped)
+            munmap(ptr, size);
+        else
+            lp_free(ptr);
         return false;
     }
     m->owned = o;
@@ -29,7 +33,7 @@ bool lp_model_own(struct lopad_model *m, void *ptr, size_t size, bool mapped) {
 }
 
 enum lopad_status lp_hparams_check(const struct lopad_hparams *hp, const char *src) {
-#define REQ(cond, what) \
+#define REQ(cond, what)                                                                            \
     if (!(cond)) return lp_error(LOPAD_ERR_FORMAT, "%s: invalid hyper-parameter: %s", src, what)
     REQ(hp->n_embd > 0 && hp->n_embd <= 1 << 16, "hidden size (n_embd) must be in 1..65536");
     REQ(hp->n_layer > 0 && hp->n_layer <= 1024, "layer count must be in 1..1024");
@@ -50,10 +54,122 @@ enum lopad_status lp_hparams_check(const struct lopad_hparams *hp, const char *s
     return LOPAD_OK;
 }
 
+/* Non-finite checks. An IEEE value is NaN or inf exactly when all its exponent
+ * bits are set. Floats are tested 64 bits at a time (SWAR): in each lane,
+ * v = (x & mask) ^ mask is zero for a non-finite x, and since a lane of v has
+ * its top bit clear, v - 1 borrows into that top bit only when the lane (or
+ * one below it) is zero. A chunk ORs these flags without branches; only a
+ * chunk that fails is walked again to find the index. Quantised blocks are
+ * finite when their f16 scales are (the quants are small integers). */
+#define NF_CHUNK_BYTES 16384
+
+static uint64_t repeat_lane(uint64_t lane, unsigned esize) {
+    uint64_t w = 0;
+    for (unsigned k = 0; k < 8; k += esize)
+        w |= lane << (8 * k);
+    return w;
+}
+
+static bool elem_nonfinite(const uint8_t *p, unsigned esize, uint32_t mask) {
+    uint32_t x = 0;
+    memcpy(&x, p, esize); /* little-endian lanes, as the files store them */
+    return (x & mask) == mask;
+}
+
+/* n elements of esize (2 or 4) bytes, exponent mask `mask` */
+static int64_t nonfinite_floats(const uint8_t *p, int64_t n, unsigned esize, uint32_t mask) {
+    const uint64_t m = repeat_lane(mask, esize), ones = repeat_lane(1, esize);
+    const uint64_t tops = repeat_lane((uint64_t)1 << (8 * esize - 1), esize);
+    const size_t nbytes = (size_t)n * esize;
+    for (size_t base = 0; base < nbytes; base += NF_CHUNK_BYTES) {
+        const size_t end = LP_MIN(nbytes, base + NF_CHUNK_BYTES);
+        uint64_t bad = 0;
+        size_t i = base;
+        for (; i + 32 <= end; i += 32) { /* four independent words per step */
+            uint64_t w[4];
+            memcpy(w, p + i, 32);
+            for (int k = 0; k < 4; k++) {
+                const uint64_t v = (w[k] & m) ^ m;
+                bad |= (v - ones) & ~v & tops;
+            }
+        }
+        for (; i + 8 <= end; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            const uint64_t v = (w & m) ^ m;
+            bad |= (v - ones) & ~v & tops;
+        }
+        for (; i < end; i += esize)
+            bad |= elem_nonfinite(p + i, esize, mask);
+        for (i = base; bad && i < end; i += esize)
+            if (elem_nonfinite(p + i, esize, mask)) return (int64_t)(i / esize);
+    }
+    return -1;
+}
+
+/* n_blocks blocks of `stride` bytes, each with `n_scales` f16 scales from byte `off` */
+static int64_t nonfinite_scales(const uint8_t *p, int64_t n_blocks, size_t stride, size_t off,
+                                int n_scales, int blck) {
+    int bad = 0;
+    for (int64_t b = 0; b < n_blocks; b++)
+        for (int k = 0; k < n_scales; k++) {
+            uint16_t x;
+            memcpy(&x, p + (size_t)b * stride + off + 2 * (size_t)k, 2);
+            bad |= (x & 0x7c00u) == 0x7c00u;
+        }
+    if (!bad) return -1;
+    for (int64_t b = 0; b < n_blocks; b++)
+        for (int k = 0; k < n_scales; k++) {
+            uint16_t x;
+            memcpy(&x, p + (size_t)b * stride + off + 2 * (size_t)k, 2);
+            if ((x & 0x7c00u) == 0x7c00u) return b * blck;
+        }
+    return -1;
+}
+
+int64_t lp_find_nonfinite(int type, const void *data, int64_t n) {
+    const uint8_t *p = data;
+    switch (type) {
+    case LOPAD_TYPE_F32: return nonfinite_floats(p, n, 4, 0x7f800000u);
+    case LOPAD_TYPE_F16: return nonfinite_floats(p, n, 2, 0x7c00u);
+    case LOPAD_TYPE_BF16: return nonfinite_floats(p, n, 2, 0x7f80u);
+    case LOPAD_TYPE_Q8_0:
+        return nonfinite_scales(p, n / LP_QK8_0, sizeof(lp_block_q8_0), offsetof(lp_block_q8_0, d),
+                                1, LP_QK8_0);
+    case LOPAD_TYPE_Q4_0:
+        return nonfinite_scales(p, n / LP_QK4_0, sizeof(lp_block_q4_0), offsetof(lp_block_q4_0, d),
+                                1, LP_QK4_0);
+    case LOPAD_TYPE_Q4_K: /* d and dmin are adjacent */
+        return nonfinite_scales(p, n / LP_QK_K, sizeof(lp_block_q4_K), offsetof(lp_block_q4_K, d),
+                                2, LP_QK_K);
+    case LOPAD_TYPE_Q6_K:
+        return nonfinite_scales(p, n / LP_QK_K, sizeof(lp_block_q6_K), offsetof(lp_block_q6_K, d),
+                                1, LP_QK_K);
+    }
+    return -1;
+}
+
+/* Refuse a tensor holding NaN or inf: it would poison every logit downstream. */
+static enum lopad_status check_finite(int type, const void *data, int64_t n_rows, size_t row_bytes,
+                                      int64_t n_in, const char *name, const char *src) {
+    const uint8_t *p = data;
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t j = lp_find_nonfinite(type, p + (size_t)r * row_bytes, n_in);
+        if (j >= 0)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: tensor '%s' holds a non-finite %s (NaN or inf) at row %lld, "
+                            "column %lld",
+                            src, name,
+                            lp_type_traits(type)->blck_size > 1 ? "block scale" : "value",
+                            (long long)r, (long long)j);
+    }
+    return LOPAD_OK;
+}
+
 /* Find `name` and check it is a matrix of PyTorch shape [n_out, n_in]. */
 static enum lopad_status bind_matrix(struct lopad_model *m, const struct lp_tensor_dir *d,
-                                     const char *name, int64_t n_out, int64_t n_in,
-                                     const char *src, struct lp_weight *w) {
+                                     const char *name, int64_t n_out, int64_t n_in, const char *src,
+                                     struct lp_weight *w) {
     const struct lp_tensor *t = lp_dir_find(d, name);
     if (!t) return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor '%s'", src, name);
     if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
@@ -72,8 +188,11 @@ static enum lopad_status bind_matrix(struct lopad_model *m, const struct lp_tens
                         src, name, (long long)n_in, tr->name);
     uint64_t need;
     if (!lp_mul_ok(rb, (uint64_t)n_out, &need) || need > t->nbytes)
-        return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' holds %zu bytes, %s [%lld x %lld] needs more",
-                        src, name, t->nbytes, tr->name, (long long)n_out, (long long)n_in);
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' holds %zu bytes, %s [%lld x %lld] needs more", src, name,
+                        t->nbytes, tr->name, (long long)n_out, (long long)n_in);
+    enum lopad_status st = check_finite(t->type, t->data, n_out, rb, n_in, name, src);
+    if (st) return st;
     *w = (struct lp_weight){t->name, t->type, n_in, n_out, rb, t->data};
     if (t->type >= 0 && t->type < 64) m->type_count[t->type]++;
     return LOPAD_OK;
@@ -102,6 +221,8 @@ static enum lopad_status bind_vector(struct lopad_model *m, const struct lp_tens
     float *v = lp_malloc(sizeof(float) * n, name);
     if (!v || !lp_model_own(m, v, sizeof(float) * n, false)) return LOPAD_ERR_NOMEM;
     tr->to_float(t->data, v, n);
+    enum lopad_status st = check_finite(LOPAD_TYPE_F32, v, 1, 0, n, name, src);
+    if (st) return st;
     *out = v;
     return LOPAD_OK;
 }
@@ -133,11 +254,11 @@ enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_di
     m->layers = lp_calloc(hp->n_layer, sizeof(struct lp_layer), "layer table");
     if (!m->layers || !lp_model_own(m, m->layers, 0, false)) return LOPAD_ERR_NOMEM;
     char name[96];
-#define MAT(field, suffix, rows, cols) \
-    snprintf(name, sizeof name, "blk.%d." suffix ".weight", i); \
+#define MAT(field, suffix, rows, cols)                                                             \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", i);                                    \
     if ((st = bind_matrix(m, d, name, rows, cols, src, &L->field))) return st;
-#define VEC(field, suffix, kind, n, req) \
-    snprintf(name, sizeof name, "blk.%d." suffix "." kind, i); \
+#define VEC(field, suffix, kind, n, req)                                                           \
+    snprintf(name, sizeof name, "blk.%d." suffix "." kind, i);                                     \
     if ((st = bind_vector(m, d, name, n, req, src, &L->field))) return st;
     for (int i = 0; i < hp->n_layer; i++) {
         struct lp_layer *L = &m->layers[i];

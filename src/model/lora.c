@@ -41,6 +41,10 @@ struct lora_module {
     const char *a_name, *b_name;
 };
 
+/* |lora_alpha| above this is a broken config, not a training choice (PEFT
+ * adapters use 1..a few hundred); the merged values are checked anyway. */
+#define LORA_ALPHA_MAX 1e6
+
 struct lora_cfg {
     int r;
     double alpha;
@@ -148,6 +152,9 @@ static enum lopad_status read_config(const cJSON *c, const char *src, struct lor
                             src, refused[i]);
     TRY(lp_json_get_int(c, "r", 1, 1 << 16, src, &lc->r));
     TRY(lp_json_get_double(c, "lora_alpha", src, &lc->alpha));
+    if (fabs(lc->alpha) > LORA_ALPHA_MAX)
+        return lp_error(LOPAD_ERR_FORMAT, "%s: key 'lora_alpha' is %g; it must be in [-%g, %g]",
+                        src, lc->alpha, LORA_ALPHA_MAX, LORA_ALPHA_MAX);
     TRY(lp_json_opt_bool(c, "use_rslora", false, src, &lc->rslora));
 
     if (lp_json_absent(c, "target_modules"))
@@ -236,10 +243,23 @@ static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mo
                 y[j] += c * a[j];
         }
         out_tr->from_float(row, dst + o * out_rb, n_in);
+        /* checked after storing: a finite f32 sum can still overflow F16 */
+        int64_t j = lp_find_nonfinite(out_type, dst + o * out_rb, n_in);
+        if (j >= 0) {
+            lp_free(dst);
+            dst = NULL;
+            lp_error(LOPAD_ERR_FORMAT,
+                     "%s: merging the LoRA adapter into tensor '%s' gives a non-finite value (NaN "
+                     "or inf) at row %lld, column %lld (scale %g = lora_alpha / r); check "
+                     "lora_alpha and the adapter's weights",
+                     mod->a_name, w->name, (long long)o, (long long)j, (double)scale);
+            break;
+        }
     }
     lp_free(A);
     lp_free(B);
     lp_free(row);
+    if (!dst) return LOPAD_ERR_FORMAT;
     if (!lp_model_own(m, dst, (size_t)bytes, false)) return LOPAD_ERR_NOMEM;
     /* a tied head was not counted by bind: it only adds its new matrix */
     bool tied = w == &m->output && w->data == m->tok_embd.data;
@@ -285,6 +305,11 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
                                const char *cfg_path, struct lp_st_file *ad,
                                struct lora_module *mods, int n_mods) {
     enum lopad_status st;
+    for (int k = 0; k < lc->n_layers; k++)
+        if (lc->layers[k] >= m->hp.n_layer)
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: key 'layers_to_transform' names layer %d; the model has %d layers",
+                            cfg_path, lc->layers[k], m->hp.n_layer);
     struct rx tre = {0}, xre = {0};
     if (lc->target_regex && (st = rx_compile(&tre, lc->target_regex, cfg_path, "target_modules")))
         return st;
@@ -378,6 +403,11 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         if (!md->a || !md->b)
             return lp_error(LOPAD_ERR_FORMAT, "%s: module '%s' has %s but no %s", ad->path,
                             md->path, md->a ? "lora_A" : "lora_B", md->a ? "lora_B" : "lora_A");
+        if (lc->r > LP_MIN(md->w->n_in, md->w->n_out))
+            return lp_error(LOPAD_ERR_FORMAT,
+                            "%s: key 'r' is %d, larger than module '%s' ([%lld, %lld]) allows",
+                            cfg_path, lc->r, md->path, (long long)md->w->n_out,
+                            (long long)md->w->n_in);
         TRY(check_shape(md->a, md->a_name, lc->r, md->w->n_in, ad->path));
         TRY(check_shape(md->b, md->b_name, md->w->n_out, lc->r, ad->path));
     }

@@ -122,6 +122,12 @@ enum lopad_status lp_load_hf(struct lopad_model *m, const char *dir);
  * copies). */
 enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir);
 
+/* Index of the first NaN / inf among n elements of `type` at data (n a multiple
+ * of the block size); for Q8_0, Q4_0, Q4_K and Q6_K the f16 block scales (and
+ * Q4_K mins) are checked and the index is the block's first element. -1 when
+ * all are finite or the type is unknown. One pass, vectorisable. */
+int64_t lp_find_nonfinite(int type, const void *data, int64_t n);
+
 /* Validate hyper-parameters after a loader filled them (ranges, divisibility). */
 enum lopad_status lp_hparams_check(const struct lopad_hparams *hp, const char *source);
 

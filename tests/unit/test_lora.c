@@ -516,6 +516,61 @@ static void test_refusals(void) {
     CHECK(lopad_model_load(FIX "/tiny-dream", &o, &mm) == LOPAD_ERR_UNSUPPORTED && mm == NULL);
 }
 
+/* range checks on r, lora_alpha and layers_to_transform name the key and the config */
+static void huge_a(struct adapter *a) {
+    a->t[0].v[5] = 3e38f; /* finite, but scale * B * A overflows f32 */
+}
+static void test_ranges(void) {
+    const int q01[2][2] = {{0, 0}, {1, 0}};
+    const int k01[2][2] = {{0, 1}, {1, 1}}; /* k_proj: [32, 64] */
+    expect_refused("alpha_huge", CFG("", "[\"q_proj\"]", 2, 1e7), q01, 2, 2, NULL, LOPAD_ERR_FORMAT,
+                   "'lora_alpha'", "adapter_config.json");
+    expect_refused("alpha_neg", CFG("", "[\"q_proj\"]", 2, -2e6), q01, 2, 2, NULL, LOPAD_ERR_FORMAT,
+                   "'lora_alpha'", "adapter_config.json");
+    expect_refused("alpha_inf", CFG("", "[\"q_proj\"]", 2, 1e999), q01, 2, 2, NULL,
+                   LOPAD_ERR_FORMAT, "'lora_alpha'", "adapter_config.json");
+    expect_refused("r_over_dims", CFG("", "[\"k_proj\"]", 33, 2), k01, 2, 33, NULL,
+                   LOPAD_ERR_FORMAT, "key 'r' is 33", "adapter_config.json");
+    expect_refused("r_zero", CFG("", "[\"q_proj\"]", 0, 2), q01, 2, 2, NULL, LOPAD_ERR_FORMAT,
+                   "'r'", "adapter_config.json");
+    expect_refused("layer_out_of_range",
+                   CFG(", \"layers_to_transform\": [0, 2]", "[\"q_proj\"]", 2, 2), q01, 2, 2, NULL,
+                   LOPAD_ERR_FORMAT, "'layers_to_transform' names layer 2", "adapter_config.json");
+    /* in range, but the merged values overflow: refused naming the tensor */
+    expect_refused("merge_inf", CFG("", "[\"q_proj\"]", 2, 1000), q01, 2, 2, huge_a,
+                   LOPAD_ERR_FORMAT, "blk.0.attn_q.weight", "non-finite");
+}
+
+/* an F16 base and lora_alpha 1e6 (allowed): the merged values exceed 65504 and
+ * become inf in F16; refused naming the tensor, the model untouched */
+static void test_merge_overflows_f16(void) {
+    lopad_model *m = load_base(FIX "/tiny-dream");
+    if (!m) return;
+    struct lp_weight *wq = &m->layers[1].wq;
+    int64_t n_in = wq->n_in, n_out = wq->n_out;
+    float *f = malloc(sizeof(float) * n_in * n_out);
+    weight_to_f32(wq, f);
+    size_t rb = lp_row_size(LOPAD_TYPE_F16, n_in);
+    uint8_t *h = malloc(rb * n_out);
+    for (int64_t r = 0; r < n_out; r++)
+        lp_type_traits(LOPAD_TYPE_F16)->from_float(f + r * n_in, h + r * rb, n_in);
+    *wq = (struct lp_weight){wq->name, LOPAD_TYPE_F16, n_in, n_out, rb, h};
+    struct adapter *a = calloc(1, sizeof *a);
+    const int lk[1][2] = {{1, 0}};
+    add_pairs(a, m, lk, 1, 1);
+    const char *dir = adir("f16_overflow");
+    ad_write(a, dir, CFG(", \"layers_to_transform\": [1]", "[\"q_proj\"]", 1, 1e6));
+    free(a);
+    enum lopad_status st = lp_lora_merge(m, dir);
+    CHECK_MSG(st == LOPAD_ERR_FORMAT && msg_has("blk.1.attn_q.weight") && msg_has("non-finite") &&
+                  msg_has("lora_alpha"),
+              "%d %s", st, lopad_errmsg());
+    CHECK(wq->data == h && wq->type == LOPAD_TYPE_F16 && m->lora_path == NULL);
+    lopad_model_free(m);
+    free(h);
+    free(f);
+}
+
 /* every allocation failure inside the merge returns NOMEM and leaks nothing */
 static void test_alloc_failures(void) {
     int ok_at = -1;
@@ -544,6 +599,8 @@ int main(void) {
     TEST_RUN(test_quantised_source);
     TEST_RUN(test_head_and_rope_norm);
     TEST_RUN(test_refusals);
+    TEST_RUN(test_ranges);
+    TEST_RUN(test_merge_overflows_f16);
     TEST_RUN(test_alloc_failures);
     return test_report();
 }
