@@ -73,11 +73,29 @@ static bool suffix_match(const char *path, const char *t) {
     return lp > lt && path[lp - lt - 1] == '.' && !strcmp(path + lp - lt, t);
 }
 
-/* A compiled full-match regex (Python re.fullmatch semantics for plain patterns). */
+/* A compiled full-match regex (Python re.fullmatch semantics for plain
+ * patterns). The pattern comes from a file, so every match is bounded: module
+ * names are under LP_HF_NAME_MAX bytes and a sane pattern needs a few hundred
+ * steps on one; a pathological one (nested quantifiers) stops at the limits
+ * in milliseconds instead of PCRE2's default ten million steps. No JIT: it
+ * would ignore the depth limit, and there are only a few hundred subjects. */
+#define RX_MATCH_LIMIT 100000
+#define RX_DEPTH_LIMIT 1000
+#define RX_HEAP_LIMIT_KIB 4096
+
 struct rx {
     pcre2_code *code;
     pcre2_match_data *md;
+    pcre2_match_context *mc;
+    const char *pat, *key; /* for messages */
 };
+
+static void rx_free(struct rx *r) {
+    pcre2_match_context_free(r->mc);
+    pcre2_match_data_free(r->md);
+    pcre2_code_free(r->code);
+    *r = (struct rx){0};
+}
 
 static enum lopad_status rx_compile(struct rx *r, const char *pat, const char *src,
                                     const char *key) {
@@ -97,21 +115,38 @@ static enum lopad_status rx_compile(struct rx *r, const char *pat, const char *s
                         key, pat, (const char *)msg);
     }
     r->md = pcre2_match_data_create_from_pattern(r->code, NULL);
-    if (!r->md) {
-        pcre2_code_free(r->code);
-        r->code = NULL;
+    r->mc = pcre2_match_context_create(NULL);
+    if (!r->md || !r->mc) {
+        rx_free(r);
         return lp_error(LOPAD_ERR_NOMEM, "out of memory for a regex match");
     }
+    pcre2_set_match_limit(r->mc, RX_MATCH_LIMIT);
+    pcre2_set_depth_limit(r->mc, RX_DEPTH_LIMIT);
+    pcre2_set_heap_limit(r->mc, RX_HEAP_LIMIT_KIB);
+    r->pat = pat;
+    r->key = key;
     return LOPAD_OK;
 }
 
-static bool rx_full(struct rx *r, const char *s) {
-    return pcre2_match(r->code, (PCRE2_SPTR)s, strlen(s), 0, 0, r->md, NULL) >= 0;
-}
-
-static void rx_free(struct rx *r) {
-    pcre2_match_data_free(r->md);
-    pcre2_code_free(r->code);
+/* *hit = whether pattern r matches all of module name s; a match that runs
+ * into a limit (or any other PCRE2 error) is an error, not "no match". */
+static enum lopad_status rx_full(struct rx *r, const char *s, const char *src, bool *hit) {
+    int rc = pcre2_match(r->code, (PCRE2_SPTR)s, strlen(s), 0, 0, r->md, r->mc);
+    *hit = rc >= 0;
+    if (rc >= 0 || rc == PCRE2_ERROR_NOMATCH) return LOPAD_OK;
+    const char *what = rc == PCRE2_ERROR_MATCHLIMIT   ? "match limit"
+                       : rc == PCRE2_ERROR_DEPTHLIMIT ? "depth limit"
+                       : rc == PCRE2_ERROR_HEAPLIMIT  ? "memory limit"
+                                                      : NULL;
+    if (what)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: %s regex '%s' exceeded the %s on module '%s' (simplify the pattern: "
+                        "nested repeats backtrack exponentially)",
+                        src, r->key, r->pat, what, s);
+    PCRE2_UCHAR msg[128];
+    pcre2_get_error_message(rc, msg, sizeof msg);
+    return lp_error(LOPAD_ERR_FORMAT, "%s: %s regex '%s' failed on module '%s': %s", src, r->key,
+                    r->pat, s, (const char *)msg);
 }
 
 /* absent, null, {} or [] */
@@ -301,6 +336,30 @@ static enum lopad_status check_shape(const struct lp_tensor *t, const char *name
     return LOPAD_OK;
 }
 
+/* Mark the modules that target_modules / exclude_modules / layers_to_transform
+ * select (tre, xre: the compiled regexes, or code NULL). */
+static enum lopad_status select_modules(const struct lora_cfg *lc, const char *cfg_path,
+                                        struct rx *tre, struct rx *xre, struct lora_module *mods,
+                                        int n_mods) {
+    enum lopad_status st;
+    for (int i = 0; i < n_mods; i++) {
+        struct lora_module *md = &mods[i];
+        bool t = lc->all_linear && md->kind < 7; /* PEFT's all-linear skips the output head */
+        if (tre->code) TRY(rx_full(tre, md->path, cfg_path, &t));
+        for (int k = 0; k < lc->n_targets && !t; k++)
+            t = suffix_match(md->path, lc->targets[k]);
+        bool x = false;
+        if (xre->code) TRY(rx_full(xre, md->path, cfg_path, &x));
+        for (int k = 0; k < lc->n_excludes && !x; k++)
+            x = suffix_match(md->path, lc->excludes[k]);
+        bool in_layers = lc->layers == NULL;
+        for (int k = 0; k < lc->n_layers && !in_layers; k++)
+            in_layers = lc->layers[k] == md->layer;
+        md->targeted = t && !x && in_layers;
+    }
+    return LOPAD_OK;
+}
+
 static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
                                const char *cfg_path, struct lp_st_file *ad,
                                struct lora_module *mods, int n_mods) {
@@ -315,29 +374,17 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         return st;
     if (lc->exclude_regex &&
         (st = rx_compile(&xre, lc->exclude_regex, cfg_path, "exclude_modules"))) {
-        if (tre.code) rx_free(&tre);
+        rx_free(&tre);
         return st;
     }
     /* which modules target_modules selects */
-    for (int i = 0; i < n_mods; i++) {
-        struct lora_module *md = &mods[i];
-        bool t = lc->all_linear && md->kind < 7; /* PEFT's all-linear skips the output head */
-        if (lc->target_regex) t = rx_full(&tre, md->path);
-        for (int k = 0; k < lc->n_targets && !t; k++)
-            t = suffix_match(md->path, lc->targets[k]);
-        bool x = lc->exclude_regex ? rx_full(&xre, md->path) : false;
-        for (int k = 0; k < lc->n_excludes && !x; k++)
-            x = suffix_match(md->path, lc->excludes[k]);
-        bool in_layers = lc->layers == NULL;
-        for (int k = 0; k < lc->n_layers && !in_layers; k++)
-            in_layers = lc->layers[k] == md->layer;
-        md->targeted = t && !x && in_layers;
-    }
+    st = select_modules(lc, cfg_path, &tre, &xre, mods, n_mods);
+    rx_free(&tre);
+    rx_free(&xre);
+    if (st) return st;
     bool any = false;
     for (int i = 0; i < n_mods; i++)
         any |= mods[i].targeted;
-    if (tre.code) rx_free(&tre);
-    if (xre.code) rx_free(&xre);
     /* every listed target must name something in the model */
     for (int k = 0; k < lc->n_targets; k++) {
         bool hit = false;

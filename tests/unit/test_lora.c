@@ -571,6 +571,26 @@ static void test_merge_overflows_f16(void) {
     free(f);
 }
 
+/* A pattern with nested repeats backtracks exponentially on a module name;
+ * the match is bounded and the error says so (not "select no linear layer"). */
+static void test_regex_limits(void) {
+    const int q01[2][2] = {{0, 0}, {1, 0}};
+    double t0 = lp_time();
+    expect_refused("regex_bomb", CFG("", "\"([a-z_.0-9]+)+[A-Z]\"", 2, 2), q01, 2, 2, NULL,
+                   LOPAD_ERR_FORMAT, "target_modules regex '([a-z_.0-9]+)+[A-Z]' exceeded the",
+                   "on module 'model.layers.0.self_attn.q_proj'");
+    double t1 = lp_time();
+    CHECK_MSG(t1 - t0 < 2.0, "took %.1f s", t1 - t0);
+    expect_refused("exclude_bomb",
+                   CFG(", \"exclude_modules\": \"(.*.*)*[A-Z]\"", "[\"q_proj\"]", 2, 2), q01, 2, 2,
+                   NULL, LOPAD_ERR_FORMAT, "exclude_modules regex", "limit on module");
+    CHECK_MSG(lp_time() - t1 < 2.0, "took %.1f s", lp_time() - t1);
+    /* an ordinary alternation still matches under the limits */
+    expect_refused(
+        "regex_ok", CFG("", "\"model\\\\.layers\\\\.(0|1)\\\\.self_attn\\\\.(q|k)_proj\"", 2, 2),
+        q01, 2, 2, NULL, LOPAD_ERR_FORMAT, "model.layers.0.self_attn.k_proj", "no lora_A");
+}
+
 /* every allocation failure inside the merge returns NOMEM and leaks nothing */
 static void test_alloc_failures(void) {
     int ok_at = -1;
@@ -600,6 +620,7 @@ int main(void) {
     TEST_RUN(test_head_and_rope_norm);
     TEST_RUN(test_refusals);
     TEST_RUN(test_ranges);
+    TEST_RUN(test_regex_limits);
     TEST_RUN(test_merge_overflows_f16);
     TEST_RUN(test_alloc_failures);
     return test_report();
