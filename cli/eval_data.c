@@ -1,9 +1,10 @@
 /*
  * eval_data.c - benchmark files for `lopad eval` (see eval_data.h). The shared
- * data directory is found from $LOPAD_SHARED, or by walking up from the lopad
- * executable and from the current directory to a folder holding shared/data/bench
- * (the project's ../shared). Prompts follow the usual formats: GSM8K "Question: /
- * Answer:" with "#### N", MBPP's "[BEGIN] ... [DONE]", HumanEval as a completion.
+ * data is the repository's data/ folder ($LOPAD_DATA, else found by walking up from
+ * the lopad executable and from the current directory), with the project's
+ * ../shared/data/bench as a last resort for benchmark files. Prompts follow the usual formats:
+ * GSM8K "Question: / Answer:" with "#### N", MBPP's "[BEGIN] ... [DONE]", HumanEval as a
+ * completion.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,6 +47,36 @@ int lp_eval_task_default_shots(enum lp_eval_task t) {
     return t == LP_TASK_GSM8K ? 4 : t == LP_TASK_MBPP ? 3 : 0;
 }
 
+/* tiny-gsm: the length docs/RESULTS.md measured the demo model with (its answers are
+ * 30-40 tokens, its context 256); the benchmarks: 256, what Fast-dLLM, D2F and the
+ * LLaDA / Dream evaluation scripts use for GSM8K, HumanEval, MBPP and MATH */
+int lp_eval_task_default_gen(enum lp_eval_task t) {
+    return t == LP_TASK_TINY_GSM ? 48 : 256;
+}
+
+int lp_eval_fit_gen(const char *cmd, enum lp_eval_task task, int gen, int align, int n_ctx,
+                    int longest_prompt) {
+    if (align < 1) align = 1;
+    if (n_ctx <= 0 || longest_prompt + gen <= n_ctx) return gen;
+    int room = n_ctx - longest_prompt;
+    int fit = room > 0 ? room / align * align : 0;
+    int need = align > 8 ? align : 8; /* below this no task's answer fits */
+    if (fit < need) {
+        fprintf(stderr,
+                "lopad %s: %s: the longest prompt takes %d of the model's %d positions, leaving "
+                "%d for the answer; at least %d are needed%s (use fewer --shots, --limit, or "
+                "--data with shorter problems)\n",
+                cmd, lp_eval_task_name(task), longest_prompt, n_ctx, room > 0 ? room : 0, need,
+                align > 1 ? " (a whole --block)" : "");
+        return 0;
+    }
+    fprintf(stderr,
+            "lopad %s: %s: --gen %d -> %d to fit the model's context (%d positions, longest "
+            "prompt %d)\n",
+            cmd, lp_eval_task_name(task), gen, fit, n_ctx, longest_prompt);
+    return fit;
+}
+
 /* ------------------------------------------------------------- locating */
 
 static bool is_dir(const char *p) {
@@ -71,41 +102,73 @@ static bool walk_up(const char *start, const char *rel, char *out, size_t cap, b
     return false;
 }
 
+/* the folder of the lopad executable, or "" */
+static void exe_dir(char *out, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    out[n > 0 ? n : 0] = 0;
+    char *sl = strrchr(out, '/');
+    if (sl) *sl = 0;
+}
+
 /* find rel above the executable or the current directory */
 static bool locate(const char *rel, char *out, size_t cap, bool dir) {
     char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *sl = strrchr(exe, '/');
-        if (sl) *sl = 0;
-        if (walk_up(exe, rel, out, cap, dir)) return true;
-    }
+    exe_dir(exe, sizeof exe);
+    if (*exe && walk_up(exe, rel, out, cap, dir)) return true;
     return walk_up(".", rel, out, cap, dir);
 }
 
+/* NAME in the project's shared benchmark folder: $LOPAD_SHARED/data/bench, else a
+ * shared/data/bench found above the executable or the current directory */
 static int bench_file(const char *cmd, const char *name, char *out, size_t cap) {
     const char *env = getenv("LOPAD_SHARED");
     char dir[PATH_MAX];
+    bool found = env && *env ? (snprintf(dir, sizeof dir, "%s/data/bench", env), is_dir(dir))
+                             : locate("shared/data/bench", dir, sizeof dir, true);
+    if (found) {
+        snprintf(out, cap, "%s/%s", dir, name);
+        if (is_file(out)) return 0;
+    }
+    fprintf(stderr,
+            "lopad %s: cannot find the benchmark file %s (not in the repository's data/bench "
+            "above the lopad binary or the current directory, nor in ../shared/data/bench): set "
+            "LOPAD_DATA to the repository's data folder or give --data FILE\n",
+            cmd, name);
+    return 2;
+}
+
+/* A file of the data folder (rel = "bench/NAME" or "tiny-gsm/NAME"), searched in
+ * $LOPAD_DATA; the folder compiled in (LOPAD_DATA_DIR); the repository's data/ (or an
+ * installed share/lopad/data) above the executable, then above the current directory;
+ * for bench files last the project's ../shared/data/bench ($LOPAD_SHARED or found above).
+ * 0, or 2 with a message naming where it looked. */
+static int data_file(const char *cmd, const char *rel, char *out, size_t cap) {
+    const char *env = getenv("LOPAD_DATA");
     if (env && *env) {
-        snprintf(dir, sizeof dir, "%s/data/bench", env);
-        if (!is_dir(dir)) {
-            fprintf(stderr, "lopad %s: LOPAD_SHARED=%s has no data/bench folder\n", cmd, env);
-            return 2;
-        }
-    } else if (!locate("shared/data/bench", dir, sizeof dir, true)) {
-        fprintf(stderr,
-                "lopad %s: cannot find the shared benchmark data (../shared/data/bench/%s): set "
-                "LOPAD_SHARED to the shared folder or give --data FILE\n",
-                cmd, name);
+        snprintf(out, cap, "%s/%s", env, rel);
+        if (is_file(out)) return 0;
+        fprintf(stderr, "lopad %s: LOPAD_DATA=%s has no %s\n", cmd, env, rel);
         return 2;
     }
-    snprintf(out, cap, "%s/%s", dir, name);
-    if (!is_file(out)) {
-        fprintf(stderr, "lopad %s: missing data file %s\n", cmd, out);
-        return 2;
-    }
-    return 0;
+#ifdef LOPAD_DATA_DIR
+    snprintf(out, cap, "%s/%s", LOPAD_DATA_DIR, rel);
+    if (is_file(out)) return 0;
+#endif
+    char exe[PATH_MAX], in_repo[PATH_MAX], installed[PATH_MAX];
+    exe_dir(exe, sizeof exe);
+    snprintf(in_repo, sizeof in_repo, "data/%s", rel);
+    snprintf(installed, sizeof installed, "share/lopad/data/%s", rel);
+    const char *starts[] = {exe, "."};
+    for (int s = 0; s < 2; s++)
+        if (*starts[s] && (walk_up(starts[s], in_repo, out, cap, false) ||
+                           walk_up(starts[s], installed, out, cap, false)))
+            return 0;
+    if (!strncmp(rel, "bench/", 6)) return bench_file(cmd, rel + 6, out, cap);
+    fprintf(stderr,
+            "lopad %s: cannot find data/%s above the lopad binary (%s) or the current directory: "
+            "set LOPAD_DATA to the repository's data folder or give --data FILE\n",
+            cmd, rel, *exe ? exe : "?");
+    return 2;
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -418,8 +481,9 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
                  struct lp_eval_set *out) {
     memset(out, 0, sizeof *out);
     out->task = task;
-    static const char *const files[LP_TASK_COUNT] = {NULL, "gsm8k_test.jsonl", "HumanEval.jsonl.gz",
-                                                     "mbpp.jsonl", "MATH500.json"};
+    static const char *const files[LP_TASK_COUNT] = {
+        "tiny-gsm/heldout.jsonl", "bench/gsm8k_test.jsonl", "bench/HumanEval.jsonl.gz",
+        "bench/mbpp.jsonl", "bench/MATH500.json"};
     char path[PATH_MAX + 64], shot_path[PATH_MAX + 64];
     if (data) {
         snprintf(path, sizeof path, "%s", data);
@@ -427,16 +491,8 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
             fprintf(stderr, "lopad %s: missing data file %s\n", cmd, path);
             return 2;
         }
-    } else if (task == LP_TASK_TINY_GSM) {
-        if (!locate("tools/train/data/heldout.jsonl", path, sizeof path, false)) {
-            fprintf(stderr,
-                    "lopad %s: tiny-gsm needs --data FILE (no tools/train/data/heldout.jsonl "
-                    "found above the current directory or the lopad binary)\n",
-                    cmd);
-            return 2;
-        }
     } else {
-        int rc = bench_file(cmd, files[task], path, sizeof path);
+        int rc = data_file(cmd, files[task], path, sizeof path);
         if (rc) return rc;
     }
     if ((task == LP_TASK_HUMANEVAL || task == LP_TASK_MATH500) && shots > 0) {
@@ -453,7 +509,7 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
         for (int i = 0; i < out->n_shots && cJSON_GetArraySize(recs) > 0; i++)
             cJSON_DeleteItemFromArray(recs, 0);
     } else if (task == LP_TASK_GSM8K && shots > 0) {
-        rc = bench_file(cmd, "gsm8k_train.jsonl", shot_path, sizeof shot_path);
+        rc = data_file(cmd, "bench/gsm8k_train.jsonl", shot_path, sizeof shot_path);
         cJSON *train = rc ? NULL : parse_records(cmd, shot_path);
         if (!rc && !train) rc = 2;
         if (!rc) rc = convert(cmd, shot_path, task, train, true, shots, out);
