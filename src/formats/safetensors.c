@@ -3,6 +3,9 @@
  * views (see safetensors.h). Nothing from the file is trusted: every number is
  * range-checked with overflow-checked arithmetic before it becomes a pointer.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* qsort_r */
+#endif
 #include "safetensors.h"
 
 #include <errno.h>
@@ -42,6 +45,7 @@ void lp_st_close(struct lp_st_file *f) {
     for (int i = 0; i < f->n; i++)
         lp_free((char *)f->t[i].name);
     lp_free(f->t);
+    lp_free(f->by_name);
     for (int i = 0; i < f->n_meta; i++) {
         lp_free(f->meta[i].key);
         lp_free(f->meta[i].value);
@@ -58,8 +62,17 @@ void lp_st_take_mapping(struct lp_st_file *f, void **ptr, size_t *size) {
 }
 
 const struct lp_tensor *lp_st_find(const struct lp_st_file *f, const char *name) {
-    for (int i = 0; i < f->n; i++)
-        if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    int lo = 0, hi = f->by_name ? f->n : 0;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const struct lp_tensor *t = &f->t[f->by_name[mid]];
+        int c = strcmp(name, t->name);
+        if (!c) return t;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
     return NULL;
 }
 
@@ -179,26 +192,24 @@ static int cmp_span(const void *a, const void *b) {
     return x->end < y->end ? -1 : x->end > y->end;
 }
 
-static int cmp_name(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+static int cmp_by_name(const void *a, const void *b, void *arg) {
+    const struct lp_tensor *t = arg;
+    return strcmp(t[*(const int *)a].name, t[*(const int *)b].name);
 }
 
-/* duplicate names (cJSON keeps both) and overlapping byte ranges are errors */
+/* duplicate names (cJSON keeps both) and overlapping byte ranges are errors;
+ * both checks sort, so a header of n tensors costs O(n log n) */
 static enum lopad_status check_layout(struct lp_st_file *f, struct span *sp) {
     if (f->n == 0) return LOPAD_OK;
-    const char **names = lp_malloc(sizeof *names * (size_t)f->n, "safetensors names");
-    if (!names) return LOPAD_ERR_NOMEM;
+    f->by_name = lp_malloc(sizeof *f->by_name * (size_t)f->n, "safetensors name index");
+    if (!f->by_name) return LOPAD_ERR_NOMEM;
     for (int i = 0; i < f->n; i++)
-        names[i] = f->t[i].name;
-    qsort(names, (size_t)f->n, sizeof *names, cmp_name);
+        f->by_name[i] = i;
+    qsort_r(f->by_name, (size_t)f->n, sizeof *f->by_name, cmp_by_name, f->t);
     for (int i = 1; i < f->n; i++)
-        if (!strcmp(names[i - 1], names[i])) {
-            enum lopad_status st =
-                lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears twice", f->path, names[i]);
-            lp_free(names);
-            return st;
-        }
-    lp_free(names);
+        if (!strcmp(f->t[f->by_name[i - 1]].name, f->t[f->by_name[i]].name))
+            return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears twice", f->path,
+                            f->t[f->by_name[i]].name);
     qsort(sp, (size_t)f->n, sizeof *sp, cmp_span);
     uint64_t prev_end = 0;
     int prev = -1;

@@ -36,6 +36,7 @@ struct lp_st_file {
     uint64_t data_size;
     struct lp_tensor *t; /* [n] in header order; names owned by this struct */
     int n;
+    int *by_name;               /* [n] indices into t sorted by name: lp_st_find is O(log n) */
     struct lp_st_meta_kv *meta; /* __metadata__ string pairs */
     int n_meta;
 };
@@ -45,7 +46,7 @@ struct lp_st_file {
  * misaligned tensor (the message names the tensor and dtype). */
 enum lopad_status lp_st_open(const char *path, struct lp_st_file **out);
 
-/* Tensor by name, or NULL. */
+/* Tensor by name, or NULL (binary search). */
 const struct lp_tensor *lp_st_find(const struct lp_st_file *f, const char *name);
 /* __metadata__ value by key, or NULL. */
 const char *lp_st_meta(const struct lp_st_file *f, const char *key);

@@ -427,20 +427,30 @@ struct dir_builder {
     int n, cap;
     char *names; /* n * LP_CANON_NAME_MAX bytes, handed to the model */
     enum lopad_arch arch;
+    int n_layer;
     bool tied;
 };
 
-/* add HF tensor `t` under its canonical name (ignored when lopad does not use it) */
+/* Layer of canonical name "blk.<il>.<rest>", or -1 for a global tensor. */
+static long canon_layer(const char *canon) {
+    if (strncmp(canon, "blk.", 4)) return -1;
+    return strtol(canon + 4, NULL, 10);
+}
+
+/* add HF tensor `t` under its canonical name (ignored when lopad does not use it).
+ * A tensor of a layer the config does not have is refused here, so the
+ * directory never holds more than the model's own tensors (bounded work). */
 static enum lopad_status dir_add(struct dir_builder *b, const struct lp_tensor *t,
                                  const char *hf_name, const char *src, bool *added) {
     char canon[LP_CANON_NAME_MAX];
     *added = false;
     if (!lp_hf_canonical_name(b->arch, hf_name, canon, sizeof canon)) return LOPAD_OK;
     if (b->tied && !strcmp(canon, "output.weight")) return LOPAD_OK; /* tied: embedding is output */
-    for (int i = 0; i < b->n; i++)
-        if (!strcmp(b->t[i].name, canon))
-            return lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears more than once", src,
-                            hf_name);
+    long il = canon_layer(canon);
+    if (il >= b->n_layer)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' belongs to layer %ld, but config.json declares %d layers",
+                        src, hf_name, il, b->n_layer);
     if (b->n == b->cap) {
         int cap = b->cap ? 2 * b->cap : 64;
         struct lp_tensor *nt = lp_realloc(b->t, sizeof *nt * cap, "tensor directory");
@@ -463,11 +473,35 @@ static enum lopad_status dir_add(struct dir_builder *b, const struct lp_tensor *
     return LOPAD_OK;
 }
 
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp((*(const struct lp_tensor *const *)a)->name,
+                  (*(const struct lp_tensor *const *)b)->name);
+}
+
+/* Two HF names for one canonical tensor (e.g. the same tensor in two shards):
+ * found by sorting, O(n log n). */
+static enum lopad_status check_duplicates(const struct dir_builder *b, const char *dir) {
+    if (b->n < 2) return LOPAD_OK;
+    const struct lp_tensor **v = lp_malloc(sizeof *v * (size_t)b->n, "tensor name check");
+    if (!v) return LOPAD_ERR_NOMEM;
+    for (int i = 0; i < b->n; i++)
+        v[i] = &b->t[i];
+    qsort(v, (size_t)b->n, sizeof *v, cmp_tensor_name);
+    enum lopad_status st = LOPAD_OK;
+    for (int i = 1; i < b->n && !st; i++)
+        if (!strcmp(v[i - 1]->name, v[i]->name))
+            st = lp_error(LOPAD_ERR_FORMAT, "%s: tensor '%s' appears more than once", dir,
+                          v[i]->name);
+    lp_free(v);
+    return st;
+}
+
 static enum lopad_status load_weights(struct lopad_model *m, const char *dir, bool tied,
                                       struct shards *sh, struct dir_builder *b) {
     enum lopad_status st;
     char path[PATH_MAX], index_path[PATH_MAX];
     b->arch = m->hp.arch;
+    b->n_layer = m->hp.n_layer;
     b->tied = tied;
     TRY(join(index_path, sizeof index_path, dir, "model.safetensors.index.json"));
     TRY(join(path, sizeof path, dir, "model.safetensors"));
@@ -514,6 +548,7 @@ static enum lopad_status load_weights(struct lopad_model *m, const char *dir, bo
                         "%s: no model.safetensors or model.safetensors.index.json in the directory",
                         dir);
     }
+    TRY(check_duplicates(b, dir));
     /* an untied model must bring its output head */
     bool has_out = false;
     for (int i = 0; i < b->n; i++)

@@ -634,6 +634,65 @@ static void test_special_files(void) {
     CHECK_MSG(msg_has("adapter_config.json") && msg_has("FIFO"), "%s", lopad_errmsg());
 }
 
+/* A safetensors file of n empty F32 tensors named printf(fmt, i). */
+static void write_many_st(const char *path, int n, const char *fmt) {
+    size_t cap = (size_t)n * 96 + 64, o = 1;
+    char *h = malloc(cap);
+    h[0] = '{';
+    for (int i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, fmt, i);
+        o += (size_t)snprintf(h + o, cap - o,
+                              "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                              i ? "," : "", name);
+    }
+    while ((o + 9) % 8) /* keep the data buffer aligned */
+        h[o++] = ' ';
+    h[o++] = '}';
+    FILE *f = fopen(path, "wb");
+    uint64_t hl = o;
+    unsigned char le[8];
+    for (int k = 0; k < 8; k++)
+        le[k] = (unsigned char)(hl >> (8 * k));
+    fwrite(le, 1, 8, f);
+    fwrite(h, 1, o, f);
+    fclose(f);
+    free(h);
+}
+
+/* Headers listing ~10^5 tensors are handled in O(n log n): name checks,
+ * index lookups and layer bounds never compare every name with every other
+ * (the quadratic versions took minutes here). */
+static void test_many_tensors(void) {
+    enum { N = 100000 };
+    struct opts o = {.arch = LOPAD_ARCH_DREAM, .mat_type = LOPAD_TYPE_BF16};
+    char p[600];
+    const char *dir = make_model("many", &o);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    /* tensors of layers the config does not have: refused at the first one */
+    write_many_st(p, N, "model.layers.%d.mlp.up_proj.weight");
+    double t0 = lp_time();
+    expect_load_fail(dir, LOPAD_ERR_FORMAT, "model.layers.2.mlp.up_proj.weight", "2 layers");
+    double dt1 = lp_time() - t0;
+    /* an index naming every tensor of a big shard (names lopad ignores) */
+    write_many_st(p, N, "extra.%d.weight");
+    size_t cap = (size_t)N * 64 + 64, n = 0;
+    char *idx = malloc(cap);
+    n += (size_t)snprintf(idx, cap, "{\"weight_map\": {");
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(idx + n, cap - n, "%s\"extra.%d.weight\": \"model.safetensors\"",
+                              i ? ", " : "", i);
+    snprintf(idx + n, cap - n, "}}");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    write_text(p, idx);
+    free(idx);
+    t0 = lp_time();
+    expect_load_fail(dir, LOPAD_ERR_FORMAT, "output head", NULL);
+    double dt2 = lp_time() - t0;
+    fprintf(stderr, "  %d tensors: layer bound %.2f s, index %.2f s\n", N, dt1, dt2);
+    CHECK(dt1 < 20 && dt2 < 20);
+}
+
 /* Every allocation failure during a sharded load returns NOMEM and leaks
  * nothing (run under ASan). */
 static void test_alloc_failures(void) {
@@ -667,5 +726,6 @@ int main(void) {
     TEST_RUN(test_alloc_failures);
     alarm(120); /* a blocking open() must fail the test, not hang it */
     TEST_RUN(test_special_files);
+    TEST_RUN(test_many_tensors);
     return test_report();
 }
