@@ -71,6 +71,10 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
 #endif
         cuda = true;
     }
+    int level;
+    if (lp_cpu_kernels_level(p->kernels, &level)) return LOPAD_ERR_ARG; /* names the value */
+    if (p->repack < LOPAD_REPACK_AUTO || p->repack > LOPAD_REPACK_ON)
+        return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: repack %d (auto 0, off 1, on 2)", p->repack);
     const struct lopad_hparams *hp = &m->hp;
 
     struct lopad_ctx *c = lp_calloc(1, sizeof *c, "context");
@@ -94,7 +98,8 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
     enum lopad_status st;
     if (!cuda) {
         st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
-        if (!st && (st = lp_backend_cpu_bind_model(&c->be, m))) lp_backend_free(&c->be);
+        if (!st) lp_backend_cpu_set_level(&c->be, level); /* this context's own cap */
+        if (!st && (st = lp_backend_cpu_bind_model(&c->be, m, p->repack))) lp_backend_free(&c->be);
         if (st) {
             lopad_ctx_free(c);
             return st;

@@ -27,8 +27,8 @@ enum lopad_status lp_model_cache_get(const struct lopad_model *m, const char *ke
         void *data = NULL;
         if (!(e = lp_calloc(1, sizeof *e, "model cache entry"))) {
             st = LOPAD_ERR_NOMEM;
-        } else if ((st = make(m, arg, &data))) {
-            lp_free(e);
+        } else if ((st = make(m, arg, &data)) || !data) {
+            lp_free(e); /* nothing made: no entry (a later call may make it) */
             e = NULL;
         } else {
             snprintf(e->key, sizeof e->key, "%s", key);

@@ -9,6 +9,7 @@
  *   - pruned canvases keep their positions; block-causal masks;
  *   - bitwise equality for 1, 2, 3 threads; no allocation inside a forward;
  *   - malformed batches and commits are rejected with clear messages;
+ *   - the kernel cap and repack mode are the context's params (not the environment);
  *   - a context keeps its model alive: usable after lopad_model_free, and
  *     contexts made and freed on several threads at once (ASan / TSan builds).
  */
@@ -541,6 +542,53 @@ static void test_ctx_alloc_failures(void) {
     CHECK(failures > 5);
 }
 
+/* ------------------------------------------------------------ settings */
+
+/* The kernel cap and the repack mode come from the context's params, per
+ * context (two contexts of one model at different levels), never from the
+ * environment; bad values are refused naming them. */
+static void test_ctx_settings(void) {
+    setenv("LOPAD_KERNELS", "ref", 1); /* the CLI's convenience: ignored by the library */
+    setenv("LOPAD_REPACK", "1", 1);
+    struct lp_backend probe = {0};
+    struct lp_backend_limits lim = {.max_n_in = 128, .head_dim = 16, .n_head = 4, .n_head_kv = 2};
+    CHECK(lp_backend_cpu_new(1, &lim, &probe) == 0);
+    const int best = lp_backend_cpu_level(&probe);
+    lp_backend_free(&probe);
+    lopad_ctx *def = new_ctx(models[0], 8, 8, 1);
+    CHECK_MSG(lp_backend_cpu_level(&def->be) == best, "level %d with no cap, best %d",
+              lp_backend_cpu_level(&def->be), best);
+    lopad_ctx *ref = NULL, *avx2 = NULL, *bad = NULL;
+    struct lopad_ctx_params p = {.n_ctx = 8, .n_batch_max = 8, .n_threads = 1, .kernels = "ref"};
+    CHECK(lopad_ctx_new(models[0], &p, &ref) == 0);
+    p.kernels = "avx2";
+    CHECK(lopad_ctx_new(models[0], &p, &avx2) == 0);
+    if (ref && avx2) {
+        CHECK(lp_backend_cpu_level(&ref->be) == 0);
+        CHECK(lp_backend_cpu_level(&avx2->be) == LP_MIN(best, 1));
+        CHECK(lp_backend_cpu_level(&def->be) == best); /* not changed by the others */
+        int32_t tok[8], pos[8];
+        make_tokens(tok, 8, 3);
+        iota(pos, 8, 0);
+        static float a[8 * V], b[8 * V];
+        CHECK(run(ref, &(struct feed){.n = 8, .tok = tok, .pos = pos}, a) == 0);
+        CHECK(run(avx2, &(struct feed){.n = 8, .tok = tok, .pos = pos}, b) == 0);
+        CHECK(max_diff(a, b, 8) < 1e-3); /* same matmuls; small kernels round alike-ish */
+    }
+    p.kernels = "avx9000";
+    CHECK(lopad_ctx_new(models[0], &p, &bad) == LOPAD_ERR_ARG && bad == NULL);
+    CHECK(strstr(lopad_errmsg(), "avx9000") != NULL);
+    p.kernels = NULL;
+    p.repack = 3;
+    CHECK(lopad_ctx_new(models[0], &p, &bad) == LOPAD_ERR_ARG && bad == NULL);
+    CHECK(strstr(lopad_errmsg(), "repack") != NULL);
+    lopad_ctx_free(def);
+    lopad_ctx_free(ref);
+    lopad_ctx_free(avx2);
+    unsetenv("LOPAD_KERNELS");
+    unsetenv("LOPAD_REPACK");
+}
+
 /* ------------------------------------------------------------- lifetimes */
 
 /* A context keeps its model: after lopad_model_free the context still runs
@@ -720,6 +768,7 @@ int main(void) {
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_ctx_alloc_failures);
     TEST_RUN(test_synthetic);
+    TEST_RUN(test_ctx_settings);
     TEST_RUN(test_ctx_outlives_model);
     TEST_RUN(test_ctx_threads);
     for (int i = 0; i < 3; i++)

@@ -6,7 +6,10 @@
  */
 #include "test.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "backend/cpu/cpu.h"
 #include "forward/forward.h"
 #include "model/synthetic.h"
@@ -307,11 +310,16 @@ static void test_matmul_repacked(void) {
     L->w_up.n_out = 64;
     struct lp_backend plain = make_cpu(2, false), bound = make_cpu(2, false),
                       bound2 = make_cpu(1, false);
-    CHECK(lp_backend_cpu_bind_model(&bound, m) == LOPAD_OK);
-    CHECK(lp_backend_cpu_bind_model(&bound2, m) == LOPAD_OK);
-    const char *env = getenv("LOPAD_REPACK");
-    const bool expect = lp_backend_cpu_int8_dot(&bound) && !(env && !strcmp(env, "0"));
-    if (!expect) fprintf(stderr, "  (no int8 path or LOPAD_REPACK=0: nothing repacked)\n");
+    /* off: this backend reads the stored weights, and no copy is made (or kept) */
+    struct lp_backend off = make_cpu(1, false);
+    CHECK(lp_backend_cpu_bind_model(&off, m, LOPAD_REPACK_OFF) == LOPAD_OK);
+    CHECK(lp_backend_cpu_repacked_bytes(&off) == 0 && m->caches == NULL);
+    CHECK(lp_backend_cpu_bind_model(&off, m, 7) == LOPAD_ERR_ARG);
+    lp_backend_free(&off);
+    CHECK(lp_backend_cpu_bind_model(&bound, m, LOPAD_REPACK_AUTO) == LOPAD_OK);
+    CHECK(lp_backend_cpu_bind_model(&bound2, m, LOPAD_REPACK_ON) == LOPAD_OK);
+    const bool expect = lp_backend_cpu_int8_dot(&bound);
+    if (!expect) fprintf(stderr, "  (no int8 path: nothing repacked)\n");
     const size_t want = (size_t)((300 + 64) * 512 + 64 * 768) * (1 + 4.0 / 32);
     CHECK_MSG(lp_backend_cpu_repacked_bytes(&bound) == (expect ? want : 0),
               "repacked %zu bytes, expected %zu", lp_backend_cpu_repacked_bytes(&bound),
@@ -384,12 +392,12 @@ static void test_matmul_repacked(void) {
         m2->output = m->output;
         struct lp_backend b2 = make_cpu(2, false);
         lp_alloc_fail_after(n);
-        const enum lopad_status st = lp_backend_cpu_bind_model(&b2, m2);
+        const enum lopad_status st = lp_backend_cpu_bind_model(&b2, m2, LOPAD_REPACK_ON);
         lp_alloc_fail_after(-1);
         CHECK_MSG(st == LOPAD_OK || st == LOPAD_ERR_NOMEM, "bind with allocation %ld failing: %s",
                   n, lopad_status_name(st));
         if (st) CHECK(m2->caches == NULL && lp_backend_cpu_repacked_bytes(&b2) == 0);
-        if (st) CHECK(lp_backend_cpu_bind_model(&b2, m2) == LOPAD_OK);
+        if (st) CHECK(lp_backend_cpu_bind_model(&b2, m2, LOPAD_REPACK_ON) == LOPAD_OK);
         CHECK(lp_backend_cpu_repacked_bytes(&b2) == want);
         lp_backend_free(&b2);
         m2->layers = NULL;
@@ -410,6 +418,135 @@ static void test_matmul_repacked(void) {
     free(L);
     m->layers = NULL;
     lopad_model_free(m); /* releases the repacked copy */
+}
+
+/* Pages of [p, p+n) mapped in this process (/proc/self/pagemap's present bit;
+ * mincore would report the file's page cache instead), or -1 when unreadable. */
+static long pages_present(const void *p, size_t n) {
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0) return -1;
+    long present = 0;
+    for (uintptr_t a = (uintptr_t)p & ~(pg - 1); a < (uintptr_t)p + n; a += pg) {
+        uint64_t e = 0;
+        if (pread(fd, &e, sizeof e, (off_t)(a / pg * sizeof e)) != (ssize_t)sizeof e) {
+            present = -1;
+            break;
+        }
+        present += (long)(e >> 63);
+    }
+    close(fd);
+    return present;
+}
+
+/* Repacking a file-mapped model releases the source pages of every repacked
+ * matrix (the copy replaces them in memory): after the bind they are no longer
+ * mapped, matmuls and the fused head on the copy stay bitwise the same and do
+ * not touch them, and reading the stored bytes (a context without the copy,
+ * saving the model) faults in the file's unchanged contents. A matrix left as
+ * stored keeps its pages. */
+static void test_repack_releases_source(void) {
+    struct lp_backend probe = make_cpu(1, false);
+    const bool int8 = lp_backend_cpu_int8_dot(&probe);
+    lp_backend_free(&probe);
+    if (!int8) TEST_SKIP("no int8 path on this CPU: nothing is repacked");
+    /* a file holding output (Q8_0 512 x 1024), w_down (Q8_0 64 x 768, repacked)
+     * and wq (Q8_0 40 x 288: K tail, stays as stored), at unaligned offsets */
+    struct lp_weight ws[3];
+    float *deq[3];
+    void *data[3] = {make_weight(LOPAD_TYPE_Q8_0, 512, 1024, &ws[0], &deq[0]),
+                     make_weight(LOPAD_TYPE_Q8_0, 64, 768, &ws[1], &deq[1]),
+                     make_weight(LOPAD_TYPE_Q8_0, 40, 288, &ws[2], &deq[2])};
+    char path[] = "/tmp/lopad_test_repack_XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    size_t off[3], at = 100;
+    for (int i = 0; i < 3; i++) {
+        const size_t bytes = ws[i].row_bytes * (size_t)ws[i].n_out;
+        off[i] = at;
+        CHECK(pwrite(fd, data[i], bytes, (off_t)at) == (ssize_t)bytes);
+        at += bytes + 777;
+    }
+    char *map = mmap(NULL, at, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    unlink(path);
+    CHECK(map != MAP_FAILED);
+    if (map == MAP_FAILED) return;
+    lopad_model *m = lp_calloc(1, sizeof *m, "test model");
+    struct lp_layer *L = calloc(1, sizeof *L);
+    m->hp.n_layer = 1;
+    m->layers = L;
+    CHECK(lp_model_own(m, map, at, true));
+    struct lp_weight *mw[3] = {&m->output, &L->w_down, &L->wq};
+    volatile unsigned sum = 0;
+    for (size_t i = 0; i < at; i += 512) /* every page resident */
+        sum += (unsigned char)map[i];
+    for (int i = 0; i < 3; i++) {
+        *mw[i] = ws[i];
+        mw[i]->data = map + off[i];
+    }
+    const size_t bytes0 = ws[0].row_bytes * 512, bytes1 = ws[1].row_bytes * 64;
+    const long before = pages_present(m->output.data, bytes0);
+    if (before < 0) {
+        lopad_model_free(m);
+        free(L);
+        TEST_SKIP("/proc/self/pagemap is not readable");
+    }
+    CHECK(before > 100);
+    /* references from a backend that reads the stored bytes */
+    const int rows = 17;
+    float *x = malloc(sizeof(float) * rows * 1024), *y[3], *yb = malloc(sizeof(float) * rows * 512);
+    fill(x, rows * 1024, 1.0f);
+    struct lp_backend plain = make_cpu(2, false), bound = make_cpu(2, false);
+    for (int i = 0; i < 3; i++) {
+        y[i] = malloc(sizeof(float) * rows * mw[i]->n_out);
+        plain.ops->matmul(plain.ctx, mw[i], NULL, x, rows, y[i]);
+    }
+    const size_t nsc = plain.ops->head_scores_scratch(512, rows);
+    float *scr = malloc(sizeof(float) * nsc);
+    struct lp_row_scores sa[17], sb[17];
+    plain.ops->head_scores(plain.ctx, &m->output, x, rows, scr, nsc, sa);
+
+    CHECK(lp_backend_cpu_bind_model(&bound, m, LOPAD_REPACK_ON) == LOPAD_OK);
+    CHECK(lp_backend_cpu_repacked_bytes(&bound) > 0);
+    /* whole pages inside each repacked matrix are gone; the stored one keeps its own */
+    const long pg = sysconf(_SC_PAGESIZE);
+    CHECK_MSG(pages_present(m->output.data, bytes0) <= 2, "output: %ld of %ld pages still mapped",
+              pages_present(m->output.data, bytes0), before);
+    CHECK(pages_present(L->w_down.data, bytes1) <= 2);
+    CHECK(pages_present((char *)L->wq.data + pg, ws[2].row_bytes * 40 - 2 * (size_t)pg) > 0);
+    /* the repacked matmuls and head: the same bits, without touching the source */
+    for (int i = 0; i < 3; i++) {
+        bound.ops->matmul(bound.ctx, mw[i], NULL, x, rows, yb);
+        CHECK_MSG(bits_equal(y[i], yb, (int64_t)rows * mw[i]->n_out),
+                  "matrix %d: repacked result differs after the release", i);
+    }
+    bound.ops->head_scores(bound.ctx, &m->output, x, rows, scr, nsc, sb);
+    CHECK(memcmp(sa, sb, sizeof sa) == 0);
+    CHECK_MSG(pages_present(m->output.data, bytes0) <= 2,
+              "the repacked matmul read the released source (%ld pages)",
+              pages_present(m->output.data, bytes0));
+    /* the stored bytes read back unchanged (as saving does), and a backend without
+     * the copy still gives the references */
+    for (int i = 0; i < 3; i++)
+        CHECK(memcmp(mw[i]->data, data[i], mw[i]->row_bytes * (size_t)mw[i]->n_out) == 0);
+    CHECK(pages_present(m->output.data, bytes0) >= before - 2);
+    plain.ops->matmul(plain.ctx, &m->output, NULL, x, rows, yb);
+    CHECK(bits_equal(y[0], yb, (int64_t)rows * 512));
+    lp_backend_free(&plain);
+    lp_backend_free(&bound);
+    for (int i = 0; i < 3; i++) {
+        free(y[i]);
+        free(deq[i]);
+        free(data[i]);
+    }
+    free(x);
+    free(yb);
+    free(scr);
+    m->layers = NULL;
+    lopad_model_free(m); /* unmaps the file, releases the copy */
+    free(L);
 }
 
 /* The matmul's own weight conversion (SIMD or scalar) against to_float, exactly:
@@ -868,6 +1005,7 @@ int main(void) {
     TEST_RUN(test_matmul);
     TEST_RUN(test_matmul_panels);
     TEST_RUN(test_matmul_repacked);
+    TEST_RUN(test_repack_releases_source);
     TEST_RUN(test_matmul_conversion_exact);
     TEST_RUN(test_get_rows);
     TEST_RUN(test_types_fast_paths);

@@ -51,23 +51,30 @@ static bool cpu_has_vnni(void) {
 #endif
 }
 
-/* Best level this CPU runs, capped by LOPAD_KERNELS (ref|avx2|avx512f32|avx512). */
+/* Best level this CPU runs. */
 static int level_max(void) {
     return cpu_has_avx512() ? LP_LEVEL_AVX512_DOT : lp_cpu_simd_available() ? LP_LEVEL_AVX2 : 0;
 }
 
-static int level_from_env(void) {
-    const char *e = getenv("LOPAD_KERNELS");
-    int want = LP_LEVEL_AVX512_DOT;
-    if (e && *e) {
-        if (!strcmp(e, "ref") || !strcmp(e, "scalar"))
-            want = LP_LEVEL_REF;
-        else if (!strcmp(e, "avx2"))
-            want = LP_LEVEL_AVX2;
-        else if (!strcmp(e, "avx512f32"))
-            want = LP_LEVEL_AVX512;
-    }
-    return LP_MIN(want, level_max());
+enum lopad_status lp_cpu_kernels_level(const char *name, int *level) {
+    static const struct {
+        const char *name;
+        int level;
+    } names[] = {{"ref", LP_LEVEL_REF},
+                 {"scalar", LP_LEVEL_REF},
+                 {"avx2", LP_LEVEL_AVX2},
+                 {"avx512f32", LP_LEVEL_AVX512},
+                 {"avx512", LP_LEVEL_AVX512_DOT}};
+    *level = LP_LEVEL_AVX512_DOT;
+    if (!name || !*name) return LOPAD_OK;
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i].name)) {
+            *level = names[i].level;
+            return LOPAD_OK;
+        }
+    return lp_error(LOPAD_ERR_ARG,
+                    "kernels: unknown CPU kernel level \"%s\" (ref, avx2, avx512f32, avx512)",
+                    name);
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -234,7 +241,7 @@ enum lopad_status lp_backend_cpu_new(int n_threads, const struct lp_backend_limi
     cpu->lim = *lim;
     cpu->has_bf16 = cpu_has_bf16();
     cpu->has_vnni = cpu_has_vnni();
-    cpu->level = level_from_env();
+    cpu->level = level_max(); /* callers cap it: lp_backend_cpu_set_level */
     cpu->simd = cpu->level >= LP_LEVEL_AVX2;
     cpu->wide = cpu->level >= LP_LEVEL_AVX512;
     cpu->pool = lp_pool_new(n_threads);
@@ -287,5 +294,5 @@ int lp_backend_cpu_level(const struct lp_backend *b) {
 }
 
 bool lp_backend_cpu_force_scalar(struct lp_backend *b, bool scalar) {
-    return lp_backend_cpu_set_level(b, scalar ? 0 : level_from_env()) > 0;
+    return lp_backend_cpu_set_level(b, scalar ? 0 : level_max()) > 0;
 }

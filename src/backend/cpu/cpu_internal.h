@@ -28,7 +28,7 @@
 #define LP_PAR_MIN_MM (4.0 * 1024 * 1024) /* multiply-adds */
 #define LP_PAR_MIN_EW (64.0 * 1024)       /* elements */
 
-/* Kernel levels (LOPAD_KERNELS=ref|avx2|avx512f32|avx512). Levels 0-2 compute
+/* Kernel levels (lopad_ctx_params.kernels = ref|avx2|avx512f32|avx512). Levels 0-2 compute
  * every matmul output with the same f32 operations (bitwise equal); level 3
  * adds the bf16-dot (BF16 weights) and int8-dot (Q8_0/Q4_0/Q4_K/Q6_K) paths. */
 enum { LP_LEVEL_REF = 0, LP_LEVEL_AVX2 = 1, LP_LEVEL_AVX512 = 2, LP_LEVEL_AVX512_DOT = 3 };

@@ -43,6 +43,8 @@
 
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "../../core/types.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -1111,9 +1113,33 @@ static void repack_free(void *data) {
     lp_free(rp);
 }
 
+/* Whether [p, p+n) lies in a file mapping the model owns. The loaders map files
+ * read-only and private (gguf.c, safetensors.c), so dropping such pages loses
+ * nothing: a later read faults them in again from the file. Heap weights (LoRA
+ * merges, synthetic models) are never dropped. */
+static bool in_file_mapping(const struct lopad_model *m, const void *p, size_t n) {
+    for (int i = 0; i < m->n_owned; i++) {
+        const struct lp_owned *o = &m->owned[i];
+        const uintptr_t b = (uintptr_t)o->ptr, a = (uintptr_t)p;
+        if (o->mapped && a >= b && a - b <= o->size && n <= o->size - (a - b)) return true;
+    }
+    return false;
+}
+
+/* Release the whole pages of [p, p+n) from this process (they stay in the page
+ * cache, which the kernel may reclaim). */
+static void drop_pages(const void *p, size_t n) {
+#ifdef MADV_DONTNEED
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), e = ((uintptr_t)p + n) & ~(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+#endif
+}
+
 struct repack_job {
     struct mm_job j;
     struct rp_entry *e;
+    bool drop; /* release the source rows once repacked (file-mapped weights) */
 };
 
 /* One panel of MB rows, every K block, through prep_w_i8. */
@@ -1132,6 +1158,9 @@ static void repack_task(void *arg, int task, int tid) {
             memcpy(rj->e->d + (at + r) * (KC / 32), s.ws + (size_t)r * WS_ROW,
                    sizeof(float) * (KC / 32));
     }
+    /* the panel's source rows are not read again: only one panel per thread is
+     * resident beside the copy while a matrix is repacked */
+    if (rj->drop) drop_pages((const char *)w->data + r0 * w->row_bytes, (size_t)nr * w->row_bytes);
 }
 
 static bool repackable(const struct lp_weight *w) {
@@ -1205,8 +1234,12 @@ static enum lopad_status repack_make(const struct lopad_model *m, void *arg, voi
             break;
         }
         rp->bytes += nq + nq / 32 * sizeof(float);
-        struct repack_job rj = {.j = {.cpu = cpu, .w = w, .mb = MB}, .e = e};
+        const size_t src_bytes = (size_t)w->n_out * w->row_bytes;
+        struct repack_job rj = {.j = {.cpu = cpu, .w = w, .mb = MB},
+                                .e = e,
+                                .drop = in_file_mapping(m, w->data, src_bytes)};
         lp_cpu_run(cpu, (int)((w->n_out + MB - 1) / MB), repack_task, &rj, true);
+        if (rj.drop) drop_pages(w->data, src_bytes); /* the pages panels shared */
     }
     lp_free(mats);
     if (st) {
@@ -1227,13 +1260,16 @@ size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b) {
     return cpu->repack ? cpu->repack->bytes : 0;
 }
 
-enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m) {
+enum lopad_status lp_backend_cpu_bind_model(struct lp_backend *b, const struct lopad_model *m,
+                                            enum lopad_repack mode) {
     struct lp_cpu *cpu = b->ctx;
-    const char *e = getenv("LOPAD_REPACK");
     cpu->repack = NULL;
-    if (cpu->level < LP_LEVEL_AVX512_DOT || !cpu->has_vnni || (e && !strcmp(e, "0")))
+    if (mode != LOPAD_REPACK_AUTO && mode != LOPAD_REPACK_OFF && mode != LOPAD_REPACK_ON)
+        return lp_error(LOPAD_ERR_ARG, "cpu backend: repack mode %d (auto 0, off 1, on 2)",
+                        (int)mode);
+    if (cpu->level < LP_LEVEL_AVX512_DOT || !cpu->has_vnni || mode == LOPAD_REPACK_OFF)
         return LOPAD_OK;
-    struct repack_arg arg = {cpu, e && !strcmp(e, "1")};
+    struct repack_arg arg = {cpu, mode == LOPAD_REPACK_ON};
     void *rp;
     enum lopad_status st =
         lp_model_cache_get(m, "cpu-int8-repack", repack_make, &arg, repack_free, &rp);
