@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_eval.sh - `lopad eval` end to end: the built-in scorer cases (--self-test), every
-# benchmark of ../shared/data/bench on the tiny random Dream fixture (--limit 2: JSON fields
+# benchmark of the repository's data/ on the tiny random Dream fixture (--limit 2: JSON fields
 # present, accuracy in [0, 1]) and with --oracle (the datasets' own solutions must all score),
+# found with no ../shared and from a copied binary, tiny-gsm with every default on the demo
+# model, the code sandbox refusing to run without bwrap unless unsafe execution is allowed,
 # a GSM-format --data file with few-shot exemplars, --sweep with the table, JSON and --plot,
 # and bad input (exit status 2 with a message naming the problem).
 # usage: bash test_eval.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
@@ -44,36 +46,53 @@ rc=$?
 if [ $rc -eq 0 ] && printf '%s' "$out" | grep -Eq '^[0-9]+ passed, 0 failed$'; then ok; else
     bad "--self-test rc $rc: $out"; fi
 
-# ---- the shared benchmarks
-SHARED=$SRC/../shared
-if [ -d "$SHARED/data/bench" ]; then
-    export LOPAD_SHARED=$SHARED
-    for task in gsm8k mbpp humaneval math500; do
-        out=$(timeout 60 "$BIN" eval --task $task --limit 2 -m "$DREAM" "${T[@]}" --json \
-              2>"$TMP/err")
-        rc=$?
-        if [ $rc -eq 0 ] && err=$(check_json "$out" task=$task n=2 2>&1); then ok; else
-            bad "$task: rc $rc, $out $err $(cat "$TMP/err")"; fi
-    done
-    # the datasets' solutions through the same extraction / execution: all correct
-    for task in gsm8k mbpp humaneval math500; do
-        out=$(timeout 60 "$BIN" eval --task $task --limit 4 --oracle --json 2>"$TMP/err")
-        rc=$?
-        if [ $rc -eq 0 ] && err=$(check_json "$out" n=4 accuracy=1 2>&1); then ok; else
-            bad "$task --oracle: rc $rc, $out $err $(cat "$TMP/err")"; fi
-    done
-    # found without LOPAD_SHARED from a directory below the project
-    out=$(cd "$SRC/tests" && env -u LOPAD_SHARED "$BIN" eval --task math500 --limit 1 --oracle \
-          --json 2>&1)
-    if err=$(check_json "$out" n=1 2>&1); then ok; else bad "shared not found by walking up: $out"; fi
-    # the Markdown table
-    out=$("$BIN" eval --task gsm8k --limit 1 --shots 0 -m "$DREAM" "${T[@]}" 2>/dev/null)
-    if printf '%s\n' "$out" | grep -q '^| task | n | accuracy | flexible | TPF | NFE |' &&
-       printf '%s\n' "$out" | grep -q '^| gsm8k | 1 | '; then ok; else bad "table: $out"; fi
-    unset LOPAD_SHARED
-else
-    echo "  SKIP: $SHARED/data/bench absent: benchmark runs skipped" >&2
-fi
+# ---- the benchmarks in the repository's data/ (nothing from ../shared: LOPAD_SHARED points
+# to an empty folder)
+mkdir -p "$TMP/empty"
+export LOPAD_SHARED=$TMP/empty
+for task in gsm8k mbpp humaneval math500; do
+    out=$(timeout 60 "$BIN" eval --task $task --limit 2 -m "$DREAM" "${T[@]}" --json \
+          2>"$TMP/err")
+    rc=$?
+    if [ $rc -eq 0 ] && err=$(check_json "$out" task=$task n=2 2>&1); then ok; else
+        bad "$task: rc $rc, $out $err $(cat "$TMP/err")"; fi
+done
+# the datasets' solutions through the same extraction / execution: all correct
+for task in tiny-gsm gsm8k mbpp humaneval math500; do
+    out=$(timeout 60 "$BIN" eval --task $task --limit 4 --oracle --json 2>"$TMP/err")
+    rc=$?
+    if [ $rc -eq 0 ] && err=$(check_json "$out" n=4 accuracy=1 2>&1); then ok; else
+        bad "$task --oracle: rc $rc, $out $err $(cat "$TMP/err")"; fi
+done
+# found from a directory below the project, and from a copy of the binary beside a copy of
+# data/ (a fresh clone elsewhere), run from / with no LOPAD_SHARED at all
+out=$(cd "$SRC/tests" && "$BIN" eval --task math500 --limit 1 --oracle --json 2>&1)
+if err=$(check_json "$out" n=1 2>&1); then ok; else bad "data/ not found by walking up: $out"; fi
+mkdir -p "$TMP/clone/build"
+cp -r "$SRC/data" "$TMP/clone/" && cp "$BIN" "$TMP/clone/build/lopad"
+out=$(cd / && env -u LOPAD_SHARED "$TMP/clone/build/lopad" eval --task gsm8k --limit 2 --shots 2 \
+      --oracle --json 2>&1)
+if err=$(check_json "$out" n=2 shots=2 accuracy=1 2>&1); then ok; else
+    bad "data/ beside a copied binary: $out $err"; fi
+# $LOPAD_DATA names the folder; a folder without the file is an error naming it
+out=$(cd / && LOPAD_DATA=$TMP/clone/data "$BIN" eval --task mbpp --limit 2 --oracle --json 2>&1)
+if err=$(check_json "$out" n=2 2>&1); then ok; else bad "LOPAD_DATA: $out $err"; fi
+# the tiny-gsm held-out set is the committed one: the generator's 500 problems
+n=$(wc -l <"$SRC/data/tiny-gsm/heldout.jsonl")
+[ "$n" = 500 ] && ok || bad "data/tiny-gsm/heldout.jsonl has $n problems, want 500"
+# the Markdown table
+out=$("$BIN" eval --task gsm8k --limit 1 --shots 0 -m "$DREAM" "${T[@]}" 2>/dev/null)
+if printf '%s\n' "$out" | grep -q '^| task | n | accuracy | flexible | TPF | NFE |' &&
+   printf '%s\n' "$out" | grep -q '^| gsm8k | 1 | '; then ok; else bad "table: $out"; fi
+# tiny-gsm with every default (the demo model, the task's gen length) on a fresh checkout:
+# the demo model answers nearly all (docs/RESULTS.md: 0.99 of 500)
+out=$(cd / && env -u LOPAD_SHARED "$BIN" eval --task tiny-gsm --limit 20 --json 2>"$TMP/err")
+rc=$?
+if [ $rc -eq 0 ] && err=$(check_json "$out" n=20 2>&1) &&
+   "$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["accuracy"] >= 0.9, j["accuracy"]' \
+       "$out" 2>/dev/null; then ok; else
+    bad "tiny-gsm with defaults: rc $rc, $out $err $(cat "$TMP/err")"; fi
+unset LOPAD_SHARED
 
 # ---- a GSM-format data file (tiny-gsm): shots come from its first records
 for i in 1 2 3 4; do
@@ -131,6 +150,25 @@ out=$("$BIN" eval --task mbpp --data "$TMP/mbpp.jsonl" --oracle --json 2>&1)
 if err=$(check_json "$out" n=2 accuracy=0.5 shots=0 2>&1); then ok; else
     bad "mbpp pass/fail: $out $err"; fi
 
+# ---- the sandbox (tests/unit/test_eval_sandbox.c has the escapes): without a working bwrap
+# (simulated with $LOPAD_BWRAP) a code task is refused before any work, naming bwrap and
+# --unsafe-exec; --unsafe-exec runs it unconfined; tasks without code do not care
+for bw in /nonexistent/bwrap /bin/false; do
+    err=$(LOPAD_BWRAP=$bw "$BIN" eval --task humaneval --data "$TMP/he.jsonl" --oracle --limit 2 \
+          --json 2>&1 >/dev/null)
+    rc=$?
+    if [ $rc -eq 2 ] && printf '%s' "$err" | grep -q bwrap &&
+       printf '%s' "$err" | grep -q -- --unsafe-exec; then ok; else
+        bad "no sandbox ($bw): rc $rc, '$err'"; fi
+done
+out=$(LOPAD_BWRAP=/nonexistent/bwrap "$BIN" eval --task mbpp --data "$TMP/mbpp.jsonl" --oracle \
+      --unsafe-exec --json 2>"$TMP/err")
+if err=$(check_json "$out" n=2 accuracy=0.5 2>&1); then ok; else
+    bad "--unsafe-exec without bwrap: $out $err $(cat "$TMP/err")"; fi
+out=$(LOPAD_BWRAP=/nonexistent/bwrap "$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" \
+      --oracle --json 2>&1)
+if err=$(check_json "$out" n=4 accuracy=1 2>&1); then ok; else bad "no bwrap, no code: $out"; fi
+
 # ---- sweeps
 out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
       --decoder fast --sweep threshold=0.5,0.9 --json 2>"$TMP/err")
@@ -170,7 +208,8 @@ expect2() { # expected-message-fragment args...
 expect2 "unknown task 'gsm9k'" --task gsm9k -m "$DREAM"
 expect2 "give --task" -m "$DREAM"
 expect2 "$TMP/none.jsonl" --task tiny-gsm --data "$TMP/none.jsonl" -m "$DREAM"
-LOPAD_SHARED=$TMP/nowhere expect2 "$TMP/nowhere" --task gsm8k -m "$DREAM"
+LOPAD_DATA=$TMP/nowhere expect2 "LOPAD_DATA=$TMP/nowhere has no bench/gsm8k_test.jsonl" \
+    --task gsm8k -m "$DREAM"
 expect2 "PARAM=v1,v2" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa -m "$DREAM"
 expect2 "empty value" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,,2 -m "$DREAM"
 expect2 "--frobnicate" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep frobnicate=1 -m "$DREAM"
