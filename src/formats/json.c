@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,6 +49,23 @@ enum lopad_status lp_read_file(const char *path, size_t max_bytes, char **out, s
     return LOPAD_OK;
 }
 
+/* What stands at the error position, without quoting the file: the file may
+ * be a symlink to a secret, so only JSON punctuation is shown verbatim. */
+static const char *describe_byte(const char *p, size_t off, size_t len, char *buf) {
+    if (off >= len) return "the end of the file";
+    unsigned char c = (unsigned char)p[off];
+    if (c && strchr("{}[],:\"", c)) {
+        snprintf(buf, 8, "'%c'", c);
+        return buf;
+    }
+    if (c >= 0x80) return "a non-ASCII byte";
+    if (c < 0x20 || c == 0x7f) return "a control byte";
+    if (c == ' ') return "a space";
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return "a letter";
+    if (c >= '0' && c <= '9') return "a digit";
+    return "a punctuation character";
+}
+
 /* Parse p[0..len) where p[len] == 0 and there is no NUL before it. cJSON then
  * rejects trailing garbage (require_null_terminated). */
 static enum lopad_status parse_terminated(const char *p, size_t len, const char *source,
@@ -56,16 +74,15 @@ static enum lopad_status parse_terminated(const char *p, size_t len, const char 
     cJSON *root = cJSON_ParseWithLengthOpts(p, len + 1, &end, 1);
     if (!root) {
         size_t off = end && end >= p && end <= p + len ? (size_t)(end - p) : len;
-        size_t line = 1;
-        for (size_t i = 0; i < off; i++)
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+            col = p[i] == '\n' ? 1 : col + 1;
             line += p[i] == '\n';
-        char near[24];
-        size_t k = 0;
-        for (size_t i = off; i < len && k < sizeof near - 1; i++)
-            near[k++] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '?';
-        near[k] = 0;
-        return lp_error(LOPAD_ERR_FORMAT, "%s: malformed JSON near byte %zu (line %zu): \"%s\"",
-                        source, off, line, near);
+        }
+        char buf[8];
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: malformed JSON at byte %zu (line %zu, column %zu): unexpected %s",
+                        source, off, line, col, describe_byte(p, off, len, buf));
     }
     *out = root;
     return LOPAD_OK;
@@ -93,6 +110,44 @@ enum lopad_status lp_json_parse(const char *text, size_t len, const char *source
     return st;
 }
 
+struct member {
+    cJSON *item;
+    int pos;
+};
+
+static int cmp_member(const void *a, const void *b) {
+    const struct member *x = a, *y = b;
+    int c = strcmp(x->item->string, y->item->string);
+    if (c) return c;
+    return x->pos < y->pos ? -1 : x->pos > y->pos; /* file order */
+}
+
+/* Within one object: of members with equal keys keep only the last. */
+static enum lopad_status dedup_object(cJSON *obj, int n) {
+    struct member *v = lp_malloc(sizeof *v * (size_t)n, "JSON key check");
+    if (!v) return LOPAD_ERR_NOMEM;
+    int i = 0;
+    for (cJSON *e = obj->child; e; e = e->next, i++)
+        v[i] = (struct member){e, i};
+    qsort(v, (size_t)n, sizeof *v, cmp_member);
+    for (i = 0; i + 1 < n; i++)
+        if (!strcmp(v[i].item->string, v[i + 1].item->string))
+            cJSON_Delete(cJSON_DetachItemViaPointer(obj, v[i].item));
+    lp_free(v);
+    return LOPAD_OK;
+}
+
+enum lopad_status lp_json_keep_last(cJSON *node) {
+    enum lopad_status st;
+    for (cJSON *e = node ? node->child : NULL; e; e = e->next)
+        if ((cJSON_IsObject(e) || cJSON_IsArray(e)) && (st = lp_json_keep_last(e))) return st;
+    if (!cJSON_IsObject(node) || !node->child || !node->child->next) return LOPAD_OK;
+    int n = 0;
+    for (cJSON *e = node->child; e; e = e->next)
+        n++;
+    return dedup_object(node, n);
+}
+
 enum lopad_status lp_json_read_file(const char *path, size_t max_bytes, cJSON **out) {
     *out = NULL;
     char *buf;
@@ -102,6 +157,10 @@ enum lopad_status lp_json_read_file(const char *path, size_t max_bytes, cJSON **
     st = check_no_nul(buf, len, path);
     if (!st) st = parse_terminated(buf, len, path, out); /* lp_read_file terminated it */
     lp_free(buf);
+    if (!st && (st = lp_json_keep_last(*out))) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
     return st;
 }
 

@@ -22,9 +22,11 @@
 #define LP_JSON_MAX_BYTES ((size_t)64 << 20)
 
 /* Read the file at `path` (at most max_bytes, 0 = LP_JSON_MAX_BYTES) and parse
- * it. LOPAD_ERR_IO when it cannot be read, LOPAD_ERR_FORMAT when malformed (the
- * message gives the byte offset and line of the error). *out: free with
- * cJSON_Delete. */
+ * it. LOPAD_ERR_IO when it cannot be read or is not a regular file,
+ * LOPAD_ERR_FORMAT when malformed (the message gives the byte offset, line and
+ * column and the kind of character found, never the file's bytes: it may be a
+ * symlink to a secret). A key repeated in one object keeps its LAST value, as
+ * Python's json (and so transformers) does. *out: free with cJSON_Delete. */
 enum lopad_status lp_json_read_file(const char *path, size_t max_bytes, cJSON **out);
 
 /* Read a whole file into a NUL-terminated lp_malloc'd buffer (*len excludes
@@ -32,8 +34,14 @@ enum lopad_status lp_json_read_file(const char *path, size_t max_bytes, cJSON **
 enum lopad_status lp_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
 
 /* Parse text[0..len) (need not be NUL-terminated; embedded NUL bytes are an
- * error). Trailing whitespace is allowed, any other trailing bytes are not. */
+ * error). Trailing whitespace is allowed, any other trailing bytes are not.
+ * Repeated keys are all kept (the safetensors header refuses them); call
+ * lp_json_keep_last for Python's last-wins semantics. */
 enum lopad_status lp_json_parse(const char *text, size_t len, const char *source, cJSON **out);
+
+/* Drop every member of every object under `node` that a later member with
+ * the same key overrides. O(n log n) in the number of members. */
+enum lopad_status lp_json_keep_last(cJSON *node);
 
 /* Member `key` of object `obj`, or NULL (also when obj is not an object). */
 const cJSON *lp_json_item(const cJSON *obj, const char *key);

@@ -373,6 +373,65 @@ static void test_json_helpers(void) {
     CHECK(lp_json_read_file(tmp_path("nope.json"), 0, &r) == LOPAD_ERR_IO && msg_has("nope.json"));
 }
 
+/* A JSON error never quotes the file's bytes: config.json may be a symlink to
+ * a secret. It gives the position and the kind of character instead. */
+static void test_json_no_echo(void) {
+    const char *secrets[] = {
+        "TOPSECRET-hunter2\n",                    /* not JSON at all */
+        "{\"a\": 1,\n \"b\": TOPSECRET-hunter2}", /* a bare word inside */
+        "{\"a\": [1, 2]} TOPSECRET-hunter2",      /* trailing bytes */
+        "\"TOPSECRET-hunter2",                    /* unterminated string */
+    };
+    char p[600];
+    snprintf(p, sizeof p, "%s/secret.txt", TMP);
+    const char *link = tmp_path("config.json");
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
+        write_bytes(p, secrets[i], strlen(secrets[i]));
+        unlink(link);
+        CHECK(symlink(p, link) == 0);
+        cJSON *r = NULL;
+        CHECK(lp_json_read_file(link, 0, &r) == LOPAD_ERR_FORMAT && !r);
+        CHECK_MSG(msg_has("config.json") && msg_has("byte") && !msg_has("TOPSECRET") &&
+                      !msg_has("hunter") && !msg_has("SECRET"),
+                  "%s", lopad_errmsg());
+    }
+    unlink(link);
+    cJSON *r_dummy_ = NULL;
+    CHECK(lp_json_parse("{\"a\": 1,\n \"b\": x}", 17, "c.json", &r_dummy_) == LOPAD_ERR_FORMAT);
+    CHECK_MSG(msg_has("line 2, column 7") && msg_has("a letter"), "%s", lopad_errmsg());
+}
+
+/* A key repeated in one object keeps its last value, at every depth, as in
+ * Python's json.load (transformers reads config.json that way). */
+static void test_json_duplicate_keys(void) {
+    const char *js = "{\"n\": 1, \"o\": {\"x\": \"first\", \"y\": 0, \"x\": \"last\"},"
+                     " \"l\": [{\"k\": 1, \"k\": 2}], \"n\": 3, \"n\": 4}";
+    write_bytes(tmp_path("dup.json"), js, strlen(js));
+    cJSON *r = NULL;
+    CHECK(lp_json_read_file(tmp_path("dup.json"), 0, &r) == LOPAD_OK && r);
+    if (!r) return;
+    int n = 0;
+    const char *x = NULL;
+    CHECK(lp_json_get_int(r, "n", 0, 10, "dup", &n) == LOPAD_OK && n == 4);
+    const cJSON *o = lp_json_item(r, "o");
+    CHECK(lp_json_get_string(o, "x", "dup", &x) == LOPAD_OK && x && !strcmp(x, "last"));
+    CHECK(cJSON_GetArraySize(o) == 2 && cJSON_GetArraySize(r) == 3);
+    const cJSON *k = lp_json_item(cJSON_GetArrayItem(lp_json_item(r, "l"), 0), "k");
+    CHECK(cJSON_IsNumber(k) && k->valuedouble == 2);
+    cJSON_Delete(r);
+    /* every allocation failure is NOMEM, no leak */
+    for (long f = 0; f < 64; f++) {
+        lp_alloc_fail_after(f);
+        enum lopad_status st = lp_json_read_file(tmp_path("dup.json"), 0, &r);
+        lp_alloc_fail_after(-1);
+        CHECK(st == LOPAD_OK || st == LOPAD_ERR_NOMEM);
+        if (!st) {
+            cJSON_Delete(r);
+            break;
+        }
+    }
+}
+
 int main(void) {
     mkdir(TMP, 0755);
     TEST_RUN(test_dtypes_and_dims);
@@ -382,5 +441,7 @@ int main(void) {
     TEST_RUN(test_bad_tensors);
     TEST_RUN(test_alloc_failures);
     TEST_RUN(test_json_helpers);
+    TEST_RUN(test_json_no_echo);
+    TEST_RUN(test_json_duplicate_keys);
     return test_report();
 }
