@@ -68,7 +68,7 @@ def gguf(kvs, tensors, align=32, version=3, data_fill=None):
     data = bytearray(cur)
     for i, (o, s) in enumerate(zip(offs, sizes)):
         for j in range(s):
-            data[o + j] = (i * 37 + j * 11 + 5) & 0x7f  # small finite-ish values
+            data[o + j] = (i * 37 + j * 11 + 5) & 0x3f  # small finite values (f16 exponent < 31)
     return out + bytes(data)
 
 
