@@ -95,7 +95,10 @@ static void test_no_writes_outside(void) {
                  "import os\nos.makedirs(os.path.dirname('%.300s'), exist_ok=True)\n"
                  "open('%.300s', 'w').write('escaped')\n",
                  target[i], target[i]);
-        CHECK_MSG(run(prog, 10) == LP_EXEC_FAIL, "%s", target[i]);
+        /* a path under /tmp exists in the sandbox too (its private /tmp): there only the
+         * host side is checked */
+        enum lp_exec_result r = run(prog, 10);
+        CHECK_MSG(r == LP_EXEC_FAIL || !strncmp(target[i], "/tmp/", 5), "%s", target[i]);
         CHECK_MSG(access(target[i], F_OK) != 0, "%s was written", target[i]);
         unlink(target[i]);
     }
