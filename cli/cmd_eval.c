@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #endif
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,10 +28,6 @@
 #include "eval_data.h"
 #include "eval_score.h"
 #include "run.h"
-#include "core/common.h"
-#include "decode/decode.h"
-#include "model/chat.h"
-#include "model/tokenizer.h"
 
 struct eval_cfg {
     enum lp_eval_task task;
@@ -46,7 +43,7 @@ struct eval_result {
     int n, n_correct, n_flex, n_truncated, n_timeouts;
     long n_committed, nfe;
     double seconds;
-    struct lp_decode_request rq; /* the settings (prompt fields unused) */
+    char *settings; /* the resolved settings (JSON), NULL for --oracle */
 };
 
 static void usage(FILE *f) {
@@ -69,51 +66,53 @@ static void usage(FILE *f) {
             "                       and exit\n"
             "  --oracle             score the dataset's own solutions instead of generating (a\n"
             "                       check of data and scorers: expect accuracy 1)\n"
-            "Generated positions default to 256 here (--gen N).\n"
+            "Generated positions default to the task's (tiny-gsm 128, others 256), fitted to\n"
+            "the model's context (--gen N).\n"
             "The shared data folder: $LOPAD_SHARED, else a shared/data/bench found above the\n"
             "lopad binary or the current directory. Decoder options as for lopad run:\n");
-    fputs(lp_run_opts_help, f);
+    lp_run_print_help(f);
 }
 
 /* ------------------------------------------------------------ generation */
 
-/* one quiet generation through lopad run's path (run.h): the reply text (special
- * tokens skipped), stats added to r */
+/* one quiet generation of ids on the session: the reply text (control tokens
+ * skipped), counts added to r */
 static int generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
-                    struct lp_decode_request *rq, char **text, struct eval_result *r) {
+                    lopad_request *rq, const int32_t *ids, int n, char **text,
+                    struct eval_result *r) {
     struct lp_run_opts q = *o;
     q.quiet = true;
-    struct lp_ids reply = {0};
-    struct lp_run_stats stats;
-    int rc = lp_run_generate_ex(cmd, &q, s, rq, &reply, &stats);
-    if (!rc) {
-        r->n_committed += stats.n_committed;
-        r->nfe += stats.nfe;
-        r->seconds += stats.seconds;
-        enum lopad_status st = lp_tokenizer_decode(s->tok, reply.v, reply.n, true, text, NULL);
-        if (st) rc = lp_cli_fail(cmd, st);
-    }
-    lp_ids_free(&reply);
-    return rc;
+    enum lopad_status st = lopad_request_prompt_ids(rq, ids, n);
+    if (st) return lp_cli_fail(cmd, st);
+    struct lopad_result res;
+    int rc = lp_run_generate(cmd, &q, s, rq, &res);
+    if (rc) return rc;
+    r->n_committed += res.n_committed;
+    r->nfe += res.nfe;
+    r->seconds += res.seconds;
+    *text = strdup(res.text);
+    lopad_result_free(&res);
+    return *text ? 0 : lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
 }
 
-/* the prompt ids of item `it` (shots as earlier turns / text) */
+/* the prompt ids of item `it` (shots as earlier turns / text); *ids: lopad_free */
 static int encode_item(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
                        const struct eval_cfg *c, const struct lp_eval_set *set,
-                       const struct lp_eval_item *it, struct lp_ids *enc) {
-    int rc = 0;
+                       const struct lp_eval_item *it, int32_t **ids, int *n_ids) {
+    enum lopad_status st;
     if (c->chat) {
         int n = 0;
-        struct lp_chat_msg *m = calloc((size_t)(2 * set->n_shots + 1), sizeof *m);
+        struct lopad_chat_msg *m = calloc((size_t)(2 * set->n_shots + 2), sizeof *m);
         if (!m) return lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
+        if (o->system) m[n++] = (struct lopad_chat_msg){"system", o->system};
         for (int i = 0; i < set->n_shots; i++) {
-            m[n++] = (struct lp_chat_msg){"user", set->shots[i].q_chat};
-            m[n++] = (struct lp_chat_msg){"assistant", set->shots[i].a_chat};
+            m[n++] = (struct lopad_chat_msg){"user", set->shots[i].q_chat};
+            m[n++] = (struct lopad_chat_msg){"assistant", set->shots[i].a_chat};
         }
-        m[n++] = (struct lp_chat_msg){"user", it->q_chat};
-        rc = lp_run_encode(cmd, s, m, n, o->system, true, enc);
+        m[n++] = (struct lopad_chat_msg){"user", it->q_chat};
+        st = lopad_chat_tokenize(s->model, m, n, ids, n_ids);
         free(m);
-        return rc;
+        return st ? lp_cli_fail(cmd, st) : 0;
     }
     size_t len = strlen(it->q_raw) + 1;
     for (int i = 0; i < set->n_shots; i++)
@@ -126,10 +125,9 @@ static int encode_item(const char *cmd, const struct lp_run_opts *o, struct lp_r
         strcat(text, set->shots[i].a_raw);
     }
     strcat(text, it->q_raw);
-    struct lp_chat_msg msg = {"user", text};
-    rc = lp_run_encode(cmd, s, &msg, 1, NULL, false, enc);
+    st = lopad_tokenize(s->model, text, strlen(text), ids, n_ids);
     free(text);
-    return rc;
+    return st ? lp_cli_fail(cmd, st) : 0;
 }
 
 /* ---------------------------------------------------------------- scoring */
@@ -251,52 +249,77 @@ static void write_sample(FILE *f, const struct lp_eval_item *it, const char *out
     cJSON_Delete(j);
 }
 
+/* the generated positions a request asks for (its resolved "gen") */
+static int request_gen(const char *settings) {
+    cJSON *j = cJSON_Parse(settings);
+    const cJSON *g = cJSON_GetObjectItem(j, "gen");
+    int gen = cJSON_IsNumber(g) ? g->valueint : 0;
+    cJSON_Delete(j);
+    return gen;
+}
+
+static void show_prompt(const char *cmd, const struct lp_run_session *s, const int32_t *ids, int n,
+                        int ctx_limit, int *rc) {
+    char *text = NULL; /* the exact text the model sees, control tokens included */
+    enum lopad_status st = lopad_detokenize(s->model, ids, n, false, &text, NULL);
+    if (st) {
+        *rc = lp_cli_fail(cmd, st);
+        return;
+    }
+    printf("%s\n[%d prompt tokens, context %d]\n", text, n, ctx_limit == INT_MAX ? 0 : ctx_limit);
+    lopad_free(text);
+}
+
+static void progress(const struct eval_cfg *c, const struct lp_eval_set *set, const char *label,
+                     const struct eval_result *r) {
+    int w = 30, done = (int)((long)w * r->n / set->n_items);
+    fprintf(stderr, "\r\033[K%s%s%s [", lp_eval_task_name(c->task), label ? " " : "",
+            label ? label : "");
+    for (int k = 0; k < w; k++)
+        fputc(k < done ? '#' : '.', stderr);
+    fprintf(stderr, "] %d/%d acc %.3f tpf %.2f", r->n, set->n_items, (double)r->n_correct / r->n,
+            r->nfe ? (double)r->n_committed / r->nfe : 0.0);
+    fflush(stderr);
+}
+
 static int evaluate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
-                    const struct eval_cfg *c, const struct lp_eval_set *set, const char *label,
-                    struct eval_result *r) {
+                    lopad_request *rq, const struct eval_cfg *c, const struct lp_eval_set *set,
+                    const char *label, struct eval_result *r) {
     memset(r, 0, sizeof *r);
-    int rc = 0, ctx_limit = INT_MAX;
-    if (!c->oracle) rc = lp_run_make_request(cmd, o, s, &r->rq);
-    if (rc) return rc;
-    if (!c->oracle && s->hp->n_ctx_train > 0) ctx_limit = s->hp->n_ctx_train;
-    if (!c->oracle && r->rq.gen_len >= ctx_limit)
-        return lp_cli_usage_error(cmd, "--gen %d leaves no room for a prompt (context %d)",
-                                  r->rq.gen_len, ctx_limit);
-    struct lp_ids enc = {0};
+    int rc = 0, ctx_limit = INT_MAX, gen = 0;
+    if (!c->oracle) {
+        enum lopad_status st = lopad_request_settings(rq, s->model, &r->settings);
+        if (st) return lp_cli_fail(cmd, st) + 1;
+        gen = request_gen(r->settings);
+        if (s->hp->n_ctx_train > 0) ctx_limit = s->hp->n_ctx_train;
+        if (gen >= ctx_limit)
+            return lp_cli_usage_error(cmd, "--gen %d leaves no room for a prompt (context %d)",
+                                      gen, ctx_limit);
+    }
     for (int i = 0; i < set->n_items && !rc; i++) {
         const struct lp_eval_item *it = &set->items[i];
-        if (!c->oracle) rc = encode_item(cmd, o, s, c, set, it, &enc);
-        if (rc) break;
-        if (c->show_prompt) { /* the exact text the model sees, special tokens included */
-            char *text = NULL;
-            enum lopad_status st = lp_tokenizer_decode(s->tok, enc.v, enc.n, false, &text, NULL);
-            if (st) {
-                rc = lp_cli_fail(cmd, st);
-            } else {
-                printf("%s\n", text);
-                printf("[%zu prompt tokens, context %d]\n", enc.n,
-                       ctx_limit == INT_MAX ? 0 : ctx_limit);
-            }
-            lp_free(text);
+        int32_t *ids = NULL;
+        int np = 0;
+        if (!c->oracle) rc = encode_item(cmd, o, s, c, set, it, &ids, &np);
+        if (!rc && c->show_prompt) {
+            show_prompt(cmd, s, ids, np, ctx_limit, &rc);
+            lopad_free(ids);
             break;
         }
-        struct lp_decode_request rq = r->rq;
-        int keep = ctx_limit - rq.gen_len;
-        const int32_t *p = enc.v;
-        int np = (int)enc.n;
+        int keep = ctx_limit - gen, skip = 0;
         if (np > keep) { /* the model's context is too short: keep the prompt's end */
-            p += np - keep;
-            np = keep;
+            skip = np - keep;
             r->n_truncated++;
         }
-        rq.prompt = p;
-        rq.n_prompt = np;
         char *out = NULL;
-        if (c->oracle) {
+        if (rc) {
+            /* nothing */
+        } else if (c->oracle) {
             if (!(out = strdup(it->solution))) rc = lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
         } else {
-            rc = generate(cmd, o, s, &rq, &out, r);
+            rc = generate(cmd, o, s, rq, ids + skip, np - skip, &out, r);
         }
+        lopad_free(ids);
         if (rc) break;
         struct score sc;
         score_item(c, it, out, &sc);
@@ -307,19 +330,9 @@ static int evaluate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         if (c->samples) write_sample(c->samples, it, out, &sc, label);
         free(sc.extracted);
         free(out);
-        if (c->progress) {
-            int w = 30, done = (int)((long)w * r->n / set->n_items);
-            fprintf(stderr, "\r\033[K%s%s%s [", lp_eval_task_name(c->task), label ? " " : "",
-                    label ? label : "");
-            for (int k = 0; k < w; k++)
-                fputc(k < done ? '#' : '.', stderr);
-            fprintf(stderr, "] %d/%d acc %.3f tpf %.2f", r->n, set->n_items,
-                    (double)r->n_correct / r->n, r->nfe ? (double)r->n_committed / r->nfe : 0.0);
-            fflush(stderr);
-        }
+        if (c->progress) progress(c, set, label, r);
     }
     if (c->progress) fputs("\r\033[K", stderr);
-    lp_ids_free(&enc);
     return rc;
 }
 
@@ -333,63 +346,25 @@ static bool gsm_style(enum lp_eval_task t) {
     return t == LP_TASK_GSM8K || t == LP_TASK_TINY_GSM;
 }
 
-/* the decoder settings that matter for this request, as "k=v k=v" */
-static void settings_text(const struct lp_decode_request *rq, const struct eval_cfg *c, char *b,
-                          size_t cap) {
-    int k = snprintf(b, cap, "%s gen=%d steps=%d block=%d T=%g", lp_decoder_name(rq->decoder),
-                     rq->gen_len, rq->steps, rq->block_len, rq->temperature);
-#define ADD(...) k += snprintf(b + k, (size_t)k < cap ? cap - (size_t)k : 0, __VA_ARGS__)
-    if (rq->decoder == LP_DEC_LLADA) ADD(" remasking=%s", lp_remasking_name(rq->remasking));
-    if (rq->decoder == LP_DEC_DREAM) ADD(" alg=%s", lp_dream_alg_name(rq->alg));
-    if (rq->decoder == LP_DEC_FAST)
-        ADD(" cache=%s rule=%s threshold=%g", lp_cache_mode_name(rq->cache),
-            lp_commit_rule_name(rq->rule), rq->threshold);
-    if (rq->decoder == LP_DEC_D2F) ADD(" tau_conf=%g", rq->tau_conf);
-    if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa >= 0)
-        ADD(" lopa=%d", rq->lopa);
-    if (rq->dpad) ADD(" dpad");
-    ADD(" shots=%d %s", c->shots, c->chat ? "chat" : "raw");
-#undef ADD
-}
-
-static void settings_json(cJSON *o, const struct lp_decode_request *rq) {
-    cJSON_AddStringToObject(o, "decoder", lp_decoder_name(rq->decoder));
-    cJSON_AddNumberToObject(o, "gen", rq->gen_len);
-    cJSON_AddNumberToObject(o, "steps", rq->steps);
-    cJSON_AddNumberToObject(o, "block", rq->block_len);
-    cJSON_AddNumberToObject(o, "temperature", rq->temperature);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)rq->seed);
-    cJSON_AddRawToObject(o, "seed", seed);
-    if (rq->decoder == LP_DEC_LLADA) {
-        cJSON_AddStringToObject(o, "remasking", lp_remasking_name(rq->remasking));
-        cJSON_AddNumberToObject(o, "cfg_scale", rq->cfg_scale);
-    } else {
-        cJSON_AddStringToObject(o, "alg", lp_dream_alg_name(rq->alg));
-        cJSON_AddNumberToObject(o, "alg_temp", rq->alg_temp);
-        cJSON_AddNumberToObject(o, "top_p", rq->top_p);
-        cJSON_AddNumberToObject(o, "top_k", rq->top_k);
+/* the settings that matter most, as "decoder k=v k=v" */
+static void settings_text(const char *settings, char *b, size_t cap) {
+    static const char *const keys[] = {"gen",       "steps",     "block", "temperature",
+                                       "remasking", "alg",       "cache", "rule",
+                                       "threshold", "tau_conf",  "lopa",  "dpad"};
+    cJSON *j = cJSON_Parse(settings ? settings : "{}");
+    const cJSON *d = cJSON_GetObjectItem(j, "decoder");
+    int k = snprintf(b, cap, "%s", cJSON_IsString(d) ? d->valuestring : "oracle");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && k < (int)cap; i++) {
+        const cJSON *v = cJSON_GetObjectItem(j, keys[i]);
+        if (!v || cJSON_IsFalse(v) || (!strcmp(keys[i], "lopa") && v->valuedouble < 0)) continue;
+        if (cJSON_IsTrue(v))
+            k += snprintf(b + k, cap - (size_t)k, " %s", keys[i]);
+        else if (cJSON_IsString(v))
+            k += snprintf(b + k, cap - (size_t)k, " %s=%s", keys[i], v->valuestring);
+        else
+            k += snprintf(b + k, cap - (size_t)k, " %s=%g", keys[i], v->valuedouble);
     }
-    if (rq->decoder == LP_DEC_FAST) {
-        cJSON_AddStringToObject(o, "cache", lp_cache_mode_name(rq->cache));
-        cJSON_AddStringToObject(o, "rule", lp_commit_rule_name(rq->rule));
-        cJSON_AddNumberToObject(o, "threshold", rq->threshold);
-        cJSON_AddNumberToObject(o, "factor", rq->factor);
-        cJSON_AddStringToObject(o, "confidence", lp_confidence_name(rq->confidence));
-    }
-    if (rq->decoder == LP_DEC_D2F) {
-        cJSON_AddNumberToObject(o, "tau_add", rq->tau_add);
-        cJSON_AddNumberToObject(o, "tau_act", rq->tau_act);
-        cJSON_AddNumberToObject(o, "tau_conf", rq->tau_conf);
-        cJSON_AddStringToObject(o, "confidence", lp_confidence_name(rq->confidence));
-    }
-    if ((rq->decoder == LP_DEC_D2F || rq->decoder == LP_DEC_FAST) && rq->lopa >= 0)
-        cJSON_AddNumberToObject(o, "lopa", rq->lopa);
-    if (rq->dpad) {
-        cJSON_AddNumberToObject(o, "dpad_window", rq->dpad_window);
-        cJSON_AddNumberToObject(o, "dpad_sigma", rq->dpad_sigma);
-        cJSON_AddNumberToObject(o, "dpad_scale", rq->dpad_scale);
-    }
+    cJSON_Delete(j);
 }
 
 static cJSON *result_json(const struct eval_cfg *c, const struct eval_result *r) {
@@ -415,13 +390,13 @@ static cJSON *result_json(const struct eval_cfg *c, const struct eval_result *r)
     cJSON_AddNumberToObject(j, "shots", c->shots);
     cJSON_AddBoolToObject(j, "chat", c->chat);
     if (c->oracle) cJSON_AddBoolToObject(j, "oracle", true);
-    settings_json(cJSON_AddObjectToObject(j, "settings"), &r->rq);
+    if (r->settings) cJSON_AddItemToObject(j, "settings", cJSON_Parse(r->settings));
     return j;
 }
 
 static void table_row(const struct eval_cfg *c, const struct eval_result *r, const char *value) {
     char set[512], flex[32];
-    settings_text(&r->rq, c, set, sizeof set);
+    settings_text(r->settings, set, sizeof set);
     if (gsm_style(c->task))
         snprintf(flex, sizeof flex, "%.4f", ratio(r->n_flex, r->n));
     else
@@ -459,7 +434,7 @@ static int plot(const char *cmd, const char *file, const char *param, char **val
                 const struct eval_result *r, int n, const struct eval_cfg *c) {
     if (!have_program("gnuplot")) {
         fprintf(stderr, "lopad %s: gnuplot is not installed; no plot written (table only)\n", cmd);
-        return 0;
+        return 1;
     }
     FILE *g = popen("gnuplot", "w");
     if (!g) {
@@ -494,24 +469,18 @@ static int plot(const char *cmd, const char *file, const char *param, char **val
 
 /* ------------------------------------------------------------------ main */
 
-/* "threshold=0.7,0.9" -> option "--threshold" and the values (in buf) */
+/* "threshold=0.7,0.9" -> the option name and the values (in buf) */
 static int parse_sweep(const char *cmd, const char *spec, char *opt, size_t cap, char **buf,
                        char ***values, int *n) {
     const char *eq = strchr(spec, '=');
     if (!eq || eq == spec || !eq[1])
         return lp_cli_usage_error(cmd, "--sweep expects PARAM=v1,v2,... (got '%s')", spec);
-    size_t pl = (size_t)(eq - spec);
-    if (pl + 3 > cap) return lp_cli_usage_error(cmd, "--sweep: parameter name too long");
     const char *name = spec[0] == '-' && spec[1] == '-' ? spec + 2 : spec;
-    pl -= (size_t)(name - spec);
-    snprintf(opt, cap, "--%.*s", (int)pl, name);
-    for (char *p = opt + 2; *p; p++)
-        if (*p == '_') *p = '-';
-    static const char *const banned[] = {"--model",  "--m",    "--lora", "--device", "--json",
-                                         "--visual", "--chat", "--raw",  "--system", "--threads"};
-    for (size_t i = 0; i < sizeof banned / sizeof *banned; i++)
-        if (!strcmp(opt, banned[i]))
-            return lp_cli_usage_error(cmd, "--sweep: %s is not a decoder parameter", opt + 2);
+    size_t pl = (size_t)(eq - name);
+    if (pl + 1 > cap) return lp_cli_usage_error(cmd, "--sweep: parameter name too long");
+    snprintf(opt, cap, "%.*s", (int)pl, name);
+    for (char *p = opt; *p; p++)
+        if (*p == '-') *p = '_';
     *buf = strdup(eq + 1);
     if (!*buf) return lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
     int cnt = 1;
@@ -531,164 +500,51 @@ static int parse_sweep(const char *cmd, const char *spec, char *opt, size_t cap,
     return 0;
 }
 
-/* opts with "--opt value" applied: 0, or 2 when the option is unknown / takes no
- * value / the value is bad */
-static int apply_sweep(const char *cmd, struct lp_run_opts *o, const char *opt, char *value) {
-    char *argv[3] = {(char *)opt, value, NULL};
-    int i = 0;
-    int r = lp_run_parse_opt(cmd, 2, argv, &i, o);
-    if (r < 0) return 2;
-    if (r == 0 || i != 1)
-        return lp_cli_usage_error(cmd, "--sweep: %s is not a decoder option with a value", opt);
-    return 0;
+/* The request of sweep value v: a copy of the base with the option set (the
+ * option table checks the name and the value). *out = NULL without a sweep. */
+static int sweep_request(const char *cmd, const lopad_request *base, const char *opt,
+                         const char *value, lopad_request **out) {
+    *out = NULL;
+    if (!opt) return 0;
+    if (lopad_request_dup(base, out)) return lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
+    if (lopad_request_set(*out, opt, value) == LOPAD_OK) return 0;
+    int rc = lp_cli_usage_error(cmd, "--sweep: %s", lopad_request_errmsg(*out));
+    lopad_request_free(*out);
+    *out = NULL;
+    return rc;
 }
 
-static int cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval";
-    struct lp_run_opts o;
-    lp_run_opts_init(&o);
-    o.gen = 256; /* room for a worked solution (lopad run's default is 64) */
-    struct eval_cfg c = {.task = LP_TASK_COUNT, .shots = -1, .timeout = 10};
-    const char *data = NULL, *sweep = NULL, *plot_file = NULL, *samples = NULL;
-    bool self_test = false;
-    long l;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        bool has_val = i + 1 < argc;
-        if (!strcmp(a, "--self-test")) {
-            self_test = true;
-        } else if (!strcmp(a, "--show-prompt")) {
-            c.show_prompt = true;
-        } else if (!strcmp(a, "--oracle")) {
-            c.oracle = true;
-        } else if (!strcmp(a, "--task") || !strcmp(a, "--data") || !strcmp(a, "--sweep") ||
-                   !strcmp(a, "--plot") || !strcmp(a, "--samples") || !strcmp(a, "--limit") ||
-                   !strcmp(a, "--shots") || !strcmp(a, "--timeout")) {
-            if (!has_val) return lp_cli_usage_error(cmd, "%s needs a value", a);
-            const char *v = argv[++i];
-            if (!strcmp(a, "--task")) {
-                if (!lp_eval_task_parse(v, &c.task))
-                    return lp_cli_usage_error(
-                        cmd, "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500)", v);
-            } else if (!strcmp(a, "--data")) {
-                data = v;
-            } else if (!strcmp(a, "--sweep")) {
-                sweep = v;
-            } else if (!strcmp(a, "--plot")) {
-                plot_file = v;
-            } else if (!strcmp(a, "--samples")) {
-                samples = v;
-            } else if (!strcmp(a, "--limit")) {
-                if (!lp_cli_parse_int(cmd, a, v, 1, INT_MAX, &l)) return 2;
-                c.limit = (int)l;
-            } else if (!strcmp(a, "--shots")) {
-                if (!lp_cli_parse_int(cmd, a, v, 0, 64, &l)) return 2;
-                c.shots = (int)l;
-            } else {
-                double d;
-                if (!lp_cli_parse_float(cmd, a, v, &d)) return 2;
-                if (!(d > 0 && d <= 3600))
-                    return lp_cli_usage_error(cmd, "--timeout expects seconds in (0, 3600]");
-                c.timeout = d;
-            }
-        } else {
-            int r = lp_run_parse_opt(cmd, argc, argv, &i, &o);
-            if (r < 0) return 2;
-            if (r == 0)
-                return lp_cli_usage_error(cmd, "unknown option '%s' (see lopad eval --help)", a);
-        }
-    }
-    if (self_test) return lp_eval_self_test() ? 1 : 0;
-    if (c.task == LP_TASK_COUNT)
-        return lp_cli_usage_error(cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500)");
-    if (o.visual) return lp_cli_usage_error(cmd, "--visual is for lopad run");
-    if (o.chat && o.raw) return lp_cli_usage_error(cmd, "--chat and --raw exclude each other");
-    if (plot_file && !sweep) return lp_cli_usage_error(cmd, "--plot needs --sweep");
-    if (c.show_prompt && (c.oracle || sweep))
-        return lp_cli_usage_error(cmd, "--show-prompt excludes --oracle and --sweep");
-    c.json = o.json;
-    if (c.shots < 0) c.shots = lp_eval_task_default_shots(c.task);
+/* gen from the task when the command line gave none, fitted to the context */
+static int task_gen(enum lp_eval_task t) {
+    return t == LP_TASK_TINY_GSM ? 128 : 256;
+}
 
-    char opt[64];
-    char *sweep_buf = NULL, **values = NULL;
-    int n_values = 1;
+static int fit_gen(const char *cmd, struct lp_run_opts *o, const struct lp_run_session *s,
+                   enum lp_eval_task task) {
+    int gen = task_gen(task), ctx = s->hp->n_ctx_train;
+    if (ctx > 0 && gen > ctx / 2) gen = ctx / 2; /* leave the prompt half the context */
+    char v[16];
+    snprintf(v, sizeof v, "%d", gen);
+    return lp_run_set_option(cmd, o->rq, "gen", v);
+}
+
+static int print_results(const struct eval_cfg *c, const char *sweep, char **values, int n_values,
+                         const struct eval_result *res) {
     int rc = 0;
-    struct lp_eval_set set = {0};
-    struct eval_result *res = NULL;
-    struct lp_run_session s = {0};
-    bool session = false;
-    if (sweep) {
-        rc = parse_sweep(cmd, sweep, opt, sizeof opt, &sweep_buf, &values, &n_values);
-        for (int v = 0; !rc && v < n_values; v++) { /* every value checked before any work */
-            struct lp_run_opts t = o;
-            rc = apply_sweep(cmd, &t, opt, values[v]);
-        }
-        if (rc) goto done;
-    }
-    rc = lp_eval_load(cmd, c.task, data, c.limit, c.shots, &set);
-    if (rc) goto done;
-    c.shots = set.n_shots;
-    if (samples && !(c.samples = fopen(samples, "w"))) {
-        fprintf(stderr, "lopad %s: cannot write %s\n", cmd, samples);
-        rc = 2;
-        goto done;
-    }
-    if (!c.oracle) {
-        rc = lp_run_session_open(cmd, &o, &s);
-        if (rc) goto done;
-        session = true;
-    }
-    if (c.oracle) {
-        /* no model: the dataset's solutions are scored */
-    } else if (!s.tok) {
-        rc = lp_cli_usage_error(cmd, "the model has no tokenizer: eval needs text prompts");
-        goto done;
-    }
-    if (o.chat && !s.has_style) {
-        rc = lp_cli_usage_error(cmd, "the model has no usable chat template; use --raw");
-        goto done;
-    }
-    c.chat = !c.oracle && (o.chat || (!o.raw && s.has_style));
-    c.progress = isatty(2);
-    res = calloc((size_t)n_values, sizeof *res);
-    if (!res) {
-        rc = lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
-        goto done;
-    }
-    for (int v = 0; v < n_values && !rc && !c.oracle; v++) { /* all requests valid first */
-        struct lp_run_opts t = o;
-        struct lp_decode_request rq;
-        if (sweep) apply_sweep(cmd, &t, opt, values[v]);
-        rc = lp_run_make_request(cmd, &t, &s, &rq);
-    }
-    for (int v = 0; v < n_values && !rc; v++) {
-        struct lp_run_opts t = o;
-        char label[128] = "";
-        if (sweep) {
-            apply_sweep(cmd, &t, opt, values[v]);
-            snprintf(label, sizeof label, "%s=%s", opt + 2, values[v]);
-        }
-        rc = evaluate(cmd, &t, &s, &c, &set, sweep ? label : NULL, &res[v]);
-    }
-    if (rc || c.show_prompt) goto done;
-    if (c.json) {
+    if (c->json) {
         cJSON *j;
         if (sweep) {
             j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "task", lp_eval_task_name(c.task));
-            cJSON_AddStringToObject(j, "sweep", opt + 2);
+            cJSON_AddStringToObject(j, "task", lp_eval_task_name(c->task));
+            cJSON_AddStringToObject(j, "sweep", sweep);
             cJSON *arr = cJSON_AddArrayToObject(j, "results");
             for (int v = 0; v < n_values; v++) {
-                cJSON *r = result_json(&c, &res[v]);
+                cJSON *r = result_json(c, &res[v]);
                 cJSON_AddStringToObject(r, "value", values[v]);
                 cJSON_AddItemToArray(arr, r);
             }
         } else {
-            j = result_json(&c, &res[0]);
+            j = result_json(c, &res[0]);
         }
         char *out = cJSON_PrintUnformatted(j);
         if (out)
@@ -698,26 +554,177 @@ static int cmd_eval(int argc, char **argv) {
         free(out);
         cJSON_Delete(j);
     } else {
-        table_head(sweep ? opt + 2 : NULL);
+        table_head(sweep);
         for (int v = 0; v < n_values; v++)
-            table_row(&c, &res[v], sweep ? values[v] : NULL);
+            table_row(c, &res[v], sweep ? values[v] : NULL);
     }
     fflush(stdout);
+    return rc;
+}
+
+struct eval_args {
+    const char *data, *sweep, *plot_file, *samples;
+    bool self_test, gen_set;
+};
+
+/* the command line; 0, -1 = done (help printed), or an exit code */
+static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts *o,
+                      struct eval_cfg *c, struct eval_args *a) {
+    long l;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            return -1;
+        }
+        bool has_val = i + 1 < argc;
+        if (!strcmp(f, "--self-test")) {
+            a->self_test = true;
+        } else if (!strcmp(f, "--show-prompt")) {
+            c->show_prompt = true;
+        } else if (!strcmp(f, "--oracle")) {
+            c->oracle = true;
+        } else if (!strcmp(f, "--task") || !strcmp(f, "--data") || !strcmp(f, "--sweep") ||
+                   !strcmp(f, "--plot") || !strcmp(f, "--samples") || !strcmp(f, "--limit") ||
+                   !strcmp(f, "--shots") || !strcmp(f, "--timeout")) {
+            if (!has_val) return lp_cli_usage_error(cmd, "%s needs a value", f);
+            const char *v = argv[++i];
+            if (!strcmp(f, "--task")) {
+                if (!lp_eval_task_parse(v, &c->task))
+                    return lp_cli_usage_error(
+                        cmd, "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500)", v);
+            } else if (!strcmp(f, "--data")) {
+                a->data = v;
+            } else if (!strcmp(f, "--sweep")) {
+                a->sweep = v;
+            } else if (!strcmp(f, "--plot")) {
+                a->plot_file = v;
+            } else if (!strcmp(f, "--samples")) {
+                a->samples = v;
+            } else if (!strcmp(f, "--limit")) {
+                if (!lp_cli_parse_int(cmd, f, v, 1, INT_MAX, &l)) return 2;
+                c->limit = (int)l;
+            } else if (!strcmp(f, "--shots")) {
+                if (!lp_cli_parse_int(cmd, f, v, 0, 64, &l)) return 2;
+                c->shots = (int)l;
+            } else {
+                double d;
+                if (!lp_cli_parse_float(cmd, f, v, &d)) return 2;
+                if (!(d > 0 && d <= 3600))
+                    return lp_cli_usage_error(cmd, "--timeout expects seconds in (0, 3600]");
+                c->timeout = d;
+            }
+        } else {
+            a->gen_set |= !strcmp(f, "--gen");
+            int r = lp_run_parse_opt(cmd, argc, argv, &i, o);
+            if (r < 0) return 2;
+            if (r == 0)
+                return lp_cli_usage_error(cmd, "unknown option '%s' (see lopad eval --help)", f);
+        }
+    }
+    if (a->self_test) return 0;
+    if (c->task == LP_TASK_COUNT)
+        return lp_cli_usage_error(cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500)");
+    if (o->visual) return lp_cli_usage_error(cmd, "--visual is for lopad run");
+    if (o->chat && o->raw) return lp_cli_usage_error(cmd, "--chat and --raw exclude each other");
+    if (a->plot_file && !a->sweep) return lp_cli_usage_error(cmd, "--plot needs --sweep");
+    if (c->show_prompt && (c->oracle || a->sweep))
+        return lp_cli_usage_error(cmd, "--show-prompt excludes --oracle and --sweep");
+    return 0;
+}
+
+static int run_eval(const char *cmd, struct lp_run_opts *o, struct eval_cfg *c,
+                    const struct eval_args *a) {
+    char opt[64];
+    char *sweep_buf = NULL, **values = NULL;
+    int n_values = 1, rc = 0;
+    struct lp_eval_set set = {0};
+    struct eval_result *res = NULL;
+    lopad_request **rqs = NULL;
+    struct lp_run_session s = {0};
+    if (a->sweep) rc = parse_sweep(cmd, a->sweep, opt, sizeof opt, &sweep_buf, &values, &n_values);
+    if (!rc) rc = lp_eval_load(cmd, c->task, a->data, c->limit, c->shots, &set);
+    if (rc) goto done;
+    c->shots = set.n_shots;
+    if (a->samples && !(c->samples = fopen(a->samples, "w"))) {
+        fprintf(stderr, "lopad %s: cannot write %s: %s\n", cmd, a->samples, strerror(errno));
+        rc = 2;
+        goto done;
+    }
+    if (!c->oracle && (rc = lp_run_session_open(cmd, o, &s))) goto done;
+    if (!c->oracle && !lopad_model_has_tokenizer(s.model)) {
+        rc = lp_cli_usage_error(cmd, "the model has no tokenizer: eval needs text prompts");
+        goto done;
+    }
+    bool has_style = !c->oracle && lopad_model_has_chat_template(s.model);
+    if (o->chat && !has_style) {
+        rc = lp_cli_usage_error(cmd, "the model has no usable chat template; use --raw");
+        goto done;
+    }
+    if (!c->oracle && !a->gen_set && (rc = fit_gen(cmd, o, &s, c->task))) goto done;
+    c->chat = !c->oracle && (o->chat || (!o->raw && has_style));
+    c->progress = isatty(2);
+    res = calloc((size_t)n_values, sizeof *res);
+    rqs = calloc((size_t)n_values, sizeof *rqs);
+    if (!res || !rqs) {
+        rc = lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
+        goto done;
+    }
+    for (int v = 0; v < n_values && !rc; v++) { /* every request valid before any work */
+        char *js = NULL;
+        rc = sweep_request(cmd, o->rq, a->sweep ? opt : NULL, a->sweep ? values[v] : NULL, &rqs[v]);
+        if (!rc && !c->oracle) {
+            enum lopad_status st = lopad_request_settings(rqs[v] ? rqs[v] : o->rq, s.model, &js);
+            if (st) rc = lp_cli_fail(cmd, st) + 1;
+        }
+        lopad_free(js);
+    }
+    for (int v = 0; v < n_values && !rc; v++) {
+        char label[128] = "";
+        if (a->sweep) snprintf(label, sizeof label, "%s=%s", opt, values[v]);
+        rc = evaluate(cmd, o, &s, rqs[v] ? rqs[v] : o->rq, c, &set, a->sweep ? label : NULL,
+                      &res[v]);
+    }
+    if (rc || c->show_prompt) goto done;
+    rc = print_results(c, a->sweep ? opt : NULL, values, n_values, res);
     for (int v = 0; v < n_values; v++)
         if (res[v].n_truncated)
             fprintf(stderr,
                     "lopad %s: %d prompts were longer than the model's context and lost their "
                     "beginning\n",
                     cmd, res[v].n_truncated);
-    if (plot_file) rc = plot(cmd, plot_file, opt + 2, values, res, n_values, &c);
+    if (a->plot_file && !rc) rc = plot(cmd, a->plot_file, opt, values, res, n_values, c);
 done:
-    if (c.samples) fclose(c.samples);
-    if (session) lp_run_session_close(&s);
+    if (c->samples) fclose(c->samples);
+    if (s.model) lp_run_session_close(&s);
     lp_eval_set_free(&set);
+    for (int v = 0; res && v < n_values; v++)
+        lopad_free(res[v].settings);
+    for (int v = 0; rqs && v < n_values; v++)
+        lopad_request_free(rqs[v]);
+    free(rqs);
     free(res);
     free(values);
     free(sweep_buf);
     return rc;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *cmd = "eval";
+    struct lp_run_opts o;
+    if (lp_run_opts_init(&o)) return 1;
+    struct eval_cfg c = {.task = LP_TASK_COUNT, .shots = -1, .timeout = 10};
+    struct eval_args a = {0};
+    int rc = parse_args(cmd, argc, argv, &o, &c, &a);
+    if (rc == 0 && a.self_test) {
+        rc = lp_eval_self_test() ? 1 : 0;
+    } else if (rc == 0) {
+        c.json = o.json;
+        if (c.shots < 0) c.shots = lp_eval_task_default_shots(c.task);
+        rc = run_eval(cmd, &o, &c, &a);
+    }
+    lp_run_opts_free(&o);
+    return rc < 0 ? 0 : rc;
 }
 
 LP_CLI_COMMAND("eval", cmd_eval, "accuracy and speed on GSM8K, HumanEval, MBPP, MATH-500")

@@ -1,8 +1,8 @@
 /*
- * run.h - what `lopad run` (cmd_run.c) shares with `lopad chat` (cmd_chat.c):
- * the decoding options, a loaded model with its tokenizer, and the helpers that
- * turn options into a decode request and run it with streaming output, or
- * quietly (`lopad eval`, cmd_eval.c: nothing printed, the ids and counts returned).
+ * run.h - what `lopad run` (cmd_run.c) shares with `lopad chat` and `lopad eval`:
+ * the command-line flags of a generation (session flags plus every decoding
+ * option of the library's option table), the loaded model with its session,
+ * and one generation with streamed output. Only the public API (lopad.h).
  */
 #ifndef LP_CLI_RUN_H
 #define LP_CLI_RUN_H
@@ -11,78 +11,50 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "lopad.h"
-#include "decode/decode.h"
-#include "model/chat.h"
-#include "model/tokenizer.h"
 
 struct lp_run_opts {
     const char *model, *lora;
     const char *device; /* --device cpu|cuda, NULL = cpu */
-    int gen;
-    const char *decoder, *remasking, *alg;
-    int steps, block, top_k, threads;
-    double temperature, cfg_scale, eps, alg_temp, top_p;
-    bool set_steps, set_block, set_temperature, set_cfg, set_eps, set_alg_temp, set_top_p,
-        set_top_k, set_seed;
-    bool logits_eos_inf, confidence_eos_eot_inf;
-    uint64_t seed;
-    bool json, visual, chat, raw;
-    bool quiet; /* lp_run_generate prints nothing (no text, progress, JSON or summary);
-                 * errors are still reported. Not an option: set by lopad eval */
     const char *system;
-    struct { /* Fast-dLLM / DPad */
-        const char *cache, *rule, *confidence, *preset;
-        double threshold, factor, dpad_scale, dpad_sigma;
-        int dpad_window, early_stop; /* early_stop: -1 = default */
-        bool set_threshold, set_factor, set_scale, set_sigma, set_window, first_token, dpad;
-    } fast;
-    struct { /* D2F / LoPA */
-        double tau_add, tau_act, tau_conf;
-        bool set_tau_add, set_tau_act, set_tau_conf, set_lopa;
-        int lopa;
-        const char *window;
-    } d2f;
+    int threads;
+    bool json, visual, chat, raw;
+    bool quiet; /* lp_run_generate prints nothing; errors are still reported (lopad eval) */
+    lopad_request *rq; /* the decoding options from the flags (its prompt is unused) */
 };
 
-/* a loaded model and its tokenizer */
+/* a loaded model and the session that generates on it */
 struct lp_run_session {
     lopad_model *model;
+    lopad_session *sess;
     const struct lopad_hparams *hp;
-    struct lp_tokenizer *tok; /* NULL when the model has no tokenizer */
-    struct lp_chat_style style;
-    bool has_style;
 };
 
-void lp_run_opts_init(struct lp_run_opts *o);
-/* Parse the option at argv[*i] (advancing *i past its value): 1 = consumed,
- * 0 = not a run option, -1 = bad value (message printed). */
+/* 0, or an exit code (out of memory) */
+int lp_run_opts_init(struct lp_run_opts *o);
+void lp_run_opts_free(struct lp_run_opts *o);
+/* Parse the flag at argv[*i] (advancing *i past its value): 1 = consumed,
+ * 0 = not a generation flag, -1 = bad value (message printed). */
 int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_run_opts *o);
-extern const char *lp_run_opts_help;
-/* Load o->model (or $LOPAD_DEFAULT_MODEL). "synthetic:SHAPE[:LAYERS][@TYPE]" builds a
- * random-weight model in memory instead (model/synthetic.h; TYPE f32 | f16 | bf16 |
- * q8_0 | q4_0, default bf16; no tokenizer, so prompts are ids), e.g.
- * synthetic:llada-8b:2@q8_0 for benchmarks of whole generations. 0 or an exit code. */
+/* Set decoding option `name` (table name or CLI flag) to value text on rq;
+ * 0 or 2 with the message printed. */
+int lp_run_set_option(const char *cmd, lopad_request *rq, const char *name, const char *value);
+void lp_run_print_help(FILE *f);
+
+/* Load o->model (or $LOPAD_DEFAULT_MODEL) and open a session with the flags and
+ * the environment knobs (LOPAD_KERNELS, LOPAD_REPACK, LOPAD_FUSED_SCORES).
+ * "synthetic:SHAPE[:LAYERS][@TYPE]" builds a random-weight model instead
+ * (cli/synthetic.c). 0 or an exit code. */
 int lp_run_session_open(const char *cmd, struct lp_run_opts *o, struct lp_run_session *s);
 void lp_run_session_close(struct lp_run_session *s);
-int lp_run_make_request(const char *cmd, const struct lp_run_opts *o,
-                        const struct lp_run_session *s, struct lp_decode_request *rq);
-/* what one generation did (summed by callers over several) */
-struct lp_run_stats {
-    int n_committed, nfe;
-    double seconds; /* the decoder's total time, prefill included */
-};
 
-/* Run one request on the session: streams the text (or the --visual canvas), then
- * the JSON object or the ids and a summary on stderr, unless o->quiet. reply
- * (optional) receives the generated ids cut at the first EOS / EoT, stats
- * (optional) the counts. 0, or an exit code (2 = a bad request). */
-int lp_run_generate_ex(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
-                       struct lp_decode_request *rq, struct lp_ids *reply,
-                       struct lp_run_stats *stats);
-/* the same without stats */
+/* Generate rq on the session: streams the text (or the --visual canvas), then the
+ * JSON object or the ids and a summary on stderr, unless o->quiet. res (optional)
+ * receives the result (free with lopad_result_free). 0, or an exit code (2 = a bad
+ * request). */
 int lp_run_generate(const char *cmd, const struct lp_run_opts *o, struct lp_run_session *s,
-                    struct lp_decode_request *rq, struct lp_ids *reply);
-int lp_run_encode(const char *cmd, const struct lp_run_session *s, const struct lp_chat_msg *msgs,
-                  int n_msgs, const char *system, bool chat, struct lp_ids *out);
+                    lopad_request *rq, struct lopad_result *res);
+
+/* cli/synthetic.c: a random-weight model for benchmarks (a developer tool) */
+int lp_cli_synthetic_model(const char *cmd, const char *spec, lopad_model **out);
 
 #endif

@@ -86,6 +86,7 @@ struct lopad_hparams {
 
 struct lopad_load_opts {
     const char *lora_dir; /* PEFT adapter directory merged at load time, or NULL */
+    bool no_tokenizer;    /* skip the tokenizer and chat template (ids only) */
 };
 
 typedef struct lopad_model lopad_model;
@@ -173,6 +174,184 @@ enum lopad_status lopad_kv_commit(lopad_ctx *c, int src, int n, int dst);
 /* Forget cached rows from n on (n <= current length). */
 void lopad_kv_truncate(lopad_ctx *c, int n);
 int lopad_kv_len(const lopad_ctx *c);
+
+/* ============================================================= generation
+ *
+ * The rooms above are the engine; what follows is generation as a library:
+ *
+ *   text      the model's tokenizer and chat template (loaded with the model)
+ *   request   lopad_request_new()  a prompt plus decoding options set by name
+ *                                  ("lopa" = "4") or from a JSON object, checked
+ *                                  against one table of options
+ *   session   lopad_session_new()  a context the library sizes for each request
+ *                                  and keeps for the next one, with one thread
+ *                                  budget; one generation at a time
+ *   gen       lopad_gen_start() / _step() / _finish(), or lopad_generate():
+ *                                  step events, text that only grows, cancel
+ *
+ * A model is read-only once loaded: many threads may share it, each with its
+ * own session and requests. Errors: the calls return enum lopad_status; the
+ * message is also kept on the handle that failed (lopad_request_errmsg, ...)
+ * besides the per-thread lopad_errmsg(). Strings and arrays the library returns
+ * to the caller are freed with lopad_free().
+ */
+
+void lopad_free(void *p);
+
+/* --------------------------------------------------------------------- text */
+
+/* Whether the model came with a tokenizer (tokenizer.json / GGUF tokenizer keys),
+ * and with a chat template lopad can render (ChatML or LLaMA-3 headers). */
+bool lopad_model_has_tokenizer(const lopad_model *m);
+bool lopad_model_has_chat_template(const lopad_model *m);
+/* Text -> ids (*ids: lopad_free). Text never becomes control tokens: a literal
+ * "<|im_start|>" is tokenised as the characters it is made of. */
+enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t len,
+                                 int32_t **ids, int *n_ids);
+/* Ids -> UTF-8 bytes exactly as stored (*text: NUL-terminated, lopad_free; len may
+ * be NULL); skip_special drops control tokens. */
+enum lopad_status lopad_detokenize(const lopad_model *m, const int32_t *ids, int n_ids,
+                                   bool skip_special, char **text, size_t *len);
+
+struct lopad_chat_msg {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+};
+/* The conversation through the model's chat template, ending with the assistant's
+ * header (*ids: lopad_free). Only the template's own markers become control
+ * tokens; message contents are plain text. */
+enum lopad_status lopad_chat_tokenize(const lopad_model *m, const struct lopad_chat_msg *msgs,
+                                      int n_msgs, int32_t **ids, int *n_ids);
+
+/* ------------------------------------------------------------------ request */
+
+typedef struct lopad_request lopad_request;
+
+enum lopad_status lopad_request_new(lopad_request **out);
+void lopad_request_free(lopad_request *r);
+/* A copy of r (options and prompt), for variations of one request. */
+enum lopad_status lopad_request_dup(const lopad_request *r, lopad_request **out);
+/* Set a decoding option by name from text ("decoder" = "d2f", "lopa" = "4",
+ * "dpad" = "on"). Unknown names and bad values are LOPAD_ERR_ARG with a message
+ * naming the option and what it accepts. lopad_option_* below lists them. */
+enum lopad_status lopad_request_set(lopad_request *r, const char *name, const char *value);
+/* Set several from a JSON object: {"decoder": "d2f", "lopa": 4, "dpad": true}. */
+enum lopad_status lopad_request_set_json(lopad_request *r, const char *json);
+/* The prompt: raw text (no template), a conversation (the model's chat template),
+ * text as one user message through the template when the model has one (raw
+ * otherwise), or token ids. Each replaces the previous prompt. */
+enum lopad_status lopad_request_prompt_text(lopad_request *r, const char *text);
+enum lopad_status lopad_request_prompt_chat(lopad_request *r, const struct lopad_chat_msg *msgs,
+                                            int n_msgs);
+enum lopad_status lopad_request_prompt_user(lopad_request *r, const char *text,
+                                            const char *system /* NULL = template's */);
+enum lopad_status lopad_request_prompt_ids(lopad_request *r, const int32_t *ids, int n_ids);
+/* The settings the request resolves to on model m (the decoder, then every option
+ * that decoder reads), as a JSON object (*json: lopad_free). Also validates. */
+enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m,
+                                         char **json);
+const char *lopad_request_errmsg(const lopad_request *r);
+
+/* The option table: name, type ("int", "float", "bool", "enum", "seed", "name"),
+ * default and help, for front ends that list or validate options. */
+int lopad_option_count(void);
+struct lopad_option_info {
+    const char *name, *type, *def, *help;
+    const char *const *choices; /* enums: NULL-terminated; NULL otherwise */
+    double lo, hi;              /* int / float: the allowed range */
+    const char *group;          /* "decoding", "llada", "dream", "fast", "d2f", "dpad" */
+    const char *metavar;        /* the value's name in help ("N"), NULL for a bare flag */
+    bool flag;                  /* a bool the CLI takes as a bare flag (--dpad) */
+};
+bool lopad_option_get(int i, struct lopad_option_info *out);
+
+/* ------------------------------------------------------------------ session */
+
+typedef struct lopad_session lopad_session;
+
+struct lopad_session_params {
+    int n_threads;       /* 0 = all cores; forwards and the decoders' proposals share them */
+    const char *device;  /* NULL / "cpu", or "cuda" */
+    const char *kernels; /* CPU kernel cap (struct lopad_ctx_params) */
+    int repack;          /* enum lopad_repack */
+    bool no_fused_scores; /* decoders read full logits instead of the fused head's scores
+                             (A/B timing; the tokens are the same) */
+};
+
+/* The session holds a reference to m (freeing the model first is safe). p may be NULL. */
+enum lopad_status lopad_session_new(const lopad_model *m, const struct lopad_session_params *p,
+                                    lopad_session **out);
+void lopad_session_free(lopad_session *s);
+const char *lopad_session_errmsg(const lopad_session *s);
+
+/* --------------------------------------------------------------- generation */
+
+/* After every step (one or more forwards and their commits). Pointers stay valid
+ * until the next step. */
+struct lopad_step {
+    const int32_t *canvas; /* [n_canvas]: prompt then generated positions */
+    int n_canvas, n_prompt;
+    int32_t mask_id;
+    const int32_t *committed; /* canvas positions committed by this step */
+    int n_committed;
+    int step;         /* 0-based */
+    int n_steps;      /* planned steps, -1 when the confidences decide */
+    int nfe;          /* forwards so far */
+    int n_masked;     /* generated positions still masked */
+    int final_prefix; /* generated positions [0, final_prefix) are all committed */
+    bool done;
+    /* LoPA (0 / -1 otherwise) */
+    int n_branches; /* sequences verified in this step's forward */
+    int winner;     /* 0..n_branches-2 lookahead branches, n_branches-1 the anchor */
+    int winner_pos; /* canvas position of the winner's lookahead token, -1 for the anchor */
+    /* The text of the final prefix up to the first EOS / EoT: it only grows and
+     * never ends inside a UTF-8 character. text[text_len - text_new, text_len) is
+     * what this step added (what a streaming front end prints). */
+    const char *text;
+    size_t text_len, text_new;
+};
+/* Return nonzero to cancel (the generation stops after this step). */
+typedef int (*lopad_step_fn)(void *ud, const struct lopad_step *st);
+
+struct lopad_result {
+    char *text;      /* the generated text, cut at the first EOS / EoT, no control tokens */
+    size_t text_len;
+    int32_t *ids;    /* generated ids cut before the first EOS / EoT */
+    int n_ids;
+    int32_t *canvas; /* the final canvas, prompt included */
+    int n_canvas, n_prompt;
+    int n_committed;   /* committed generated positions */
+    int nfe;           /* forwards (denoiser evaluations as the references count them) */
+    int n_seq_evals;   /* sequences evaluated (CFG: 2 per step; LoPA: branches) */
+    double tpf;        /* tokens per forward (d2f: non-pad tokens, as LoPA reports) */
+    int n_nonpad;
+    double tpf_nonpad;
+    double seconds, prefill_seconds, forward_seconds;
+    int *winner_hist; /* LoPA: wins per branch, lookahead 0..K-1 then the anchor */
+    int n_winner_hist;
+    const char *finish_reason; /* "stop" (EOS / EoT), "length", "cancelled" */
+    char *settings;            /* the resolved settings (JSON) */
+};
+void lopad_result_free(struct lopad_result *res);
+
+typedef struct lopad_gen lopad_gen;
+
+/* Start generating r on session s (the prompt is tokenised and the context sized
+ * here). One generation per session at a time. */
+enum lopad_status lopad_gen_start(lopad_session *s, const lopad_request *r, lopad_gen **out);
+/* One step; *st (may be NULL) describes it. After done, steps do nothing. */
+enum lopad_status lopad_gen_step(lopad_gen *g, const struct lopad_step **st);
+bool lopad_gen_done(const lopad_gen *g);
+/* Ask to stop: safe from any thread; the generation ends before its next step. */
+void lopad_gen_cancel(lopad_gen *g);
+/* The result so far (callable any time, copies). */
+enum lopad_status lopad_gen_finish(lopad_gen *g, struct lopad_result *res);
+void lopad_gen_free(lopad_gen *g);
+const char *lopad_gen_errmsg(const lopad_gen *g);
+
+/* Blocking: start, step (calling fn after each step when non-NULL), finish. */
+enum lopad_status lopad_generate(lopad_session *s, const lopad_request *r, lopad_step_fn fn,
+                                 void *ud, struct lopad_result *res);
 
 #ifdef __cplusplus
 }

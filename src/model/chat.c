@@ -107,6 +107,7 @@ struct sbuf {
     char *s;
     size_t n, cap;
     bool oom;
+    struct lp_chat_marks *marks; /* where the template's markers are, or NULL */
 };
 
 static void put(struct sbuf *b, const char *s, size_t n) {
@@ -132,6 +133,25 @@ static void puts_(struct sbuf *b, const char *s) {
     put(b, s, strlen(s));
 }
 
+/* a control-token marker of the template (never text from a message) */
+static void marker(struct sbuf *b, const char *s) {
+    struct lp_chat_marks *m = b->marks;
+    if (m && !b->oom) {
+        if (m->n == m->cap) {
+            int cap = m->cap ? 2 * m->cap : 16;
+            struct lp_chat_mark *v = lp_realloc(m->v, sizeof *v * (size_t)cap, "chat marks");
+            if (!v) {
+                b->oom = true;
+                return;
+            }
+            m->v = v;
+            m->cap = cap;
+        }
+        m->v[m->n++] = (struct lp_chat_mark){b->n, strlen(s)};
+    }
+    puts_(b, s);
+}
+
 static bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
@@ -148,27 +168,36 @@ static void put_trimmed(struct sbuf *b, const char *s) {
 static void render_one(struct sbuf *b, const struct lp_chat_style *st, const char *role,
                        const char *content, bool first) {
     if (st->format == LP_CHAT_CHATML) {
-        puts_(b, "<|im_start|>");
+        marker(b, "<|im_start|>");
         puts_(b, role);
         puts_(b, "\n");
         puts_(b, content);
-        puts_(b, "<|im_end|>\n");
+        marker(b, "<|im_end|>");
+        puts_(b, "\n");
     } else {
-        if (first) puts_(b, st->bos);
-        puts_(b, "<|start_header_id|>");
+        if (first && st->bos[0]) marker(b, st->bos);
+        marker(b, "<|start_header_id|>");
         puts_(b, role);
-        puts_(b, "<|end_header_id|>\n\n");
+        marker(b, "<|end_header_id|>");
+        puts_(b, "\n\n");
         if (st->trim)
             put_trimmed(b, content);
         else
             puts_(b, content);
-        puts_(b, "<|eot_id|>");
+        marker(b, "<|eot_id|>");
     }
 }
 
 enum lopad_status lp_chat_render(const struct lp_chat_style *style, const struct lp_chat_msg *msgs,
                                  int n, const char *system, bool add_generation_prompt, char **out,
                                  size_t *len) {
+    return lp_chat_render_marked(style, msgs, n, system, add_generation_prompt, out, len, NULL);
+}
+
+enum lopad_status lp_chat_render_marked(const struct lp_chat_style *style,
+                                        const struct lp_chat_msg *msgs, int n, const char *system,
+                                        bool add_generation_prompt, char **out, size_t *len,
+                                        struct lp_chat_marks *marks) {
     *out = NULL;
     if (style->format != LP_CHAT_CHATML && style->format != LP_CHAT_LLAMA3)
         return lp_error(LOPAD_ERR_ARG, "chat: unknown format %d", (int)style->format);
@@ -180,7 +209,7 @@ enum lopad_status lp_chat_render(const struct lp_chat_style *style, const struct
     if (system && starts_with_system)
         return lp_error(LOPAD_ERR_ARG,
                         "chat: a system prompt was given and the conversation starts with one too");
-    struct sbuf b = {0};
+    struct sbuf b = {.marks = marks};
     bool first = true;
     if (system) {
         render_one(&b, style, "system", system, true);
@@ -194,10 +223,15 @@ enum lopad_status lp_chat_render(const struct lp_chat_style *style, const struct
         render_one(&b, style, msgs[i].role, msgs[i].content, first);
         first = false;
     }
-    if (add_generation_prompt)
-        puts_(&b, style->format == LP_CHAT_CHATML
-                      ? "<|im_start|>assistant\n"
-                      : "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (add_generation_prompt && style->format == LP_CHAT_CHATML) {
+        marker(&b, "<|im_start|>");
+        puts_(&b, "assistant\n");
+    } else if (add_generation_prompt) {
+        marker(&b, "<|start_header_id|>");
+        puts_(&b, "assistant");
+        marker(&b, "<|end_header_id|>");
+        puts_(&b, "\n\n");
+    }
     put(&b, "", 0); /* an empty conversation still yields "" */
     if (b.oom) {
         lp_free(b.s);

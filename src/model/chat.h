@@ -57,4 +57,18 @@ enum lopad_status lp_chat_render(const struct lp_chat_style *style, const struct
                                  int n, const char *system, bool add_generation_prompt, char **out,
                                  size_t *len);
 
+/* Where the template put its control-token markers in a rendered prompt
+ * (lp_chat_render_marked): message text between them stays plain text. */
+struct lp_chat_mark {
+    size_t off, len;
+};
+struct lp_chat_marks {
+    struct lp_chat_mark *v; /* lp_free */
+    int n, cap;
+};
+enum lopad_status lp_chat_render_marked(const struct lp_chat_style *style,
+                                        const struct lp_chat_msg *msgs, int n, const char *system,
+                                        bool add_generation_prompt, char **out, size_t *len,
+                                        struct lp_chat_marks *marks);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include "model.h"
 #include "model_ref.h"
+#include "../gen/text.h"
 #include "../core/types.h"
 
 static void model_destroy(struct lopad_model *m) {
@@ -110,6 +111,8 @@ enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opt
     }
     if (st) goto fail;
     if (opts && opts->lora_dir && (st = lp_lora_merge(m, opts->lora_dir))) goto fail;
+    /* the tokenizer and chat template travel with the model (src/gen/text.c) */
+    if (!(opts && opts->no_tokenizer) && (st = lp_model_text_load(m))) goto fail;
     *out = m;
     return LOPAD_OK;
 fail:

@@ -82,12 +82,12 @@ expect_usage() {
     if [ $rc -eq 2 ] && printf '%s' "$err" | grep -q -- "$needle"; then ok; else
         bad "$*: rc $rc, message '$err' lacks '$needle'"; fi
 }
-expect_usage "cache mode" --decoder fast --cache full
+expect_usage "--cache: option 'cache' expects one of none, prefix, dual" --decoder fast --cache full
 expect_usage "rule" --decoder fast --rule greedy
 expect_usage "--threshold" --decoder fast --threshold 1.5
 expect_usage "--early-stop" --decoder fast --early-stop maybe
-expect_usage "need --decoder fast" --cache dual
-expect_usage "need --dpad" --decoder fast --dpad-window 64
+expect_usage "option 'cache' needs decoder fast" --decoder llada --cache dual
+expect_usage "option 'dpad_window' needs option 'dpad'" --decoder fast --dpad-window 64
 expect_usage "preset" --decoder fast --preset dpad-nothing
 expect_usage "--dream-first-token-commit" --decoder fast --dream-first-token-commit
 expect_usage "origin" --decoder dream --dpad --block 8 --alg origin

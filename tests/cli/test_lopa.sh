@@ -132,14 +132,14 @@ expect2() { # needle args...
     if [ $rc -eq 2 ] && grep -q -- "$needle" $ERR; then ok; else bad "$* -> rc $rc: $(cat $ERR)"; fi
 }
 expect2 "--lopa" --lopa 65
-expect2 "--lopa" --lopa -1
+expect2 "--lopa" --lopa -2
 expect2 "block-causal" --lopa 1 --lopa-window-attention causal
 expect2 "--tau-add" --decoder d2f --tau-add 1.5 --gen 8 --block 4
 expect2 "--tau-conf" --decoder d2f --tau-conf -1 --gen 8 --block 4
-expect2 "need --decoder d2f" --decoder dream --tau-conf 0.5
-expect2 "need --decoder d2f or fast" --decoder llada --lopa 2
+expect2 "option 'tau_conf' needs decoder d2f" --decoder dream --tau-conf 0.5
+expect2 "option 'lopa' needs decoder fast or d2f" --decoder llada --lopa 2
 expect2 "threshold" --decoder fast --rule factor --lopa 2 --gen 8 --block 4
-expect2 "needs --lopa" --decoder d2f --lopa-window-attention full --gen 8 --block 4
+expect2 "needs option 'lopa'" --decoder d2f --lopa-window-attention full --gen 8 --block 4
 expect2 "multiple of --block" --decoder d2f --gen 10 --block 4
 expect2 "--temperature" --decoder d2f --gen 8 --block 4 --temperature 0.5
 

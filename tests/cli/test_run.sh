@@ -64,17 +64,21 @@ gguf_case() { # fixture model-file extra-args...
         sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')
     [ "$got" = "$want" ] && ok || bad "$1 on $(basename "$m") $*: [$got] vs [$want]"
 }
-gguf_case tiny-dream-entropy "$FIX/tiny-dream.gguf" --alg entropy $T
-gguf_case tiny-llada-lowconf "$FIX/tiny-llada.gguf" --block 8 $T
-gguf_case tiny-llada-temp "$LLADA" --block 8 --threads 2
-gguf_case tiny-dream-origin "$DREAM" --alg origin --threads 2
+gguf_case tiny-dream-entropy "$FIX/tiny-dream.gguf" --decoder dream --alg entropy $T
+gguf_case tiny-llada-lowconf "$FIX/tiny-llada.gguf" --decoder llada --block 8 $T
+gguf_case tiny-llada-temp "$LLADA" --decoder llada --block 8 --threads 2
+gguf_case tiny-dream-origin "$DREAM" --decoder dream --alg origin --threads 2
 
 # ---- settings appear in the JSON; summary on stderr
-out=$("$BIN" run -m "$LLADA" --prompt-ids 5,6,7 --gen 8 --json $T 2>/tmp/lopad_run_err.$$)
+out=$("$BIN" run -m "$LLADA" --prompt-ids 5,6,7 --gen 8 --decoder llada --json $T 2>/tmp/lopad_run_err.$$)
 case "$out" in *'"decoder":"llada"'*'"block":8'*) ok ;; *) bad "json settings: $out" ;; esac
 grep -q "NFE 8" /tmp/lopad_run_err.$$ && ok || bad "summary: $(cat /tmp/lopad_run_err.$$)"
-out=$("$BIN" run -m "$DREAM" --prompt-ids 5,6,7 --gen 8 --json $T 2>/dev/null)
-case "$out" in *'"decoder":"dream"'*'"alg":"entropy"'*) ok ;; *) bad "dream default: $out" ;; esac
+out=$("$BIN" run -m "$DREAM" --prompt-ids 5,6,7 --gen 8 --decoder dream --json $T 2>/dev/null)
+case "$out" in *'"decoder":"dream"'*'"alg":"entropy"'*) ok ;; *) bad "dream settings: $out" ;; esac
+# no --decoder: Fast-dLLM with the dual cache, and the summary says so
+out=$("$BIN" run -m "$DREAM" --prompt-ids 5,6,7 --gen 8 --json $T 2>/tmp/lopad_run_err.$$)
+case "$out" in *'"decoder":"fast"'*'"cache":"dual"'*'"threshold":0.9'*) ok ;; *) bad "default decoder: $out" ;; esac
+grep -q "decoder fast (dual cache)" /tmp/lopad_run_err.$$ && ok || bad "summary decoder: $(cat /tmp/lopad_run_err.$$)"
 
 # ---- seeds: same seed same ids, another seed other ids
 run_ids() { "$BIN" run -m "$DREAM" --prompt-ids 10,20,30 --gen 32 --temperature 1 --seed "$1" \
@@ -88,7 +92,7 @@ out=$("$BIN" run -m "$LLADA" -p "hello" --gen 8 $T 2>/tmp/lopad_run_err.$$)
 [ $? -eq 0 ] && ok || bad "text prompt: $(cat /tmp/lopad_run_err.$$)"
 out=$("$BIN" run -m "$DREAM" -p "hello" --raw --gen 8 --json $T 2>/dev/null)
 case "$out" in *'"text":'*) ok ;; *) bad "json text: $out" ;; esac
-"$BIN" run -m "$DREAM" -p "hello" --gen 8 --visual $T >/dev/null 2>/tmp/lopad_run_err.$$ &&
+"$BIN" run -m "$DREAM" -p "hello" --gen 8 --decoder dream --visual $T >/dev/null 2>/tmp/lopad_run_err.$$ &&
     grep -q "step 8/8" /tmp/lopad_run_err.$$ && ok || bad "visual: $(cat /tmp/lopad_run_err.$$)"
 # chat: two turns from stdin
 printf 'hi\nhow are you\n' | "$BIN" chat -m "$DREAM" --gen 8 $T >/dev/null 2>/tmp/lopad_run_err.$$
@@ -114,10 +118,10 @@ expect_fail "exactly one of" run -m "$LLADA" -p hi --prompt-ids 1,2
 expect_fail "exactly one of" run -m "$LLADA"
 expect_fail "exceed the context" run -m "$LLADA" --prompt-ids 1,2,3 --gen 4096 --block 32 $T
 expect_fail "multiple of --block" run -m "$LLADA" --prompt-ids 1,2,3 --gen 16 --block 5 $T
-expect_fail "divisible by the number of blocks" run -m "$LLADA" --prompt-ids 1,2,3 --gen 16 --block 8 --steps 7 $T
-expect_fail "unknown decoder 'foo'" run -m "$LLADA" --prompt-ids 1,2,3 --decoder foo
-expect_fail "unknown algorithm 'greedy'" run -m "$DREAM" --prompt-ids 1,2,3 --alg greedy
-expect_fail "unknown remasking" run -m "$LLADA" --prompt-ids 1,2,3 --remasking high
+expect_fail "divisible by the number of blocks" run -m "$LLADA" --prompt-ids 1,2,3 --gen 16 --block 8 --steps 7 --decoder llada $T
+expect_fail "--decoder: option 'decoder' expects one of llada, dream, fast, d2f, got 'foo'" run -m "$LLADA" --prompt-ids 1,2,3 --decoder foo
+expect_fail "--alg: option 'alg' expects one of" run -m "$DREAM" --prompt-ids 1,2,3 --alg greedy
+expect_fail "--remasking" run -m "$LLADA" --prompt-ids 1,2,3 --remasking high
 expect_fail "--temperature" run -m "$LLADA" --prompt-ids 1,2,3 --temperature -1
 expect_fail "--temperature" run -m "$LLADA" --prompt-ids 1,2,3 --temperature abc
 expect_fail "--top-p" run -m "$DREAM" --prompt-ids 1,2,3 --top-p 0
@@ -126,7 +130,7 @@ expect_fail "--top-k" run -m "$DREAM" --prompt-ids 1,2,3 --top-k -2
 expect_fail "--eps" run -m "$DREAM" --prompt-ids 1,2,3 --eps 1.5
 expect_fail "--cfg-scale" run -m "$LLADA" --prompt-ids 1,2,3 --cfg-scale -1
 expect_fail "--cfg-scale" run -m "$DREAM" --prompt-ids 1,2,3 --cfg-scale 1
-expect_fail "--block" run -m "$DREAM" --prompt-ids 1,2,3 --gen 16 --block 8
+expect_fail "--block" run -m "$DREAM" --prompt-ids 1,2,3 --gen 16 --block 8 --decoder dream
 expect_fail "--gen" run -m "$LLADA" --prompt-ids 1,2,3 --gen 0
 expect_fail "--steps" run -m "$LLADA" --prompt-ids 1,2,3 --steps 0
 expect_fail "--seed" run -m "$LLADA" --prompt-ids 1,2,3 --seed -4
