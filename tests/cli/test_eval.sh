@@ -29,11 +29,11 @@ import json, sys
 j = json.loads(sys.argv[1])
 for k in ("task", "n", "accuracy", "flexible_accuracy", "tpf", "nfe", "tokens_per_second",
           "settings"):
-    assert k in j, "missing " + k
+    assert k in j or (k == "settings" and j.get("oracle")), "missing " + k
 assert 0 <= j["accuracy"] <= 1, j["accuracy"]
 assert j["flexible_accuracy"] is None or 0 <= j["flexible_accuracy"] <= 1
 assert j["tpf"] >= 0 and j["nfe"] >= 0 and j["tokens_per_second"] >= 0
-assert "decoder" in j["settings"]
+assert j.get("oracle") or "decoder" in j["settings"]
 for kv in sys.argv[2:]:
     k, v = kv.split("=", 1)
     assert str(j[k]) == v, "%s: %r != %r" % (k, j[k], v)
@@ -212,11 +212,11 @@ LOPAD_DATA=$TMP/nowhere expect2 "LOPAD_DATA=$TMP/nowhere has no bench/gsm8k_test
     --task gsm8k -m "$DREAM"
 expect2 "PARAM=v1,v2" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa -m "$DREAM"
 expect2 "empty value" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,,2 -m "$DREAM"
-expect2 "--frobnicate" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep frobnicate=1 -m "$DREAM"
-expect2 "--lopa" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,x -m "$DREAM"
-expect2 "not a decoder parameter" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep model=a,b
-expect2 "need --decoder fast" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep threshold=0.5,0.9 \
-    -m "$DREAM"
+expect2 "unknown option 'frobnicate'" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep frobnicate=1 -m "$DREAM"
+expect2 "'lopa' expects an integer" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep lopa=1,x -m "$DREAM"
+expect2 "unknown option 'model'" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep model=a,b
+expect2 "needs decoder fast" --task tiny-gsm --data "$TMP/heldout.jsonl" --sweep threshold=0.5,0.9 \
+    --decoder dream -m "$DREAM"
 expect2 "--plot needs --sweep" --task tiny-gsm --data "$TMP/heldout.jsonl" --plot "$TMP/p.png"
 expect2 "unknown option" --task gsm8k --bogus
 echo '{"question": "no answer"}' >"$TMP/bad.jsonl"
@@ -225,7 +225,7 @@ expect2 "record 1" --task tiny-gsm --data "$TMP/bad.jsonl" -m "$DREAM"
 # ---- generation goes through lopad run's path in quiet mode: one JSON line on stdout,
 # nothing on stderr (no per-problem summary, no streamed text), and the same counts
 out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 2 -m "$DREAM" "${T[@]}" \
-    --json 2>"$TMP/quiet_err")
+    --decoder dream --json 2>"$TMP/quiet_err")
 rc=$?
 if [ $rc -eq 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [ ! -s "$TMP/quiet_err" ] &&
     printf '%s' "$out" | grep -q '"nfe":4,' && printf '%s' "$out" | grep -q '"n_committed":16,'; then
