@@ -1,20 +1,28 @@
-/* cmd_convert.c - `lopad convert IN OUT [--type T] [--lora DIR]`: write any loadable model as GGUF.
+/* cmd_convert.c - `lopad convert IN OUT [--type T] [--lora DIR] [--force]`: write any loadable
+ * model as GGUF. An existing OUT is replaced only with --force.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "cli.h"
 
 static int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *lora = NULL, *type_s = NULL;
+    bool force = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] "
-                   "[--lora DIR]\n"
+                   "[--lora DIR] [--force]\n"
                    "  IN is a .gguf file or a Hugging Face directory; without --type the stored\n"
-                   "  types are kept. A LoRA adapter is merged into the written weights.\n");
+                   "  types are kept. A LoRA adapter is merged into the written weights.\n"
+                   "  OUT appears complete or not at all (written next to it, then renamed);\n"
+                   "  an existing OUT is refused unless --force is given.\n");
             return 0;
         } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
             type_s = argv[++i];
+        } else if (!strcmp(argv[i], "--force")) {
+            force = true;
         } else if (!strcmp(argv[i], "--lora") && i + 1 < argc) {
             lora = argv[++i];
         } else if (argv[i][0] == '-') {
@@ -36,6 +44,12 @@ static int cmd_convert(int argc, char **argv) {
             return lp_cli_usage_error("convert", "unknown --type '%s' (" LP_CLI_WEIGHT_TYPES ")",
                                       type_s);
     }
+    /* checked before the (long) load; lstat: a symlink at OUT counts as existing */
+    struct stat sb;
+    if (!force && lstat(out, &sb) == 0)
+        return lp_cli_usage_error("convert", "'%s' exists; pass --force to replace it", out);
+    if (!force && errno != ENOENT)
+        return lp_cli_usage_error("convert", "cannot check '%s': %s", out, strerror(errno));
     struct lopad_load_opts opts = {.lora_dir = lora};
     lopad_model *m;
     enum lopad_status st = lopad_model_load(in, &opts, &m);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "cli.h"
+#include "core/atomic_file.h"
 
 static int usage(void) {
     printf("usage: lopad logits -m MODEL --tokens 1,2,3 [--positions 0,1,2] [--threads N]\n"
@@ -16,22 +17,17 @@ static int usage(void) {
     return 0;
 }
 
-/* Write all rows to FILE.tmp, then rename, so a failure leaves nothing half-written. */
-static int write_rows(const char *path, const float *rows, size_t n) {
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) return lp_cli_usage_error("logits", "out of memory");
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fwrite(rows, sizeof(float), n, f) == n;
-    if (f && fclose(f) != 0) ok = 0;
-    if (ok && rename(tmp, path) != 0) ok = 0;
-    if (!ok) {
-        unlink(tmp);
-        fprintf(stderr, "lopad logits: cannot write '%s'\n", path);
-    }
-    free(tmp);
-    return ok ? 0 : 1;
+/* Write all rows to the staged file and rename it over the target, so a
+ * failure (or Ctrl-C) leaves nothing half-written and a planted symlink is
+ * never followed. */
+static int write_rows(struct lp_atomic_file *af, const float *rows, size_t n) {
+    enum lopad_status st = lp_atomic_open(af);
+    if (!st) st = lp_atomic_write(af, rows, sizeof(float) * n);
+    if (!st)
+        st = lp_atomic_commit(af);
+    else
+        lp_atomic_abort(af);
+    return st ? lp_cli_fail("logits", st) : 0;
 }
 
 static int cmd_logits(int argc, char **argv) {
@@ -43,15 +39,22 @@ static int cmd_logits(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage();
         if (!v) return lp_cli_usage_error("logits", "option '%s' needs a value or is unknown", a);
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
-        else if (!strcmp(a, "--tokens")) tok_s = v;
-        else if (!strcmp(a, "--positions")) pos_s = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--lora")) lora = v;
-        else if (!strcmp(a, "--device")) device = v;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            path = v;
+        else if (!strcmp(a, "--tokens"))
+            tok_s = v;
+        else if (!strcmp(a, "--positions"))
+            pos_s = v;
+        else if (!strcmp(a, "--out"))
+            out = v;
+        else if (!strcmp(a, "--lora"))
+            lora = v;
+        else if (!strcmp(a, "--device"))
+            device = v;
         else if (!strcmp(a, "--threads")) {
             if (!lp_cli_parse_int("logits", a, v, 0, 1024, &threads)) return 2;
-        } else return lp_cli_usage_error("logits", "unknown option '%s'", a);
+        } else
+            return lp_cli_usage_error("logits", "unknown option '%s'", a);
         i++;
     }
     if (!path) return lp_cli_usage_error("logits", "no model given (-m MODEL)");
@@ -63,13 +66,15 @@ static int cmd_logits(int argc, char **argv) {
     if (pos_s) {
         if (!lp_cli_parse_ids("logits", "--positions", pos_s, &pos, &n_pos)) goto done;
         if (n_pos != n) {
-            lp_cli_usage_error("logits", "--positions has %d entries but --tokens has %d", n_pos, n);
+            lp_cli_usage_error("logits", "--positions has %d entries but --tokens has %d", n_pos,
+                               n);
             goto done;
         }
     } else {
         pos = malloc(sizeof(int32_t) * n);
         if (!pos) goto done;
-        for (int i = 0; i < n; i++) pos[i] = i;
+        for (int i = 0; i < n; i++)
+            pos[i] = i;
     }
     int max_pos = 0;
     for (int i = 0; i < n; i++) {
@@ -81,17 +86,31 @@ static int cmd_logits(int argc, char **argv) {
     }
 
     rc = 1;
+    /* staged before the model loads: an unwritable --out fails at once */
+    struct lp_atomic_file af;
+    enum lopad_status st = lp_atomic_begin(out, &af);
+    if (st) {
+        lp_cli_fail("logits", st);
+        goto done;
+    }
     struct lopad_load_opts opts = {.lora_dir = lora};
     lopad_model *m = NULL;
     lopad_ctx *c = NULL;
     float *logits = NULL;
     int32_t *rows = NULL;
-    enum lopad_status st = lopad_model_load(path, &opts, &m);
+    st = lopad_model_load(path, &opts, &m);
     if (st) {
         lp_cli_fail("logits", st);
-        goto done;
+        goto cleanup;
     }
     const struct lopad_hparams *hp = lopad_model_hparams(m);
+    if (hp->n_ctx_train > 0 && max_pos >= hp->n_ctx_train) {
+        rc = lp_cli_usage_error("logits",
+                                "position %d is outside the model's trained context (positions "
+                                "0..%d, n_ctx_train %d)",
+                                max_pos, hp->n_ctx_train - 1, hp->n_ctx_train);
+        goto cleanup;
+    }
     struct lopad_ctx_params cp = {
         .n_ctx = n, .n_batch_max = n, .n_threads = (int)threads, .device = device};
     if ((st = lopad_ctx_new(m, &cp, &c))) {
@@ -104,15 +123,22 @@ static int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "lopad logits: out of memory for %d x %d logits\n", n, hp->n_vocab);
         goto cleanup;
     }
-    for (int i = 0; i < n; i++) rows[i] = i;
-    struct lopad_batch b = {.n_tokens = n, .tokens = tokens, .pos = pos, .n_seq = 1,
-                            .n_out = n, .out_rows = rows, .logits = logits};
+    for (int i = 0; i < n; i++)
+        rows[i] = i;
+    struct lopad_batch b = {.n_tokens = n,
+                            .tokens = tokens,
+                            .pos = pos,
+                            .n_seq = 1,
+                            .n_out = n,
+                            .out_rows = rows,
+                            .logits = logits};
     if ((st = lopad_forward(c, &b))) {
         lp_cli_fail("logits", st);
         goto cleanup;
     }
-    rc = write_rows(out, logits, (size_t)n * hp->n_vocab);
+    rc = write_rows(&af, logits, (size_t)n * hp->n_vocab);
 cleanup:
+    lp_atomic_abort(&af); /* no-op after write_rows */
     free(rows);
     free(logits);
     lopad_ctx_free(c);

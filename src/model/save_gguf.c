@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "model.h"
+#include "../core/atomic_file.h"
 #include "../core/types.h"
 #include "../formats/gguf.h"
 #include "../formats/json.h"
@@ -430,7 +431,16 @@ enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, 
     s.tmp = lp_calloc((size_t)2 * hp->n_layer + 1, sizeof *s.tmp, "save: bias copies");
     enum lopad_status st = LOPAD_ERR_NOMEM;
     if (!s.src || !s.scratch || !s.tmp) goto out;
-    if ((st = lp_gguf_writer_create(path, &s.w))) goto out;
+    /* the writer works inside a private staging directory, so its temporary
+     * name cannot be a planted symlink; the result is renamed over path */
+    struct lp_atomic_file af;
+    if ((st = lp_atomic_begin(path, &af))) goto out;
+    char suffix[32];
+    snprintf(suffix, sizeof suffix, ".tmp.%ld", (long)getpid()); /* gguf.h's temporary name */
+    if ((st = lp_atomic_also(&af, suffix)) || (st = lp_gguf_writer_create(af.staged, &s.w))) {
+        lp_atomic_abort(&af);
+        goto out;
+    }
     /* tensors are only described here (rows are produced in finish), so the
      * quantisation version can be decided before the keys are written */
     if (!(st = add_tensors(&s, permute)) && !(st = add_kvs(&s, norm_rope)))
@@ -438,6 +448,10 @@ enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, 
     else
         lp_gguf_writer_abort(s.w);
     s.w = NULL;
+    if (!st)
+        st = lp_atomic_commit(&af);
+    else
+        lp_atomic_abort(&af);
 out:
     for (int i = 0; s.tmp && i < s.n_tmp; i++)
         lp_free(s.tmp[i]);
