@@ -1,0 +1,106 @@
+"""gen_data_lopa.py - the lopa-demo task: running totals written in many equivalent ways.
+
+A story gives a start count and 4-8 additions; the answer works the running total
+one step per line and ends with `#### <total>` as GSM8K does. The total is exact,
+but the wording is not: every step line picks one of several equivalent forms (free
+operand order, "=" or "gives", "4 more to 9 gives 13", an optional lead word), of
+different lengths. So a model that has learned the task is unsure of a line's first
+tokens until one of them is fixed, and then sure of the rest of the line: the regime
+where LoPA's lookahead branches can win (one guessed token unlocks a run).
+
+    python3 tools/train/gen_data_lopa.py --out tools/train/data_lopa \
+        --heldout data/lopa-demo/heldout.jsonl
+
+writes train.jsonl (seed 11) and heldout.jsonl (seed 12, every question absent from
+train), one {"question", "answer", "number"} object per line, the format of
+gen_data.py (so `lopad eval --task tiny-gsm --data FILE` reads it). The words are
+those of the tiny-gsm task where possible, so the demo model's tokenizer encodes them
+in few tokens and its weights are a useful start.
+"""
+
+import argparse
+import json
+import os
+import random
+
+NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lily", "Max", "Zoe", "Leo", "Emma", "Noah", "Ava"]
+ITEMS = ["apples", "pens", "books", "cards", "eggs", "shells", "stamps", "coins", "toys",
+         "cups", "rocks", "beads"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "then"]
+
+# One step: running total x, addition d, new total y. Equivalent forms of one line.
+FORMS = [
+    "{x} + {d} = {y}",
+    "{d} + {x} = {y}",
+    "{x} + {d} gives {y}",
+    "{x} and {d} more = {y}",
+    "{d} more to {x} gives {y}",
+    "{d} and {x} in all = {y}",
+]
+LEADS = ["", "then ", "now "]
+
+
+def step_line(rs, x, d, y):
+    return rs.choice(LEADS) + rs.choice(FORMS).format(x=x, d=d, y=y)
+
+
+def problem(rs):
+    """One (question, answer text, number)."""
+    n = rs.choice(NAMES)
+    it = rs.choice(ITEMS)
+    steps = rs.randint(4, 8)
+    start = rs.randint(2, 9)
+    adds = [rs.randint(1, 9) for _ in range(steps)]
+    listed = ", then ".join(str(a) for a in adds[:-1]) + " and %d" % adds[-1]
+    if rs.random() < 0.5:
+        q = ("%s has %d %s. %s buys %s more. How many %s does %s have now?"
+             % (n, start, it, n, listed, it, n))
+    else:
+        q = ("%s picks %d %s. Then %s also picks %s. How many %s does %s have in all?"
+             % (n, start, it, n, listed, it, n))
+    lines, x = [], start
+    for d in adds:
+        y = x + d
+        lines.append(step_line(rs, x, d, y))
+        x = y
+    lines.append("#### %d" % x)
+    return q, "\n".join(lines), x
+
+
+def generate(seed, n, exclude=()):
+    rs = random.Random(seed)
+    seen = set(exclude)
+    out = []
+    while len(out) < n:
+        q, a, r = problem(rs)
+        if q in seen:
+            continue
+        seen.add(q)
+        out.append({"question": q, "answer": a, "number": r})
+    return out
+
+
+def write(path, rows):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(here, "data_lopa"))
+    ap.add_argument("--heldout", help="write the held-out set here instead of OUT/heldout.jsonl")
+    ap.add_argument("--n-train", type=int, default=60000)
+    ap.add_argument("--n-heldout", type=int, default=500)
+    args = ap.parse_args()
+    train = generate(11, args.n_train)
+    held = generate(12, args.n_heldout, exclude={p["question"] for p in train})
+    write(os.path.join(args.out, "train.jsonl"), train)
+    write(args.heldout or os.path.join(args.out, "heldout.jsonl"), held)
+    print("train %d, held-out %d (disjoint questions)" % (len(train), len(held)))
+
+
+if __name__ == "__main__":
+    main()
