@@ -621,9 +621,12 @@ static enum lp_exec_result sandbox_run(const char *program, double timeout_s, ch
     enum lp_exec_result r = LP_EXEC_NOSANDBOX;
     struct bwrap_cmd c = {0};
     if (!bwrap || !py || !prlimit) {
-        if (err)
+        if (err && !bwrap && env_bwrap)
+            snprintf(err, errcap, "bwrap not found: LOPAD_BWRAP=%.300s is not an executable",
+                     env_bwrap);
+        else if (err)
             snprintf(err, errcap, "%s not found",
-                     !bwrap ? (env_bwrap ? "LOPAD_BWRAP's bwrap" : "bwrap (package bubblewrap)")
+                     !bwrap ? "bwrap (package bubblewrap)"
                      : !py  ? "python3"
                             : "prlimit (package util-linux)");
         goto out;
