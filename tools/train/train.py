@@ -146,7 +146,8 @@ class Dream(nn.Module):
 
 
 def result_flags(tok, ans):
-    """1 for the digit tokens of a computed number (after ' =' or '####'), else 0."""
+    """1 for the digit tokens of a computed number (after ' =' or '####', or in the
+    lopa-demo task's worded form after ' gives'), else 0."""
     flags, after_op = [], False
     for i in ans:
         piece = tok.decode([i])
@@ -154,7 +155,7 @@ def result_flags(tok, ans):
             flags.append(1 if after_op else 0)
             continue
         flags.append(0)
-        if piece.strip() in ("=", "####"):
+        if piece.strip() in ("=", "####", "gives"):
             after_op = True
         elif piece != " ":
             after_op = False
@@ -171,7 +172,8 @@ def load_rows(path, tok):
     return rows
 
 
-def make_batch(rows, rs, tok, canvas, eps=1e-3, d2f_frac=0.0, d2f_blocks=(16,), focus_frac=0.0):
+def make_batch(rows, rs, tok, canvas, eps=1e-3, d2f_frac=0.0, d2f_blocks=(16,), focus_frac=0.0,
+               pad_max=0):
     """(ids_in, targets, allow, loss_w): allow (B, T, T) attention mask, loss_w (B, T) =
     1/(t * canvas_len) on masked canvas positions, 0 elsewhere.
 
@@ -191,7 +193,10 @@ def make_batch(rows, rs, tok, canvas, eps=1e-3, d2f_frac=0.0, d2f_blocks=(16,), 
     seqs, focus = [], []
     for prompt, ans, rflags in rows:
         body = ans + [im_end]
-        G = rs.randint(len(body), max(len(body), canvas))
+        hi = max(len(body), canvas)
+        if pad_max > 0:  # at most pad_max EOS after <|im_end|> (shorter sequences)
+            hi = min(hi, len(body) + pad_max)
+        G = rs.randint(len(body), hi)
         seqs.append((prompt, body + [eos] * (G - len(body))))
         focus.append(rflags)
     T = max(len(p) + len(c) for p, c in seqs)
@@ -238,6 +243,22 @@ def make_batch(rows, rs, tok, canvas, eps=1e-3, d2f_frac=0.0, d2f_blocks=(16,), 
     return xt, x0, allow, w
 
 
+def read_safetensors(path):
+    """name -> float32 tensor of an F32 safetensors file (what export.py writes)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        hdr = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", "%s: %s is %s, not F32" % (path, k, v["dtype"])
+        a, b = v["data_offsets"]
+        out[k] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).view(v["shape"])
+    return out
+
+
 def loss_fn(model, xt, x0, allow, w):
     logits = model(xt, allow)
     # shifted: output j-1 predicts token j
@@ -275,6 +296,10 @@ def main():
                     help="fraction of all sequences with result-focused masking (see make_batch)")
     ap.add_argument("--stop-at", type=int, default=0,
                     help="stop after this step, schedule unchanged (replays a timed-out run)")
+    ap.add_argument("--pad-max", type=int, default=0,
+                    help="draw at most this many EOS after <|im_end|> (0 = up to --canvas)")
+    ap.add_argument("--init-hf", help="start from the weights of this exported HF directory "
+                    "(model.safetensors, F32; same shapes), e.g. models/demo")
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimizer and "
                     "schedule; the batch stream is seeded by --seed)")
     args = ap.parse_args()
@@ -292,9 +317,13 @@ def main():
     done_before = 0
     if args.init:
         ck = torch.load(args.init, map_location="cpu")
-        assert ck["config"] == c, "--init checkpoint has another configuration"
+        same = {k: v for k, v in ck["config"].items() if k != "canvas"}
+        assert same == {k: v for k, v in c.items() if k != "canvas"}, \
+            "--init checkpoint has another configuration"
         model.load_state_dict(ck["state"])
         done_before = ck.get("total_steps", ck["step"])
+    if args.init_hf:
+        model.load_state_dict(read_safetensors(os.path.join(args.init_hf, "model.safetensors")))
     n_par = sum(p.numel() for p in model.parameters())
     print("params %d (%.2f M), vocab %d, %d training problems" % (n_par, n_par / 1e6, n_vocab,
                                                                   len(rows)), flush=True)
@@ -315,7 +344,7 @@ def main():
         loss = loss_fn(model, *make_batch(batch, rs, tok, args.canvas, d2f_frac=args.d2f_frac,
                                           d2f_blocks=[int(b) for b in
                                                       args.d2f_blocks.split(",")],
-                                          focus_frac=args.focus_frac))
+                                          focus_frac=args.focus_frac, pad_max=args.pad_max))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
