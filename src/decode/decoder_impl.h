@@ -130,6 +130,14 @@ enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, 
  * clear). scratch: [n] doubles. */
 bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scratch);
 
+/* The confidence `auto` means for Fast-dLLM, as its reference code ranks: the threshold
+ * and factor rules by pmax on both families (Fast-dLLM's Dream code too); the top-k
+ * schedule by negative entropy on Dream's grid (the Dream reference's alg entropy), by
+ * pmax on LLaDA. */
+static inline enum lp_confidence lp_conf_auto_fast(enum lp_commit_rule rule, bool dream_grid) {
+    return rule == LP_RULE_TOPK && dream_grid ? LP_CONF_NEGENT : LP_CONF_PMAX;
+}
+
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);
 

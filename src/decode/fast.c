@@ -252,8 +252,7 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
                                                        : rq->alg == LP_ALG_TOPK_MARGIN ? LP_CONF_MARGIN
                                                                                        : LP_CONF_NEGENT)
                    : rq->confidence != LP_CONF_AUTO ? rq->confidence
-                   : s->dream_grid                  ? LP_CONF_NEGENT
-                                                    : LP_CONF_PMAX;
+                   : lp_conf_auto_fast(rq->rule, s->dream_grid);
     s->use_dpad = rq->dpad;
     if (s->use_dpad) lp_dpad_from_request(&s->dp, rq, d->eng.hp.arch);
     s->B = rq->block_len;

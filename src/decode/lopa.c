@@ -748,8 +748,7 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
     s->eos_inf = rq->logits_eos_inf;
     s->cache = rq->cache;
     s->conf = rq->confidence != LP_CONF_AUTO ? rq->confidence
-              : s->dream                     ? LP_CONF_NEGENT
-                                             : LP_CONF_PMAX;
+                                             : lp_conf_auto_fast(LP_RULE_THRESHOLD, s->dream);
     s->tau = rq->threshold;
     s->B = rq->block_len;
     s->nb = d->G / s->B;

@@ -355,7 +355,8 @@ static enum lopad_status text_advance(lopad_gen *g, const struct lp_step_event *
             break;
         }
         g->consumed++;
-        if (!g->text->tok) continue;
+        size_t tl; /* ids the tokenizer lacks (a model vocabulary padded past it) add nothing */
+        if (!g->text->tok || !lp_tokenizer_token(g->text->tok, t, &tl)) continue;
         const char *b;
         size_t n;
         enum lopad_status st = lp_tok_stream_push(g->text->tok, &g->ts, t, true, &b, &n);

@@ -92,8 +92,8 @@ def lopa_fast_generate(eng, prompt, gen, block, cache, threshold, confidence, ea
     hp = eng.hp
     mask, eos = hp["mask_id"], hp["eos_id"]
     shift = hp["shift_logits"]
-    if confidence == "auto":
-        confidence = "negent" if hp["dream"] else "pmax"
+    if confidence == "auto":  # LoPA on Fast-dLLM: the threshold rule ranks by pmax
+        confidence = "pmax"
     P, L = len(prompt), len(prompt) + gen
     x = np.full(L, mask, dtype=np.int64)
     x[:P] = prompt
@@ -241,18 +241,22 @@ def cases():
                                          (3, 0.9, 1, (8, 4.0, 1.6), 11)):
                 name = "fake-%s-%s-lopa%d" % ("dream" if shift else "llada", cache, K)
                 out.append((name, shift, dict(gen=24, block=4, cache=cache, threshold=thr,
-                                              confidence="auto", early_stop=es, lopa=K,
+                                              confidence="negent" if shift else "auto",
+                                              early_stop=es, lopa=K,
                                               dpad=1, dpad_window=dp[0], dpad_sigma=dp[1],
                                               dpad_scale=dp[2], seed=seed)))
     return out
 
 
+# The Dream cases were written when `auto` meant negent here; they keep that ranking
+# explicitly (`auto` is pmax now, as LoPA's Fast-dLLM threshold rule ranks).
 def tiny_cases():
     out = []
     for fam in ("llada", "dream"):
         for cache in ("none", "prefix", "dual"):
             out.append(("tiny-%s-%s-lopa2" % (fam, cache), fam,
-                        dict(gen=16, block=4, cache=cache, threshold=0.3, confidence="auto",
+                        dict(gen=16, block=4, cache=cache, threshold=0.3,
+                             confidence="negent" if fam == "dream" else "auto",
                              early_stop=0, lopa=2, dpad=1, dpad_window=8, dpad_sigma=3.0,
                              dpad_scale=1.6, seed=7)))
     return out
