@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,25 @@ void lp_clear_error(void) {
 
 const char *lopad_errmsg(void) {
     return err_msg;
+}
+
+static uint64_t hash_seed;
+static pthread_once_t hash_seed_once = PTHREAD_ONCE_INIT;
+
+static void hash_seed_init(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^
+            (uint64_t)(uintptr_t)&s ^ ((uint64_t)getpid() << 32);
+    }
+    hash_seed = s ? s : 0x2545F4914F6CDD1Dull;
+}
+
+uint64_t lp_hash_seed(void) {
+    pthread_once(&hash_seed_once, hash_seed_init);
+    return hash_seed;
 }
 
 static const char *file_kind(mode_t m) {

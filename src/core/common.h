@@ -58,6 +58,11 @@ static inline bool lp_add_ok(uint64_t a, uint64_t b, uint64_t *out) {
  * from a model directory, GGUF or adapter goes through here. */
 enum lopad_status lp_open_regular(const char *path, int *fd, uint64_t *size);
 
+/* A per-process random seed for the hash tables that index names from input
+ * files (GGUF keys and tensors, vocabularies, merges): a crafted file cannot
+ * pick names that all collide and turn lookups quadratic. Never 0. */
+uint64_t lp_hash_seed(void);
+
 /* Wall clock in seconds (monotonic). */
 double lp_time(void);
 

@@ -153,10 +153,15 @@ struct name_set {
     uint64_t mask;
 };
 
+/* FNV-1a from a per-process seed, then a full mix so the table index (the
+ * low bits) depends on every bit: names cannot be crafted to collide. */
 static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ lp_hash_seed();
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
     return h;
 }
 
@@ -753,6 +758,12 @@ enum lopad_status lp_gguf_get_str(const struct lp_gguf *g, const char *key, cons
     enum lopad_status st = getter_find(g, key, &v);
     if (st) return st;
     if (v->type != LP_GGUF_STRING) return bad_type(g, key, v, "string");
+    /* a C string would silently be its prefix: refuse instead */
+    size_t k = strlen(v->str.s);
+    if (k != v->str.len)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: key '%s': the string holds a NUL byte at byte %zu of %llu", g->path,
+                        key, k, (unsigned long long)v->str.len);
     *out = v->str.s;
     return LOPAD_OK;
 }

@@ -124,6 +124,9 @@ enum lopad_status lp_gguf_get_u64(const struct lp_gguf *g, const char *key, uint
 enum lopad_status lp_gguf_get_i64(const struct lp_gguf *g, const char *key, int64_t *out);
 enum lopad_status lp_gguf_get_f32(const struct lp_gguf *g, const char *key, float *out);
 enum lopad_status lp_gguf_get_bool(const struct lp_gguf *g, const char *key, bool *out);
+/* A C string: a value with an embedded NUL byte is LOPAD_ERR_FORMAT naming the
+ * key (it would otherwise be read as its prefix). Use lp_gguf_get() and
+ * str.len for the raw bytes. */
 enum lopad_status lp_gguf_get_str(const struct lp_gguf *g, const char *key, const char **out);
 /* An array whose elements have type `elem` (any element type when elem < 0). */
 enum lopad_status lp_gguf_get_arr(const struct lp_gguf *g, const char *key, int elem,

@@ -120,8 +120,9 @@ static enum lopad_status read_hparams(struct lopad_model *m, const struct lp_ggu
     if (hp->eot_id < 0 && hp->arch == LOPAD_ARCH_DREAM && toks && toks->type == LP_GGUF_ARRAY &&
         toks->arr.type == LP_GGUF_STRING) {
         for (uint64_t j = 0; j < toks->arr.n && j <= INT32_MAX; j++) {
-            const char *tok = lp_gguf_arr_str(toks, j, NULL);
-            if (tok && !strcmp(tok, "<|im_end|>")) {
+            size_t len = 0;
+            const char *tok = lp_gguf_arr_str(toks, j, &len);
+            if (tok && len == 10 && !memcmp(tok, "<|im_end|>", 10)) {
                 hp->eot_id = (int32_t)j;
                 break;
             }

@@ -13,6 +13,10 @@
 
 #define LP_TOK_MAX_PATTERNS 4
 #define LP_TOK_MAX_ID (1 << 24) /* refuse absurd ids (tables are sized by max id) */
+/* Ids a tokenizer.json may use beyond the count of entries it lists (real
+ * files have a few holes); keeps the per-id tables, sized by the largest id,
+ * proportional to the file instead of 150 MB for one id of 2^24 - 1. */
+#define LP_TOK_ID_SLACK 65536
 
 enum lp_tok_kind {
     LP_TOK_HOLE = 0,   /* no token with this id */
@@ -40,6 +44,7 @@ struct lp_cache_slot {
 
 struct lp_tokenizer {
     int32_t n_vocab;
+    int32_t id_limit;  /* ids must be below this (LP_TOK_MAX_ID unless the loader sets less) */
     int32_t tab_cap;   /* allocated length of the per-id tables */
     uint8_t *kind;     /* [n_vocab] enum lp_tok_kind */
     uint32_t *tok_off; /* [n_vocab] offsets into tok_data */

@@ -222,6 +222,11 @@ static enum lopad_status load_hf(struct lp_tokenizer *t, const cJSON *root, cons
     if ((st = lp_json_get_item(model, "vocab", cJSON_Object, src, &vocab))) return st;
     if ((st = lp_json_get_item(model, "merges", cJSON_Array, src, &merges))) return st;
 
+    /* bound ids by what the files list (see LP_TOK_ID_SLACK) */
+    int64_t entries = cJSON_GetArraySize(vocab) +
+                      cJSON_GetArraySize(lp_json_item(root, "added_tokens")) +
+                      cJSON_GetArraySize(lp_json_item(cfg, "added_tokens_decoder"));
+    t->id_limit = (int32_t)LP_MIN(entries + LP_TOK_ID_SLACK, (int64_t)LP_TOK_MAX_ID);
     size_t maxlen = 16;
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) maxlen = LP_MAX(maxlen, strlen(e->string) + 1);
@@ -349,9 +354,18 @@ static void gguf_opt_id(const struct lp_gguf *g, const char *key, int32_t n_voca
 static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf *g,
                                    const char *src) {
     enum lopad_status st;
-    if (!lp_gguf_get(g, "tokenizer.ggml.model"))
+    if (!lp_gguf_get(g, "tokenizer.ggml.model")) {
+        const char *other = NULL;
+        for (int64_t i = 0; i < lp_gguf_n_kv(g) && !other; i++)
+            if (!strncmp(lp_gguf_key(g, i), "tokenizer.ggml.", 15)) other = lp_gguf_key(g, i);
+        if (!other)
+            return lp_error(LOPAD_ERR_UNSUPPORTED,
+                            "%s: no tokenizer in this GGUF (no tokenizer.ggml.* keys)", src);
         return lp_error(LOPAD_ERR_FORMAT,
-                        "%s: no tokenizer in this GGUF (tokenizer.ggml.model missing)", src);
+                        "%s: broken tokenizer: key 'tokenizer.ggml.model' is missing but '%s' is "
+                        "present",
+                        src, other);
+    }
     const char *model;
     if ((st = lp_gguf_get_str(g, "tokenizer.ggml.model", &model))) return st;
     if (strcmp(model, "gpt2"))
@@ -434,10 +448,13 @@ static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf 
     if ((st = lp_gguf_get_str(g, "tokenizer.ggml.pre", &pre_s))) goto out;
     if ((st = gguf_pre(t, pre_s, src))) goto out;
     const struct lp_gguf_value *tpl = lp_gguf_get(g, "tokenizer.chat_template");
-    if (tpl && tpl->type == LP_GGUF_STRING &&
-        !(t->chat_template = lp_strdup(tpl->str.s, "chat template"))) {
-        st = LOPAD_ERR_NOMEM;
-        goto out;
+    if (tpl && tpl->type == LP_GGUF_STRING) {
+        const char *tpl_s;
+        if ((st = lp_gguf_get_str(g, "tokenizer.chat_template", &tpl_s))) goto out;
+        if (!(t->chat_template = lp_strdup(tpl_s, "chat template"))) {
+            st = LOPAD_ERR_NOMEM;
+            goto out;
+        }
     }
     if ((st = lp_tok_finish(t))) goto out;
     gguf_opt_id(g, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id);
@@ -463,6 +480,12 @@ enum lopad_status lp_tokenizer_from_gguf_ctx(const struct lp_gguf *g, const char
     return LOPAD_OK;
 }
 
+bool lp_tokenizer_gguf_absent(const struct lp_gguf *g) {
+    for (int64_t i = 0; i < lp_gguf_n_kv(g); i++)
+        if (!strncmp(lp_gguf_key(g, i), "tokenizer.ggml.", 15)) return false;
+    return true;
+}
+
 enum lopad_status lp_tokenizer_from_gguf(const char *path, struct lp_tokenizer **out) {
     *out = NULL;
     struct lp_gguf *g;
@@ -485,6 +508,28 @@ static bool is_file(const char *p) {
 static bool ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), m = strlen(suf);
     return n >= m && !strcmp(s + n - m, suf);
+}
+
+enum lopad_status lp_tokenizer_load_opt(const char *path, struct lp_tokenizer **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return lp_error(LOPAD_ERR_IO, "%s: no such file or directory", path);
+    if (S_ISDIR(sb.st_mode)) {
+        size_t n = strlen(path) + 32;
+        char *a = lp_malloc(n, "path");
+        if (!a) return LOPAD_ERR_NOMEM;
+        snprintf(a, n, "%s/tokenizer.json", path);
+        bool present = is_file(a);
+        lp_free(a);
+        return present ? lp_tokenizer_load(path, out) : LOPAD_OK;
+    }
+    if (ends_with(path, ".json")) return lp_tokenizer_load(path, out);
+    struct lp_gguf *g;
+    enum lopad_status st = lp_gguf_open(path, &g);
+    if (st) return st;
+    st = lp_tokenizer_gguf_absent(g) ? LOPAD_OK : lp_tokenizer_from_gguf_ctx(g, path, out);
+    lp_gguf_close(g);
+    return st;
 }
 
 enum lopad_status lp_tokenizer_load(const char *path, struct lp_tokenizer **out) {

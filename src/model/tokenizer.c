@@ -61,8 +61,10 @@ void lp_ids_free(struct lp_ids *ids) {
     ids->n = ids->cap = 0;
 }
 
+/* Seeded per process (lp_hash_seed): a vocabulary cannot be crafted so that
+ * all its strings collide in the index. */
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ lp_hash_seed() ^ (n * 0xff51afd7ed558ccdull);
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
@@ -81,6 +83,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 }
 
 static uint64_t hash_u64(uint64_t x) {
+    x ^= lp_hash_seed();
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdull;
     x ^= x >> 33;
@@ -164,6 +167,7 @@ struct lp_tokenizer *lp_tok_new(const char *source) {
         return NULL;
     }
     t->bos_id = t->eos_id = t->pad_id = t->unk_id = -1;
+    t->id_limit = LP_TOK_MAX_ID;
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = -1;
     pthread_mutex_init(&t->mu, NULL);
@@ -218,9 +222,11 @@ static enum lopad_status grow_tables(struct lp_tokenizer *t, int32_t need) {
 
 enum lopad_status lp_tok_set(struct lp_tokenizer *t, int32_t id, const char *bytes, size_t len,
                              enum lp_tok_kind kind) {
-    if (id < 0 || id >= LP_TOK_MAX_ID)
-        return lp_error(LOPAD_ERR_FORMAT, "%s: token id %d out of range [0, %d)", t->source,
-                        (int)id, LP_TOK_MAX_ID);
+    if (id < 0 || id >= t->id_limit)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: token id %d out of range [0, %d) (ids are bounded by the number of "
+                        "vocabulary and added-token entries plus %d)",
+                        t->source, (int)id, (int)t->id_limit, LP_TOK_ID_SLACK);
     enum lopad_status st = grow_tables(t, id + 1);
     if (st) return st;
     if (t->data_len + len + 1 > UINT32_MAX)

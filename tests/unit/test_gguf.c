@@ -1271,6 +1271,51 @@ static void test_save_hf_tokenizer(void) {
     }
 }
 
+/* A string value with an embedded NUL is kept whole by the reader (str.len),
+ * but every C-string consumer refuses it, naming the key, instead of reading
+ * its prefix: lp_gguf_get_str, the model loader, the tokenizer loader. */
+static void test_nul_strings(void) {
+    static const char *const keys[] = {"general.architecture", "tokenizer.ggml.model",
+                                       "tokenizer.chat_template"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/nul.gguf", tmpdir);
+        struct lp_gguf_writer *w;
+        CHECK(lp_gguf_writer_create(p, &w) == LOPAD_OK);
+        struct lp_gguf_value v = {.type = LP_GGUF_STRING, .str = {"dream\0x", 7}};
+        for (size_t o = 0; o < sizeof keys / sizeof keys[0]; o++) {
+            if (o == k)
+                CHECK(lp_gguf_writer_add_value(w, keys[o], &v) == LOPAD_OK);
+            else
+                CHECK(lp_gguf_writer_add_str(w, keys[o], o ? "gpt2" : "dream") == LOPAD_OK);
+        }
+        CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
+        struct lp_gguf *g = NULL;
+        CHECK(lp_gguf_open(p, &g) == LOPAD_OK);
+        if (!g) continue;
+        const struct lp_gguf_value *got = lp_gguf_get(g, keys[k]);
+        CHECK(got && got->str.len == 7 && !memcmp(got->str.s, "dream\0x", 7));
+        const char *s = NULL;
+        CHECK(lp_gguf_get_str(g, keys[k], &s) == LOPAD_ERR_FORMAT && !s);
+        CHECK_MSG(strstr(lopad_errmsg(), keys[k]) && strstr(lopad_errmsg(), "NUL"), "%s",
+                  lopad_errmsg());
+        struct lp_tokenizer *t = NULL;
+        if (k == 1) {
+            CHECK(lp_tokenizer_from_gguf_ctx(g, p, &t) == LOPAD_ERR_FORMAT && !t);
+            CHECK_MSG(strstr(lopad_errmsg(), keys[k]) && strstr(lopad_errmsg(), "NUL"), "%s",
+                      lopad_errmsg());
+        }
+        lp_gguf_close(g);
+        if (k == 0) {
+            lopad_model *m = NULL;
+            CHECK(lopad_model_load(p, NULL, &m) == LOPAD_ERR_FORMAT && !m);
+            CHECK_MSG(strstr(lopad_errmsg(), keys[k]) && strstr(lopad_errmsg(), "NUL"), "%s",
+                      lopad_errmsg());
+        }
+        unlink(p);
+    }
+}
+
 /* A FIFO or directory given as the model is refused at once (open() must not
  * block), with an error naming it. */
 static void test_special_files(void) {
@@ -1309,6 +1354,7 @@ int main(void) {
     TEST_RUN(test_save_llada_permuted);
     TEST_RUN(test_load_gguf_errors);
     TEST_RUN(test_save_hf_tokenizer);
+    TEST_RUN(test_nul_strings);
     alarm(120); /* a blocking open() fails the test instead of hanging it */
     TEST_RUN(test_special_files);
     alarm(0);

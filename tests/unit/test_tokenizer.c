@@ -906,8 +906,30 @@ static void test_gguf_errors(void) {
     CHECK(lp_gguf_writer_add_str(w, "general.architecture", "dream") == LOPAD_OK);
     CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
     struct lp_tokenizer *t = NULL;
-    CHECK(lp_tokenizer_from_gguf(path, &t) == LOPAD_ERR_FORMAT && !t);
+    /* no tokenizer.ggml.* key at all: "absent" (UNSUPPORTED; load_opt gives OK + NULL) */
+    CHECK(lp_tokenizer_from_gguf(path, &t) == LOPAD_ERR_UNSUPPORTED && !t);
     CHECK(strstr(lopad_errmsg(), "no tokenizer") && strstr(lopad_errmsg(), "notok.gguf"));
+    t = (struct lp_tokenizer *)1;
+    CHECK(lp_tokenizer_load_opt(path, &t) == LOPAD_OK && !t);
+
+    /* keys present but broken: FORMAT with the real reason, from both entry points */
+    static const struct {
+        const char *key, *val, *msg;
+    } broken[] = {
+        {"tokenizer.ggml.tokens", "x", "'tokenizer.ggml.model' is missing"},
+        {"tokenizer.ggml.model", "gpt2", "tokenizer.ggml.tokens"},
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        snprintf(path, sizeof path, "%s/broken.gguf", dir);
+        CHECK(lp_gguf_writer_create(path, &w) == LOPAD_OK);
+        CHECK(lp_gguf_writer_add_str(w, "general.architecture", "dream") == LOPAD_OK);
+        CHECK(lp_gguf_writer_add_str(w, broken[i].key, broken[i].val) == LOPAD_OK);
+        CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
+        CHECK(lp_tokenizer_from_gguf(path, &t) == LOPAD_ERR_FORMAT && !t);
+        CHECK_MSG(strstr(lopad_errmsg(), broken[i].msg), "%s", lopad_errmsg());
+        CHECK(lp_tokenizer_load_opt(path, &t) == LOPAD_ERR_FORMAT && !t);
+        CHECK_MSG(strstr(lopad_errmsg(), broken[i].msg), "%s", lopad_errmsg());
+    }
 
     if (!have_data) return;
     snprintf(path, sizeof path, "%s/badpre.gguf", dir);
@@ -955,6 +977,27 @@ static void test_dropped_bytes_cache(void) {
     CHECK(lp_tokenizer_encode(t, "ab", 2, false, &ids) == LOPAD_OK);
     CHECK(ids.n == 2 && ids.v[0] == 0 && ids.v[1] == 1);
     lp_ids_free(&ids);
+    lp_tokenizer_free(t);
+}
+
+/* One added token with id 2^24 - 1 in a tiny tokenizer.json is refused: the
+ * per-id tables would otherwise take ~150 MB. Ids a little past the listed
+ * entries (holes) still load. */
+static void test_id_bound(void) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/bigid.json", dir);
+    CHECK(write_text(path, "{\"added_tokens\":[{\"id\":16777215,\"content\":\"<x>\"}],"
+                           "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}"));
+    struct lp_tokenizer *t = NULL;
+    long a0 = lp_alloc_count();
+    CHECK(lp_tokenizer_from_hf_json(path, NULL, &t) == LOPAD_ERR_FORMAT && !t);
+    CHECK_MSG(strstr(lopad_errmsg(), "16777215") && strstr(lopad_errmsg(), "bigid.json"), "%s",
+              lopad_errmsg());
+    CHECK(lp_alloc_count() - a0 < 100);
+    CHECK(write_text(path, "{\"added_tokens\":[{\"id\":60000,\"content\":\"<x>\"}],"
+                           "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}"));
+    CHECK_MSG(lp_tokenizer_from_hf_json(path, NULL, &t) == LOPAD_OK && t, "%s", lopad_errmsg());
+    if (t) CHECK(lp_tokenizer_n_vocab(t) == 60001);
     lp_tokenizer_free(t);
 }
 
@@ -1044,6 +1087,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_generic_json);
     TEST_RUN(test_gguf_errors);
     TEST_RUN(test_dropped_bytes_cache);
+    TEST_RUN(test_id_bound);
     alarm(120); /* a blocking open() fails the test instead of hanging it */
     TEST_RUN(test_special_files);
     alarm(0);
