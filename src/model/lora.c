@@ -82,6 +82,7 @@ static bool suffix_match(const char *path, const char *t) {
 #define RX_MATCH_LIMIT 100000
 #define RX_DEPTH_LIMIT 1000
 #define RX_HEAP_LIMIT_KIB 4096
+#define RX_MAX_PATTERN 4096 /* PEFT writes alternations of a few module names */
 
 struct rx {
     pcre2_code *code;
@@ -99,6 +100,10 @@ static void rx_free(struct rx *r) {
 
 static enum lopad_status rx_compile(struct rx *r, const char *pat, const char *src,
                                     const char *key) {
+    if (strlen(pat) > RX_MAX_PATTERN)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: key '%s': the regular expression is %zu bytes long (at most %d)", src,
+                        key, strlen(pat), RX_MAX_PATTERN);
     size_t n = strlen(pat) + 16;
     char *full = lp_malloc(n, "regex");
     if (!full) return LOPAD_ERR_NOMEM;

@@ -585,6 +585,16 @@ static void test_regex_limits(void) {
                    CFG(", \"exclude_modules\": \"(.*.*)*[A-Z]\"", "[\"q_proj\"]", 2, 2), q01, 2, 2,
                    NULL, LOPAD_ERR_FORMAT, "exclude_modules regex", "limit on module");
     CHECK_MSG(lp_time() - t1 < 2.0, "took %.1f s", lp_time() - t1);
+    /* a pattern of megabytes is not compiled */
+    size_t big = 5000;
+    char *cfg = malloc(big + 256), *q = cfg;
+    q += sprintf(q, "{\"r\": 2, \"lora_alpha\": 2, \"target_modules\": \"");
+    for (size_t i = 0; i < big; i++)
+        *q++ = 'a';
+    sprintf(q, "\"}");
+    expect_refused("regex_long", cfg, q01, 2, 2, NULL, LOPAD_ERR_FORMAT, "'target_modules'",
+                   "5000 bytes long");
+    free(cfg);
     /* an ordinary alternation still matches under the limits */
     expect_refused(
         "regex_ok", CFG("", "\"model\\\\.layers\\\\.(0|1)\\\\.self_attn\\\\.(q|k)_proj\"", 2, 2),
