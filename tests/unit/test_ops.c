@@ -451,7 +451,7 @@ static void test_repack_releases_source(void) {
     lp_backend_free(&probe);
     if (!int8) TEST_SKIP("no int8 path on this CPU: nothing is repacked");
     /* a file holding output (Q8_0 512 x 1024), w_down (Q8_0 64 x 768, repacked)
-     * and wq (Q8_0 40 x 288: K tail, stays as stored), at unaligned offsets */
+     * and wq (Q8_0 40 x 288: K tail, stays as stored), not page aligned */
     struct lp_weight ws[3];
     float *deq[3];
     void *data[3] = {make_weight(LOPAD_TYPE_Q8_0, 512, 1024, &ws[0], &deq[0]),
@@ -461,12 +461,12 @@ static void test_repack_releases_source(void) {
     const int fd = mkstemp(path);
     CHECK(fd >= 0);
     if (fd < 0) return;
-    size_t off[3], at = 100;
+    size_t off[3], at = 96; /* 32-byte aligned as in GGUF, not page aligned */
     for (int i = 0; i < 3; i++) {
         const size_t bytes = ws[i].row_bytes * (size_t)ws[i].n_out;
         off[i] = at;
         CHECK(pwrite(fd, data[i], bytes, (off_t)at) == (ssize_t)bytes);
-        at += bytes + 777;
+        at += bytes + 800;
     }
     char *map = mmap(NULL, at, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
