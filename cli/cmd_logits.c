@@ -34,7 +34,7 @@ static int cmd_logits(int argc, char **argv) {
     const char *path = NULL, *out = NULL, *lora = NULL, *tok_s = NULL, *pos_s = NULL;
     const char *device = NULL;
     long threads = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage();
@@ -55,7 +55,6 @@ static int cmd_logits(int argc, char **argv) {
             if (!lp_cli_parse_int("logits", a, v, 0, 1024, &threads)) return 2;
         } else
             return lp_cli_usage_error("logits", "unknown option '%s'", a);
-        i++;
     }
     if (!path) return lp_cli_usage_error("logits", "no model given (-m MODEL)");
     if (!tok_s) return lp_cli_usage_error("logits", "no tokens given (--tokens 1,2,3)");
