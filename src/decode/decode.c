@@ -225,6 +225,35 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
 
 /* ------------------------------------------------------------ the helpers */
 
+/* Non-finite model outputs (a corrupt or absurd file, an adapter that overflows)
+ * would make every proposal the mask token or token 0: the same rule for every
+ * decoder and both head paths is to stop with an error naming the step and row. */
+static enum lopad_status nonfinite(const struct lp_decoder *d, const char *what, int row) {
+    return lp_error(LOPAD_ERR_FORMAT,
+                    "the model produced non-finite %s at step %d (output row %d of the forward): "
+                    "the weights or the adapter hold values that overflow",
+                    what, d->step, row);
+}
+
+enum lopad_status lp_dec_check_logits(const struct lp_decoder *d, const float *logits, int n_out) {
+    for (int r = 0; r < n_out; r++) {
+        const float *row = logits + (size_t)r * d->V;
+        float acc = 0.0f; /* x * 0 is NaN exactly when x is inf or NaN */
+        for (int v = 0; v < d->V; v++)
+            acc += row[v] * 0.0f;
+        if (acc != acc) return nonfinite(d, "logits", r);
+    }
+    return LOPAD_OK;
+}
+
+static enum lopad_status check_scores(const struct lp_decoder *d, const struct lp_row_scores *sc,
+                                      int n) {
+    for (int r = 0; r < n; r++)
+        if (!isfinite(sc[r].pmax) || !isfinite(sc[r].negent) || !isfinite(sc[r].margin))
+            return nonfinite(d, "scores", r);
+    return LOPAD_OK;
+}
+
 /* Book one forward that started at t0 (lp_time): its time, and when it
  * succeeded, one more forward (NFE) over n_seq sequences. */
 static enum lopad_status count_forward(struct lp_decoder *d, double t0, enum lopad_status st,
@@ -283,12 +312,14 @@ enum lopad_status lp_dec_forward(struct lp_decoder *d, const int32_t *tokens, in
         LP_ASSERT(st != LOPAD_OK || o == n_out);
     }
     /* one forward even when split: the reference runs the canvases as one batched call */
-    return count_forward(d, t0, st, n_seq);
+    st = count_forward(d, t0, st, n_seq);
+    return st == LOPAD_OK ? lp_dec_check_logits(d, logits, n_out) : st;
 }
 
 enum lopad_status lp_dec_forward_batch(struct lp_decoder *d, const struct lopad_batch *b) {
     double t0 = lp_time();
-    return count_forward(d, t0, d->eng.forward(d->eng.ud, b), b->n_seq);
+    enum lopad_status st = count_forward(d, t0, d->eng.forward(d->eng.ud, b), b->n_seq);
+    return st == LOPAD_OK && b->logits ? lp_dec_check_logits(d, b->logits, b->n_out) : st;
 }
 
 bool lp_dec_scores_worth(struct lp_decoder *d) {
@@ -325,7 +356,7 @@ enum lopad_status lp_dec_forward_scores(struct lp_decoder *d, const struct lopad
     d->nfe_scores++;
     d->sc_hist <<= 1;
     d->sc_n++;
-    return LOPAD_OK;
+    return check_scores(d, scores, b->n_out);
 }
 
 enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, int n,
@@ -339,7 +370,7 @@ enum lopad_status lp_dec_last_logits(struct lp_decoder *d, const int32_t *rows, 
     if (d->nfe <= 1) d->t_first_forward += dt; /* the first step's head-only call */
     d->nfe_scores_logits++;
     d->sc_hist |= 1;
-    return LOPAD_OK;
+    return lp_dec_check_logits(d, logits, n);
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -427,8 +458,18 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
         lp_decode_free(d);
         return st;
     }
+    d->max_steps = lp_dec_max_steps(d);
     *out = d;
     return LOPAD_OK;
+}
+
+/* Fixed-step decoders run their plan; the others commit at least one position per
+ * step, except a step per block that only refreshes a cache or pipelines blocks:
+ * twice the positions plus two per block is far above any real run (tested). */
+int lp_dec_max_steps(const struct lp_decoder *d) {
+    if (d->n_steps >= 0) return d->n_steps;
+    int block = d->rq.block_len > 0 ? d->rq.block_len : d->G;
+    return 2 * d->G + 2 * (d->G / block + 1) + 8;
 }
 
 static int final_prefix(const lp_decoder *d) {
@@ -461,6 +502,11 @@ enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev) {
         return LOPAD_OK;
     }
     d->n_committed_step = 0;
+    if (d->step >= d->max_steps) /* the one bound every decoder runs under */
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s decoder stopped after %d steps with %d of %d positions still masked: "
+                        "the model keeps proposing the mask token",
+                        d->ops->name, d->step, d->n_masked, d->G);
     enum lopad_status st = d->ops->step(d);
     if (st != LOPAD_OK) return st;
     d->step++;

@@ -45,6 +45,7 @@ struct lp_decoder {
     int step, n_steps;
     int nfe, n_seq_evals;
     bool done, cancelled;
+    int max_steps; /* no request makes a decoder step past this (lp_dec_max_steps) */
     struct lp_rng rng;
     double t_start, t_first_forward, t_forward;
     struct lp_pool *pool;  /* proposal workers, NULL = serial */
@@ -137,6 +138,11 @@ bool lp_dec_topk_clear(const double *conf, int n, int k, double tol, double *scr
 static inline enum lp_confidence lp_conf_auto_fast(enum lp_commit_rule rule, bool dream_grid) {
     return rule == LP_RULE_TOPK && dream_grid ? LP_CONF_NEGENT : LP_CONF_PMAX;
 }
+
+/* The most steps a request may take (fixed plans: the plan). */
+int lp_dec_max_steps(const struct lp_decoder *d);
+/* LOPAD_ERR_FORMAT naming the step and row when logits[n_out][V] hold inf / NaN. */
+enum lopad_status lp_dec_check_logits(const struct lp_decoder *d, const float *logits, int n_out);
 
 /* Write token `tok` at canvas position `p` (must be a masked generated position). */
 void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok);

@@ -218,7 +218,7 @@ static enum lopad_status group_forward(struct lp_decoder *d, const struct lopad_
     enum lopad_status st = d->eng.forward(d->eng.ud, b);
     d->t_forward += lp_time() - t0;
     if (st == LOPAD_OK) d->n_seq_evals += b->n_seq;
-    return st;
+    return st == LOPAD_OK && b->logits ? lp_dec_check_logits(d, b->logits, b->n_out) : st;
 }
 
 /* The fed rows of one iteration's branches, concatenated (both LoPA decoders):
