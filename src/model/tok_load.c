@@ -351,16 +351,28 @@ static void gguf_opt_id(const struct lp_gguf *g, const char *key, int32_t n_voca
     if (v && lp_gguf_value_i64(v, &id) && id >= 0 && id < n_vocab) *out = (int32_t)id;
 }
 
+/* The keys that make a tokenizer (special-id keys such as
+ * tokenizer.ggml.mask_token_id alone do not: converters write those for
+ * models without a vocabulary). NULL when none is present. */
+static const char *present_vocab_key(const struct lp_gguf *g) {
+    static const char *const keys[] = {"tokenizer.ggml.model",  "tokenizer.ggml.tokens",
+                                       "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                                       "tokenizer.ggml.pre",    "tokenizer.ggml.scores"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (lp_gguf_get(g, keys[i])) return keys[i];
+    return NULL;
+}
+
 static enum lopad_status load_gguf(struct lp_tokenizer *t, const struct lp_gguf *g,
                                    const char *src) {
     enum lopad_status st;
     if (!lp_gguf_get(g, "tokenizer.ggml.model")) {
-        const char *other = NULL;
-        for (int64_t i = 0; i < lp_gguf_n_kv(g) && !other; i++)
-            if (!strncmp(lp_gguf_key(g, i), "tokenizer.ggml.", 15)) other = lp_gguf_key(g, i);
+        const char *other = present_vocab_key(g);
         if (!other)
             return lp_error(LOPAD_ERR_UNSUPPORTED,
-                            "%s: no tokenizer in this GGUF (no tokenizer.ggml.* keys)", src);
+                            "%s: no tokenizer in this GGUF (no tokenizer.ggml.model / tokens / "
+                            "merges keys)",
+                            src);
         return lp_error(LOPAD_ERR_FORMAT,
                         "%s: broken tokenizer: key 'tokenizer.ggml.model' is missing but '%s' is "
                         "present",
@@ -481,9 +493,7 @@ enum lopad_status lp_tokenizer_from_gguf_ctx(const struct lp_gguf *g, const char
 }
 
 bool lp_tokenizer_gguf_absent(const struct lp_gguf *g) {
-    for (int64_t i = 0; i < lp_gguf_n_kv(g); i++)
-        if (!strncmp(lp_gguf_key(g, i), "tokenizer.ggml.", 15)) return false;
-    return true;
+    return present_vocab_key(g) == NULL;
 }
 
 enum lopad_status lp_tokenizer_from_gguf(const char *path, struct lp_tokenizer **out) {

@@ -54,7 +54,8 @@ extern const char *const LP_PAT_LLAMA3; /* LLaMA-3 / LLaDA */
 enum lopad_status lp_tokenizer_from_hf_json(const char *json_path, const char *config_path,
                                             struct lp_tokenizer **out);
 /* Load from the tokenizer.ggml.* keys of an open GGUF (source names it in
- * messages), or from a GGUF file path. No tokenizer.ggml.* key at all ->
+ * messages), or from a GGUF file path. None of tokenizer.ggml.model / tokens /
+ * merges / token_type / pre / scores (special-id keys do not count) ->
  * LOPAD_ERR_UNSUPPORTED ("no tokenizer in this GGUF"); keys present but
  * broken (missing model, wrong types, bad merges) -> LOPAD_ERR_FORMAT with
  * the reason; a tokenizer kind lopad lacks -> LOPAD_ERR_UNSUPPORTED too, so
@@ -65,10 +66,10 @@ enum lopad_status lp_tokenizer_from_gguf(const char *path, struct lp_tokenizer *
 /* Any of: a .gguf file, a tokenizer.json file (its sibling tokenizer_config.json
  * is read when present), or a Hugging Face model directory. */
 enum lopad_status lp_tokenizer_load(const char *path, struct lp_tokenizer **out);
-/* True when the GGUF has no tokenizer.ggml.* key (the model has no tokenizer). */
+/* True when the GGUF has none of the vocabulary keys above (no tokenizer). */
 bool lp_tokenizer_gguf_absent(const struct lp_gguf *g);
 /* Like lp_tokenizer_load, but a model without a tokenizer (a GGUF with no
- * tokenizer.ggml.* key, a directory without tokenizer.json) is LOPAD_OK with
+ * vocabulary key, a directory without tokenizer.json) is LOPAD_OK with
  * *out = NULL; every other failure (broken or unsupported tokenizer) is an
  * error with its real reason. For callers that can run on token ids. */
 enum lopad_status lp_tokenizer_load_opt(const char *path, struct lp_tokenizer **out);

@@ -44,6 +44,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "model/tok_internal.h" /* byte_id: which texts must round-trip */
+#include "lopad.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -426,7 +427,16 @@ static inline void lp_fuzz_rm_dir(void) {
                                         "hfdir/model.safetensors.index.json",
                                         "hfdir/chat_template.jinja",
                                         "hfdir/model.safetensors",
-                                        "hfdir"};
+                                        "hfdir",
+                                        "lf/config.json",
+                                        "lf/model.safetensors",
+                                        "lf/tokenizer.json",
+                                        "lf/tokenizer_config.json",
+                                        "lf/adapter/adapter_config.json",
+                                        "lf/adapter/adapter_model.safetensors",
+                                        "lf/adapter",
+                                        "lf",
+                                        "lf.gguf"};
     char p[512];
     for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", lp_fuzz_dir_path, names[i]);
@@ -451,7 +461,8 @@ static inline const char *lp_fuzz_dir(void) {
         }
     }
     /* directories of the config and LoRA targets */
-    static const char *const sub[] = {"hf", "lora", "lora/base", "lora/adapter", "hfdir"};
+    static const char *const sub[] = {"hf",    "lora", "lora/base", "lora/adapter",
+                                      "hfdir", "lf",   "lf/adapter"};
     for (unsigned i = 0; i < sizeof sub / sizeof sub[0]; i++) {
         char d[300];
         snprintf(d, sizeof d, "%s/%s", lp_fuzz_dir_path, sub[i]);
@@ -912,6 +923,133 @@ static inline int lp_fuzz_hf_dir(const uint8_t *data, size_t size) {
     } else if (m) {
         lp_fuzz_fail("hf dir: error status but a model was returned");
     }
+    lopad_model_free(m);
+    return (int)st;
+}
+
+/* ------------------------------------------- whole load path + one forward */
+
+/* Split "@@<name>\n<bytes>" sections (a section ends at the next "\n@@") and
+ * write each known name under <subdir>/; names[k] without a section are
+ * removed. present[k] says which were written. */
+static inline void lp_fuzz_sections(const uint8_t *data, size_t size, const char *subdir,
+                                    const char *const *names, int n, bool *present) {
+    const char *text = (const char *)data;
+    for (int k = 0; k < n; k++)
+        present[k] = false;
+    size_t pos = 0;
+    while (pos + 2 <= size) {
+        if (text[pos] != '@' || text[pos + 1] != '@') break;
+        const char *nl = memchr(text + pos, '\n', size - pos);
+        if (!nl) break;
+        size_t name_len = (size_t)(nl - text) - pos - 2, body = (size_t)(nl - text) + 1, end = size;
+        for (size_t j = body; j + 2 < size; j++)
+            if (text[j] == '\n' && text[j + 1] == '@' && text[j + 2] == '@') {
+                end = j;
+                break;
+            }
+        for (int k = 0; k < n; k++)
+            if (!present[k] && strlen(names[k]) == name_len &&
+                !memcmp(names[k], text + pos + 2, name_len)) {
+                char name[128];
+                snprintf(name, sizeof name, "%s/%s", subdir, names[k]);
+                lp_fuzz_put(name, text + body, end - body);
+                present[k] = true;
+            }
+        pos = end + 1;
+    }
+    for (int k = 0; k < n; k++)
+        if (!present[k]) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s/%s", lp_fuzz_dir(), subdir, names[k]);
+            unlink(path);
+        }
+}
+
+/* One forward of a few tokens (from the tokenizer when there is one) on a
+ * small context: every accepted model must run, whatever its numbers. */
+static inline void lp_fuzz_forward(const lopad_model *m, struct lp_tokenizer *tok) {
+    const struct lopad_hparams *hp = lopad_model_hparams(m);
+    int32_t ids[4] = {0, 1, 2, 3}, pos[4] = {0, 1, 2, 3}, rows[4] = {0, 1, 2, 3};
+    int n = 4;
+    if (tok) {
+        struct lp_ids e = {0};
+        if (lp_tokenizer_encode(tok, "ab c<|mask|>", 12, true, &e) == LOPAD_OK && e.n > 0) {
+            n = e.n < 4 ? (int)e.n : 4;
+            memcpy(ids, e.v, (size_t)n * sizeof *ids);
+        }
+        lp_ids_free(&e);
+    }
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)((uint32_t)ids[i] % (uint32_t)hp->n_vocab);
+    struct lopad_ctx_params cp = {.n_ctx = 8, .n_batch_max = 8, .n_threads = 1};
+    lopad_ctx *c = NULL;
+    lp_clear_error();
+    enum lopad_status st = lopad_ctx_new(m, &cp, &c);
+    lp_fuzz_check_status(st, "lopad_ctx_new");
+    if (st) return;
+    float *logits = malloc(sizeof(float) * (size_t)n * (size_t)hp->n_vocab);
+    if (!logits) abort();
+    struct lopad_batch b = {.n_tokens = n,
+                            .tokens = ids,
+                            .pos = pos,
+                            .n_seq = 1,
+                            .n_out = n,
+                            .out_rows = rows,
+                            .logits = logits};
+    lp_clear_error();
+    st = lopad_forward(c, &b);
+    lp_fuzz_check_status(st, "lopad_forward");
+    if (!st) lp_fuzz_touch(logits, sizeof(float) * (size_t)n * (size_t)hp->n_vocab);
+    /* an id outside the vocabulary is the caller's error: reported, never read */
+    ids[0] = hp->n_vocab;
+    lp_clear_error();
+    st = lopad_forward(c, &b);
+    if (st == LOPAD_OK) lp_fuzz_fail("lopad_forward accepted token id %d = n_vocab", hp->n_vocab);
+    lp_fuzz_check_status(st, "lopad_forward (bad id)");
+    free(logits);
+    lopad_ctx_free(c);
+}
+
+static const char *const lp_fuzz_lf_files[] = {
+    "config.json",           "model.safetensors",           "tokenizer.json",
+    "tokenizer_config.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"};
+enum { LP_FUZZ_LF_NFILES = sizeof lp_fuzz_lf_files / sizeof lp_fuzz_lf_files[0] };
+
+/* Input: a GGUF file (starts with "GGUF": model + tokenizer), or sections
+ * "@@<name>\n<bytes>" for a Hugging Face directory (config.json,
+ * model.safetensors, tokenizer.json, tokenizer_config.json) with an optional
+ * LoRA adapter (adapter/adapter_config.json, adapter/adapter_model.safetensors).
+ * Load the model (and adapter), then its tokenizer, then one forward. */
+static inline int lp_fuzz_load_forward(const uint8_t *data, size_t size) {
+    static char path[512], adapter[512];
+    struct lopad_load_opts opts = {0};
+    if (size >= 4 && !memcmp(data, "GGUF", 4)) {
+        snprintf(path, sizeof path, "%s", lp_fuzz_put("lf.gguf", data, size));
+    } else {
+        bool present[LP_FUZZ_LF_NFILES];
+        lp_fuzz_sections(data, size, "lf", lp_fuzz_lf_files, LP_FUZZ_LF_NFILES, present);
+        snprintf(path, sizeof path, "%s/lf", lp_fuzz_dir());
+        snprintf(adapter, sizeof adapter, "%s/lf/adapter", lp_fuzz_dir());
+        if (present[4]) opts.lora_dir = adapter;
+    }
+    lopad_model *m = NULL;
+    lp_clear_error();
+    enum lopad_status st = lopad_model_load(path, &opts, &m);
+    lp_fuzz_check_status(st, "lopad_model_load (load+forward)");
+    if (st != LOPAD_OK) {
+        if (m) lp_fuzz_fail("load+forward: error status but a model was returned");
+        return (int)st;
+    }
+    if (!m) lp_fuzz_fail("load+forward: LOPAD_OK without a model");
+    lp_fuzz_check_model(m, "load+forward");
+    struct lp_tokenizer *tok = NULL;
+    lp_clear_error();
+    enum lopad_status ts = lp_tokenizer_load_opt(path, &tok);
+    lp_fuzz_check_status(ts, "lp_tokenizer_load_opt");
+    if (ts && tok) lp_fuzz_fail("load+forward: tokenizer error but a tokenizer was returned");
+    lp_fuzz_forward(m, ts ? NULL : tok);
+    lp_tokenizer_free(tok);
     lopad_model_free(m);
     return (int)st;
 }

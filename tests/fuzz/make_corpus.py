@@ -353,6 +353,28 @@ def hf_dir_seeds():
     }
 
 
+def load_forward_seeds():
+    """Whole load path + one forward: "@@<file>" sections of a model directory
+    (with tokenizer and an optional adapter), or a GGUF with a tokenizer."""
+    def sec(files):
+        return b"\n".join(b"@@" + n.encode() + b"\n" + d for n, d in files)
+
+    def j(o):
+        return json.dumps(o, ensure_ascii=False).encode()
+    base = [("config.json", j(llada_config())), ("model.safetensors", llada_safetensors()),
+            ("tokenizer.json", j(tokenizer_json()))]
+    lora = lora_seeds()["seed_attn"]
+    n = struct.unpack("<H", lora[:2])[0]
+    return {
+        "seed_llada_dir": sec(base),
+        "seed_llada_lora": sec(base + [("adapter/adapter_config.json", lora[2:2 + n]),
+                                       ("adapter/adapter_model.safetensors", lora[2 + n:])]),
+        "seed_llada_no_tokenizer": sec(base[:2]),
+        "seed_gguf_model": gguf_seeds()["seed_model"],
+        "seed_gguf_dream": gguf_model_seeds()["seed_dream_q8_tied"],
+    }
+
+
 def write(target, seeds):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -370,6 +392,7 @@ def main():
     write("fuzz_gguf_model", gguf_model_seeds())
     write("fuzz_lora", lora_seeds())
     write("fuzz_hf_dir", hf_dir_seeds())
+    write("fuzz_load_forward", load_forward_seeds())
     total = 0
     for root, _, files in os.walk(OUT):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)

@@ -39,6 +39,7 @@ static const struct target targets[] = {
     {"fuzz_gguf_model", lp_fuzz_gguf_model},
     {"fuzz_lora", lp_fuzz_lora},
     {"fuzz_hf_dir", lp_fuzz_hf_dir},
+    {"fuzz_load_forward", lp_fuzz_load_forward},
 };
 enum { N_TARGETS = sizeof targets / sizeof targets[0] };
 

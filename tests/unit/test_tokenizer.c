@@ -911,6 +911,16 @@ static void test_gguf_errors(void) {
     CHECK(strstr(lopad_errmsg(), "no tokenizer") && strstr(lopad_errmsg(), "notok.gguf"));
     t = (struct lp_tokenizer *)1;
     CHECK(lp_tokenizer_load_opt(path, &t) == LOPAD_OK && !t);
+    /* special-id keys alone (converters write them for id-only models) are no tokenizer */
+    snprintf(path, sizeof path, "%s/idsonly.gguf", dir);
+    CHECK(lp_gguf_writer_create(path, &w) == LOPAD_OK);
+    CHECK(lp_gguf_writer_add_str(w, "general.architecture", "dream") == LOPAD_OK);
+    struct lp_gguf_value mask = {.type = LP_GGUF_U32, .u64 = 5};
+    CHECK(lp_gguf_writer_add_value(w, "tokenizer.ggml.mask_token_id", &mask) == LOPAD_OK);
+    CHECK(lp_gguf_writer_finish(w) == LOPAD_OK);
+    CHECK(lp_tokenizer_from_gguf(path, &t) == LOPAD_ERR_UNSUPPORTED && !t);
+    t = (struct lp_tokenizer *)1;
+    CHECK(lp_tokenizer_load_opt(path, &t) == LOPAD_OK && !t);
 
     /* keys present but broken: FORMAT with the real reason, from both entry points */
     static const struct {
