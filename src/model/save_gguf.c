@@ -186,6 +186,19 @@ static void hf_vocab_free(struct hf_vocab *v) {
     lp_free(v->merge_buf);
 }
 
+/* A token id of tokenizer.json, which must be below max_id + 1 (n_vocab). */
+static enum lopad_status vocab_id(const cJSON *it, int64_t max_id, const char *src,
+                                  const char *what, int64_t *id) {
+    enum lopad_status st;
+    TRY(lp_json_as_i64(it, 0, INT32_MAX, src, what, id));
+    if (*id > max_id)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: a token of '%s' has id %lld, outside the model's vocabulary (ids "
+                        "0..%lld)",
+                        src, what, (long long)*id, (long long)max_id);
+    return LOPAD_OK;
+}
+
 static enum lopad_status hf_collect(struct hf_vocab *v, const cJSON *root, int64_t n_vocab,
                                     const char *src) {
     enum lopad_status st;
@@ -200,17 +213,19 @@ static enum lopad_status hf_collect(struct hf_vocab *v, const cJSON *root, int64
     TRY(lp_json_get_item(model, "merges", cJSON_Array, src, &merges));
     const cJSON *added = lp_json_item(root, "added_tokens");
     if (added && !cJSON_IsArray(added)) added = NULL;
-    /* ids must stay below 2^24 (the engine's vocabulary limit) */
-    const int64_t max_id = (1 << 24) - 1;
+    /* ids must name rows of the model's embedding (and stay below 2^24, the
+     * engine's vocabulary limit): one stray huge id would otherwise size every
+     * table below (hundreds of MB from a 4 KB file) */
+    const int64_t max_id = n_vocab > 0 ? LP_MIN(n_vocab, 1 << 24) - 1 : (1 << 24) - 1;
     int64_t n = n_vocab;
     cJSON_ArrayForEach(e, vocab) {
         int64_t id;
-        TRY(lp_json_as_i64(e, 0, max_id, src, e->string, &id));
+        TRY(vocab_id(e, max_id, src, "model.vocab", &id));
         n = LP_MAX(n, id + 1);
     }
     cJSON_ArrayForEach(e, added) {
         int64_t id;
-        TRY(lp_json_get_i64(e, "id", 0, max_id, src, &id));
+        TRY(vocab_id(lp_json_item(e, "id"), max_id, src, "added_tokens", &id));
         n = LP_MAX(n, id + 1);
     }
     v->n = n;

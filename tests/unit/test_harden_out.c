@@ -178,6 +178,37 @@ static void test_planted_symlink_save(void) {
     lopad_model_free(m);
 }
 
+/* A tokenizer.json of a few bytes with one huge added id: refused (it is
+ * outside the model's vocabulary) instead of sizing every table by it. */
+static void test_huge_token_id(void) {
+    const char *d = fresh_dir("huge_id");
+    char tok[600], target[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer.json", d);
+    snprintf(target, sizeof target, "%s/m.gguf", d);
+    write_text(tok, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+                    " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"added_tokens\": "
+                    "[{\"id\": 16777215, \"content\": \"<x>\", \"special\": true}]}");
+    lopad_model *m = NULL;
+    CHECK(lp_model_synthetic("tiny", LOPAD_TYPE_F32, 1, &m) == LOPAD_OK);
+    if (!m) return;
+    char *path = m->path;
+    const char *format = m->format;
+    m->path = (char *)d;
+    m->format = "hf";
+    CHECK(lopad_model_save_gguf(m, target, -1) == LOPAD_ERR_FORMAT);
+    CHECK_MSG(strstr(lopad_errmsg(), "id 16777215, outside the model's vocabulary (ids 0..299)"),
+              "%s", lopad_errmsg());
+    expect_only(d, "tokenizer.json ", 1);
+    /* the same file with an id inside the vocabulary converts */
+    write_text(tok, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+                    " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"added_tokens\": "
+                    "[{\"id\": 299, \"content\": \"<x>\", \"special\": true}]}");
+    CHECK_MSG(lopad_model_save_gguf(m, target, -1) == LOPAD_OK, "%s", lopad_errmsg());
+    m->path = path;
+    m->format = format;
+    lopad_model_free(m);
+}
+
 /* A child stages a file and waits; the signal removes the staging directory
  * and the child dies of that signal. */
 static void signal_case(int sig) {
@@ -261,6 +292,7 @@ int main(void) {
     mkdir(TMP, 0755);
     TEST_RUN(test_commit_and_abort);
     TEST_RUN(test_planted_symlink_save);
+    TEST_RUN(test_huge_token_id);
     TEST_RUN(test_signals);
     TEST_RUN(test_sigint_during_save);
     return test_report();
