@@ -1,11 +1,15 @@
 # lopad - convenience targets over CMake. The README's quick start uses exactly two:
 #   make demo   install build deps, build, run the demo on the embedded default model
-#   make test   install deps, build, run every test (plain build, then ASan+UBSan build)
+#   make test   install deps, build, run every test (plain build, ASan+UBSan build, then a
+#               clang ASan+UBSan build: the tests again, and every fuzzer for a few seconds)
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+CLANG_BUILD ?= build-clang
+FUZZ_SECS ?= 5
 
-.PHONY: all deps deps-test build demo test test-fast test-asan fuzz format clean
+.PHONY: all deps deps-test build demo test test-fast test-asan test-clang-ubsan test-fuzz-brief \
+	fuzz format clean install
 
 all: build
 
@@ -31,7 +35,17 @@ test-asan: deps-test
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j$(JOBS)
 
-test: test-fast test-asan
+# clang's UBSan (pointer-overflow and friends, which gcc's misses) and the
+# fuzzers share one clang build; both are skipped with a message without clang.
+test-clang-ubsan: deps-test
+	@LOPAD_FUZZ_OPTIONAL=1 LOPAD_FUZZ_BUILD=$(abspath $(CLANG_BUILD)) LOPAD_FUZZ_BUILD_JOBS=$(JOBS) \
+		bash scripts/fuzz.sh --tests
+
+test-fuzz-brief: test-clang-ubsan
+	@LOPAD_FUZZ_OPTIONAL=1 LOPAD_FUZZ_BUILD=$(abspath $(CLANG_BUILD)) LOPAD_FUZZ_BUILD_JOBS=$(JOBS) \
+		bash scripts/fuzz.sh $(FUZZ_SECS)
+
+test: test-fast test-asan test-clang-ubsan test-fuzz-brief
 
 fuzz:
 	@bash scripts/fuzz.sh
@@ -40,4 +54,9 @@ format:
 	@clang-format -i include/*.h src/*/*.[ch] src/*/*/*.[ch] cli/*.[ch] tests/unit/*.[ch]
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD)
+
+# make install PREFIX=/usr/local: header, static + shared library, lopad.pc, the command
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
