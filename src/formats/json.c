@@ -81,7 +81,7 @@ static enum lopad_status parse_terminated(const char *p, size_t len, const char 
         }
         char buf[8];
         return lp_error(LOPAD_ERR_FORMAT,
-                        "%s: malformed JSON at byte %zu (line %zu, column %zu): unexpected %s",
+                        "%s: malformed JSON at byte %zu (line %zu, column %zu): found %s",
                         source, off, line, col, describe_byte(p, off, len, buf));
     }
     *out = root;
