@@ -6,6 +6,7 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "model.h"
@@ -15,6 +16,43 @@ const struct lp_tensor *lp_dir_find(const struct lp_tensor_dir *d, const char *n
     for (int i = 0; i < d->n; i++)
         if (d->t[i].name && !strcmp(d->t[i].name, name)) return &d->t[i];
     return NULL;
+}
+
+/* The directory sorted by name: a file may list far more tensors than the
+ * model binds (up to what its header holds), so each of the ~12 per layer
+ * lookups must not scan them all. Ties keep directory order, as lp_dir_find. */
+struct name_index {
+    const struct lp_tensor **t;
+    int n;
+};
+
+static int cmp_by_name(const void *a, const void *b) {
+    const struct lp_tensor *x = *(const struct lp_tensor *const *)a;
+    const struct lp_tensor *y = *(const struct lp_tensor *const *)b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x > y) - (x < y);
+}
+
+static enum lopad_status index_build(const struct lp_tensor_dir *d, struct name_index *ix) {
+    ix->n = 0;
+    ix->t = lp_malloc(sizeof *ix->t * (size_t)(d->n > 0 ? d->n : 1), "tensor name index");
+    if (!ix->t) return LOPAD_ERR_NOMEM;
+    for (int i = 0; i < d->n; i++)
+        if (d->t[i].name) ix->t[ix->n++] = &d->t[i];
+    qsort(ix->t, (size_t)ix->n, sizeof *ix->t, cmp_by_name);
+    return LOPAD_OK;
+}
+
+static const struct lp_tensor *index_find(const struct name_index *ix, const char *name) {
+    int lo = 0, hi = ix->n; /* first entry >= name */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(ix->t[mid]->name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ix->n && !strcmp(ix->t[lo]->name, name) ? ix->t[lo] : NULL;
 }
 
 bool lp_model_own(struct lopad_model *m, void *ptr, size_t size, bool mapped) {
@@ -167,10 +205,10 @@ static enum lopad_status check_finite(int type, const void *data, int64_t n_rows
 }
 
 /* Find `name` and check it is a matrix of PyTorch shape [n_out, n_in]. */
-static enum lopad_status bind_matrix(struct lopad_model *m, const struct lp_tensor_dir *d,
+static enum lopad_status bind_matrix(struct lopad_model *m, const struct name_index *d,
                                      const char *name, int64_t n_out, int64_t n_in, const char *src,
                                      struct lp_weight *w) {
-    const struct lp_tensor *t = lp_dir_find(d, name);
+    const struct lp_tensor *t = index_find(d, name);
     if (!t) return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor '%s'", src, name);
     if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
         return lp_error(LOPAD_ERR_FORMAT,
@@ -199,11 +237,11 @@ static enum lopad_status bind_matrix(struct lopad_model *m, const struct lp_tens
 }
 
 /* Find `name`, check it is a vector of n elements, copy it to owned f32. */
-static enum lopad_status bind_vector(struct lopad_model *m, const struct lp_tensor_dir *d,
+static enum lopad_status bind_vector(struct lopad_model *m, const struct name_index *d,
                                      const char *name, int64_t n, bool required, const char *src,
                                      float **out) {
     *out = NULL;
-    const struct lp_tensor *t = lp_dir_find(d, name);
+    const struct lp_tensor *t = index_find(d, name);
     if (!t) {
         if (!required) return LOPAD_OK;
         return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor '%s'", src, name);
@@ -227,12 +265,12 @@ static enum lopad_status bind_vector(struct lopad_model *m, const struct lp_tens
     return LOPAD_OK;
 }
 
-enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_dir *d,
-                                const char *src) {
+static enum lopad_status bind_all(struct lopad_model *m, const struct name_index *d,
+                                  const char *src) {
     enum lopad_status st;
     struct lopad_hparams *hp = &m->hp;
     /* the vocabulary size comes from the embedding when the loader did not know it */
-    const struct lp_tensor *emb = lp_dir_find(d, "token_embd.weight");
+    const struct lp_tensor *emb = index_find(d, "token_embd.weight");
     if (!emb) return lp_error(LOPAD_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", src);
     if (hp->n_vocab <= 0 && emb->n_dims == 2) hp->n_vocab = (int)LP_MIN(emb->ne[1], 1 << 25);
     if ((st = lp_hparams_check(hp, src))) return st;
@@ -244,7 +282,7 @@ enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_di
 
     if ((st = bind_matrix(m, d, "token_embd.weight", V, E, src, &m->tok_embd))) return st;
     /* an absent output head means tied embeddings */
-    if (lp_dir_find(d, "output.weight")) {
+    if (index_find(d, "output.weight")) {
         if ((st = bind_matrix(m, d, "output.weight", V, E, src, &m->output))) return st;
     } else {
         m->output = m->tok_embd;
@@ -278,4 +316,13 @@ enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_di
 #undef MAT
 #undef VEC
     return LOPAD_OK;
+}
+
+enum lopad_status lp_model_bind(struct lopad_model *m, const struct lp_tensor_dir *d,
+                                const char *src) {
+    struct name_index ix;
+    enum lopad_status st = index_build(d, &ix);
+    if (!st) st = bind_all(m, &ix, src);
+    lp_free(ix.t);
+    return st;
 }

@@ -200,10 +200,106 @@ static void test_hf_values(void) {
     CHECK(msg_has("row 1, column 6"));
 }
 
+/* ------------------------------------------- a GGUF written byte by byte */
+
+static void gb_u32(FILE *f, uint32_t v) {
+    fwrite(&v, 4, 1, f);
+}
+static void gb_u64(FILE *f, uint64_t v) {
+    fwrite(&v, 8, 1, f);
+}
+static void gb_str(FILE *f, const char *s) {
+    gb_u64(f, strlen(s));
+    fwrite(s, 1, strlen(s), f);
+}
+static void gb_kv_u32(FILE *f, const char *k, uint32_t v) {
+    gb_str(f, k);
+    gb_u32(f, 4); /* UINT32 */
+    gb_u32(f, v);
+}
+static void gb_tensor(FILE *f, const char *name, int n_dims, int64_t ne0, int64_t ne1,
+                      uint64_t offset) {
+    gb_str(f, name);
+    gb_u32(f, (uint32_t)n_dims);
+    gb_u64(f, (uint64_t)ne0);
+    if (n_dims == 2) gb_u64(f, (uint64_t)ne1);
+    gb_u32(f, 0); /* F32 */
+    gb_u64(f, offset);
+}
+
+/* A 1024-layer model of width 2 whose file also lists n_junk unrelated
+ * tensors first: binding looks up ~9 names per layer, which must not each
+ * scan the whole list (that was ~2.5e9 string compares: seconds). */
+static void test_many_tensors(void) {
+    const int n_layer = 1024, n_junk = 200000;
+    static const char *mats[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                 "ffn_gate", "ffn_up", "ffn_down"};
+    const int n_t = n_junk + 2 + n_layer * 9;
+    const char *path = TMP "/many.gguf";
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    gb_u32(f, 0x46554747);
+    gb_u32(f, 3);
+    gb_u64(f, (uint64_t)n_t);
+    gb_u64(f, 8);
+    gb_str(f, "general.architecture");
+    gb_u32(f, 8); /* STRING */
+    gb_str(f, "dream");
+    gb_kv_u32(f, "dream.block_count", (uint32_t)n_layer);
+    gb_kv_u32(f, "dream.embedding_length", 2);
+    gb_kv_u32(f, "dream.feed_forward_length", 2);
+    gb_kv_u32(f, "dream.attention.head_count", 1);
+    gb_kv_u32(f, "dream.context_length", 64);
+    gb_kv_u32(f, "tokenizer.ggml.mask_token_id", 3);
+    gb_str(f, "dream.attention.layer_norm_rms_epsilon");
+    gb_u32(f, 6); /* FLOAT32 */
+    float eps = 1e-6f;
+    fwrite(&eps, 4, 1, f);
+    uint64_t off = 0;
+    char name[64];
+    for (int i = 0; i < n_junk; i++, off += 32) {
+        snprintf(name, sizeof name, "a.junk.%d", i);
+        gb_tensor(f, name, 1, 1, 1, off);
+    }
+    gb_tensor(f, "token_embd.weight", 2, 2, 4, off);
+    off += 32;
+    gb_tensor(f, "output_norm.weight", 1, 2, 1, off);
+    off += 32;
+    for (int l = 0; l < n_layer; l++) {
+        for (int k = 0; k < 7; k++, off += 32) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k]);
+            gb_tensor(f, name, 2, 2, 2, off);
+        }
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        gb_tensor(f, name, 1, 2, 1, off);
+        off += 32;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        gb_tensor(f, name, 1, 2, 1, off);
+        off += 32;
+    }
+    long pos = ftell(f);
+    while (pos++ % 32)
+        fputc(0, f);
+    float slot[8] = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
+    for (uint64_t o = 0; o < off; o += 32)
+        fwrite(slot, 4, 8, f);
+    fclose(f);
+
+    double t0 = lp_time();
+    lopad_model *m = NULL;
+    CHECK_MSG(lopad_model_load(path, NULL, &m) == LOPAD_OK, "%s", lopad_errmsg());
+    double dt = lp_time() - t0;
+    CHECK_MSG(dt < 3.0, "loading took %.1f s", dt);
+    if (m) CHECK(m->hp.n_layer == n_layer && m->layers[n_layer - 1].w_down.n_in == 2);
+    lopad_model_free(m);
+    unlink(path);
+}
+
 int main(void) {
     mkdir(TMP, 0755);
     TEST_RUN(test_find_nonfinite);
     TEST_RUN(test_gguf_values);
     TEST_RUN(test_hf_values);
+    TEST_RUN(test_many_tensors);
     return test_report();
 }
