@@ -14,6 +14,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <math.h>
+#include <stddef.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,11 +67,63 @@ static void cfg_free(struct lora_cfg *c) {
     lp_free(c->layers);
 }
 
-/* PEFT's list matching: the module path equals the entry or ends in "." + entry */
-static bool suffix_match(const char *path, const char *t) {
-    size_t lp = strlen(path), lt = strlen(t);
-    if (lp == lt) return !strcmp(path, t);
-    return lp > lt && path[lp - lt - 1] == '.' && !strcmp(path + lp - lt, t);
+/* Names sorted for binary search (target / exclude lists, module paths): a
+ * 1 MB config or a 1024-layer model must not cost lists x modules compares. */
+struct sorted_names {
+    struct named {
+        const char *s;
+        int i; /* index in the original list */
+    } * e;
+    int n;
+};
+
+static int cmp_named(const void *a, const void *b) {
+    const struct named *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* names[i] for i < n, at byte offset `stride` apart (a list of pointers or an
+ * array of structs holding a char array at offset 0) */
+static enum lopad_status names_sort(const void *names, size_t stride, bool indirect, int n,
+                                    struct sorted_names *out) {
+    out->n = n;
+    out->e = lp_malloc(sizeof *out->e * (size_t)(n > 0 ? n : 1), "sorted names");
+    if (!out->e) return LOPAD_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        const char *p = (const char *)names + (size_t)i * stride;
+        out->e[i] = (struct named){indirect ? *(const char *const *)p : p, i};
+    }
+    qsort(out->e, (size_t)n, sizeof *out->e, cmp_named);
+    return LOPAD_OK;
+}
+
+/* index in e of the first entry equal to s, or n */
+static int names_find(const struct sorted_names *sn, const char *s) {
+    int lo = 0, hi = sn->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(sn->e[mid].s, s) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sn->n && !strcmp(sn->e[lo].s, s) ? lo : sn->n;
+}
+
+/* PEFT's list matching: an entry matches a module path it equals or ends
+ * ("." + entry). So look up each dot-suffix of the path; mark every entry
+ * found in hit (when not NULL). */
+static bool list_match(const struct sorted_names *sn, const char *path, bool *hit) {
+    bool any = false;
+    for (const char *p = path; p; p = strchr(p, '.') ? strchr(p, '.') + 1 : NULL) {
+        for (int j = names_find(sn, p); j < sn->n && !strcmp(sn->e[j].s, p); j++) {
+            any = true;
+            if (!hit) return true;
+            hit[sn->e[j].i] = true;
+        }
+    }
+    return any;
 }
 
 /* A compiled full-match regex (Python re.fullmatch semantics for plain
@@ -342,27 +395,84 @@ static enum lopad_status check_shape(const struct lp_tensor *t, const char *name
 }
 
 /* Mark the modules that target_modules / exclude_modules / layers_to_transform
- * select (tre, xre: the compiled regexes, or code NULL). */
+ * select (tre, xre: the compiled regexes, or code NULL); target_hit[k]: list
+ * entry k matched some module. */
 static enum lopad_status select_modules(const struct lora_cfg *lc, const char *cfg_path,
                                         struct rx *tre, struct rx *xre, struct lora_module *mods,
-                                        int n_mods) {
+                                        int n_mods, bool *target_hit) {
     enum lopad_status st;
+    struct sorted_names tl = {0}, xl = {0};
+    if ((st = names_sort(lc->targets, sizeof *lc->targets, true, lc->n_targets, &tl)) ||
+        (st = names_sort(lc->excludes, sizeof *lc->excludes, true, lc->n_excludes, &xl)))
+        goto done;
     for (int i = 0; i < n_mods; i++) {
         struct lora_module *md = &mods[i];
         bool t = lc->all_linear && md->kind < 7; /* PEFT's all-linear skips the output head */
-        if (tre->code) TRY(rx_full(tre, md->path, cfg_path, &t));
-        for (int k = 0; k < lc->n_targets && !t; k++)
-            t = suffix_match(md->path, lc->targets[k]);
+        if (tre->code && (st = rx_full(tre, md->path, cfg_path, &t))) goto done;
+        t |= list_match(&tl, md->path, target_hit);
         bool x = false;
-        if (xre->code) TRY(rx_full(xre, md->path, cfg_path, &x));
-        for (int k = 0; k < lc->n_excludes && !x; k++)
-            x = suffix_match(md->path, lc->excludes[k]);
+        if (xre->code && (st = rx_full(xre, md->path, cfg_path, &x))) goto done;
+        x |= list_match(&xl, md->path, NULL);
         bool in_layers = lc->layers == NULL;
         for (int k = 0; k < lc->n_layers && !in_layers; k++)
             in_layers = lc->layers[k] == md->layer;
         md->targeted = t && !x && in_layers;
     }
+done:
+    lp_free(tl.e);
+    lp_free(xl.e);
+    return st;
+}
+
+/* Attach adapter tensor t to its module, found by path in by_path. */
+static enum lopad_status pair_one(const char *cfg_path, const struct lp_st_file *ad,
+                                  const struct lp_tensor *t, const struct sorted_names *by_path,
+                                  struct lora_module *mods) {
+    char module[256];
+    int half;
+    if (strstr(t->name, "lora_magnitude_vector"))
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' is a DoRA magnitude; DoRA is not supported", ad->path,
+                        t->name);
+    if (strstr(t->name, "lora_embedding_"))
+        return lp_error(LOPAD_ERR_UNSUPPORTED,
+                        "%s: tensor '%s': LoRA on embeddings is not supported", ad->path, t->name);
+    if (!split_adapter_name(t->name, module, sizeof module, &half))
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: unexpected tensor '%s' (want base_model.model.<module>."
+                        "lora_A.weight / lora_B.weight)",
+                        ad->path, t->name);
+    int k = names_find(by_path, module);
+    if (k == by_path->n)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' is for module '%s', which is not a linear layer of "
+                        "this model",
+                        ad->path, t->name, module);
+    struct lora_module *md = &mods[by_path->e[k].i];
+    if (!md->targeted)
+        return lp_error(LOPAD_ERR_FORMAT,
+                        "%s: tensor '%s' is for module '%s', which %s does not target", ad->path,
+                        t->name, module, cfg_path);
+    if (half == 0) {
+        md->a = t;
+        md->a_name = t->name;
+    } else {
+        md->b = t;
+        md->b_name = t->name;
+    }
     return LOPAD_OK;
+}
+
+/* Pair every adapter tensor with its module (through a path-sorted index). */
+static enum lopad_status pair_tensors(const char *cfg_path, const struct lp_st_file *ad,
+                                      struct lora_module *mods, int n_mods) {
+    struct sorted_names by_path;
+    enum lopad_status st = names_sort((const char *)mods + offsetof(struct lora_module, path),
+                                      sizeof *mods, false, n_mods, &by_path);
+    for (int i = 0; !st && i < ad->n; i++)
+        st = pair_one(cfg_path, ad, &ad->t[i], &by_path, mods);
+    lp_free(by_path.e);
+    return st;
 }
 
 static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
@@ -383,67 +493,26 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         return st;
     }
     /* which modules target_modules selects */
-    st = select_modules(lc, cfg_path, &tre, &xre, mods, n_mods);
+    bool *hit = lp_calloc((size_t)LP_MAX(lc->n_targets, 1), sizeof *hit, "LoRA target hits");
+    st = hit ? select_modules(lc, cfg_path, &tre, &xre, mods, n_mods, hit) : LOPAD_ERR_NOMEM;
     rx_free(&tre);
     rx_free(&xre);
+    /* every listed target must name something in the model */
+    for (int k = 0; k < lc->n_targets && !st; k++)
+        if (!hit[k])
+            st = lp_error(LOPAD_ERR_FORMAT,
+                          "%s: target module '%s' matches no linear layer of the model (%s)",
+                          cfg_path, lc->targets[k], m->path ? m->path : "?");
+    lp_free(hit);
     if (st) return st;
     bool any = false;
     for (int i = 0; i < n_mods; i++)
         any |= mods[i].targeted;
-    /* every listed target must name something in the model */
-    for (int k = 0; k < lc->n_targets; k++) {
-        bool hit = false;
-        for (int i = 0; i < n_mods && !hit; i++)
-            hit = suffix_match(mods[i].path, lc->targets[k]);
-        if (!hit)
-            return lp_error(LOPAD_ERR_FORMAT,
-                            "%s: target module '%s' matches no linear layer of the model (%s)",
-                            cfg_path, lc->targets[k], m->path ? m->path : "?");
-    }
     if (!any)
         return lp_error(LOPAD_ERR_FORMAT, "%s: target_modules select no linear layer of the model",
                         cfg_path);
 
-    /* pair every adapter tensor with its module */
-    for (int i = 0; i < ad->n; i++) {
-        const struct lp_tensor *t = &ad->t[i];
-        char module[256];
-        int half;
-        if (strstr(t->name, "lora_magnitude_vector"))
-            return lp_error(LOPAD_ERR_UNSUPPORTED,
-                            "%s: tensor '%s' is a DoRA magnitude; DoRA is "
-                            "not supported",
-                            ad->path, t->name);
-        if (strstr(t->name, "lora_embedding_"))
-            return lp_error(LOPAD_ERR_UNSUPPORTED,
-                            "%s: tensor '%s': LoRA on embeddings is not "
-                            "supported",
-                            ad->path, t->name);
-        if (!split_adapter_name(t->name, module, sizeof module, &half))
-            return lp_error(LOPAD_ERR_FORMAT,
-                            "%s: unexpected tensor '%s' (want base_model.model.<module>."
-                            "lora_A.weight / lora_B.weight)",
-                            ad->path, t->name);
-        struct lora_module *md = NULL;
-        for (int k = 0; k < n_mods && !md; k++)
-            if (!strcmp(mods[k].path, module)) md = &mods[k];
-        if (!md)
-            return lp_error(LOPAD_ERR_FORMAT,
-                            "%s: tensor '%s' is for module '%s', which is not a linear layer of "
-                            "this model",
-                            ad->path, t->name, module);
-        if (!md->targeted)
-            return lp_error(LOPAD_ERR_FORMAT,
-                            "%s: tensor '%s' is for module '%s', which %s does not target",
-                            ad->path, t->name, module, cfg_path);
-        if (half == 0) {
-            md->a = t;
-            md->a_name = t->name;
-        } else {
-            md->b = t;
-            md->b_name = t->name;
-        }
-    }
+    TRY(pair_tensors(cfg_path, ad, mods, n_mods));
     /* check everything before touching the model */
     for (int i = 0; i < n_mods; i++) {
         struct lora_module *md = &mods[i];

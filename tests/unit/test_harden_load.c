@@ -227,17 +227,14 @@ static void gb_tensor(FILE *f, const char *name, int n_dims, int64_t ne0, int64_
     gb_u64(f, offset);
 }
 
-/* A 1024-layer model of width 2 whose file also lists n_junk unrelated
- * tensors first: binding looks up ~9 names per layer, which must not each
- * scan the whole list (that was ~2.5e9 string compares: seconds). */
-static void test_many_tensors(void) {
-    const int n_layer = 1024, n_junk = 200000;
+/* A Dream model of width 2 with n_layer layers whose file also lists n_junk
+ * unrelated tensors first. */
+static bool write_wide_model(const char *path, int n_layer, int n_junk) {
     static const char *mats[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                  "ffn_gate", "ffn_up", "ffn_down"};
     const int n_t = n_junk + 2 + n_layer * 9;
-    const char *path = TMP "/many.gguf";
     FILE *f = fopen(path, "wb");
-    if (!f) return;
+    if (!f) return false;
     gb_u32(f, 0x46554747);
     gb_u32(f, 3);
     gb_u64(f, (uint64_t)n_t);
@@ -283,8 +280,15 @@ static void test_many_tensors(void) {
     float slot[8] = {0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
     for (uint64_t o = 0; o < off; o += 32)
         fwrite(slot, 4, 8, f);
-    fclose(f);
+    return fclose(f) == 0;
+}
 
+/* Binding looks up ~9 names per layer, which must not each scan the whole
+ * tensor list (1024 layers, 200k extra tensors: ~2.5e9 compares, seconds). */
+static void test_many_tensors(void) {
+    const int n_layer = 1024;
+    const char *path = TMP "/many.gguf";
+    if (!write_wide_model(path, n_layer, 200000)) return;
     double t0 = lp_time();
     lopad_model *m = NULL;
     CHECK_MSG(lopad_model_load(path, NULL, &m) == LOPAD_OK, "%s", lopad_errmsg());
@@ -295,11 +299,49 @@ static void test_many_tensors(void) {
     unlink(path);
 }
 
+/* A LoRA config listing ~30k target entries on a 1024-layer model: matching
+ * is by sorted lookup, not entries x modules (~4e8 suffix compares). */
+static void test_many_lora_targets(void) {
+    const char *path = TMP "/wide.gguf", *dir = TMP "/wide-lora";
+    if (!write_wide_model(path, 1024, 0)) return;
+    mkdir(dir, 0755);
+    char p[600];
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    if (!f) return;
+    const uint64_t hl = 8;
+    fwrite(&hl, 8, 1, f);
+    fputs("{}      ", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    f = fopen(p, "wb");
+    if (!f) return;
+    fputs("{\"r\": 1, \"lora_alpha\": 1, \"target_modules\": [", f);
+    for (int i = 0; i < 30000; i++)
+        fprintf(f, "%s\"model.layers.1023.mlp.down_proj\"", i ? "," : "");
+    fputs("]}", f);
+    fclose(f);
+    lopad_model *m = NULL;
+    CHECK_MSG(lopad_model_load(path, NULL, &m) == LOPAD_OK, "%s", lopad_errmsg());
+    if (!m) return;
+    double t0 = lp_time();
+    enum lopad_status st = lp_lora_merge(m, dir);
+    double dt = lp_time() - t0;
+    /* the one targeted module has no tensors in this adapter */
+    CHECK_MSG(st == LOPAD_ERR_FORMAT && msg_has("model.layers.1023.mlp.down_proj") &&
+                  msg_has("no lora_A"),
+              "%d %s", st, lopad_errmsg());
+    CHECK_MSG(dt < 1.0, "matching took %.1f s", dt);
+    lopad_model_free(m);
+    unlink(path);
+}
+
 int main(void) {
     mkdir(TMP, 0755);
     TEST_RUN(test_find_nonfinite);
     TEST_RUN(test_gguf_values);
     TEST_RUN(test_hf_values);
     TEST_RUN(test_many_tensors);
+    TEST_RUN(test_many_lora_targets);
     return test_report();
 }
