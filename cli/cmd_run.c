@@ -146,7 +146,7 @@ void lp_run_print_help(FILE *f) {
 #endif
 
 /* the environment knobs: CLI conveniences the library takes as parameters */
-static int session_params(const char *cmd, const struct lp_run_opts *o,
+int lp_run_session_params(const char *cmd, const struct lp_run_opts *o,
                           struct lopad_session_params *p) {
     *p = (struct lopad_session_params){.n_threads = o->threads, .device = o->device};
     p->kernels = getenv("LOPAD_KERNELS");
@@ -181,7 +181,7 @@ int lp_run_session_open(const char *cmd, struct lp_run_opts *o, struct lp_run_se
     if (rc) return rc;
     s->hp = lopad_model_hparams(s->model);
     struct lopad_session_params sp;
-    if ((rc = session_params(cmd, o, &sp))) {
+    if ((rc = lp_run_session_params(cmd, o, &sp))) {
         lp_run_session_close(s);
         return rc;
     }

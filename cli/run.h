@@ -46,6 +46,10 @@ void lp_run_print_help(FILE *f);
  * (cli/synthetic.c). 0 or an exit code. */
 int lp_run_session_open(const char *cmd, struct lp_run_opts *o, struct lp_run_session *s);
 void lp_run_session_close(struct lp_run_session *s);
+/* The session parameters of the flags and the environment knobs (for front ends
+ * that open more sessions on the same model, such as the server's slots). 0 or 2. */
+int lp_run_session_params(const char *cmd, const struct lp_run_opts *o,
+                          struct lopad_session_params *p);
 
 /* Generate rq on the session: streams the text (or the --visual canvas), then the
  * JSON object or the ids and a summary on stderr, unless o->quiet. res (optional)

@@ -210,10 +210,9 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->forward = ctx_forward;
     e->kv_commit = ctx_kv_commit;
     e->kv_truncate = ctx_kv_truncate;
-    const char *fused = getenv("LOPAD_FUSED_SCORES");
     /* only where the fused head's logits are bitwise the logits path's: the decoders'
      * argmax test trusts it (lp_scores_argmax_clear) */
-    if (c && lp_forward_scores_exact(c) && !(fused && !strcmp(fused, "0"))) {
+    if (c && lp_forward_scores_exact(c)) {
         e->forward_scores = ctx_forward_scores;
         e->last_logits = ctx_last_logits;
     }

@@ -63,8 +63,8 @@ struct lp_engine {
 };
 
 /* Bind a lopad context (created with n_ctx / n_batch_max) as an engine; with the fused
- * head when its backend has one, unless the environment sets LOPAD_FUSED_SCORES=0
- * (A/B timing: the decoders then run on logits, with the same tokens). */
+ * head when its backend has one (clear forward_scores / last_logits for the logits path:
+ * the same tokens; lopad_session_params.no_fused_scores does). */
 void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c, int n_ctx,
                         int n_batch_max);
 
