@@ -66,7 +66,9 @@ static void usage(FILE *f) {
             "                       and exit\n"
             "  --oracle             score the dataset's own solutions instead of generating (a\n"
             "                       check of data and scorers: expect accuracy 1)\n"
-            "Generated positions default to the task's (tiny-gsm 128, others 256), fitted to\n"
+            "  --unsafe-exec        run generated code (humaneval, mbpp) without a sandbox when\n"
+            "                       bubblewrap is missing (it runs with your full file access)\n"
+            "Generated positions default to the task's (tiny-gsm 48, others 256), fitted to\n"
             "the model's context (--gen N).\n"
             "The shared data folder: $LOPAD_SHARED, else a shared/data/bench found above the\n"
             "lopad binary or the current directory. Decoder options as for lopad run:\n");
@@ -514,15 +516,27 @@ static int sweep_request(const char *cmd, const lopad_request *base, const char 
     return rc;
 }
 
-/* gen from the task when the command line gave none, fitted to the context */
-static int task_gen(enum lp_eval_task t) {
-    return t == LP_TASK_TINY_GSM ? 128 : 256;
-}
-
-static int fit_gen(const char *cmd, struct lp_run_opts *o, const struct lp_run_session *s,
-                   enum lp_eval_task task) {
-    int gen = task_gen(task), ctx = s->hp->n_ctx_train;
-    if (ctx > 0 && gen > ctx / 2) gen = ctx / 2; /* leave the prompt half the context */
+/* The task's generation length when the command line gave none, fitted to the
+ * model's context and the longest prompt (rounded to the block: --block, else 32 for
+ * the block decoders, 1 for dream). */
+static int fit_gen(const char *cmd, struct lp_run_opts *o, struct lp_run_session *s,
+                   const struct eval_cfg *c, const struct lp_eval_set *set, int block) {
+    int longest = 0, rc = 0;
+    for (int i = 0; i < set->n_items && !rc; i++) {
+        int32_t *ids = NULL;
+        int n = 0;
+        rc = encode_item(cmd, o, s, c, set, &set->items[i], &ids, &n);
+        if (n > longest) longest = n;
+        lopad_free(ids);
+    }
+    if (rc) return rc;
+    char *js = NULL;
+    if (lopad_request_settings(o->rq, s->model, &js)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    int align = block > 0 ? block : strstr(js, "\"decoder\":\"dream\"") ? 1 : 32;
+    lopad_free(js);
+    int gen = lp_eval_fit_gen(cmd, c->task, lp_eval_task_default_gen(c->task), align,
+                              s->hp->n_ctx_train, longest);
+    if (gen <= 0) return 2;
     char v[16];
     snprintf(v, sizeof v, "%d", gen);
     return lp_run_set_option(cmd, o->rq, "gen", v);
@@ -565,6 +579,7 @@ static int print_results(const struct eval_cfg *c, const char *sweep, char **val
 struct eval_args {
     const char *data, *sweep, *plot_file, *samples;
     bool self_test, gen_set;
+    int block; /* --block when given */
 };
 
 /* the command line; 0, -1 = done (help printed), or an exit code */
@@ -580,6 +595,8 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
         bool has_val = i + 1 < argc;
         if (!strcmp(f, "--self-test")) {
             a->self_test = true;
+        } else if (!strcmp(f, "--unsafe-exec")) {
+            lp_eval_set_unsafe_exec(true);
         } else if (!strcmp(f, "--show-prompt")) {
             c->show_prompt = true;
         } else if (!strcmp(f, "--oracle")) {
@@ -616,6 +633,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
             }
         } else {
             a->gen_set |= !strcmp(f, "--gen");
+            if (!strcmp(f, "--block") && i + 1 < argc) a->block = atoi(argv[i + 1]);
             int r = lp_run_parse_opt(cmd, argc, argv, &i, o);
             if (r < 0) return 2;
             if (r == 0)
@@ -646,6 +664,18 @@ static int run_eval(const char *cmd, struct lp_run_opts *o, struct eval_cfg *c,
     if (!rc) rc = lp_eval_load(cmd, c->task, a->data, c->limit, c->shots, &set);
     if (rc) goto done;
     c->shots = set.n_shots;
+    if (lp_eval_task_is_code(c->task)) { /* generated code runs only in a sandbox */
+        char why[800];
+        if (lp_eval_sandbox_check(why, sizeof why)) {
+            if (!lp_eval_unsafe_exec()) {
+                fprintf(stderr, "lopad %s: %s\n", cmd, why);
+                rc = 2;
+                goto done;
+            }
+            fprintf(stderr, "lopad %s: warning: %s; running generated code unconfined\n", cmd,
+                    why);
+        }
+    }
     if (a->samples && !(c->samples = fopen(a->samples, "w"))) {
         fprintf(stderr, "lopad %s: cannot write %s: %s\n", cmd, a->samples, strerror(errno));
         rc = 2;
@@ -661,8 +691,8 @@ static int run_eval(const char *cmd, struct lp_run_opts *o, struct eval_cfg *c,
         rc = lp_cli_usage_error(cmd, "the model has no usable chat template; use --raw");
         goto done;
     }
-    if (!c->oracle && !a->gen_set && (rc = fit_gen(cmd, o, &s, c->task))) goto done;
     c->chat = !c->oracle && (o->chat || (!o->raw && has_style));
+    if (!c->oracle && !a->gen_set && (rc = fit_gen(cmd, o, &s, c, &set, a->block))) goto done;
     c->progress = isatty(2);
     res = calloc((size_t)n_values, sizeof *res);
     rqs = calloc((size_t)n_values, sizeof *rqs);
