@@ -40,6 +40,10 @@ struct lora_module {
     bool targeted;
     const struct lp_tensor *a, *b;
     const char *a_name, *b_name;
+    /* the merged matrix (owned by the model), applied once every module merged */
+    const void *merged;
+    int merged_type;
+    size_t merged_rb;
 };
 
 /* |lora_alpha| above this is a broken config, not a training choice (PEFT
@@ -293,7 +297,7 @@ static int64_t hf_row_of(const struct lopad_hparams *hp, int kind, int64_t row) 
     return h * hd + (k % 2) * (hd / 2) + k / 2;
 }
 
-/* W' = W + scale * B A into a new owned buffer; repoint w. */
+/* W' = W + scale * B A into a new owned buffer (mod->merged); w unchanged. */
 static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mod, int r,
                                    float scale) {
     struct lp_weight *w = mod->w;
@@ -354,15 +358,23 @@ static enum lopad_status merge_one(struct lopad_model *m, struct lora_module *mo
     lp_free(row);
     if (!dst) return LOPAD_ERR_FORMAT;
     if (!lp_model_own(m, dst, (size_t)bytes, false)) return LOPAD_ERR_NOMEM;
+    mod->merged = dst;
+    mod->merged_type = out_type;
+    mod->merged_rb = out_rb;
+    return LOPAD_OK;
+}
+
+/* Point the module's weight at its merged matrix. */
+static void apply_merged(struct lopad_model *m, struct lora_module *mod) {
+    struct lp_weight *w = mod->w;
     /* a tied head was not counted by bind: it only adds its new matrix */
     bool tied = w == &m->output && w->data == m->tok_embd.data;
     if (!tied && w->type >= 0 && w->type < 64 && m->type_count[w->type] > 0)
         m->type_count[w->type]--;
-    m->type_count[out_type]++;
-    w->type = out_type;
-    w->row_bytes = out_rb;
-    w->data = dst;
-    return LOPAD_OK;
+    m->type_count[mod->merged_type]++;
+    w->type = mod->merged_type;
+    w->row_bytes = mod->merged_rb;
+    w->data = mod->merged;
 }
 
 /* "base_model.model.<module>.lora_{A,B}.weight" -> module and which half */
@@ -395,11 +407,12 @@ static enum lopad_status check_shape(const struct lp_tensor *t, const char *name
 }
 
 /* Mark the modules that target_modules / exclude_modules / layers_to_transform
- * select (tre, xre: the compiled regexes, or code NULL); target_hit[k]: list
- * entry k matched some module. */
+ * select (tre, xre: the compiled regexes, or code NULL; layer_on: the layers
+ * layers_to_transform names, or NULL for all); target_hit[k]: list entry k
+ * matched some module. */
 static enum lopad_status select_modules(const struct lora_cfg *lc, const char *cfg_path,
                                         struct rx *tre, struct rx *xre, struct lora_module *mods,
-                                        int n_mods, bool *target_hit) {
+                                        int n_mods, const bool *layer_on, bool *target_hit) {
     enum lopad_status st;
     struct sorted_names tl = {0}, xl = {0};
     if ((st = names_sort(lc->targets, sizeof *lc->targets, true, lc->n_targets, &tl)) ||
@@ -413,9 +426,7 @@ static enum lopad_status select_modules(const struct lora_cfg *lc, const char *c
         bool x = false;
         if (xre->code && (st = rx_full(xre, md->path, cfg_path, &x))) goto done;
         x |= list_match(&xl, md->path, NULL);
-        bool in_layers = lc->layers == NULL;
-        for (int k = 0; k < lc->n_layers && !in_layers; k++)
-            in_layers = lc->layers[k] == md->layer;
+        bool in_layers = !layer_on || (md->layer >= 0 && layer_on[md->layer]);
         md->targeted = t && !x && in_layers;
     }
 done:
@@ -475,9 +486,11 @@ static enum lopad_status pair_tensors(const char *cfg_path, const struct lp_st_f
     return st;
 }
 
-static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
-                               const char *cfg_path, struct lp_st_file *ad,
-                               struct lora_module *mods, int n_mods) {
+/* Mark the modules the config selects; errors for a listed target that
+ * matches nothing and for an empty selection. */
+static enum lopad_status choose_modules(const struct lopad_model *m, const struct lora_cfg *lc,
+                                        const char *cfg_path, struct lora_module *mods,
+                                        int n_mods) {
     enum lopad_status st;
     for (int k = 0; k < lc->n_layers; k++)
         if (lc->layers[k] >= m->hp.n_layer)
@@ -494,7 +507,16 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
     }
     /* which modules target_modules selects */
     bool *hit = lp_calloc((size_t)LP_MAX(lc->n_targets, 1), sizeof *hit, "LoRA target hits");
-    st = hit ? select_modules(lc, cfg_path, &tre, &xre, mods, n_mods, hit) : LOPAD_ERR_NOMEM;
+    bool *layer_on =
+        lc->layers ? lp_calloc((size_t)m->hp.n_layer, sizeof *layer_on, "LoRA layers") : NULL;
+    if (!hit || (lc->layers && !layer_on)) {
+        st = LOPAD_ERR_NOMEM;
+    } else {
+        for (int k = 0; k < lc->n_layers; k++)
+            layer_on[lc->layers[k]] = true;
+        st = select_modules(lc, cfg_path, &tre, &xre, mods, n_mods, layer_on, hit);
+    }
+    lp_free(layer_on);
     rx_free(&tre);
     rx_free(&xre);
     /* every listed target must name something in the model */
@@ -511,7 +533,14 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
     if (!any)
         return lp_error(LOPAD_ERR_FORMAT, "%s: target_modules select no linear layer of the model",
                         cfg_path);
+    return LOPAD_OK;
+}
 
+static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
+                               const char *cfg_path, struct lp_st_file *ad,
+                               struct lora_module *mods, int n_mods) {
+    enum lopad_status st;
+    TRY(choose_modules(m, lc, cfg_path, mods, n_mods));
     TRY(pair_tensors(cfg_path, ad, mods, n_mods));
     /* check everything before touching the model */
     for (int i = 0; i < n_mods; i++) {
@@ -533,8 +562,11 @@ static enum lopad_status merge(struct lopad_model *m, const struct lora_cfg *lc,
         TRY(check_shape(md->b, md->b_name, md->w->n_out, lc->r, ad->path));
     }
     float scale = (float)(lc->rslora ? lc->alpha / sqrt((double)lc->r) : lc->alpha / lc->r);
+    /* all merged (and checked finite) before any weight changes */
     for (int i = 0; i < n_mods; i++)
         if (mods[i].targeted) TRY(merge_one(m, &mods[i], lc->r, scale));
+    for (int i = 0; i < n_mods; i++)
+        if (mods[i].targeted) apply_merged(m, &mods[i]);
     return LOPAD_OK;
 }
 

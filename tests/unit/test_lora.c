@@ -518,7 +518,7 @@ static void test_refusals(void) {
 
 /* range checks on r, lora_alpha and layers_to_transform name the key and the config */
 static void huge_a(struct adapter *a) {
-    a->t[0].v[5] = 3e38f; /* finite, but scale * B * A overflows f32 */
+    a->t[2].v[5] = 3e38f; /* layer 1's A: finite, but scale * B * A overflows f32 */
 }
 static void test_ranges(void) {
     const int q01[2][2] = {{0, 0}, {1, 0}};
@@ -536,9 +536,10 @@ static void test_ranges(void) {
     expect_refused("layer_out_of_range",
                    CFG(", \"layers_to_transform\": [0, 2]", "[\"q_proj\"]", 2, 2), q01, 2, 2, NULL,
                    LOPAD_ERR_FORMAT, "'layers_to_transform' names layer 2", "adapter_config.json");
-    /* in range, but the merged values overflow: refused naming the tensor */
+    /* in range, but the merged values overflow: refused naming the tensor,
+     * and layer 0 (merged fine before it) keeps its weights */
     expect_refused("merge_inf", CFG("", "[\"q_proj\"]", 2, 1000), q01, 2, 2, huge_a,
-                   LOPAD_ERR_FORMAT, "blk.0.attn_q.weight", "non-finite");
+                   LOPAD_ERR_FORMAT, "blk.1.attn_q.weight", "non-finite");
 }
 
 /* an F16 base and lora_alpha 1e6 (allowed): the merged values exceed 65504 and
