@@ -97,6 +97,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", lopad_errmsg());
         return 1;
     }
+    int level; /* the library reads no environment: LOPAD_KERNELS is this tool's knob */
+    if (lp_cpu_kernels_level(getenv("LOPAD_KERNELS"), &level) ||
+        (lp_backend_cpu_set_level(&be, level), false)) {
+        fprintf(stderr, "%s\n", lopad_errmsg());
+        return 1;
+    }
     float *x = malloc(sizeof(float) * (size_t)max_rows * 18944);
     float *y = malloc(sizeof(float) * (size_t)max_rows * 4736);
     for (size_t i = 0; i < (size_t)max_rows * 18944; i++)

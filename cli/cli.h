@@ -24,6 +24,11 @@ int lp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 /* Print "lopad CMD: <lopad_errmsg()>" to stderr; returns 1. */
 int lp_cli_fail(const char *cmd, enum lopad_status st);
 
+/* The environment knobs, CLI conveniences the library takes as parameters:
+ * LOPAD_KERNELS caps the CPU kernels, LOPAD_REPACK=0|1 never / always repacks Q8_0.
+ * 0, or 2 with a message for a bad value. */
+int lp_cli_env_ctx_params(const char *cmd, const char **kernels, int *repack);
+
 /* Argument helpers: strict parsing, false (with a message naming `opt`) on junk. */
 bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 bool lp_cli_parse_float(const char *cmd, const char *opt, const char *s, double *out);

@@ -236,6 +236,10 @@ static int bench_forward(int argc, char **argv) {
                                   .n_batch_max = chunk,
                                   .n_threads = (int)threads,
                                   .device = device};
+    if (lp_cli_env_ctx_params("bench forward", &cp.kernels, &cp.repack)) {
+        rc = 2;
+        goto done;
+    }
     if ((st = lopad_ctx_new(m, &cp, &c))) {
         lp_cli_fail("bench forward", st);
         goto done;

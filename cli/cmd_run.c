@@ -149,14 +149,8 @@ void lp_run_print_help(FILE *f) {
 int lp_run_session_params(const char *cmd, const struct lp_run_opts *o,
                           struct lopad_session_params *p) {
     *p = (struct lopad_session_params){.n_threads = o->threads, .device = o->device};
-    p->kernels = getenv("LOPAD_KERNELS");
-    if (p->kernels && !*p->kernels) p->kernels = NULL;
-    const char *rp = getenv("LOPAD_REPACK");
-    if (rp && *rp) {
-        if (strcmp(rp, "0") && strcmp(rp, "1"))
-            return lp_cli_usage_error(cmd, "LOPAD_REPACK must be 0 or 1, got '%s'", rp);
-        p->repack = !strcmp(rp, "1") ? LOPAD_REPACK_ON : LOPAD_REPACK_OFF;
-    }
+    int rc = lp_cli_env_ctx_params(cmd, &p->kernels, &p->repack);
+    if (rc) return rc;
     const char *fs = getenv("LOPAD_FUSED_SCORES");
     p->no_fused_scores = fs && !strcmp(fs, "0");
     return 0;

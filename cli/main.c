@@ -41,6 +41,17 @@ int lp_cli_fail(const char *cmd, enum lopad_status st) {
     return 1;
 }
 
+int lp_cli_env_ctx_params(const char *cmd, const char **kernels, int *repack) {
+    const char *k = getenv("LOPAD_KERNELS"), *r = getenv("LOPAD_REPACK");
+    *kernels = k && *k ? k : NULL;
+    *repack = LOPAD_REPACK_AUTO;
+    if (!r || !*r) return 0;
+    if (strcmp(r, "0") && strcmp(r, "1"))
+        return lp_cli_usage_error(cmd, "LOPAD_REPACK must be 0 or 1, got '%s'", r);
+    *repack = !strcmp(r, "1") ? LOPAD_REPACK_ON : LOPAD_REPACK_OFF;
+    return 0;
+}
+
 bool lp_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi,
                       long *out) {
     char *end;
