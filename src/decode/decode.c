@@ -220,6 +220,7 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->n_ctx = n_ctx;
     e->n_batch_max = n_batch_max;
     e->n_threads = lopad_ctx_n_threads(c);
+    e->pool = c ? lp_forward_pool(c) : NULL;
 }
 
 /* ------------------------------------------------------------ the helpers */
@@ -444,9 +445,13 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
         d->seq[i] = 0;
         d->seq[d->L + i] = 1;
     }
-    if (e->n_threads > 1 && !(d->pool = lp_pool_new(e->n_threads))) {
-        lp_decode_free(d);
-        return LOPAD_ERR_NOMEM;
+    if (e->pool) {
+        d->pool = e->pool; /* one thread budget: the forward's workers */
+    } else if (e->n_threads > 1) {
+        if (!(d->pool = d->own_pool = lp_pool_new(e->n_threads))) {
+            lp_decode_free(d);
+            return LOPAD_ERR_NOMEM;
+        }
     }
     d->n_masked = d->G;
     d->n_steps = -1;
@@ -564,7 +569,7 @@ enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) 
 void lp_decode_free(lp_decoder *d) {
     if (!d) return;
     if (d->ops && d->ops->release) d->ops->release(d);
-    lp_pool_free(d->pool);
+    lp_pool_free(d->own_pool);
     lp_free(d->prompt);
     lp_free(d->canvas);
     lp_free(d->pos);

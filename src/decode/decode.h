@@ -60,6 +60,8 @@ struct lp_engine {
     int n_batch_max;         /* most fed tokens in one forward (all sequences) */
     int n_threads;           /* threads for the proposals (<= 1: the caller only);
                                 results never depend on it */
+    struct lp_pool *pool;    /* the forward's pool, shared by the proposals (not owned);
+                                NULL: the decoder makes one of n_threads */
 };
 
 /* Bind a lopad context (created with n_ctx / n_batch_max) as an engine; with the fused

@@ -48,7 +48,8 @@ struct lp_decoder {
     int max_steps; /* no request makes a decoder step past this (lp_dec_max_steps) */
     struct lp_rng rng;
     double t_start, t_first_forward, t_forward;
-    struct lp_pool *pool;  /* proposal workers, NULL = serial */
+    struct lp_pool *pool;     /* proposal workers, NULL = serial */
+    struct lp_pool *own_pool; /* pool when the engine lends none (freed with the decoder) */
     int nfe_scores;        /* forwards through the fused head */
     int nfe_scores_logits; /* of them, steps too close to call that took their rows' logits */
     /* when most fused steps take their logits anyway, the scores only cost: then the

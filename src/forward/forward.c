@@ -10,6 +10,7 @@
  * Every step goes through the backend table; nothing is allocated here.
  */
 #include "forward.h"
+#include "../backend/cpu/cpu.h"
 
 #include <math.h>
 
@@ -211,6 +212,10 @@ enum lopad_status lp_forward_scores(lopad_ctx *c, const struct lopad_batch *b,
     enum lopad_status st = lp_batch_check(c, &bb);
     if (st) return st;
     return forward_impl(c, &bb, scores);
+}
+
+struct lp_pool *lp_forward_pool(const lopad_ctx *c) {
+    return c->be.ops ? lp_backend_cpu_pool(&c->be) : NULL;
 }
 
 bool lp_forward_scores_exact(const lopad_ctx *c) {

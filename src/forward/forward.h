@@ -85,4 +85,9 @@ enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int 
  * and value. On success fills c->seq_start. */
 enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *b);
 
+/* The context's worker pool when its backend has one (CPU), else NULL: the decoders
+ * run their proposals on it (one thread budget per request). */
+struct lp_pool;
+struct lp_pool *lp_forward_pool(const lopad_ctx *c);
+
 #endif

@@ -33,6 +33,10 @@ size_t lp_backend_cpu_repacked_bytes(const struct lp_backend *b);
 
 /* Threads of a CPU backend. */
 int lp_backend_cpu_n_threads(const struct lp_backend *b);
+/* The backend's worker pool (NULL for another backend): the decoders' proposals run
+ * on it between forwards, so a request has one thread budget. */
+struct lp_pool;
+struct lp_pool *lp_backend_cpu_pool(const struct lp_backend *b);
 /* Whether this CPU can run the AVX2/FMA/F16C kernels. */
 bool lp_cpu_simd_available(void);
 /* Test hook: use the scalar kernels (true) or the SIMD ones when available

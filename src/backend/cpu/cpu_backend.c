@@ -281,6 +281,10 @@ int lp_backend_cpu_n_threads(const struct lp_backend *b) {
     return ((const struct lp_cpu *)b->ctx)->n_threads;
 }
 
+struct lp_pool *lp_backend_cpu_pool(const struct lp_backend *b) {
+    return b->ops == &cpu_ops ? ((const struct lp_cpu *)b->ctx)->pool : NULL;
+}
+
 int lp_backend_cpu_set_level(struct lp_backend *b, int level) {
     struct lp_cpu *cpu = b->ctx;
     cpu->level = LP_MAX(0, LP_MIN(level, level_max()));
