@@ -207,41 +207,14 @@ static void score_item(const struct eval_cfg *c, const struct lp_eval_item *it, 
 
 /* ------------------------------------------------------------ evaluation */
 
-/* a copy that is valid UTF-8 for JSON: a random model's stray bytes become '?' */
-static char *utf8_clean(const char *s) {
-    char *o = strdup(s);
-    if (!o) return NULL;
-    unsigned char *p = (unsigned char *)o;
-    for (size_t i = 0; p[i];) {
-        unsigned c = p[i];
-        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = len > 0;
-        for (int j = 1; ok && j < len; j++)
-            ok = (p[i + j] >> 6) == 2; /* also stops at the NUL */
-        if (ok && len == 2) ok = c >= 0xC2;
-        if (ok && len == 3)
-            ok = !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] >= 0xA0);
-        if (ok && len == 4)
-            ok = c <= 0xF4 && !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] >= 0x90);
-        if (!ok) {
-            p[i++] = '?';
-            continue;
-        }
-        i += (size_t)len;
-    }
-    return o;
-}
-
 static void write_sample(FILE *f, const struct lp_eval_item *it, const char *out,
                          const struct score *sc, const char *label) {
     cJSON *j = cJSON_CreateObject();
     if (label) cJSON_AddStringToObject(j, "sweep", label);
     cJSON_AddStringToObject(j, "id", it->id);
-    char *o = utf8_clean(out), *x = sc->extracted ? utf8_clean(sc->extracted) : NULL;
-    if (o) cJSON_AddStringToObject(j, "output", o);
-    if (x) cJSON_AddStringToObject(j, "extracted", x);
-    free(o);
-    free(x);
+    /* the library's text is valid UTF-8 (stray bytes of a random model are U+FFFD) */
+    cJSON_AddStringToObject(j, "output", out);
+    if (sc->extracted) cJSON_AddStringToObject(j, "extracted", sc->extracted);
     if (it->ref && *it->ref) cJSON_AddStringToObject(j, "reference", it->ref);
     cJSON_AddBoolToObject(j, "correct", sc->correct);
     cJSON_AddBoolToObject(j, "flexible_correct", sc->flex);
