@@ -52,8 +52,8 @@ static void usage(FILE *f) {
             "  --task T             tiny-gsm | gsm8k | humaneval | mbpp | math500\n"
             "  --limit N            the first N problems (default: all)\n"
             "  --shots K            few-shot exemplars (default: gsm8k 4, mbpp 3, others 0)\n"
-            "  --data FILE          problems from FILE instead of ../shared/data/bench (tiny-gsm:\n"
-            "                       default tools/train/data/heldout.jsonl, GSM8K format)\n"
+            "  --data FILE          problems from FILE instead of the task's file in data/ (tiny-gsm:\n"
+            "                       data/tiny-gsm/heldout.jsonl, GSM8K format)\n"
             "  --timeout S          seconds per code execution (default 10)\n"
             "  --samples FILE       write one JSON line per problem (output, extracted, correct)\n"
             "  --json               one JSON object (task, n, accuracy, flexible_accuracy, tpf,\n"
@@ -70,8 +70,9 @@ static void usage(FILE *f) {
             "                       bubblewrap is missing (it runs with your full file access)\n"
             "Generated positions default to the task's (tiny-gsm 48, others 256), fitted to\n"
             "the model's context (--gen N).\n"
-            "The shared data folder: $LOPAD_SHARED, else a shared/data/bench found above the\n"
-            "lopad binary or the current directory. Decoder options as for lopad run:\n");
+            "Data: $LOPAD_DATA, else the repository's data/ (or an installed share/lopad/data)\n"
+            "found above the lopad binary or the current directory (docs/EVAL.md).\n"
+            "Decoder options as for lopad run:\n");
     lp_run_print_help(f);
 }
 

@@ -2,7 +2,7 @@
  * types.c - element types: IEEE half conversions and the traits table
  * (dequantisers for every supported type, reference quantisers for the types
  * lopad writes). Block formulas follow ggml's layouts (see types.h and
- * spec/research/peers.md 1.11) so GGUF files map without conversion.
+ * docs/research/peers.md 1.11) so GGUF files map without conversion.
  */
 #include "types.h"
 

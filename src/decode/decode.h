@@ -73,10 +73,10 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
 /* ----------------------------------------------------------- the request */
 
 enum lp_decoder_kind {
-    LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (ALGORITHMS.md 1) */
-    LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (ALGORITHMS.md 1) */
-    LP_DEC_FAST = 2,  /* Fast-dLLM: blocks, KV cache, parallel commit rules (ALGORITHMS.md 2) */
-    LP_DEC_D2F = 3,   /* D2F block pipeline (ALGORITHMS.md 4); + LoPA with rq.lopa >= 0 (5) */
+    LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (docs/ALGORITHMS.md 1) */
+    LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (docs/ALGORITHMS.md 1) */
+    LP_DEC_FAST = 2,  /* Fast-dLLM: blocks, KV cache, parallel commit rules (docs/ALGORITHMS.md 2) */
+    LP_DEC_D2F = 3,   /* D2F block pipeline (docs/ALGORITHMS.md 4); + LoPA with rq.lopa >= 0 (5) */
     LP_DEC_COUNT
 };
 

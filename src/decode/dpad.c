@@ -49,7 +49,7 @@ int lp_dpad_draw(const struct lp_dpad *p, int first_pos, int n_suffix, struct lp
 
 /* ---------------------------------------------------------------- presets */
 
-/* research/dpad_fastdllm.md 5.9 (the authors' run scripts): k, a, W per model / task;
+/* docs/research/dpad_fastdllm.md 5.9 (the authors' run scripts): k, a, W per model / task;
  * generation lengths are the scripts' (the preset does not set --gen). */
 static const struct {
     const char *name;

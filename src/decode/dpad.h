@@ -1,5 +1,5 @@
 /*
- * dpad.h - DPad suffix dropout (ALGORITHMS.md 3; research/dpad_fastdllm.md 5): which
+ * dpad.h - DPad suffix dropout (docs/ALGORITHMS.md 3; docs/research/dpad_fastdllm.md 5): which
  * suffix positions after the current block a forward feeds. A small API any block
  * decoder can call (fast.c today; D2F / LoPA later).
  *

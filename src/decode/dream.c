@@ -1,5 +1,5 @@
 /*
- * dream.c - the vanilla Dream decoder (ALGORITHMS.md 1; research/dpad_fastdllm.md 3):
+ * dream.c - the vanilla Dream decoder (docs/ALGORITHMS.md 1; docs/research/dpad_fastdllm.md 3):
  * the whole canvas every step, `steps` steps, time grid t_i = 1 - i (1 - eps) / steps
  * (linspace(1, eps, steps + 1)), step i going from t = t_i to s = t_{i+1}.
  *

@@ -1,6 +1,6 @@
 /*
- * fast.c - the Fast-dLLM decoder (ALGORITHMS.md 2; research/dpad_fastdllm.md 4) with
- * optional DPad suffix dropout (ALGORITHMS.md 3, dpad.h). Also serves `llada --dpad`
+ * fast.c - the Fast-dLLM decoder (docs/ALGORITHMS.md 2; docs/research/dpad_fastdllm.md 4) with
+ * optional DPad suffix dropout (docs/ALGORITHMS.md 3, dpad.h). Also serves `llada --dpad`
  * (cache none, the llada top-k schedule) and `dream --dpad` (Dream by blocks, the DPad
  * paper's Dream baseline: cache none, the Dream grid per block, positions ranked by
  * --alg's confidence); decode.c routes them here.

@@ -1,5 +1,5 @@
 /*
- * llada.c - the vanilla LLaDA decoder (ALGORITHMS.md 1; research/dpad_fastdllm.md 2):
+ * llada.c - the vanilla LLaDA decoder (docs/ALGORITHMS.md 1; docs/research/dpad_fastdllm.md 2):
  * semi-autoregressive over blocks of B positions, S = steps / n_blocks steps per
  * block, the full canvas fed every step, no cache.
  *

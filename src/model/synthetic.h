@@ -12,7 +12,7 @@
  *   "tiny"        Dream-like: n_embd 64, 2 layers, 4 heads / 2 kv heads of 16, n_ff 128,
  *                 vocab 300, q/k/v biases, NEOX RoPE, shifted logits
  *   "tiny-llada"  LLaDA-like: same sizes, 4 kv heads (no GQA), no biases
- *   "dream-7b", "llada-8b"  the real shapes (MODELS.md)
+ *   "dream-7b", "llada-8b"  the real shapes (docs/MODELS.md)
  * A shape name may end in ":N" (e.g. "llada-8b:2"): the same shape with only its
  * first N layers (1 <= N <= the shape's count), full width and vocabulary. Only
  * those layers are generated, so a 2-layer 7B shape builds in seconds; its

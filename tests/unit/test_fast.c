@@ -568,7 +568,7 @@ static void test_dream_dpad_is_dream_by_blocks(void) {
     dream_dpad_pair(&e, 32, 8, LP_ALG_MASKGIT_PLUS, LP_CONF_PMAX, prompt5, 5, "fake maskgit");
     dream_dpad_pair(&e, 32, 16, LP_ALG_TOPK_MARGIN, LP_CONF_MARGIN, prompt5, 5, "fake margin");
     /* fewer steps than positions: the reference's grid steps i = 1 .. S-1 per block
-     * (research/dpad_fastdllm.md 5.5), S = 4 here: counts int(8 (1 - t2/t1)) = 2,
+     * (docs/research/dpad_fastdllm.md 5.5), S = 4 here: counts int(8 (1 - t2/t1)) = 2,
      * int(6 (1 - t3/t2)) = 2, then the remaining 4: 3 forwards per block, where Fast-dLLM's
      * Dream grid (from i = 0: 1, 1, 2, 4) takes 4 */
     {

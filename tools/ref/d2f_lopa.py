@@ -1,5 +1,5 @@
 """d2f_lopa.py - reference of lopad's D2F decoder and LoPA lookahead parallel decoding
-(spec/ALGORITHMS.md sections 4-5, spec/research/lopa_d2f.md sections 2-3), and the golden
+(docs/ALGORITHMS.md sections 4-5, docs/research/lopa_d2f.md sections 2-3), and the golden
 fixtures tests/fixtures/d2f/*.txt read by tests/unit/test_d2f.c and test_lopa.c.
 
 Written from the specification, independently of src/decode/d2f.c and lopa.c:

@@ -1,8 +1,8 @@
 """decoders.py - PyTorch/numpy reference of lopad's vanilla decoders (`llada`, `dream`)
 and the golden decode fixtures under tests/fixtures/decode/.
 
-Written from the published semantics (spec/ALGORITHMS.md section 1 and
-spec/research/dpad_fastdllm.md sections 2-3), not from the upstream files:
+Written from the published semantics (docs/ALGORITHMS.md section 1 and
+docs/research/dpad_fastdllm.md sections 2-3), not from the upstream files:
 
   llada_generate  LLaDA generate(): blocks, get_num_transfer_tokens schedule,
                   low_confidence / random remasking, Gumbel-max in float64 at T > 0,

@@ -3,7 +3,7 @@
 and the golden fixtures tests/fixtures/dpad_lopa/*.txt read by
 tests/unit/test_dpad_lopa.c.
 
-Written from spec/ALGORITHMS.md sections 2, 3 and 5 and lopad's decisions
+Written from docs/ALGORITHMS.md sections 2, 3 and 5 and lopad's decisions
 (docs/DECODERS.md), independently of the C code:
 
   - semi-AR blocks of B; greedy proposals of the fast decoder (tools/ref/fast_dllm.py

@@ -2,7 +2,7 @@
 with DPad (dpad.py), and the golden fixtures under tests/fixtures/fast/ and
 tests/fixtures/dpad/.
 
-The decoder logic is written from spec/ALGORITHMS.md sections 2-3 (lopad's decisions:
+The decoder logic is written from docs/ALGORITHMS.md sections 2-3 (lopad's decisions:
 last-logit shift under the cache, MASK never proposed, no step cap, early stop, DPad
 draw order) and runs on an engine with the lopad_forward / lopad_kv_commit /
 lopad_kv_truncate semantics of include/lopad.h:

@@ -1,6 +1,6 @@
 """model.py - an independent PyTorch reference of the two diffusion-LM transformers
 lopad runs (Dream = Qwen2-style block, LLaDA = LLaMA-style block), written from the
-architecture description in spec/research/dpad_fastdllm.md section 6, not from the
+architecture description in docs/research/dpad_fastdllm.md section 6, not from the
 Hugging Face modeling files.
 
 The forward is deliberately plain: one loop over layers, explicit RoPE, explicit
