@@ -10,16 +10,16 @@ export LOPAD_DEFAULT_MODEL=${LOPAD_DEFAULT_MODEL:-$root/models/demo}
 echo "== lopad info (the embedded default model)"
 "$bin" info "$LOPAD_DEFAULT_MODEL" | head -8
 echo
-# A held-out problem of the generated task (line 3 of tools/train/data/heldout.jsonl,
+# A held-out problem of the generated task (line 3 of data/tiny-gsm/heldout.jsonl,
 # seed 2): never seen in training. Expected: 6 + 9 = 15, 15 + 15 = 30, 30 - 15 = 15, #### 15.
 q="Noah picks 6 stamps on Monday, 9 on Tuesday and 15 on Wednesday. Noah uses 15. How many stamps are left?"
 echo "Q: $q"
 echo
-echo "== vanilla Dream decoding: 48 positions, one token per forward (entropy ranking)"
-"$bin" run -p "$q" --gen 48 --steps 48
+echo "== the default decoder: Fast-dLLM, dual KV cache, commit every position with p >= 0.9"
+"$bin" run -p "$q" --gen 48
 echo
-echo "== Fast-dLLM: dual KV cache, blocks of 16, commit every position with p >= 0.9"
-"$bin" run -p "$q" --gen 48 --decoder fast --cache dual --block 16 --threshold 0.9
+echo "== vanilla Dream decoding: 48 positions, one token per forward (entropy ranking)"
+"$bin" run -p "$q" --gen 48 --steps 48 --decoder dream
 echo
 echo "== D2F pipelined blocks + LoPA: 4 lookahead branches verified in one batched forward"
 "$bin" run -p "$q" --gen 48 --decoder d2f --block 16 --lopa 4

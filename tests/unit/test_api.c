@@ -104,6 +104,24 @@ static void test_option_table(void) {
     lopad_request_free(r);
 }
 
+/* every row is listed in `lopad run --help` under its flag */
+static void test_help_lists_every_option(void) {
+    FILE *f = popen(LOPAD_CLI " run --help", "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    static char help[65536];
+    size_t n = fread(help, 1, sizeof help - 1, f);
+    help[n] = 0;
+    CHECK(pclose(f) == 0);
+    struct lopad_option_info in;
+    for (int i = 0; lopad_option_get(i, &in); i++) {
+        char flag[80] = "--";
+        for (size_t k = 0; in.name[k] && k < 70; k++)
+            flag[2 + k] = in.name[k] == '_' ? '-' : in.name[k];
+        CHECK_MSG(strstr(help, flag) && strstr(help, in.help), "--help lacks %s", flag);
+    }
+}
+
 /* the resolved settings of every decoder, set back onto a fresh request, resolve to
  * the same settings */
 static void test_settings_roundtrip(void) {
@@ -367,6 +385,7 @@ static void test_session_outlives_model(void) {
 
 int main(void) {
     TEST_RUN(test_option_table);
+    TEST_RUN(test_help_lists_every_option);
     TEST_RUN(test_settings_roundtrip);
     TEST_RUN(test_defaults);
     TEST_RUN(test_stepped_and_text);
