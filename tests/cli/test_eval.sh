@@ -186,7 +186,9 @@ out=$("$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 1 -m "$DRE
       --sweep lopa=0,1,2 --plot "$TMP/sweep.png" 2>"$TMP/err")
 rc=$?
 rows=$(printf '%s\n' "$out" | grep -c '^| [012] | tiny-gsm | 1 |')
-if [ $rc -eq 0 ] && [ "$rows" = 3 ] && printf '%s\n' "$out" | grep -q '^| lopa | task |'; then ok
+want_rc=0
+command -v gnuplot >/dev/null || want_rc=1 # no plot is a failure, after the table
+if [ $rc -eq $want_rc ] && [ "$rows" = 3 ] && printf '%s\n' "$out" | grep -q '^| lopa | task |'; then ok
 else bad "sweep table: rc $rc rows $rows: $out $(cat "$TMP/err")"; fi
 if command -v gnuplot >/dev/null; then
     if [ "$(head -c 4 "$TMP/sweep.png" | od -An -c | tr -d ' ')" = "211PNG" ]; then ok; else
@@ -194,6 +196,13 @@ if command -v gnuplot >/dev/null; then
 else
     grep -q "gnuplot is not installed" "$TMP/err" && ok || bad "no gnuplot message"
 fi
+# without gnuplot on PATH: the table, a message, and a non-zero exit (no silent success)
+rm -f "$TMP/sweep2.png"
+PATH=/nonexistent "$BIN" eval --task tiny-gsm --data "$TMP/heldout.jsonl" --limit 1 -m "$DREAM" \
+    "${T[@]}" --sweep lopa=0,1 --plot "$TMP/sweep2.png" >/dev/null 2>"$TMP/err"
+rc=$?
+[ $rc -ne 0 ] && grep -q "gnuplot is not installed" "$TMP/err" && [ ! -e "$TMP/sweep2.png" ] && ok ||
+    bad "--plot without gnuplot: rc $rc, $(cat "$TMP/err")"
 
 # ---- bad input: exit status 2 and a message naming the problem
 expect2() { # expected-message-fragment args...

@@ -99,6 +99,16 @@ printf 'hi\nhow are you\n' | "$BIN" chat -m "$DREAM" --gen 8 $T >/dev/null 2>/tm
 [ $? -eq 0 ] && [ "$(grep -c 'NFE' /tmp/lopad_run_err.$$)" = 2 ] && ok ||
     bad "chat: $(cat /tmp/lopad_run_err.$$)"
 
+# chat: a turn the context cannot hold is dropped with a pointer to /reset, the next
+# turn still runs, and a conversation whose last turn failed exits non-zero
+printf 'hi\nhi\n' | "$BIN" chat -m "$DREAM" --gen 600 $T >/dev/null 2>/tmp/lopad_run_err.$$
+rc=$?
+[ $rc -ne 0 ] && grep -q "/reset" /tmp/lopad_run_err.$$ &&
+    [ "$(grep -c 'exceed the context' /tmp/lopad_run_err.$$)" = 2 ] && ok ||
+    bad "chat past the context: rc $rc, $(cat /tmp/lopad_run_err.$$)"
+printf 'hi\n/reset\nhi\n' | "$BIN" chat -m "$DREAM" --gen 8 $T >/dev/null 2>/tmp/lopad_run_err.$$ &&
+    ok || bad "chat with /reset: $(cat /tmp/lopad_run_err.$$)"
+
 # ---- bad inputs: non-zero exit and a message naming the problem
 expect_fail() { # expected-substring, args...
     local want=$1
