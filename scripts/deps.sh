@@ -3,10 +3,14 @@
 # Usage: scripts/deps.sh [--test]   (--test adds what the test suite needs)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libcjson-dev)
+# libmicrohttpd-dev: `lopad serve` (optional: without it the rest builds)
+pkgs+=(libmicrohttpd-dev)
 if [[ "${1:-}" == "--test" ]]; then
   # bubblewrap: the sandbox of `lopad eval`'s generated code (HumanEval, MBPP);
   # util-linux: prlimit sets that code's limits inside it
   pkgs+=(python3 bubblewrap util-linux)
+  # python3-venv: tests/cli/test_serve.sh installs the openai client into a venv
+  pkgs+=(python3-venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# test_serve.sh - `lopad serve` end to end on the demo model, on loopback ports the
+# server picks itself (--port 0): the official `openai` Python client (from PyPI, in a
+# virtual environment under the build directory) checks models, completions, chat,
+# streamed and not, against `lopad run` for every decoder; bad requests; the API key;
+# the queue, the time limit, clients leaving, SIGTERM (tests/serve/test_openai.py);
+# then a short load run with malformed requests mixed in (tests/serve/load.py).
+# Skips, with a message, when lopad was built without libmicrohttpd or when the
+# openai package cannot be installed (no network to PyPI).
+# usage: bash test_serve.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
+set -u
+BIN=$1
+SRC=$2
+BUILD=$3
+MODEL=$SRC/models/demo
+unset LOPAD_DEFAULT_MODEL LOPAD_API_KEY
+
+if "$BIN" serve --port -1 2>&1 </dev/null | grep -q "built without libmicrohttpd"; then
+    echo "SKIP: lopad was built without libmicrohttpd (install libmicrohttpd-dev, rebuild)"
+    exit 0
+fi
+# the message without the library, and --help, are checked by the skip above; the rest
+# needs Python with the openai package
+VENV=$BUILD/serve-venv
+PY=$VENV/bin/python
+if ! "$PY" -c "import openai" 2>/dev/null; then
+    python3 -m venv "$VENV" >/dev/null 2>&1 || {
+        echo "SKIP: python3 -m venv failed (install python3-venv)"
+        exit 0
+    }
+    timeout 600 "$VENV/bin/pip" install -q openai >/dev/null 2>&1 || {
+        echo "SKIP: pip could not install openai (PyPI unreachable?)"
+        exit 0
+    }
+fi
+cd "$SRC/tests/serve" || exit 1
+rc=0
+echo "== test_openai.py"
+timeout 900 "$PY" test_openai.py "$BIN" "$MODEL" || rc=1
+if [ -f load.py ]; then
+    echo "== load.py (short)"
+    timeout 900 "$PY" load.py "$BIN" "$MODEL" --requests 200 --clients 16 || rc=1
+fi
+exit $rc
