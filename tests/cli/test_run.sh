@@ -109,6 +109,16 @@ rc=$?
 printf 'hi\n/reset\nhi\n' | "$BIN" chat -m "$DREAM" --gen 8 $T >/dev/null 2>/tmp/lopad_run_err.$$ &&
     ok || bad "chat with /reset: $(cat /tmp/lopad_run_err.$$)"
 
+# a model that does not say its context length: canvases are bounded all the same
+NOCTX=$(mktemp -d)
+cp -r "$DREAM"/. "$NOCTX"/
+sed -i '/max_position_embeddings/d' "$NOCTX/config.json"
+"$BIN" run -m "$NOCTX" --prompt-ids 1,2,3 --gen 1048576 $T >/dev/null 2>/tmp/lopad_run_err.$$
+rc=$?
+[ $rc -eq 2 ] && grep -q "exceed the context length 32768" /tmp/lopad_run_err.$$ && ok ||
+    bad "no context length: rc $rc, $(cat /tmp/lopad_run_err.$$)"
+rm -rf "$NOCTX"
+
 # ---- bad inputs: non-zero exit and a message naming the problem
 expect_fail() { # expected-substring, args...
     local want=$1
