@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include "cli.h"
+#include "dist.h"
 
 #define MAX_COMMANDS 32
 
@@ -155,8 +156,11 @@ int main(int argc, char **argv) {
     /* the embedded default model, used by run/chat when no -m is given */
     setenv("LOPAD_DEFAULT_MODEL", LOPAD_DEFAULT_MODEL_PATH, 0);
 #endif
+    int rc = lp_cli_dist_init(argc, argv); /* mpirun: join the job (cli/dist.h) */
+    if (rc) return rc;
     for (int i = 0; i < n_commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name))
+            return lp_cli_dist_exit(commands[i].fn(argc - 1, argv + 1));
     fprintf(stderr, "lopad: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

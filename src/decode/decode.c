@@ -13,6 +13,8 @@
 #include "core/threadpool.h"
 #include "forward/forward.h" /* the fused head: lp_forward_scores, lp_forward_last_logits */
 #include "d2f_impl.h"        /* D2F / LoPA */
+#include "dist/dist.h"       /* branch parallelism: the job's communicator */
+#include "forward/kv_rows.h" /* K/V rows between ranks */
 
 /* Fast-dLLM */
 extern const struct lp_decoder_ops lp_fast_ops;
@@ -195,6 +197,16 @@ static void ctx_kv_truncate(void *ud, int n) {
     lopad_kv_truncate((lopad_ctx *)ud, n);
 }
 
+static size_t ctx_kv_rows_bytes(void *ud, int n) {
+    return lp_kv_rows_bytes((lopad_ctx *)ud, n);
+}
+static enum lopad_status ctx_kv_export(void *ud, int src, int n, void *buf) {
+    return lp_kv_export((lopad_ctx *)ud, src, n, buf);
+}
+static enum lopad_status ctx_kv_import(void *ud, const void *buf, int n, int dst) {
+    return lp_kv_import((lopad_ctx *)ud, buf, n, dst);
+}
+
 static enum lopad_status ctx_forward_scores(void *ud, const struct lopad_batch *b,
                                             struct lp_row_scores *scores) {
     return lp_forward_scores((lopad_ctx *)ud, b, scores);
@@ -221,6 +233,12 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->n_batch_max = n_batch_max;
     e->n_threads = lopad_ctx_n_threads(c);
     e->pool = c ? lp_forward_pool(c) : NULL;
+    /* branch parallelism: K/V rows between ranks, the job's communicator */
+    e->kv_rows_bytes = ctx_kv_rows_bytes;
+    e->kv_export = ctx_kv_export;
+    e->kv_import = ctx_kv_import;
+    e->dist = lp_dist_world();
+    if (e->dist) e->model_hash = lp_dist_model_hash(m);
 }
 
 /* ------------------------------------------------------------ the helpers */

@@ -33,6 +33,7 @@
 /* ------------------------------------------------------------ the engine */
 
 struct lp_row_scores;
+struct lp_dist;
 
 /* What a decoder needs from the model. lp_engine_from_ctx() binds a real
  * context; tests fill it with a fake. Semantics as in include/lopad.h. */
@@ -62,6 +63,14 @@ struct lp_engine {
                                 results never depend on it */
     struct lp_pool *pool;    /* the forward's pool, shared by the proposals (not owned);
                                 NULL: the decoder makes one of n_threads */
+    /* Branch parallelism across ranks (src/dist, docs/DISTRIBUTED.md): the job's
+     * communicator (NULL = one process), the model's fingerprint for the ranks' start-up
+     * agreement, and K/V rows as one flat buffer (src/forward/kv_rows.h; NULL on fakes). */
+    struct lp_dist *dist;
+    uint64_t model_hash;
+    size_t (*kv_rows_bytes)(void *ud, int n);
+    enum lopad_status (*kv_export)(void *ud, int src, int n, void *buf);
+    enum lopad_status (*kv_import)(void *ud, const void *buf, int n, int dst);
 };
 
 /* Bind a lopad context (created with n_ctx / n_batch_max) as an engine; with the fused

@@ -44,6 +44,23 @@
 #include "core/common.h"
 #include "d2f_impl.h"
 #include "decode/dpad.h"
+#include "dist/dist.h"
+
+/* Branch parallelism (docs/DISTRIBUTED.md): with the engine's communicator, an
+ * iteration of more than one branch spreads them over the R ranks in contiguous shares
+ * (lp_dist_share_begin); each rank runs its share as it would run them all, the ranks
+ * all-gather the branch confidences C_j and the winner's rank sends its proposals
+ * (and, where needed, the committed K/V rows and the last logit's proposal) in one
+ * message; every rank then decides alike. One branch runs on every rank (no message). */
+struct lopa_dist {
+    struct lp_dist *g; /* NULL = one process */
+    int R, rank;
+    int j0, j1;         /* this iteration's share */
+    size_t *each;       /* [R] bytes per rank of the confidence exchange */
+    double conf[65];    /* C_j of every branch */
+    unsigned char *msg; /* the winner's message */
+    size_t cap_msg;
+};
 
 /* What the reporting hooks read: the first member of both decoders' states. */
 struct lopa_common {
@@ -51,7 +68,11 @@ struct lopa_common {
     int *hist; /* [K+1] wins: lookahead 0..K-1, the anchor K */
     int ev_nbr, ev_winner, ev_pos;
     bool serial;
+    struct lopa_dist ds;
 };
+static enum lopad_status dist_start(struct lopa_common *cm, const struct lp_decoder *d,
+                                    bool moves_kv);
+static void dist_free(struct lopa_dist *ds);
 
 struct lopa {
     struct lopa_common cm;
@@ -60,7 +81,9 @@ struct lopa {
     struct lp_d2f_branch *br; /* [K+1] */
     struct lp_d2f_branch *nx; /* [K+1] */
     int cache_len;
-    float *last; /* [V] */
+    float *last;                  /* [V] staging of the winner's last logit */
+    struct lp_d2f_prop last_prop; /* the proposal of the stored last logit */
+    int qi0;                      /* first proposal of lp_dec_parallel's tasks */
     /* the batch */
     int32_t *tok, *pos, *seq, *blkid, *rows; /* [(K+1) L] */
     int *rowmap;                             /* [(K+1) L] fed row -> out index, -1 */
@@ -160,6 +183,7 @@ static void lopa_release(struct lp_decoder *d) {
     }
     struct lp_dec_buf b[LOPA_NBUF];
     lp_dec_free_all(b, lopa_bufs(d, s, b));
+    dist_free(&s->cm.ds);
     lp_free(s);
     d->priv = NULL;
 }
@@ -195,7 +219,7 @@ static enum lopad_status lopa_init(struct lp_decoder *d) {
     s->cm.ev_pos = -1;
     d->n_steps = -1;
     if (d->eng.kv_truncate) d->eng.kv_truncate(d->eng.ud, 0);
-    return LOPAD_OK;
+    return dist_start(&s->cm, d, true);
 }
 
 static bool is_lopa(const struct lp_decoder *d) {
@@ -267,22 +291,22 @@ static enum lopad_status feed_group(struct lp_decoder *d, const struct branch_fe
     return st;
 }
 
-/* The iteration's forward over branches [0, nbr) (n fed rows in all): one batched
+/* The iteration's forward over branches [jb, je) (n fed rows in all): one batched
  * call, or groups of whole branches that fit the engine (one branch per call in
  * serial mode), still one NFE. *last_j0 / *last_j1 (may be NULL): the branches of
  * the last call, whose rows are in the engine's scratch. */
-static enum lopad_status feed_branches(struct lp_decoder *d, const struct branch_feed *f, int nbr,
-                                       int n, bool serial, int *last_j0, int *last_j1) {
+static enum lopad_status feed_branches(struct lp_decoder *d, const struct branch_feed *f, int jb,
+                                       int je, int n, bool serial, int *last_j0, int *last_j1) {
     enum lopad_status st = LOPAD_OK;
-    int l0 = 0, l1 = nbr;
+    int l0 = jb, l1 = je;
     if (!serial && n <= d->eng.n_batch_max) {
-        st = feed_group(d, f, 0, nbr, true, true);
+        st = feed_group(d, f, jb, je, true, true);
     } else {
-        for (int j0 = 0; j0 < nbr && st == LOPAD_OK;) {
+        for (int j0 = jb; j0 < je && st == LOPAD_OK;) {
             int j1 = j0 + 1, tot = f->len[j0];
-            while (!serial && j1 < nbr && tot + f->len[j1] <= d->eng.n_batch_max)
+            while (!serial && j1 < je && tot + f->len[j1] <= d->eng.n_batch_max)
                 tot += f->len[j1++];
-            st = feed_group(d, f, j0, j1, true, j0 == 0);
+            st = feed_group(d, f, j0, j1, true, j0 == jb);
             l0 = j0;
             l1 = j1;
             j0 = j1;
@@ -291,6 +315,124 @@ static enum lopad_status feed_branches(struct lp_decoder *d, const struct branch
     if (last_j0) *last_j0 = l0;
     if (last_j1) *last_j1 = l1;
     return st;
+}
+
+/* ------------------------------------------------------ branch parallelism */
+
+/* This iteration's share of nbr branches: all of them in one process and for a single
+ * branch (every rank runs it: no message); true when the iteration is spread. */
+static bool dist_share(struct lopa_dist *ds, int nbr) {
+    if (!ds->g || nbr <= 1) {
+        ds->j0 = 0;
+        ds->j1 = nbr;
+        return false;
+    }
+    ds->j0 = lp_dist_share_begin(nbr, ds->R, ds->rank);
+    ds->j1 = lp_dist_share_begin(nbr, ds->R, ds->rank + 1);
+    return true;
+}
+
+/* The iteration's forward over this rank's share (every branch in one process). A rank
+ * with no share still counts the NFE, and every rank counts every branch's sequence,
+ * so that NFE and n_seq_evals read as in one process. */
+static enum lopad_status feed_share(struct lp_decoder *d, const struct branch_feed *f, int nbr,
+                                    const struct lopa_dist *ds, bool serial, int *last_j0,
+                                    int *last_j1) {
+    const int j0 = ds->j0, j1 = ds->j1;
+    if (j1 == j0) {
+        d->nfe++;
+        d->n_seq_evals += nbr;
+        if (last_j0) *last_j0 = *last_j1 = j0;
+        return LOPAD_OK;
+    }
+    const int n = f->off[j1 - 1] + f->len[j1 - 1] - f->off[j0];
+    enum lopad_status st = feed_branches(d, f, j0, j1, n, serial, last_j0, last_j1);
+    if (st == LOPAD_OK) d->n_seq_evals += nbr - (j1 - j0);
+    return st;
+}
+
+/* Proposals [*i0, *i1) of branches [j0, j1) (qb[nq] lists them in branch order). */
+static void prop_range(const int32_t *qb, int nq, int j0, int j1, int *i0, int *i1) {
+    int i = 0;
+    while (i < nq && qb[i] < j0)
+        i++;
+    *i0 = i;
+    while (i < nq && qb[i] < j1)
+        i++;
+    *i1 = i;
+}
+
+/* Every branch's C_j into ds->conf, from each rank's share (mine = C_j of [j0, j1)). */
+static enum lopad_status dist_confs(struct lopa_dist *ds, int nbr, const double *mine) {
+    for (int r = 0; r < ds->R; r++)
+        ds->each[r] = sizeof(double) * (size_t)(lp_dist_share_begin(nbr, ds->R, r + 1) -
+                                                lp_dist_share_begin(nbr, ds->R, r));
+    return lp_dist_allgather(ds->g, mine, ds->each, ds->conf, "the branch confidences");
+}
+
+static unsigned char *dist_msg(struct lopa_dist *ds, size_t n) {
+    if (n > ds->cap_msg) {
+        unsigned char *m = lp_realloc(ds->msg, n, "lopa winner message");
+        if (!m) return NULL;
+        ds->msg = m;
+        ds->cap_msg = n;
+    }
+    return ds->msg ? ds->msg : (ds->msg = lp_malloc(1, "lopa winner message"));
+}
+
+/* What must be the same on every rank for the ranks to decode as one process: the
+ * decoding options, the canvas length and the prompt. */
+static uint64_t request_hash(const struct lp_decoder *d) {
+    const struct lp_decode_request *q = &d->rq;
+    const int64_t iv[] = {q->decoder,
+                          q->gen_len,
+                          q->block_len,
+                          q->steps,
+                          q->cache,
+                          q->rule,
+                          q->confidence,
+                          q->early_stop,
+                          q->logits_eos_inf,
+                          q->dpad,
+                          q->dpad_window,
+                          q->lopa,
+                          q->lopa_window,
+                          (int64_t)q->seed,
+                          d->L,
+                          q->remasking,
+                          q->dream_first_token_commit,
+                          q->confidence_eos_eot_inf};
+    const double dv[] = {q->temperature, q->threshold, q->factor,   q->dpad_sigma, q->dpad_scale,
+                         q->tau_add,     q->tau_act,   q->tau_conf, q->top_p,      q->cfg_scale};
+    uint64_t h = lp_dist_hash(LP_DIST_HASH0, iv, sizeof iv);
+    return lp_dist_hash(h, dv, sizeof dv);
+}
+
+/* Join the engine's communicator (if any): the ranks agree on the model, the request
+ * and the prompt before anything else is exchanged. */
+static enum lopad_status dist_start(struct lopa_common *cm, const struct lp_decoder *d,
+                                    bool moves_kv) {
+    struct lopa_dist *ds = &cm->ds;
+    ds->g = d->eng.dist;
+    if (!ds->g) return LOPAD_OK;
+    ds->R = lp_dist_size(ds->g);
+    ds->rank = lp_dist_rank(ds->g);
+    if (moves_kv && (!d->eng.kv_export || !d->eng.kv_import || !d->eng.kv_rows_bytes))
+        return lp_error(LOPAD_ERR_ARG, "--lopa across ranks: the engine cannot move K/V rows");
+    ds->each = lp_calloc((size_t)ds->R, sizeof *ds->each, "lopa rank counts");
+    if (!ds->each) return LOPAD_ERR_NOMEM;
+    const uint64_t v[3] = {d->eng.model_hash, request_hash(d),
+                           lp_dist_hash(LP_DIST_HASH0, d->prompt, sizeof(int32_t) * (size_t)d->P)};
+    static const char *const names[3] = {"model (hyper-parameters, tensor directory, weights)",
+                                         "decoding request (options, lengths)", "prompt"};
+    return lp_dist_agree(ds->g, v, 3, names);
+}
+
+static void dist_free(struct lopa_dist *ds) {
+    lp_free(ds->each);
+    lp_free(ds->msg);
+    ds->each = NULL;
+    ds->msg = NULL;
 }
 
 static struct branch_feed lopa_feed(struct lopa *s) {
@@ -319,11 +461,92 @@ static int lopa_pred_out(const struct lopa *s, int j, int q) {
 
 static void lopa_propose_task(void *ctx, int i, int tid) {
     struct lopa *s = ctx;
+    i += s->qi0;
     int j = s->qb[i], q = s->qq[i], o = lopa_pred_out(s, j, q);
     const size_t V = (size_t)s->c.V;
+    struct lp_d2f_prop *out = &s->props[(size_t)j * s->c.L + q];
+    if (o < 0) { /* the stored last logit's proposal */
+        *out = s->last_prop;
+        return;
+    }
     float *buf = s->scratch + (size_t)tid * 2 * V;
-    memcpy(buf, o < 0 ? s->last : s->logits + (size_t)o * V, sizeof(float) * V);
-    lp_d2f_propose(&s->c, buf, buf + V, &s->props[(size_t)j * s->c.L + q]);
+    memcpy(buf, s->logits + (size_t)o * V, sizeof(float) * V);
+    lp_d2f_propose(&s->c, buf, buf + V, out);
+}
+
+/* The winner's last logit (Dream family: the raw output of its last cached row) is
+ * kept as its proposal, which is all the next iterations read from it. */
+static void lopa_set_last(struct lopa *s, int w, int update) {
+    const size_t V = (size_t)s->c.V;
+    memcpy(s->last, s->logits + (size_t)s->rowmap[s->off[w] + update - 1] * V, sizeof(float) * V);
+    lp_d2f_propose(&s->c, s->last, s->scratch, &s->last_prop);
+}
+
+/* Bring branch b's fed rows into the engine's scratch (feed it once more, without
+ * logits, when the last call of the iteration held other branches). */
+static enum lopad_status rows_in_scratch(struct lp_decoder *d, struct branch_feed *f, int b,
+                                         int *last_j0, int *last_j1) {
+    if (b >= *last_j0 && b < *last_j1) return LOPAD_OK;
+    enum lopad_status st = feed_group(d, f, b, b + 1, false, false);
+    *last_j0 = b;
+    *last_j1 = b + 1;
+    return st;
+}
+
+/* Commit branch b's first n fed rows to the cache at cache_len. */
+static enum lopad_status commit_rows(struct lopa *s, struct branch_feed *f, int b, int n,
+                                     int *last_j0, int *last_j1) {
+    struct lp_decoder *d = s->d;
+    enum lopad_status st = rows_in_scratch(d, f, b, last_j0, last_j1);
+    if (st != LOPAD_OK) return st;
+    return d->eng.kv_commit(d->eng.ud, s->off[b] - s->off[*last_j0], n, s->cache_len);
+}
+
+/* Branch parallelism, D2F: after the confidences, the winner's rank sends its
+ * proposals at its masked window positions, the proposal of its last logit (Dream
+ * family, when the iteration caches rows) and, where another rank needs them (full
+ * window attention, or a rank without a share), the K/V of the cached span, in one
+ * message; each rank then commits them. With block-causal attention and a share on
+ * every rank, the cached span's K/V are the same in every branch (the span precedes
+ * every branch's differences, and no block sees a later one): each rank commits its
+ * own. */
+static enum lopad_status lopa_dist_winner(struct lopa *s, struct branch_feed *f, int w, int update,
+                                          int nq, int *last_j0, int *last_j1) {
+    struct lp_decoder *d = s->d;
+    struct lopa_dist *ds = &s->cm.ds;
+    const struct lp_d2f_cfg *c = &s->c;
+    const int owner = lp_dist_owner(s->nbr, ds->R, w);
+    const bool me = owner == ds->rank, with_last = update && c->shift;
+    const bool with_kv = update && (!c->block_causal || s->nbr < ds->R);
+    int i0, i1;
+    prop_range(s->qb, nq, w, w + 1, &i0, &i1);
+    const size_t P = sizeof(struct lp_d2f_prop), np = (size_t)(i1 - i0) * P;
+    const size_t nl = with_last ? P : 0;
+    const size_t nkv = with_kv ? d->eng.kv_rows_bytes(d->eng.ud, update) : 0;
+    unsigned char *m = dist_msg(ds, np + nl + nkv);
+    if (!m) return LOPAD_ERR_NOMEM;
+    enum lopad_status st = LOPAD_OK;
+    if (me) {
+        for (int i = i0; i < i1; i++)
+            memcpy(m + (size_t)(i - i0) * P, &s->props[(size_t)w * c->L + s->qq[i]], P);
+        if (with_last) {
+            lopa_set_last(s, w, update);
+            memcpy(m + np, &s->last_prop, P);
+        }
+        if (update) st = rows_in_scratch(d, f, w, last_j0, last_j1);
+        if (st == LOPAD_OK && with_kv)
+            st = d->eng.kv_export(d->eng.ud, s->off[w] - s->off[*last_j0], update, m + np + nl);
+    }
+    /* the owner sends even after an error, so that no rank waits for it */
+    enum lopad_status sb = lp_dist_bcast(ds->g, m, np + nl + nkv, owner, "the winner's message");
+    if (st != LOPAD_OK || sb != LOPAD_OK) return st != LOPAD_OK ? st : sb;
+    if (me) return update ? commit_rows(s, f, w, update, last_j0, last_j1) : LOPAD_OK;
+    for (int i = i0; i < i1; i++)
+        memcpy(&s->props[(size_t)w * c->L + s->qq[i]], m + (size_t)(i - i0) * P, P);
+    if (with_last) memcpy(&s->last_prop, m + np, P);
+    if (!update) return LOPAD_OK;
+    if (with_kv) return d->eng.kv_import(d->eng.ud, m + np + nl, update, s->cache_len);
+    return commit_rows(s, f, ds->j0, update, last_j0, last_j1);
 }
 
 struct fill_ctx {
@@ -500,48 +723,53 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
      * in one call, unless the stored last logit is renewed (Dream family) */
     int last_j0, last_j1;
     struct branch_feed feed = lopa_feed(s);
-    bool use_sc = s->fused && !s->cm.serial && n <= d->eng.n_batch_max && n_out > 0 &&
+    struct lopa_dist *ds = &s->cm.ds;
+    const bool spread = dist_share(ds, s->nbr); /* branches over the ranks */
+    bool use_sc = s->fused && !spread && !s->cm.serial && n <= d->eng.n_batch_max && n_out > 0 &&
                   !(update && c->shift) && lp_dec_scores_worth(d);
     if (use_sc) feed.scores = s->sc;
-    enum lopad_status st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, &last_j0, &last_j1);
+    enum lopad_status st = feed_share(d, &feed, s->nbr, ds, s->cm.serial, &last_j0, &last_j1);
     if (st != LOPAD_OK) return st;
     feed.scores = NULL;
 
     /* e. proposals and branch confidences (on the scores when every decision of the
-     * iteration is clear on them) */
+     * iteration is clear on them); across ranks, each of its share */
     int w = 0;
     bool on_scores = use_sc && lopa_scores(s, nq, spe, &w);
     if (use_sc && !on_scores && (st = lp_dec_last_logits(d, s->rows, n_out, s->logits))) return st;
     if (!on_scores) {
-        lp_dec_parallel(d, nq, lopa_propose_task, s);
-        double best = -INFINITY;
-        for (int j = 0, i = 0; j < s->nbr; j++) {
+        int i0, i1;
+        prop_range(s->qb, nq, ds->j0, ds->j1, &i0, &i1);
+        s->qi0 = i0;
+        lp_dec_parallel(d, i1 - i0, lopa_propose_task, s);
+        s->qi0 = 0;
+        for (int j = ds->j0, i = i0; j < ds->j1; j++) {
             double sum = 0;
             int cnt = 0;
-            for (; i < nq && s->qb[i] == j; i++, cnt++)
+            for (; i < i1 && s->qb[i] == j; i++, cnt++)
                 sum += s->props[(size_t)j * L + s->qq[i]].conf;
-            double cj = cnt ? sum / cnt : 1.0;
-            if (cj > best) { /* f. ties: the earlier branch */
-                best = cj;
+            ds->conf[j] = cnt ? sum / cnt : 1.0;
+        }
+        if (spread && (st = dist_confs(ds, s->nbr, ds->conf + ds->j0))) return st;
+        double best = -INFINITY;
+        for (int j = 0; j < s->nbr; j++)
+            if (ds->conf[j] > best) { /* f. ties: the earlier branch */
+                best = ds->conf[j];
                 w = j;
             }
-        }
     }
     struct lp_d2f_branch *win = &s->br[w];
 
     /* g. commit the winner: token, K/V of the cached span, last logit; then its fill */
+    if (spread) {
+        st = lopa_dist_winner(s, &feed, w, update, nq, &last_j0, &last_j1);
+    } else if (update) {
+        st = commit_rows(s, &feed, w, update, &last_j0, &last_j1);
+        if (c->shift) lopa_set_last(s, w, update);
+    }
+    if (st != LOPAD_OK) return st;
     if (update) {
-        if (w < last_j0 || w >= last_j1) {
-            st = feed_group(d, &feed, w, w + 1, false, false); /* its rows back into the scratch */
-            if (st != LOPAD_OK) return st;
-            last_j0 = w;
-        }
-        st = d->eng.kv_commit(d->eng.ud, s->off[w] - s->off[last_j0], update, s->cache_len);
-        if (st != LOPAD_OK) return st;
         s->cache_len += update;
-        if (c->shift)
-            memcpy(s->last, s->logits + (size_t)s->rowmap[s->off[w] + update - 1] * c->V,
-                   sizeof(float) * (size_t)c->V);
         for (int i = tc0; i <= tc1; i++)
             win->blk[i].state = LP_BLK_IN_CACHE;
     }
@@ -634,6 +862,7 @@ struct lfast {
     int32_t *tok, *pos, *seq, *rows; /* [(K+1) L] */
     int *rowmap;                     /* [(K+1) L] */
     int off[65], len[65], out0[66], f0;
+    int qi0;               /* first proposal of lp_dec_parallel's tasks */
     int32_t *qb, *qq;      /* [(K+1) B] proposals: branch, position */
     int32_t *ptok;         /* [(K+1) B] by branch * B + (q - sb) */
     double *ppmax, *pconf; /* [(K+1) B] */
@@ -731,6 +960,7 @@ static void lfast_release(struct lp_decoder *d) {
     if (!s) return;
     struct lp_dec_buf b[LFAST_NBUF];
     lp_dec_free_all(b, lfast_bufs(d, s, b));
+    dist_free(&s->cm.ds);
     lp_free(s);
     d->priv = NULL;
 }
@@ -768,7 +998,7 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
     s->cm.ev_winner = -1;
     s->cm.ev_pos = -1;
     d->n_steps = -1;
-    return LOPAD_OK;
+    return dist_start(&s->cm, d, false);
 }
 
 /* fast.c's greedy proposal from one prediction row (buf: [2V] scratch, first V = row) */
@@ -813,6 +1043,7 @@ static void lfast_propose_row(const struct lfast *s, float *lg, float *probs, in
 
 static void lfast_propose_task(void *ctx, int i, int tid) {
     struct lfast *s = ctx;
+    i += s->qi0;
     const size_t V = (size_t)s->d->V;
     int j = s->qb[i], q = s->qq[i];
     int r = lp_pred_row(s->shift, q) - s->f0;
@@ -952,6 +1183,37 @@ static bool lfast_scores(struct lfast *s, int nq, int *w_out) {
     return true;
 }
 
+/* Branch parallelism, Fast-dLLM: the winner's rank sends its proposals (token, pmax,
+ * confidence) at its masked block positions; nothing is cached by these forwards. */
+static enum lopad_status lfast_dist_winner(struct lfast *s, int w) {
+    struct lopa_dist *ds = &s->cm.ds;
+    const int B = s->B, owner = lp_dist_owner(s->nbr, ds->R, w);
+    const int32_t *wb = s->bt + (size_t)w * B;
+    const size_t wk = (size_t)w * B, E = sizeof(int32_t) + 2 * sizeof(double);
+    int nm = 0;
+    for (int q = 0; q < B; q++)
+        nm += wb[q] == s->d->mask_id;
+    unsigned char *m = dist_msg(ds, (size_t)nm * E);
+    if (!m) return LOPAD_ERR_NOMEM;
+    const bool me = owner == ds->rank;
+    for (int q = 0, k = 0; q < B && me; q++)
+        if (wb[q] == s->d->mask_id) {
+            unsigned char *e = m + (size_t)k++ * E;
+            memcpy(e, &s->ptok[wk + q], sizeof(int32_t));
+            memcpy(e + sizeof(int32_t), &s->ppmax[wk + q], sizeof(double));
+            memcpy(e + sizeof(int32_t) + sizeof(double), &s->pconf[wk + q], sizeof(double));
+        }
+    enum lopad_status st = lp_dist_bcast(ds->g, m, (size_t)nm * E, owner, "the winner's message");
+    for (int q = 0, k = 0; q < B && !me && st == LOPAD_OK; q++)
+        if (wb[q] == s->d->mask_id) {
+            const unsigned char *e = m + (size_t)k++ * E;
+            memcpy(&s->ptok[wk + q], e, sizeof(int32_t));
+            memcpy(&s->ppmax[wk + q], e + sizeof(int32_t), sizeof(double));
+            memcpy(&s->pconf[wk + q], e + sizeof(int32_t) + sizeof(double), sizeof(double));
+        }
+    return st;
+}
+
 static enum lopad_status lfast_step(struct lp_decoder *d) {
     struct lfast *s = d->priv;
     const int L = d->L, B = s->B;
@@ -1041,17 +1303,23 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
         s->cap_out = cap;
     }
     enum lopad_status st = LOPAD_OK;
-    bool use_sc = false;
+    bool use_sc = false, spread = false;
+    struct lopa_dist *ds = &s->cm.ds;
     if (n_out == 0 && !refresh) {
         /* every prediction is the kept last logit (only sb is masked): no forward, as in
-         * fast.c */
+         * fast.c; every rank proposes for every branch */
+        ds->j0 = 0;
+        ds->j1 = s->nbr;
     } else {
-        /* the fused head in one call, unless this refresh keeps the last logit */
-        use_sc = s->fused && !want_last && n_out > 0 && !s->cm.serial && n <= d->eng.n_batch_max &&
-                 lp_dec_scores_worth(d);
+        /* across ranks, each its share (a refresh has the anchor alone: every rank runs
+         * it, so every cached row is everywhere); the fused head in one call, unless this
+         * refresh keeps the last logit */
+        spread = dist_share(ds, s->nbr);
+        use_sc = s->fused && !spread && !want_last && n_out > 0 && !s->cm.serial &&
+                 n <= d->eng.n_batch_max && lp_dec_scores_worth(d);
         struct branch_feed feed = lfast_feed(s, refresh);
         feed.scores = use_sc ? s->sc : NULL;
-        st = feed_branches(d, &feed, s->nbr, n, s->cm.serial, NULL, NULL);
+        st = feed_share(d, &feed, s->nbr, ds, s->cm.serial, NULL, NULL);
     }
     if (st != LOPAD_OK) return st;
     if (refresh && s->cache != LP_CACHE_NONE) { /* one sequence: the anchor */
@@ -1078,19 +1346,26 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
     bool on_scores = use_sc && lfast_scores(s, nq, &w);
     if (use_sc && !on_scores && (st = lp_dec_last_logits(d, s->rows, n_out, s->logits))) return st;
     if (!on_scores) {
-        lp_dec_parallel(d, nq, lfast_propose_task, s);
-        double best = -INFINITY;
-        for (int j = 0, i = 0; j < s->nbr; j++) {
+        int i0, i1;
+        prop_range(s->qb, nq, ds->j0, ds->j1, &i0, &i1);
+        s->qi0 = i0;
+        lp_dec_parallel(d, i1 - i0, lfast_propose_task, s);
+        s->qi0 = 0;
+        for (int j = ds->j0, i = i0; j < ds->j1; j++) {
             double sum = 0;
             int cnt = 0;
-            for (; i < nq && s->qb[i] == j; i++, cnt++)
+            for (; i < i1 && s->qb[i] == j; i++, cnt++)
                 sum += s->pconf[(size_t)j * B + (s->qq[i] - s->sb)];
-            double cj = cnt ? sum / cnt : 1.0;
-            if (cj > best) {
-                best = cj;
+            ds->conf[j] = cnt ? sum / cnt : 1.0;
+        }
+        if (spread && (st = dist_confs(ds, s->nbr, ds->conf + ds->j0))) return st;
+        double best = -INFINITY;
+        for (int j = 0; j < s->nbr; j++)
+            if (ds->conf[j] > best) {
+                best = ds->conf[j];
                 w = j;
             }
-        }
+        if (spread && (st = lfast_dist_winner(s, w))) return st;
     }
     s->cm.ev_nbr = s->nbr;
     s->cm.ev_winner = w;
