@@ -12,7 +12,7 @@ where LoPA's lookahead branches can win (one guessed token unlocks a run).
         --heldout data/lopa-demo/heldout.jsonl
 
 writes train.jsonl (seed 11) and heldout.jsonl (seed 12, every question absent from
-train), one {"question", "answer", "number"} object per line, the format of
+train and, for the default --kind worded, from tiny-gsm's training set), one {"question", "answer", "number"} object per line, the format of
 gen_data.py (so `lopad eval --task tiny-gsm --data FILE` reads it). The words are
 those of the tiny-gsm task where possible, so the demo model's tokenizer encodes them
 in few tokens and its weights are a useful start.
@@ -22,6 +22,11 @@ import argparse
 import json
 import os
 import random
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_data  # noqa: E402
 
 NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lily", "Max", "Zoe", "Leo", "Emma", "Noah", "Ava"]
 ITEMS = ["apples", "pens", "books", "cards", "eggs", "shells", "stamps", "coins", "toys",
@@ -44,8 +49,8 @@ def step_line(rs, x, d, y):
     return rs.choice(LEADS) + rs.choice(FORMS).format(x=x, d=d, y=y)
 
 
-def problem(rs):
-    """One (question, answer text, number)."""
+def problem_totals(rs):
+    """One running-total problem (question, answer text, number): 4-8 steps."""
     n = rs.choice(NAMES)
     it = rs.choice(ITEMS)
     steps = rs.randint(4, 8)
@@ -67,12 +72,40 @@ def problem(rs):
     return q, "\n".join(lines), x
 
 
-def generate(seed, n, exclude=()):
+# The worded tiny-gsm task: gen_data.py's problems, every step line rewritten in an
+# equivalent form (a, b operands, c the result).
+WORDED = {
+    "+": ["{a} + {b} = {c}", "{b} + {a} = {c}", "{a} + {b} gives {c}", "{a} and {b} more = {c}",
+          "{b} more to {a} gives {c}", "{a} and {b} in all = {c}"],
+    "*": ["{a} * {b} = {c}", "{b} * {a} = {c}", "{a} * {b} gives {c}", "{a} times {b} = {c}",
+          "{b} times {a} gives {c}"],
+    "-": ["{a} - {b} = {c}", "{a} - {b} gives {c}", "{a} and {b} less = {c}"],
+}
+
+
+def problem_worded(rs):
+    """One tiny-gsm problem (gen_data.problem: same questions, same numbers) whose worked
+    steps are each written in one of the WORDED forms, with a lead word."""
+    q, ans, r = gen_data.problem(rs)
+    lines = []
+    for line in ans.split("\n"):
+        m = re.fullmatch(r"(\d+) ([-+*]) (\d+) = (\d+)", line)
+        if m:
+            a, op, b, c = m.groups()
+            line = rs.choice(LEADS) + rs.choice(WORDED[op]).format(a=a, b=b, c=c)
+        lines.append(line)
+    return q, "\n".join(lines), r
+
+
+KINDS = {"worded": problem_worded, "totals": problem_totals}
+
+
+def generate(seed, n, exclude=(), kind="worded"):
     rs = random.Random(seed)
     seen = set(exclude)
     out = []
     while len(out) < n:
-        q, a, r = problem(rs)
+        q, a, r = KINDS[kind](rs)
         if q in seen:
             continue
         seen.add(q)
@@ -94,9 +127,15 @@ def main():
     ap.add_argument("--heldout", help="write the held-out set here instead of OUT/heldout.jsonl")
     ap.add_argument("--n-train", type=int, default=60000)
     ap.add_argument("--n-heldout", type=int, default=500)
+    ap.add_argument("--kind", choices=sorted(KINDS), default="worded",
+                    help="worded: tiny-gsm's problems in varied wording (the shipped model); "
+                    "totals: 4-8 step running totals (tried first, not learned in time)")
     args = ap.parse_args()
-    train = generate(11, args.n_train)
-    held = generate(12, args.n_heldout, exclude={p["question"] for p in train})
+    train = generate(11, args.n_train, kind=args.kind)
+    seen = {p["question"] for p in train}
+    if args.kind == "worded":  # also unseen by models/demo (tiny-gsm's training set)
+        seen |= {p["question"] for p in gen_data.generate(1, 60000)}
+    held = generate(12, args.n_heldout, exclude=seen, kind=args.kind)
     write(os.path.join(args.out, "train.jsonl"), train)
     write(args.heldout or os.path.join(args.out, "heldout.jsonl"), held)
     print("train %d, held-out %d (disjoint questions)" % (len(train), len(held)))
