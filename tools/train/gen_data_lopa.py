@@ -1,21 +1,27 @@
-"""gen_data_lopa.py - the lopa-demo task: running totals written in many equivalent ways.
+"""gen_data_lopa.py - the lopa-demo task: exact answers written in many equivalent ways.
 
-A story gives a start count and 4-8 additions; the answer works the running total
-one step per line and ends with `#### <total>` as GSM8K does. The total is exact,
-but the wording is not: every step line picks one of several equivalent forms (free
-operand order, "=" or "gives", "4 more to 9 gives 13", an optional lead word), of
-different lengths. So a model that has learned the task is unsure of a line's first
-tokens until one of them is fixed, and then sure of the rest of the line: the regime
-where LoPA's lookahead branches can win (one guessed token unlocks a run).
+--kind worded (default, the shipped models/lopa-demo): tiny-gsm's problems (gen_data.py's
+five templates, same numbers), but every worked step is written in one of several
+equivalent forms: free operand order for + and *, "=" or "gives", "4 more to 9 gives
+13", "3 times 7 = 21", and a lead word ("", "then ", "now "). The final `#### <n>` is
+exact; the wording is not, and the forms differ in length. So a model that has
+learned the task is unsure of a line's first tokens until one of them is fixed, and
+then sure of the rest of the line: the regime where LoPA's lookahead branches can win
+(one guessed token unlocks a run).
+
+--kind totals: a start count and 4-8 additions worked as a running total in the same
+kind of forms (longer answers, 41-123 tokens). Tried first; the 1.1 M model did not
+learn it within the CPU budget (tools/train/README.md).
 
     python3 tools/train/gen_data_lopa.py --out tools/train/data_lopa \
         --heldout data/lopa-demo/heldout.jsonl
 
 writes train.jsonl (seed 11) and heldout.jsonl (seed 12, every question absent from
-train and, for the default --kind worded, from tiny-gsm's training set), one {"question", "answer", "number"} object per line, the format of
-gen_data.py (so `lopad eval --task tiny-gsm --data FILE` reads it). The words are
-those of the tiny-gsm task where possible, so the demo model's tokenizer encodes them
-in few tokens and its weights are a useful start.
+train and, for --kind worded, from tiny-gsm's training set), one {"question",
+"answer", "number"} object per line, the format of gen_data.py (so `lopad eval --task
+tiny-gsm --data FILE` reads it). The words are those of the tiny-gsm task where
+possible, so the demo model's tokenizer encodes them in few tokens and its weights
+are a useful start.
 """
 
 import argparse
