@@ -11,6 +11,8 @@ if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(python3 bubblewrap util-linux)
   # python3-venv: tests/cli/test_serve.sh installs the openai client into a venv
   pkgs+=(python3-venv)
+  # chromium: tests/serve/test_web.py drives lopad serve's page headless
+  pkgs+=(chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

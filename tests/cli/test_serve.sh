@@ -4,7 +4,8 @@
 # virtual environment under the build directory) checks models, completions, chat,
 # streamed and not, against `lopad run` for every decoder; bad requests; the API key;
 # the queue, the time limit, clients leaving, SIGTERM (tests/serve/test_openai.py);
-# then a short load run with malformed requests mixed in (tests/serve/load.py).
+# then a short load run with malformed requests mixed in (tests/serve/load.py), and the
+# page at / in headless Chromium (tests/serve/test_web.py; skipped without chromium).
 # Skips, with a message, when lopad was built without libmicrohttpd or when the
 # openai package cannot be installed (no network to PyPI).
 # usage: bash test_serve.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
@@ -37,8 +38,15 @@ cd "$SRC/tests/serve" || exit 1
 rc=0
 echo "== test_openai.py"
 timeout 900 "$PY" test_openai.py "$BIN" "$MODEL" || rc=1
-if [ -f load.py ]; then
-    echo "== load.py (short)"
-    timeout 900 "$PY" load.py "$BIN" "$MODEL" --requests 200 --clients 16 || rc=1
+echo "== load.py (short)"
+timeout 900 "$PY" load.py "$BIN" "$MODEL" --requests 200 --clients 16 || rc=1
+echo "== test_web.py (the page in headless Chromium)"
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    echo "SKIP: chromium not installed (scripts/deps.sh --test installs it)"
+elif ! "$PY" -c "import websocket" 2>/dev/null &&
+    ! timeout 300 "$VENV/bin/pip" install -q websocket-client >/dev/null 2>&1; then
+    echo "SKIP: pip could not install websocket-client"
+else
+    timeout 300 "$PY" test_web.py "$BIN" "$MODEL" || rc=1
 fi
 exit $rc
