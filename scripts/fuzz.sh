@@ -3,14 +3,19 @@
 # ASan + UBSan and run each one for a bounded time on its seed corpus.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   SECONDS_PER_TARGET  default 60
+#   SECONDS_PER_TARGET  default 60 (`make test` runs 5 s each: test-fuzz-brief)
 #   TARGET              e.g. fuzz_gguf (default: every tests/fuzz/fuzz_*.c)
+#        scripts/fuzz.sh --tests
+#   builds everything (unit tests too) in the same clang build and runs the
+#   CTest suite under clang's ASan + UBSan (pointer-overflow included): `make
+#   test-clang-ubsan`. One build serves both, so `make test` compiles it once.
 # Environment:
 #   LOPAD_FUZZ_BUILD    build directory (default <repo>/build-fuzz)
 #   LOPAD_FUZZ_JOBS     parallel libFuzzer workers per target (default 1)
 #   LOPAD_FUZZ_AVOID    steer the harnesses around known open bugs so fuzzing
 #                       reaches past them (see docs/FUZZING.md), e.g.
 #                       LOPAD_FUZZ_AVOID=tok-empty-piece
+#   LOPAD_FUZZ_OPTIONAL=1  without clang, say so and exit 0 (used by make test)
 #
 # Inputs libFuzzer discovers go to <build>/fuzz-work/<target>/corpus (not the
 # repository). Every crash / leak / timeout / out-of-memory input is copied to
@@ -20,6 +25,11 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mode=fuzz
+if [[ ${1:-} == --tests ]]; then
+  mode=tests
+  shift
+fi
 secs=${1:-60}
 [[ $# -gt 0 ]] && shift
 if ! [[ $secs =~ ^[0-9]+$ ]] || ((secs < 1)); then
@@ -29,7 +39,15 @@ fi
 build=${LOPAD_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${LOPAD_FUZZ_JOBS:-1}
 
-command -v clang >/dev/null || { echo "fuzz.sh: clang not found" >&2; exit 2; }
+if ! command -v clang >/dev/null || ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
+  clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null; then
+  if [[ ${LOPAD_FUZZ_OPTIONAL:-0} == 1 ]]; then
+    echo "fuzz.sh: SKIPPED (clang with libFuzzer not found; install clang)" >&2
+    exit 0
+  fi
+  echo "fuzz.sh: clang with libFuzzer not found" >&2
+  exit 2
+fi
 
 if (($# > 0)); then
   targets=("$@")
@@ -46,15 +64,24 @@ fi
 # executables get -fsanitize=fuzzer from CMakeLists.txt). Only the fuzz
 # targets are built, not the CLI or the unit tests.
 echo "== configure $build" >&2
+mkdir -p "$build"
 CC=clang cmake -S "$root" -B "$build" -DLOPAD_FUZZ=ON -DLOPAD_SANITIZE=ON \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" >/dev/null ||
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link -fsanitize=pointer-overflow" >/dev/null ||
   { echo "fuzz.sh: cmake configure failed" >&2; exit 2; }
-echo "== build ${targets[*]}" >&2
-cmake --build "$build" -j2 --target "${targets[@]}" >"$build/fuzz-build.log" 2>&1 ||
-  { tail -40 "$build/fuzz-build.log" >&2; echo "fuzz.sh: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=0:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+if [[ $mode == tests ]]; then
+  echo "== build all (clang, ASan + UBSan)" >&2
+  cmake --build "$build" -j"${LOPAD_FUZZ_BUILD_JOBS:-2}" || { echo "fuzz.sh: build failed" >&2; exit 2; }
+  cd "$build" && ctest --output-on-failure -j"${LOPAD_FUZZ_BUILD_JOBS:-2}"
+  exit $?
+fi
+echo "== build ${targets[*]}" >&2
+cmake --build "$build" -j"${LOPAD_FUZZ_BUILD_JOBS:-2}" --target "${targets[@]}" >"$build/fuzz-build.log" 2>&1 ||
+  { tail -40 "$build/fuzz-build.log" >&2; echo "fuzz.sh: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
 
 # Scratch files of the harnesses (a crashing run cannot clean up after itself).
 scratch=$(mktemp -d "${TMPDIR:-/dev/shm}/lopad-fuzz-run.XXXXXX" 2>/dev/null || mktemp -d)
