@@ -3,7 +3,7 @@
 # `mpirun -np R lopad run --lopa K` on loopback gives the ids, NFE and LoPA winner
 # histogram of one process, for R = 2, 3, 4, on LoPA over D2F (full and block-causal
 # window attention, every tiny golden case) and over Fast-dLLM (every cache mode, DPad),
-# on the tiny fixture models and the demo model; ranks > 0 print nothing; a rank that
+# on the tiny fixture models and the demo model, and `lopad eval`; ranks > 0 print nothing; a rank that
 # dies or stops answering ends the job with an error within the deadline; ranks with
 # another model, options or prompt are refused at start; a build without MPI says so
 # under mpirun (when build-f-nompi style builds are given in LOPAD_NOMPI_BIN).
@@ -92,6 +92,13 @@ same_as_one "demo d2f lopa 2 block-causal" "$DEMO" 2 -- -p "What is 12 plus 7?" 
     --block 8 --lopa 2 --lopa-window-attention block-causal
 same_as_one "demo fast lopa 2" "$DEMO" 2 3 -- -p "What is 12 plus 7?" --gen 32 --block 8 \
     --decoder fast --lopa 2
+
+# ---- lopad eval: the same accuracy, TPF and NFE as one process
+E=(eval --task tiny-gsm --limit 4 --lopa 2 --json $T)
+ekey() { grep -o '"accuracy":[0-9.]*\|"nfe":[0-9]*\|"tpf":[0-9.]*' | tr '\n' ' '; }
+one=$("$BIN" "${E[@]}" 2>$ERR | ekey)
+got=$(timeout 120 "${MPI[@]}" 2 "$BIN" "${E[@]}" 2>$ERR | ekey)
+[ -n "$one" ] && [ "$got" = "$one" ] && ok || bad "eval R=2: [$got] vs one process [$one]: $(tail -3 $ERR)"
 
 # ---- rank 0 alone prints: one summary line set, one JSON object
 D=(--prompt-ids 5,9,14,3,7,11 --gen 16 --block 4 --decoder d2f --tau-add 0.2 --tau-act 0.4
