@@ -142,12 +142,12 @@ static int parse_stop(const cJSON *v, struct srv_req *r, struct srv_error *err) 
     if (cJSON_IsNull(v)) return 0;
     const cJSON *one = cJSON_IsString(v) ? v : NULL;
     if (!one && !cJSON_IsArray(v))
-        return type_error(err, "stop", "a string or a list of up to 4 strings");
+        return type_error(err, "stop", "a string or a list of up to 16 strings");
     for (const cJSON *s = one ? one : v->child; s; s = one ? NULL : s->next) {
         if (!cJSON_IsString(s) || !*s->valuestring || strlen(s->valuestring) > MAX_STOP_BYTES)
             return type_error(err, "stop", "non-empty strings of at most 256 bytes");
         if (r->n_stop == SRV_MAX_STOP)
-            return type_error(err, "stop", "a string or a list of up to 4 strings");
+            return type_error(err, "stop", "a string or a list of up to 16 strings");
         r->stop[r->n_stop++] = s->valuestring;
     }
     return 0;

@@ -152,6 +152,16 @@ def check_stop(client):
             ck.eq(text, want, f"stop {stop!r} stream={stream}")
             ck.eq(finish, "stop", f"stop {stop!r} stream={stream}: finish_reason")
     ck.ok(cut > 0, "the answer has an '='")
+    # dream with one step per position: the final prefix grows a few characters at a time,
+    # and ends on "= " (a start of the stop string) before it is known not to be one
+    slow = {"decoder": "dream", "max_tokens": 32, "steps": 32}
+    full, _, _ = chat(client, QUESTION, slow, False)
+    stop = "= 10\n#"
+    ck.ok(stop in full, f"dream's answer {full!r} has {stop!r}")
+    for stream in (False, True):
+        text, finish, _ = chat(client, QUESTION, slow, stream, stop=stop)
+        ck.eq(text, full[:full.find(stop)], f"held-back stop {stop!r} stream={stream}")
+        ck.eq(finish, "stop", f"held-back stop stream={stream}: finish_reason")
     text, finish, _ = chat(client, QUESTION, {"max_tokens": 4}, False)
     ck.eq(finish, "length", f"max_tokens 4: finish_reason (text {text!r})")
 
