@@ -175,6 +175,15 @@ enum lopad_status lopad_kv_commit(lopad_ctx *c, int src, int n, int dst);
 void lopad_kv_truncate(lopad_ctx *c, int n);
 int lopad_kv_len(const lopad_ctx *c);
 
+/* K/V rows as one flat buffer, to move them between contexts of the same model (another
+ * process or machine: LoPA's commit-winner across ranks). Layout: for each layer, K rows
+ * [n][n_head_kv * head_dim] then V rows, f32. Export reads fed rows [src, src+n) of the
+ * last forward; import writes cache rows [dst, dst+n) (dst <= lopad_kv_len, no gaps), bit
+ * for bit what lopad_kv_commit would have copied on the exporting context. */
+size_t lopad_kv_rows_bytes(const lopad_ctx *c, int n);
+enum lopad_status lopad_kv_export(const lopad_ctx *c, int src, int n, void *buf);
+enum lopad_status lopad_kv_import(lopad_ctx *c, const void *buf, int n, int dst);
+
 /* ============================================================= generation
  *
  * The rooms above are the engine; what follows is generation as a library:

@@ -4,6 +4,7 @@
  * truncate) and teardown.
  */
 #include "forward.h"
+#include "kv_rows.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -202,4 +203,18 @@ void lopad_kv_truncate(lopad_ctx *c, int n) {
 
 int lopad_kv_len(const lopad_ctx *c) {
     return c ? c->kv_len : 0;
+}
+
+/* the public names of the K/V row transfer (kv_rows.c) */
+size_t lopad_kv_rows_bytes(const lopad_ctx *c, int n) {
+    return c && n > 0 ? lp_kv_rows_bytes(c, n) : 0;
+}
+
+enum lopad_status lopad_kv_export(const lopad_ctx *c, int src, int n, void *buf) {
+    if (!c || !buf || n < 0) return lp_error(LOPAD_ERR_ARG, "lopad_kv_export: bad arguments");
+    return lp_kv_export(c, src, n, buf);
+}
+
+enum lopad_status lopad_kv_import(lopad_ctx *c, const void *buf, int n, int dst) {
+    return lp_kv_import(c, buf, n, dst);
 }

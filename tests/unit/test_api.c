@@ -383,6 +383,42 @@ static void test_session_outlives_model(void) {
     lopad_session_free(s);
 }
 
+/* K/V rows moved between two contexts through the public export / import give the
+ * receiving context the logits of the one that computed them. */
+static void test_kv_rows_between_contexts(void) {
+    lopad_model *m = load(TINY_DREAM);
+    if (!m) return;
+    struct lopad_ctx_params cp = {.n_ctx = 32, .n_batch_max = 32, .n_threads = 1};
+    lopad_ctx *a = NULL, *b = NULL;
+    CHECK(lopad_ctx_new(m, &cp, &a) == LOPAD_OK && lopad_ctx_new(m, &cp, &b) == LOPAD_OK);
+    const int V = lopad_model_hparams(m)->n_vocab;
+    int32_t tok[8] = {5, 9, 13, 17, 21, 25, 29, 33}, pos[8], row = 0;
+    for (int i = 0; i < 8; i++)
+        pos[i] = i;
+    float *la = malloc(sizeof(float) * (size_t)V), *lb = malloc(sizeof(float) * (size_t)V);
+    struct lopad_batch fb = {.n_tokens = 6, .tokens = tok, .pos = pos, .n_seq = 1};
+    CHECK(lopad_forward(a, &fb) == LOPAD_OK && lopad_kv_commit(a, 0, 6, 0) == LOPAD_OK);
+    size_t bytes = lopad_kv_rows_bytes(a, 6);
+    void *buf = malloc(bytes);
+    CHECK(bytes > 0 && lopad_kv_export(a, 0, 6, buf) == LOPAD_OK);
+    CHECK(lopad_kv_import(b, buf, 6, 0) == LOPAD_OK && lopad_kv_len(b) == 6);
+    CHECK(lopad_kv_import(b, buf, 6, 9) == LOPAD_ERR_ARG); /* a gap */
+    /* the next two tokens over the cached six, on both */
+    struct lopad_batch nb = {.n_tokens = 2, .tokens = tok + 6, .pos = pos + 6, .n_seq = 1,
+                             .n_cache = 6, .n_out = 1, .out_rows = &row};
+    nb.logits = la;
+    CHECK(lopad_forward(a, &nb) == LOPAD_OK);
+    nb.logits = lb;
+    CHECK(lopad_forward(b, &nb) == LOPAD_OK);
+    CHECK(!memcmp(la, lb, sizeof(float) * (size_t)V));
+    free(buf);
+    free(la);
+    free(lb);
+    lopad_ctx_free(a);
+    lopad_ctx_free(b);
+    lopad_model_free(m);
+}
+
 int main(void) {
     TEST_RUN(test_option_table);
     TEST_RUN(test_help_lists_every_option);
@@ -392,5 +428,6 @@ int main(void) {
     TEST_RUN(test_no_control_tokens_from_text);
     TEST_RUN(test_two_threads);
     TEST_RUN(test_session_outlives_model);
+    TEST_RUN(test_kv_rows_between_contexts);
     return test_report();
 }
