@@ -13,6 +13,12 @@ if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(python3-venv)
   # chromium: tests/serve/test_web.py drives lopad serve's page headless
   pkgs+=(chromium)
+  # OpenMPI: LoPA-Dist (mpirun -np R lopad run --lopa K; tests/cli/test_mpi.sh)
+  pkgs+=(openmpi-bin libopenmpi-dev)
+  # gnuplot: lopad eval --plot
+  pkgs+=(gnuplot-nox)
+  # clang + libFuzzer: the clang UBSan build and the brief fuzz runs of make test
+  pkgs+=(clang libclang-rt-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
