@@ -100,6 +100,19 @@ def raw(srv, method, path, body=None, headers=None):
     return r.status, dict(r.getheaders()), data
 
 
+def raw_socket(srv, data):
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    reply = b""
+    try:
+        s.sendall(data)
+        while chunk := s.recv(65536):
+            reply += chunk
+    except OSError:
+        pass
+    s.close()
+    return reply
+
+
 def oversized(srv, size):
     """A body over the limit: the server answers 413 from the headers alone and closes
     (nothing of the body is sent: unread bytes would make the close a reset)."""
@@ -228,6 +241,10 @@ def check_errors(client, srv):
     ck.eq(raw(srv, "GET", "/v1/completions")[0], 405, "GET on a POST path")
     ck.eq(raw(srv, "POST", "/v1/models", b"{}")[0], 405, "POST on a GET path")
     ck.eq(raw(srv, "GET", "/v1/nothing")[0], 404, "unknown path")
+    reply = raw_socket(srv, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 +
+                       b"\r\n\r\n")
+    ck.ok(reply == b"" or reply.split(b" ", 2)[1][:1] == b"4",
+          f"a 100 kB header is refused: {reply[:100]!r}")
     ck.ok(srv.alive(), "the server is up after the bad requests")
 
 
@@ -333,6 +350,20 @@ def check_limits():
                            json.dumps({"prompt": "x", "max_tokens": 8}).encode())
         ck.ok(status == 200 and time.monotonic() - t0 < 1.5,
               f"after a client left mid-stream, the slot is free ({status}, "
+              f"{time.monotonic() - t0:.2f} s)")
+        # and one that leaves while waiting for a non-streamed answer
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        body = json.dumps({"prompt": "x", "decoder": "llada", "max_tokens": 200,
+                           "steps": 200}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        time.sleep(0.3)
+        s.close()
+        t0 = time.monotonic()
+        status, _, _ = raw(srv, "POST", "/v1/completions",
+                           json.dumps({"prompt": "x", "max_tokens": 8}).encode())
+        ck.ok(status == 200 and time.monotonic() - t0 < 1.5,
+              f"after a client left a non-streamed request, the slot is free ({status}, "
               f"{time.monotonic() - t0:.2f} s)")
     finally:
         ck.eq(srv.stop(), 0, "limits server: exit status")
