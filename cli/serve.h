@@ -40,10 +40,14 @@ void srv_error_param_from(struct srv_error *e, const char *msg, const char *fall
 
 /* ----------------------------------------------------------------- request */
 
+/* Length of the UTF-8 character at s (at most n bytes), 0 if invalid. */
+size_t srv_utf8_len(const unsigned char *s, size_t n);
+
 enum srv_kind { SRV_COMPLETIONS, SRV_CHAT };
 
-#define SRV_MAX_STOP 16 /* OpenAI allows 4; lm-evaluation-harness sends its "until" list plus EOS  \
-                         */
+#define SRV_MAX_STOP                                                                               \
+    16 /* OpenAI allows 4; lm-evaluation-harness sends its "until" list plus EOS                   \
+        */
 #define SRV_MAX_OPTS 64
 #define SRV_MAX_DEPTH 16 /* JSON nesting: OpenAI bodies need 4 */
 

@@ -54,8 +54,7 @@ void srv_error_param_from(struct srv_error *e, const char *msg, const char *fall
 
 /* ------------------------------------------------------------ pre-checks */
 
-/* Length of the UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
+size_t srv_utf8_len(const unsigned char *s, size_t n) {
     unsigned c = s[0];
     size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
     if (!k || k > n || (k == 2 && c < 0xc2) || c > 0xf4) return 0;
@@ -72,7 +71,7 @@ static int prescan(const char *body, size_t len, struct srv_error *err) {
     int depth = 0;
     bool in_str = false;
     for (size_t i = 0; i < len;) {
-        size_t k = utf8_len(s + i, len - i);
+        size_t k = srv_utf8_len(s + i, len - i);
         if (!k || s[i] == 0)
             return srv_error_set(err, 400, NULL, "the body is not valid UTF-8 text (byte %zu)", i),
                    -1;

@@ -200,14 +200,24 @@ int srv_sse_error(struct srv_job *j) {
     return rc;
 }
 
-/* one token's text for a viewer (control tokens shown by name) */
+/* One token's text for a viewer (control tokens shown by name). A token may hold part
+ * of a character: each byte that is not a whole character becomes U+FFFD, as in the
+ * generated text, so the JSON stays valid UTF-8. */
 static cJSON *token_text(const lopad_model *m, int32_t t) {
     char *s = NULL;
     size_t n = 0;
     if (!lopad_model_has_tokenizer(m) || lopad_detokenize(m, &t, 1, false, &s, &n))
         return cJSON_CreateNull();
-    cJSON *j = string_n(s, n);
+    struct srv_buf b = {0};
+    for (size_t i = 0; i < n;) {
+        size_t k = srv_utf8_len((const unsigned char *)s + i, n - i);
+        if (s[i] == 0) k = 0;
+        srv_buf_add(&b, k ? s + i : "\xEF\xBF\xBD", k ? k : 3);
+        i += k ? k : 1;
+    }
     lopad_free(s);
+    cJSON *j = string_n(b.p ? b.p : "", b.len);
+    free(b.p);
     return j;
 }
 

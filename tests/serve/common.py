@@ -69,9 +69,10 @@ def run_flags(opts):
     return flags
 
 
-def lopad_run(binary, prompt, opts, chat, threads=1):
+def lopad_run(binary, prompt, opts, chat, threads=1, model=None):
     """`lopad run --json` with the same options: (text, n_prompt)."""
     cmd = [binary, "run", "-p", prompt, "--json", "--threads", str(threads)]
+    cmd += ["-m", model] if model else []
     cmd += ["--chat"] if chat else ["--raw"]
     cmd += run_flags(opts)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

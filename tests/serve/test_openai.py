@@ -11,6 +11,7 @@ leaving mid-stream, /metrics, and SIGTERM (exit 0).
 """
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -370,6 +371,36 @@ def check_limits():
         srv.cleanup()
 
 
+def check_random_model():
+    """A random-weight fixture (tokens that are parts of characters): every byte the
+    server sends is valid UTF-8 JSON, canvas events included, and the texts agree."""
+    model = os.path.join(os.path.dirname(MODEL), "..", "tests", "fixtures", "tiny-dream")
+    srv = Server(BIN, "-m", model, "--threads", "1")
+    try:
+        opts = {"max_tokens": 24, "decoder": "dream", "steps": 24}
+        want, _ = lopad_run(BIN, "hello", opts, chat=False, model=model)
+        body = dict(opts, prompt="hello")
+        status, _, data = raw(srv, "POST", "/v1/completions", json.dumps(body).encode())
+        text = json.loads(data.decode("utf-8"))["choices"][0]["text"]
+        ck.eq(text, want, "random model: completions vs lopad run")
+        status, _, data = raw(srv, "POST", "/v1/completions", json.dumps(
+            dict(body, stream=True, stream_canvas=True)).encode())
+        streamed, n_canvas = "", 0
+        for ev in data.decode("utf-8").split("\n\n"):  # strict: raises on bad UTF-8
+            if not ev.strip() or ev == "data: [DONE]":
+                continue
+            j = json.loads(ev.split("data: ", 1)[1])
+            if ev.startswith("event: canvas"):
+                n_canvas += 1
+            else:
+                streamed += j["choices"][0]["text"]
+        ck.ok(n_canvas > 0, "random model: canvas events")
+        ck.eq(streamed, want, "random model: streamed vs lopad run")
+    finally:
+        ck.eq(srv.stop(), 0, "random model server: exit status")
+        srv.cleanup()
+
+
 def check_sigterm_in_flight():
     """SIGTERM while a request runs: it finishes within the grace, the server exits 0."""
     srv = Server(BIN, "-m", MODEL, "--threads", "1", "--grace", "30")
@@ -405,6 +436,7 @@ def main():
         srv.cleanup()
     check_auth()
     check_limits()
+    check_random_model()
     check_sigterm_in_flight()
     return ck.done()
 
