@@ -1,6 +1,6 @@
 /*
  * d2f.c - the D2F (discrete diffusion forcing) pipelined block decoder
- * (ALGORITHMS.md 4; research/lopa_d2f.md 2) and the block-table rules LoPA
+ * (docs/ALGORITHMS.md 4; docs/research/lopa_d2f.md 2) and the block-table rules LoPA
  * (lopa.c) shares.
  *
  * One step = one iteration = at most one forward:
@@ -481,10 +481,17 @@ static enum lopad_status d2f_step(struct lp_decoder *d) {
     return LOPAD_OK;
 }
 
+enum lopad_status lp_d2f_finish(const struct lp_decoder *d, struct lp_decode_result *res) {
+    LP_UNUSED(d);
+    res->tpf = res->tpf_nonpad;
+    return LOPAD_OK;
+}
+
 const struct lp_decoder_ops lp_d2f_ops = {
     .name = "d2f",
     .check = d2f_check,
     .init = d2f_init,
     .step = d2f_step,
     .release = d2f_release,
+    .finish = lp_d2f_finish,
 };

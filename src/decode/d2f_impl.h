@@ -1,8 +1,8 @@
 /*
- * d2f_impl.h - what the D2F decoder (d2f.c) and LoPA (lopa.c) share: the block
- * table of one decoding state (a "branch"), the D2F rules on it (add a block,
- * activate, fill, deactivate), proposals, and the hooks decode.c calls for the
- * D2F / LoPA fields of step events and results. Not for front ends.
+ * d2f_impl.h - what the D2F decoder (d2f.c) and LoPA (lopa.c, lopa_d2f.c, lopa_fast.c) share: the
+ * block table of one decoding state (a "branch"), the D2F rules on it (add a block, activate, fill,
+ * deactivate), proposals, and the hooks decode.c calls for the D2F / LoPA fields of step events and
+ * results. Not for front ends.
  *
  * Block 0 is the prompt; generated block b (1..nb_max) covers canvas positions
  * [P + (b-1)B, P + bB). Positions of blocks not yet added stay MASK in the canvas
@@ -109,6 +109,8 @@ void lp_d2f_deactivate(struct lp_d2f_branch *b, const bool *allow);
 extern const struct lp_decoder_ops lp_d2f_ops;
 extern const struct lp_decoder_ops lp_lopa_ops;
 extern const struct lp_decoder_ops lp_lopa_fast_ops; /* --decoder fast --lopa K */
+/* decoder hooks: D2F reports non-pad tokens per forward as its TPF (as LoPA does) */
+enum lopad_status lp_d2f_finish(const struct lp_decoder *d, struct lp_decode_result *res);
 void lp_lopa_fill_event(const struct lp_decoder *d, struct lp_step_event *ev);
 enum lopad_status lp_lopa_finish(const struct lp_decoder *d, struct lp_decode_result *res);
 /* Tests: verify the branches one per forward instead of one batched forward. */

@@ -514,7 +514,9 @@ static void fill_event(const lp_decoder *d, struct lp_step_event *ev) {
     ev->n_masked = d->n_masked;
     ev->final_prefix = final_prefix(d);
     ev->done = d->done;
-    lp_lopa_fill_event(d, ev); /* D2F / LoPA: branch statistics (none for other decoders) */
+    ev->n_branches = 0; /* LoPA's (its fill_event hook) */
+    ev->winner = ev->winner_pos = -1;
+    if (d->ops->fill_event) d->ops->fill_event(d, ev);
 }
 
 enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev) {
@@ -575,8 +577,7 @@ enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) 
     for (int i = d->P; i < d->L; i++)
         res->n_nonpad += d->canvas[i] != d->mask_id && !(pad >= 0 && d->canvas[i] == pad);
     res->tpf_nonpad = d->nfe ? (double)res->n_nonpad / d->nfe : 0.0;
-    if (d->rq.decoder == LP_DEC_D2F) res->tpf = res->tpf_nonpad;
-    enum lopad_status st = lp_lopa_finish(d, res);
+    enum lopad_status st = d->ops->finish ? d->ops->finish(d, res) : LOPAD_OK;
     if (st != LOPAD_OK) {
         lp_decode_result_free(res);
         return st;

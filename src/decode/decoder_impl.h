@@ -24,6 +24,10 @@ struct lp_decoder_ops {
     /* one step: forwards + commits; set d->done when finished */
     enum lopad_status (*step)(struct lp_decoder *d);
     void (*release)(struct lp_decoder *d);
+    /* optional: what the decoder adds to a step event (LoPA's branches and winner) and
+     * to the result (D2F's non-pad TPF, LoPA's winner histogram) */
+    void (*fill_event)(const struct lp_decoder *d, struct lp_step_event *ev);
+    enum lopad_status (*finish)(const struct lp_decoder *d, struct lp_decode_result *res);
 };
 
 extern const struct lp_decoder_ops lp_llada_ops;
@@ -50,8 +54,8 @@ struct lp_decoder {
     double t_start, t_first_forward, t_forward;
     struct lp_pool *pool;     /* proposal workers, NULL = serial */
     struct lp_pool *own_pool; /* pool when the engine lends none (freed with the decoder) */
-    int nfe_scores;        /* forwards through the fused head */
-    int nfe_scores_logits; /* of them, steps too close to call that took their rows' logits */
+    int nfe_scores;           /* forwards through the fused head */
+    int nfe_scores_logits;    /* of them, steps too close to call that took their rows' logits */
     /* when most fused steps take their logits anyway, the scores only cost: then the
      * next sc_skip steps run on logits (lp_dec_scores_worth) */
     uint32_t sc_hist; /* outcomes of the recent fused steps, newest in bit 0, 1 = took logits */
