@@ -144,6 +144,24 @@ static inline enum lp_confidence lp_conf_auto_fast(enum lp_commit_rule rule, boo
     return rule == LP_RULE_TOPK && dream_grid ? LP_CONF_NEGENT : LP_CONF_PMAX;
 }
 
+/* One Fast-dLLM proposal from a prediction's logits lg (modified in place): the token
+ * (never MASK), its pmax and the ranking confidence, as fast.c proposes (LLaDA: argmax
+ * or Gumbel-max, pmax in f64; Dream: temperature, top-p / top-k, f32 probabilities,
+ * categorical draw u). The fast decoder and LoPA on Fast-dLLM share it. */
+struct lp_fast_prop {
+    int V;
+    int32_t mask, eos;
+    bool dream;   /* Dream-family proposals (else LLaDA's) */
+    bool eos_inf; /* LLaDA: --logits-eos-inf */
+    enum lp_confidence conf;
+    double temperature, top_p;
+    int top_k;
+    uint64_t key; /* LLaDA's Gumbel key of this forward */
+};
+void lp_fast_propose(const struct lp_fast_prop *c, float *lg, float *probs, int32_t *top_p_scratch,
+                     float *top_k_scratch, uint64_t gumbel_base, double u, int32_t *tok,
+                     double *pmax, double *conf);
+
 /* The most steps a request may take (fixed plans: the plan). */
 int lp_dec_max_steps(const struct lp_decoder *d);
 /* LOPAD_ERR_FORMAT naming the step and row when logits[n_out][V] hold inf / NaN. */

@@ -252,7 +252,7 @@ static enum lopad_status fast_init(struct lp_decoder *d) {
                                                        : rq->alg == LP_ALG_TOPK_MARGIN ? LP_CONF_MARGIN
                                                                                        : LP_CONF_NEGENT)
                    : rq->confidence != LP_CONF_AUTO ? rq->confidence
-                   : lp_conf_auto_fast(rq->rule, s->dream_grid);
+                                                    : lp_conf_auto_fast(rq->rule, s->dream_grid);
     s->use_dpad = rq->dpad;
     if (s->use_dpad) lp_dpad_from_request(&s->dp, rq, d->eng.hp.arch);
     s->B = rq->block_len;
@@ -283,58 +283,74 @@ static int argmax_no_mask(const float *p, int n, int mask) {
     return best < 0 ? 0 : best;
 }
 
+void lp_fast_propose(const struct lp_fast_prop *c, float *lg, float *probs, int32_t *top_p_scratch,
+                     float *top_k_scratch, uint64_t gumbel_base, double u, int32_t *tok,
+                     double *pmax, double *conf) {
+    const int V = c->V, mask = c->mask;
+    struct lp_pstats ps;
+    if (!c->dream) {
+        /* LLaDA: logits_eos_inf, argmax / Gumbel-max without MASK, pmax in f64 */
+        if (c->eos_inf && c->eos >= 0 && c->eos < V) lg[c->eos] = -INFINITY;
+        float keep = lg[mask];
+        lg[mask] = -INFINITY;
+        int x0 = c->temperature > 0 ? lp_gumbel_argmax(lg, V, c->temperature, c->key, gumbel_base)
+                                    : lp_argmax_f32(lg, V);
+        lg[mask] = keep;
+        *tok = x0;
+        *pmax = lp_softmax_prob_f64(lg, V, x0);
+        if (c->conf == LP_CONF_PMAX) {
+            *conf = *pmax;
+            return;
+        }
+        lp_softmax_f32(probs, lg, V);
+        lp_prob_stats(probs, V, &ps);
+        *conf = c->conf == LP_CONF_MARGIN ? ps.margin : ps.negent;
+        return;
+    }
+    /* Dream: temperature, top-p, top-k, f32 softmax, argmax / categorical */
+    if (c->temperature > 0) {
+        float T = (float)c->temperature;
+        for (int v = 0; v < V; v++)
+            lg[v] = lg[v] / T;
+    }
+    if (c->top_p < 1.0) lp_top_p_filter(lg, V, c->top_p, top_p_scratch);
+    if (c->top_k > 0) lp_top_k_filter(lg, V, c->top_k, top_k_scratch);
+    lp_softmax_f32(probs, lg, V);
+    lp_prob_stats(probs, V, &ps);
+    int t = ps.argmax == mask ? argmax_no_mask(probs, V, mask) : ps.argmax;
+    if (c->temperature > 0) {
+        float pm = probs[mask];
+        probs[mask] = 0.0f;
+        t = lp_sample_categorical(probs, V, u);
+        probs[mask] = pm;
+    }
+    *tok = t;
+    *pmax = probs[t];
+    *conf = c->conf == LP_CONF_MARGIN   ? ps.margin
+            : c->conf == LP_CONF_NEGENT ? ps.negent
+                                        : probs[t];
+}
+
 /* Proposal q: s->plg row q holds the prediction's logits (modified in place). */
 static void fast_propose(void *ctx, int q, int tid) {
     struct lp_decoder *d = ctx;
     struct fast *s = d->priv;
     const struct lp_decode_request *rq = &d->rq;
-    const int V = d->V, mask = d->mask_id;
-    float *lg = s->plg + (size_t)q * V; /* (V) */
-    float *probs = s->probs + (size_t)tid * V;
-    struct lp_pstats ps;
-    if (!s->dream_grid) {
-        /* LLaDA: logits_eos_inf, argmax / Gumbel-max without MASK, pmax in f64 */
-        const int32_t eos = d->eng.hp.eos_id;
-        if (rq->logits_eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
-        float keep = lg[mask];
-        lg[mask] = -INFINITY;
-        int x0 = rq->temperature > 0
-                     ? lp_gumbel_argmax(lg, V, rq->temperature, s->key, (uint64_t)s->mpos[q] * V)
-                     : lp_argmax_f32(lg, V);
-        lg[mask] = keep;
-        s->x0[q] = x0;
-        s->pmax[q] = lp_softmax_prob_f64(lg, V, x0);
-        if (s->conf_kind == LP_CONF_PMAX) {
-            s->conf[q] = s->pmax[q];
-            return;
-        }
-        lp_softmax_f32(probs, lg, V);
-        lp_prob_stats(probs, V, &ps);
-        s->conf[q] = s->conf_kind == LP_CONF_MARGIN ? ps.margin : ps.negent;
-        return;
-    }
-    /* Dream: temperature, top-p, top-k, f32 softmax, argmax / categorical */
-    if (rq->temperature > 0) {
-        float T = (float)rq->temperature;
-        for (int v = 0; v < V; v++)
-            lg[v] = lg[v] / T;
-    }
-    if (rq->top_p < 1.0) lp_top_p_filter(lg, V, rq->top_p, s->iscratch + (size_t)tid * 2 * V);
-    if (rq->top_k > 0) lp_top_k_filter(lg, V, rq->top_k, s->fscratch + (size_t)tid * V);
-    lp_softmax_f32(probs, lg, V);
-    lp_prob_stats(probs, V, &ps);
-    int tok = ps.argmax == mask ? argmax_no_mask(probs, V, mask) : ps.argmax;
-    if (rq->temperature > 0) {
-        float pm = probs[mask];
-        probs[mask] = 0.0f;
-        tok = lp_sample_categorical(probs, V, s->u[q]);
-        probs[mask] = pm;
-    }
-    s->x0[q] = tok;
-    s->pmax[q] = probs[tok];
-    s->conf[q] = s->conf_kind == LP_CONF_MARGIN   ? ps.margin
-                 : s->conf_kind == LP_CONF_NEGENT ? ps.negent
-                                                  : probs[tok];
+    const int V = d->V;
+    const struct lp_fast_prop c = {.V = V,
+                                   .mask = d->mask_id,
+                                   .eos = d->eng.hp.eos_id,
+                                   .dream = s->dream_grid,
+                                   .eos_inf = rq->logits_eos_inf,
+                                   .conf = s->conf_kind,
+                                   .temperature = rq->temperature,
+                                   .top_p = rq->top_p,
+                                   .top_k = rq->top_k,
+                                   .key = s->key};
+    lp_fast_propose(&c, s->plg + (size_t)q * V, s->probs + (size_t)tid * V,
+                    s->iscratch ? s->iscratch + (size_t)tid * 2 * V : NULL,
+                    s->fscratch ? s->fscratch + (size_t)tid * V : NULL, (uint64_t)s->mpos[q] * V,
+                    s->u ? s->u[q] : 0.5, &s->x0[q], &s->pmax[q], &s->conf[q]);
 }
 
 /* Proposals of a step from the fused scores (T = 0): x0 = argmax, pmax, conf;

@@ -188,43 +188,19 @@ static enum lopad_status lfast_init(struct lp_decoder *d) {
 }
 
 /* fast.c's greedy proposal from one prediction row (buf: [2V] scratch, first V = row) */
+/* fast.c's greedy proposal (lp_fast_propose) */
 static void lfast_propose_row(const struct lfast *s, float *lg, float *probs, int32_t *tok,
                               double *pmax, double *conf) {
     const struct lp_decoder *d = s->d;
-    const int V = d->V, mask = d->mask_id;
-    struct lp_pstats ps;
-    if (!s->dream) {
-        const int32_t eos = d->eng.hp.eos_id;
-        if (s->eos_inf && eos >= 0 && eos < V) lg[eos] = -INFINITY;
-        float keep = lg[mask];
-        lg[mask] = -INFINITY;
-        int x0 = lp_argmax_f32(lg, V);
-        lg[mask] = keep;
-        *tok = x0;
-        *pmax = lp_softmax_prob_f64(lg, V, x0);
-        if (s->conf == LP_CONF_PMAX) {
-            *conf = *pmax;
-            return;
-        }
-        lp_softmax_f32(probs, lg, V);
-        lp_prob_stats(probs, V, &ps);
-        *conf = s->conf == LP_CONF_MARGIN ? ps.margin : ps.negent;
-        return;
-    }
-    lp_softmax_f32(probs, lg, V);
-    lp_prob_stats(probs, V, &ps);
-    int t = ps.argmax;
-    if (t == mask) { /* the best other token, ties to the lower index */
-        t = -1;
-        for (int v = 0; v < V; v++)
-            if (v != mask && (t < 0 || probs[v] > probs[t])) t = v;
-        if (t < 0) t = 0;
-    }
-    *tok = t;
-    *pmax = probs[t];
-    *conf = s->conf == LP_CONF_MARGIN   ? ps.margin
-            : s->conf == LP_CONF_NEGENT ? ps.negent
-                                        : probs[t];
+    const struct lp_fast_prop c = {.V = d->V,
+                                   .mask = d->mask_id,
+                                   .eos = d->eng.hp.eos_id,
+                                   .dream = s->dream,
+                                   .eos_inf = s->eos_inf,
+                                   .conf = s->conf,
+                                   .temperature = 0,
+                                   .top_p = 1.0};
+    lp_fast_propose(&c, lg, probs, NULL, NULL, 0, 0.5, tok, pmax, conf);
 }
 
 static void lfast_propose_task(void *ctx, int i, int tid) {
