@@ -162,6 +162,10 @@ void lp_fast_propose(const struct lp_fast_prop *c, float *lg, float *probs, int3
                      float *top_k_scratch, uint64_t gumbel_base, double u, int32_t *tok,
                      double *pmax, double *conf);
 
+/* Fast-dLLM's block end (both fast decoders): the next block; with early stop, a
+ * finished block holding EOS fills the rest of the canvas with EOS and ends. */
+void lp_fast_end_block(struct lp_decoder *d, int sb, int eb, int *b, int nb, bool early_stop);
+
 /* The most steps a request may take (fixed plans: the plan). */
 int lp_dec_max_steps(const struct lp_decoder *d);
 /* LOPAD_ERR_FORMAT naming the step and row when logits[n_out][V] hold inf / NaN. */

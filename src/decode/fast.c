@@ -431,20 +431,24 @@ static double grid_t(int i, int S, double eps) {
 }
 
 /* Block finished: early stop or next block. */
-static void block_end(struct lp_decoder *d, struct fast *s) {
-    s->started = false;
-    s->b++;
+void lp_fast_end_block(struct lp_decoder *d, int sb, int eb, int *b, int nb, bool early_stop) {
+    (*b)++;
     const int32_t eos = d->eng.hp.eos_id;
     bool has_eos = false;
-    for (int j = s->sb; j < s->eb && eos >= 0; j++)
+    for (int j = sb; j < eb && eos >= 0; j++)
         has_eos |= d->canvas[j] == eos;
-    if (d->rq.early_stop && has_eos && s->b < s->nb) {
+    if (early_stop && has_eos && *b < nb) {
         /* fill, not decode: n_masked keeps counting undecoded positions */
-        for (int j = s->eb; j < d->L; j++)
+        for (int j = eb; j < d->L; j++)
             if (d->canvas[j] == d->mask_id) d->canvas[j] = eos;
-        s->b = s->nb;
+        *b = nb;
     }
-    if (s->b >= s->nb) d->done = true;
+    if (*b >= nb) d->done = true;
+}
+
+static void block_end(struct lp_decoder *d, struct fast *s) {
+    s->started = false;
+    lp_fast_end_block(d, s->sb, s->eb, &s->b, s->nb, d->rq.early_stop);
 }
 
 /* Feed for this step into s->ftok / s->fpos; returns the fed count and sets the

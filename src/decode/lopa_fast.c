@@ -219,17 +219,7 @@ static void lfast_propose_task(void *ctx, int i, int tid) {
 /* block finished: early stop (fill the rest with EOS, not counted) or the next block */
 static void lfast_block_end(struct lp_decoder *d, struct lfast *s) {
     s->started = false;
-    s->b++;
-    const int32_t eos = d->eng.hp.eos_id;
-    bool has_eos = false;
-    for (int j = s->sb; j < s->eb && eos >= 0; j++)
-        has_eos |= d->canvas[j] == eos;
-    if (s->early_stop && has_eos && s->b < s->nb) {
-        for (int j = s->eb; j < d->L; j++)
-            if (d->canvas[j] == d->mask_id) d->canvas[j] = eos;
-        s->b = s->nb;
-    }
-    if (s->b >= s->nb) d->done = true;
+    lp_fast_end_block(d, s->sb, s->eb, &s->b, s->nb, s->early_stop);
 }
 
 static struct branch_feed lfast_feed(struct lfast *s, bool refresh) {
