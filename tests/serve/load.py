@@ -2,14 +2,15 @@
 malformed, against a server this script starts on the demo model.
 
 usage: python load.py LOPAD_BIN MODEL [--requests 1000] [--clients 64] [--bad 0.25]
-                      [--parallel 2] [--markdown]
+                      [--parallel 2] [--markdown] [--rss-slack MIB]
 
 Valid requests (completions and chat, streamed or not, over a few prompts) must return
 exactly the text of `lopad run` with the same options; malformed ones (bad JSON, wrong
 types, unknown options, oversized bodies, prompts past the context, bodies sent slowly
 and never finished, clients leaving in the middle of a stream) must get a 4xx JSON
 error (or, for the never-finished body, the connection closed by the server). The
-server must still be up at the end and exit 0 on SIGTERM. Prints p50/p99 latency,
+server must still be up at the end, its RSS back within --rss-slack MiB of its level
+before the load, and it must exit 0 on SIGTERM. Prints p50/p99 latency,
 throughput and the server's RSS before, at the peak and after.
 """
 import argparse
@@ -188,6 +189,8 @@ def main():
     ap.add_argument("--bad", type=float, default=0.25)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--rss-slack", type=int, default=32,
+                    help="MiB the server's RSS may keep after the load (sanitizers: more)")
     a = ap.parse_args()
     src = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     load_prompts(src)
@@ -231,6 +234,8 @@ def main():
     lat.sort()
     p50 = lat[len(lat) // 2] if lat else 0
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
+    ck.ok(rss1 - rss0 <= a.rss_slack * 1024,
+          f"RSS comes back: {rss0 // 1024} MiB before, {rss1 // 1024} MiB after")
     ck.eq(srv.stop(), 0, "exit status after SIGTERM")
     if ck.failed:
         print(srv.text()[-2000:], file=sys.stderr)
