@@ -3,7 +3,8 @@
 --kind worded (default, the shipped models/lopa-demo): tiny-gsm's problems (gen_data.py's
 five templates, same numbers), but every worked step is written in one of several
 equivalent forms: free operand order for + and *, "=" or "gives", "4 more to 9 gives
-13", "3 times 7 = 21", and a lead word ("", "then ", "now "). The final `#### <n>` is
+13", "3 times 7 = 21", and a lead word ("", "then ", "now "); only the first line starts
+with its first operand, so the answer's first token is certain. The final `#### <n>` is
 exact; the wording is not, and the forms differ in length. So a model that has
 learned the task is unsure of a line's first tokens until one of them is fixed, and
 then sure of the rest of the line: the regime where LoPA's lookahead branches can win
@@ -98,7 +99,15 @@ def problem_worded(rs):
         m = re.fullmatch(r"(\d+) ([-+*]) (\d+) = (\d+)", line)
         if m:
             a, op, b, c = m.groups()
-            line = rs.choice(LEADS) + rs.choice(WORDED[op]).format(a=a, b=b, c=c)
+            forms = WORDED[op]
+            lead = rs.choice(LEADS)
+            if not lines:
+                # The first answer token is predicted from the prompt alone (Dream's shifted
+                # logits: D2F reads it from the prefill), so it is kept certain: no lead
+                # word, a form that starts with the first operand.
+                forms = [f for f in forms if f.startswith("{a}")]
+                lead = ""
+            line = lead + rs.choice(forms).format(a=a, b=b, c=c)
         lines.append(line)
     return q, "\n".join(lines), r
 
