@@ -151,11 +151,21 @@ static bool wait_job(struct conn *cn, struct srv_job *j, enum srv_job_state unti
     return true;
 }
 
+/* An SSE comment, sent when a step takes longer than half the idle limit: it keeps the
+ * connection from being closed as idle (and proxies from timing it out); clients skip it. */
+static const char keep_alive[] = ": keep-alive\n\n";
+
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     struct conn *cn = cls;
     struct srv_job *j = cn->job;
+    double quiet_until = srv_now() + 0.5 * cn->s->cfg.conn_timeout_s;
     pthread_mutex_lock(&j->mu);
     while (cn->sse_sent == j->sse.len && j->state != JOB_DONE) {
+        if (srv_now() > quiet_until && max >= sizeof keep_alive - 1) {
+            pthread_mutex_unlock(&j->mu);
+            memcpy(buf, keep_alive, sizeof keep_alive - 1);
+            return (ssize_t)(sizeof keep_alive - 1);
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 100 * 1000 * 1000;

@@ -347,13 +347,22 @@ def check_leaving():
     """A client that leaves (mid-stream, or waiting for a whole answer) frees its slot at
     the next step: the next request is answered in well under the time the left one would
     have taken (measured first, on the same server)."""
-    srv = Server(BIN, "-m", MODEL, "--parallel", "1", "--threads", "1")
+    srv = Server(BIN, "-m", MODEL, "--parallel", "1", "--threads", "1", "--conn-timeout", "1")
     slow = {"prompt": "x", "decoder": "llada", "max_tokens": 200, "steps": 200}
     quick = json.dumps({"prompt": "x", "max_tokens": 8}).encode()
     try:
         t0 = time.monotonic()
-        raw(srv, "POST", "/v1/completions", json.dumps(slow).encode())
+        _, _, data = raw(srv, "POST", "/v1/completions", json.dumps(slow).encode())
         t_full = time.monotonic() - t0
+        # a stream quiet for longer than the idle limit (1 s) is kept open by SSE comments,
+        # which the openai client skips
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+        text = "".join(ch.choices[0].text for ch in client.completions.create(
+            model="demo", prompt="x", stream=True, max_tokens=200,
+            extra_body={"decoder": "llada", "steps": 200}) if ch.choices)
+        ck.ok(t_full > 2, f"the slow request is slower than twice the idle limit ({t_full:.1f} s)")
+        ck.eq(text, json.loads(data)["choices"][0]["text"], "a quiet stream survives the idle "
+              "limit (keep-alive comments)")
         c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         c.request("POST", "/v1/completions", body=json.dumps(dict(slow, stream=True)).encode())
         r = c.getresponse()
