@@ -166,8 +166,10 @@ static int serve(const char *cmd, struct serve_args *a, struct lp_run_session *r
     atomic_init(&s.next_id, 1);
     model_name(a->o.model, s.model_name, sizeof s.model_name);
     char *settings = NULL;
-    if (lopad_request_settings(a->o.rq, rs->model, &settings))
-        return lp_cli_usage_error(cmd, "%s", lopad_request_errmsg(a->o.rq));
+    if (lopad_request_settings(a->o.rq, rs->model, &settings)) {
+        const char *msg = lopad_request_errmsg(a->o.rq);
+        return lp_cli_usage_error(cmd, "%s", msg && *msg ? msg : lopad_errmsg());
+    }
     lopad_free(settings);
     struct lopad_session_params sp;
     int threads = slot_threads(cmd, a);

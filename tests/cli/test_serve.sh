@@ -34,8 +34,25 @@ if ! "$PY" -c "import openai" 2>/dev/null; then
         exit 0
     }
 fi
-cd "$SRC/tests/serve" || exit 1
+# ---- the command line: bad flags end with a message naming them
 rc=0
+expect() { # exit-status message-part args...
+    local want=$1 part=$2 out got
+    shift 2
+    out=$(timeout 30 "$BIN" serve "$@" 2>&1 </dev/null)
+    got=$?
+    if [ $got -ne "$want" ] || ! printf '%s' "$out" | grep -qF -- "$part"; then
+        echo "  FAIL: lopad serve $*: status $got (want $want), output: $out" >&2
+        rc=1
+    fi
+}
+expect 0 "--api-key KEY" --help
+expect 2 "--port expects an integer" --port 70000
+expect 2 "per request in the server" --json
+expect 2 "option 'threshold' needs decoder fast" -m "$MODEL" --decoder llada --threshold 0.5 --port 0
+expect 2 "unknown option '--bogus'" --bogus
+expect 1 "nosuchhost.invalid" -m "$MODEL" --host nosuchhost.invalid --port 0
+cd "$SRC/tests/serve" || exit 1
 echo "== test_openai.py"
 timeout 900 "$PY" test_openai.py "$BIN" "$MODEL" || rc=1
 echo "== load.py (short)"
