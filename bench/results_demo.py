@@ -63,9 +63,9 @@ TABLES = [
 GL = " --gen 64"
 LOPA_TABLES = [
     ("lopa-demo: vanilla and Fast-dLLM (gen 64)", [
-        ("dream, 64 steps (vanilla)", "--decoder dream --gen 64 --steps 64", 100),
+        ("dream, 64 steps (vanilla)", "--decoder dream --gen 64 --steps 64", 50),
         ("llada-style blocks of 16, 64 steps", "--decoder llada --gen 64 --steps 64 --block 16",
-         100),
+         50),
         ("fast, cache none, threshold 0.9", FAST + GL + " --cache none"),
         ("fast, cache prefix, threshold 0.9", FAST + GL + " --cache prefix"),
         ("fast, cache dual, threshold 0.9", FAST + GL + " --cache dual"),
@@ -77,9 +77,9 @@ LOPA_TABLES = [
     ]),
     ("lopa-demo: DPad (gen 64, window 32)", [
         ("llada blocks of 16 + DPad (early stop)", "--decoder llada --gen 64 --steps 64 "
-         "--block 16 --dpad --dpad-window 32", 100),
+         "--block 16 --dpad --dpad-window 32", 50),
         ("dream by blocks of 16 + DPad (early stop)", "--decoder dream --gen 64 --steps 64 "
-         "--block 16 --dpad --dpad-window 32", 100),
+         "--block 16 --dpad --dpad-window 32", 50),
         ("fast dual + DPad", FAST + GL + " --cache dual --dpad --dpad-window 32"),
     ]),
 ]
