@@ -131,8 +131,8 @@ struct srv_pool;
 /* n sessions on m (sp: their parameters); model_name for responses. */
 struct srv_pool *srv_pool_new(lopad_model *m, int n, const struct lopad_session_params *sp,
                               int queue_cap);
-/* Queue j (takes a reference). false when the queue is full or shutting down. */
-bool srv_pool_submit(struct srv_pool *p, struct srv_job *j);
+/* Queue j (takes a reference): 0, or 429 when the queue is full, 503 when shutting down. */
+int srv_pool_submit(struct srv_pool *p, struct srv_job *j);
 void srv_pool_gauges(struct srv_pool *p, int *queue_len, int *busy, int *n_slots);
 /* Stop taking jobs: queued ones end as cancelled; running ones get grace_s seconds,
  * then are cancelled. Joins the workers. */

@@ -222,9 +222,12 @@ static enum MHD_Result generate(struct conn *cn, struct MHD_Connection *c) {
     struct srv_job *j = make_job(cn, &rq, lr, n_prompt);
     srv_req_free(&rq);
     if (!j) return lopad_request_free(lr), fail(cn, c, 500, NULL, "out of memory");
-    if (!srv_pool_submit(s->pool, j)) {
+    int busy = srv_pool_submit(s->pool, j);
+    if (busy) {
         srv_job_unref(j);
-        return fail(cn, c, 429, NULL, "the server is busy (the queue is full); retry later");
+        return fail(cn, c, busy, NULL,
+                    busy == 429 ? "the server is busy (the queue is full); retry later"
+                                : "the server is shutting down");
     }
     if (!wait_job(cn, j, j->stream ? JOB_RUNNING : JOB_DONE)) {
         srv_job_unref(j);

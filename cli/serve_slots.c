@@ -302,10 +302,10 @@ fail:
     return NULL;
 }
 
-bool srv_pool_submit(struct srv_pool *p, struct srv_job *j) {
+int srv_pool_submit(struct srv_pool *p, struct srv_job *j) {
     pthread_mutex_lock(&p->mu);
-    bool ok = !p->stopping && p->len < p->cap;
-    if (ok) {
+    int rc = p->stopping ? 503 : p->len >= p->cap ? 429 : 0;
+    if (!rc) {
         pthread_mutex_lock(&j->mu);
         j->refs++;
         pthread_mutex_unlock(&j->mu);
@@ -314,7 +314,7 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j) {
         pthread_cond_signal(&p->cv);
     }
     pthread_mutex_unlock(&p->mu);
-    return ok;
+    return rc;
 }
 
 void srv_pool_gauges(struct srv_pool *p, int *queue_len, int *busy, int *n_slots) {
