@@ -92,6 +92,7 @@ static void cancel_error(struct srv_job *j, int why) {
 /* the first stop string in text[from, len): its offset, or -1 */
 static long find_stop(const struct srv_job *j, size_t from) {
     long best = -1;
+    if (!j->text.p) return -1; /* no text yet */
     for (int i = 0; i < j->n_stop; i++) {
         const char *hit =
             memmem(j->text.p + from, j->text.len - from, j->stop[i], strlen(j->stop[i]));
