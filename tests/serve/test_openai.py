@@ -93,7 +93,7 @@ def error_of(fn):
 
 
 def raw(srv, method, path, body=None, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=600)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     data = r.read()
@@ -348,22 +348,28 @@ def check_leaving():
     the next step: the next request is answered in well under the time the left one would
     have taken (measured first, on the same server)."""
     srv = Server(BIN, "-m", MODEL, "--parallel", "1", "--threads", "1", "--conn-timeout", "1")
-    slow = {"prompt": "x", "decoder": "llada", "max_tokens": 200, "steps": 200}
     quick = json.dumps({"prompt": "x", "max_tokens": 8}).encode()
     try:
+        # a request of about 4 s on this build and machine (sanitizer builds are slower)
+        t0 = time.monotonic()
+        raw(srv, "POST", "/v1/completions", json.dumps(
+            {"prompt": "x", "decoder": "llada", "max_tokens": 32, "steps": 32}).encode())
+        n = max(32, min(200, int(32 * 4 / max(time.monotonic() - t0, 1e-3))))
+        slow = {"prompt": "x", "decoder": "llada", "max_tokens": n, "steps": n}
         t0 = time.monotonic()
         _, _, data = raw(srv, "POST", "/v1/completions", json.dumps(slow).encode())
         t_full = time.monotonic() - t0
         # a stream quiet for longer than the idle limit (1 s) is kept open by SSE comments,
         # which the openai client skips
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0,
+                               timeout=600)
         text = "".join(ch.choices[0].text for ch in client.completions.create(
-            model="demo", prompt="x", stream=True, max_tokens=200,
-            extra_body={"decoder": "llada", "steps": 200}) if ch.choices)
+            model="demo", prompt="x", stream=True, max_tokens=n,
+            extra_body={"decoder": "llada", "steps": n}) if ch.choices)
         ck.ok(t_full > 2, f"the slow request is slower than twice the idle limit ({t_full:.1f} s)")
         ck.eq(text, json.loads(data)["choices"][0]["text"], "a quiet stream survives the idle "
               "limit (keep-alive comments)")
-        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=600)
         c.request("POST", "/v1/completions", body=json.dumps(dict(slow, stream=True)).encode())
         r = c.getresponse()
         r.fp.readline()
@@ -424,7 +430,7 @@ def check_random_model():
 
 def check_sigterm_in_flight():
     """SIGTERM while a request runs: it finishes within the grace, the server exits 0."""
-    srv = Server(BIN, "-m", MODEL, "--threads", "1", "--grace", "30")
+    srv = Server(BIN, "-m", MODEL, "--threads", "1", "--grace", "600")
     out = []
     body = json.dumps({"prompt": "x", "decoder": "llada", "max_tokens": 64,
                        "steps": 64}).encode()
