@@ -57,7 +57,7 @@ echo "== test_openai.py"
 timeout 900 "$PY" test_openai.py "$BIN" "$MODEL" || rc=1
 echo "== load.py (short)"
 slack=32 # MiB of RSS the server may keep after the load; sanitizers keep freed memory
-grep -aqE "AddressSanitizer|ThreadSanitizer" "$BIN" && slack=1024
+grep -aqE "__asan_init|__tsan_init" "$BIN" && slack=1024
 timeout 900 "$PY" load.py "$BIN" "$MODEL" --requests 200 --clients 16 --rss-slack $slack || rc=1
 echo "== test_web.py (the page in headless Chromium)"
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
