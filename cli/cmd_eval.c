@@ -49,7 +49,7 @@ struct eval_result {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lopad eval --task TASK [-m MODEL] [options]\n"
-            "  --task T             tiny-gsm | gsm8k | humaneval | mbpp | math500\n"
+            "  --task T             tiny-gsm | gsm8k | humaneval | mbpp | math500 | lopa-demo\n"
             "  --limit N            the first N problems (default: all)\n"
             "  --shots K            few-shot exemplars (default: gsm8k 4, mbpp 3, others 0)\n"
             "  --data FILE          problems from FILE instead of the task's file in data/ (tiny-gsm:\n"
@@ -68,8 +68,8 @@ static void usage(FILE *f) {
             "                       check of data and scorers: expect accuracy 1)\n"
             "  --unsafe-exec        run generated code (humaneval, mbpp) without a sandbox when\n"
             "                       bubblewrap is missing (it runs with your full file access)\n"
-            "Generated positions default to the task's (tiny-gsm 48, others 256), fitted to\n"
-            "the model's context (--gen N).\n"
+            "Generated positions default to the task's (tiny-gsm 48, lopa-demo 64 with\n"
+            "blocks of 16, others 256), fitted to the model's context (--gen N).\n"
             "Data: $LOPAD_DATA, else the repository's data/ (or an installed share/lopad/data)\n"
             "found above the lopad binary or the current directory (docs/EVAL.md).\n"
             "Decoder options as for lopad run:\n");
@@ -176,6 +176,7 @@ static void score_item(const struct eval_cfg *c, const struct lp_eval_item *it, 
     memset(sc, 0, sizeof *sc);
     switch (c->task) {
     case LP_TASK_TINY_GSM:
+    case LP_TASK_LOPA_DEMO:
     case LP_TASK_GSM8K: {
         char *cut = cut_at(out, "Question:");
         char *strict = lp_eval_gsm_strict(cut ? cut : out);
@@ -319,7 +320,7 @@ static double ratio(double a, double b) {
 }
 
 static bool gsm_style(enum lp_eval_task t) {
-    return t == LP_TASK_GSM8K || t == LP_TASK_TINY_GSM;
+    return t == LP_TASK_GSM8K || t == LP_TASK_TINY_GSM || t == LP_TASK_LOPA_DEMO;
 }
 
 /* the settings that matter most, as "decoder k=v k=v" */
@@ -516,6 +517,20 @@ static int fit_gen(const char *cmd, struct lp_run_opts *o, struct lp_run_session
     return lp_run_set_option(cmd, o->rq, "gen", v);
 }
 
+/* lopa-demo's answers decode in blocks of 16 (its model was trained so) unless the
+ * command line says otherwise; the whole-canvas dream decoder takes no block */
+static int task_block(const char *cmd, struct lp_run_opts *o, const struct lp_run_session *s,
+                      enum lp_eval_task task, int *block) {
+    if (task != LP_TASK_LOPA_DEMO) return 0;
+    char *js = NULL;
+    if (lopad_request_settings(o->rq, s->model, &js)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    bool dream = strstr(js, "\"decoder\":\"dream\"") != NULL;
+    lopad_free(js);
+    if (dream) return 0;
+    *block = 16;
+    return lp_run_set_option(cmd, o->rq, "block", "16");
+}
+
 static int print_results(const struct eval_cfg *c, const char *sweep, char **values, int n_values,
                          const struct eval_result *res) {
     int rc = 0;
@@ -583,7 +598,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
             if (!strcmp(f, "--task")) {
                 if (!lp_eval_task_parse(v, &c->task))
                     return lp_cli_usage_error(
-                        cmd, "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500)", v);
+                        cmd, "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)", v);
             } else if (!strcmp(f, "--data")) {
                 a->data = v;
             } else if (!strcmp(f, "--sweep")) {
@@ -616,7 +631,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
     }
     if (a->self_test) return 0;
     if (c->task == LP_TASK_COUNT)
-        return lp_cli_usage_error(cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500)");
+        return lp_cli_usage_error(cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)");
     if (o->visual) return lp_cli_usage_error(cmd, "--visual is for lopad run");
     if (o->chat && o->raw) return lp_cli_usage_error(cmd, "--chat and --raw exclude each other");
     if (a->plot_file && !a->sweep) return lp_cli_usage_error(cmd, "--plot needs --sweep");
@@ -666,7 +681,9 @@ static int run_eval(const char *cmd, struct lp_run_opts *o, struct eval_cfg *c,
         goto done;
     }
     c->chat = !c->oracle && (o->chat || (!o->raw && has_style));
-    if (!c->oracle && !a->gen_set && (rc = fit_gen(cmd, o, &s, c, &set, a->block))) goto done;
+    int block = a->block;
+    if (!c->oracle && !block && (rc = task_block(cmd, o, &s, c->task, &block))) goto done;
+    if (!c->oracle && !a->gen_set && (rc = fit_gen(cmd, o, &s, c, &set, block))) goto done;
     c->progress = isatty(2);
     res = calloc((size_t)n_values, sizeof *res);
     rqs = calloc((size_t)n_values, sizeof *rqs);

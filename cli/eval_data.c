@@ -23,8 +23,8 @@
 #include "eval_data.h"
 #include "eval_score.h"
 
-static const char *const task_names[LP_TASK_COUNT] = {"tiny-gsm", "gsm8k", "humaneval", "mbpp",
-                                                      "math500"};
+static const char *const task_names[LP_TASK_COUNT] = {"tiny-gsm", "gsm8k",   "humaneval",
+                                                      "mbpp",     "math500", "lopa-demo"};
 
 const char *lp_eval_task_name(enum lp_eval_task t) {
     return t < LP_TASK_COUNT ? task_names[t] : "?";
@@ -51,7 +51,7 @@ int lp_eval_task_default_shots(enum lp_eval_task t) {
  * 30-40 tokens, its context 256); the benchmarks: 256, what Fast-dLLM, D2F and the
  * LLaDA / Dream evaluation scripts use for GSM8K, HumanEval, MBPP and MATH */
 int lp_eval_task_default_gen(enum lp_eval_task t) {
-    return t == LP_TASK_TINY_GSM ? 48 : 256;
+    return t == LP_TASK_TINY_GSM ? 48 : t == LP_TASK_LOPA_DEMO ? 64 : 256;
 }
 
 int lp_eval_fit_gen(const char *cmd, enum lp_eval_task task, int gen, int align, int n_ctx,
@@ -455,7 +455,8 @@ static int convert(const char *cmd, const char *path, enum lp_eval_task task, co
             if (!want) continue;
         }
         switch (task) {
-        case LP_TASK_TINY_GSM: ok = gsm_item(o, i, false, &it); break;
+        case LP_TASK_TINY_GSM:
+        case LP_TASK_LOPA_DEMO: ok = gsm_item(o, i, false, &it); break;
         case LP_TASK_GSM8K: ok = gsm_item(o, i, true, &it); break;
         case LP_TASK_HUMANEVAL: ok = humaneval_item(o, &it); break;
         case LP_TASK_MBPP: ok = mbpp_item(o, &it); break;
@@ -483,7 +484,7 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
     out->task = task;
     static const char *const files[LP_TASK_COUNT] = {
         "tiny-gsm/heldout.jsonl", "bench/gsm8k_test.jsonl", "bench/HumanEval.jsonl.gz",
-        "bench/mbpp.jsonl", "bench/MATH500.json"};
+        "bench/mbpp.jsonl", "bench/MATH500.json", "lopa-demo/heldout.jsonl"};
     char path[PATH_MAX + 64], shot_path[PATH_MAX + 64];
     if (data) {
         snprintf(path, sizeof path, "%s", data);
@@ -503,7 +504,8 @@ int lp_eval_load(const char *cmd, enum lp_eval_task task, const char *data, int 
     cJSON *recs = parse_records(cmd, path);
     if (!recs) return 2;
     int rc = 0;
-    if ((task == LP_TASK_TINY_GSM || (task == LP_TASK_GSM8K && data)) && shots > 0) {
+    if ((task == LP_TASK_TINY_GSM || task == LP_TASK_LOPA_DEMO || (task == LP_TASK_GSM8K && data)) &&
+        shots > 0) {
         /* exemplars are the file's first records, evaluation starts after them */
         rc = convert(cmd, path, task, recs, true, shots, out);
         for (int i = 0; i < out->n_shots && cJSON_GetArraySize(recs) > 0; i++)

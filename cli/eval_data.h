@@ -16,6 +16,7 @@ enum lp_eval_task {
     LP_TASK_HUMANEVAL,
     LP_TASK_MBPP,
     LP_TASK_MATH500,
+    LP_TASK_LOPA_DEMO, /* tiny-gsm's problems worded many ways (models/lopa-demo; issue 18) */
     LP_TASK_COUNT
 };
 

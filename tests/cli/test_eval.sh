@@ -243,5 +243,17 @@ else
     bad "quiet eval: rc $rc, stdout '$out', stderr '$(cat "$TMP/quiet_err")'"
 fi
 
+# ---- the lopa-demo task (issue 18): its held-out set and defaults need no other flag
+if [ -d "$SRC/models/lopa-demo" ]; then
+    for extra in "" "--lopa 2"; do
+        out=$("$BIN" eval --task lopa-demo -m "$SRC/models/lopa-demo" --decoder d2f $extra \
+              --limit 3 --threads 1 --json 2>"$TMP/err")
+        rc=$?
+        if [ $rc -eq 0 ] && check_json "$out" task=lopa-demo n=3 &&
+            printf '%s' "$out" | grep -q '"gen":64' && printf '%s' "$out" | grep -q '"block":16'; then
+            ok; else bad "lopa-demo $extra: rc $rc, $out $(cat "$TMP/err")"; fi
+    done
+fi
+
 echo "test_eval: $pass passed, $fail failed"
 [ $fail -eq 0 ]
