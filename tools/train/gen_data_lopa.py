@@ -90,6 +90,9 @@ WORDED = {
 }
 
 
+FREE_FIRST = False  # --free-first: phase 1's data (the first line not constrained)
+
+
 def problem_worded(rs):
     """One tiny-gsm problem (gen_data.problem: same questions, same numbers) whose worked
     steps are each written in one of the WORDED forms, with a lead word."""
@@ -101,7 +104,7 @@ def problem_worded(rs):
             a, op, b, c = m.groups()
             forms = WORDED[op]
             lead = rs.choice(LEADS)
-            if not lines:
+            if not lines and not FREE_FIRST:
                 # The first answer token is predicted from the prompt alone (Dream's shifted
                 # logits: D2F reads it from the prefill), so it is kept certain: no lead
                 # word, a form that starts with the first operand.
@@ -145,7 +148,11 @@ def main():
     ap.add_argument("--kind", choices=sorted(KINDS), default="worded",
                     help="worded: tiny-gsm's problems in varied wording (the shipped model); "
                     "totals: 4-8 step running totals (tried first, not learned in time)")
+    ap.add_argument("--free-first", action="store_true",
+                    help="worded: let the first line vary too (the data of phase 1)")
     args = ap.parse_args()
+    global FREE_FIRST
+    FREE_FIRST = args.free_first
     train = generate(11, args.n_train, kind=args.kind)
     seen = {p["question"] for p in train}
     if args.kind == "worded":  # also unseen by models/demo (tiny-gsm's training set)
