@@ -12,8 +12,8 @@ Markdown tables (accuracy, flexible accuracy, TPF, NFE, tokens/s) with the exact
 of every row. Only the standard library; lopad does the work.
 
 --suite lopa-demo runs the lopa-demo model's tables instead (gen 64, block 16: vanilla,
-Fast-dLLM, D2F, D2F + LoPA for K = 0..14, DPad) on data/lopa-demo/heldout.jsonl, read
-as a tiny-gsm file (--task tiny-gsm --data FILE) unless --task names another task.
+Fast-dLLM, D2F, D2F + LoPA for K = 0..14, DPad) with `lopad eval --task lopa-demo`
+(data/lopa-demo/heldout.jsonl; --task tiny-gsm reads the same file as a tiny-gsm one).
 Rows marked with a cap (the slow vanilla decoders) run on at most that many problems.
 """
 
@@ -134,11 +134,13 @@ def main():
     ap.add_argument("--only", help="run only the tables whose title contains this")
     ap.add_argument("--plot", help="lopa-demo suite: the LoPA curve (K = 0..14) as a PNG")
     ap.add_argument("--suite", choices=["demo", "lopa-demo"], default="demo")
-    ap.add_argument("--task", default="tiny-gsm")
+    ap.add_argument("--task", help="default: tiny-gsm (demo suite), lopa-demo (lopa-demo suite)")
     ap.add_argument("--data", help="problems file (lopa-demo suite with --task tiny-gsm: "
                     "data/lopa-demo/heldout.jsonl)")
     args = ap.parse_args()
     tables = TABLES
+    if not args.task:
+        args.task = "lopa-demo" if args.suite == "lopa-demo" else "tiny-gsm"
     if args.suite == "lopa-demo":
         tables = LOPA_TABLES
         if args.task == "tiny-gsm" and not args.data:
