@@ -122,22 +122,6 @@ static void model_name(const char *path, char *out, size_t cap) {
 }
 
 /* the session parameters of lp_run_session_open (env knobs), for every slot */
-static int slot_params(const char *cmd, int threads, struct lopad_session_params *p,
-                       const char *device) {
-    *p = (struct lopad_session_params){.n_threads = threads, .device = device};
-    p->kernels = getenv("LOPAD_KERNELS");
-    if (p->kernels && !*p->kernels) p->kernels = NULL;
-    const char *rp = getenv("LOPAD_REPACK");
-    if (rp && *rp) {
-        if (strcmp(rp, "0") && strcmp(rp, "1"))
-            return lp_cli_usage_error(cmd, "LOPAD_REPACK must be 0 or 1, got '%s'", rp);
-        p->repack = !strcmp(rp, "1") ? LOPAD_REPACK_ON : LOPAD_REPACK_OFF;
-    }
-    const char *fs = getenv("LOPAD_FUSED_SCORES");
-    p->no_fused_scores = fs && !strcmp(fs, "0");
-    return 0;
-}
-
 /* the threads of a slot: by default the cores shared out, at least one */
 static int slot_threads(const char *cmd, const struct serve_args *a) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -173,7 +157,9 @@ static int serve(const char *cmd, struct serve_args *a, struct lp_run_session *r
     lopad_free(settings);
     struct lopad_session_params sp;
     int threads = slot_threads(cmd, a);
-    if (slot_params(cmd, threads, &sp, a->o.device)) return 2;
+    struct lp_run_opts so = a->o; /* the flags and environment knobs, with the slot's threads */
+    so.threads = threads;
+    if (lp_run_session_params(cmd, &so, &sp)) return 2;
     if (!(s.pool = srv_pool_new(rs->model, a->cfg.parallel, &sp, a->cfg.queue)))
         return lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
     if (srv_http_start(&s)) {

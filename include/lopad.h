@@ -259,6 +259,9 @@ enum lopad_status lopad_request_prompt_ids(lopad_request *r, const int32_t *ids,
  * that decoder reads), as a JSON object (*json: lopad_free). Also validates. */
 enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m,
                                          char **json);
+/* The whole check a generation would make (options, prompt, context, the decoder's own
+ * rules) without a session: a server answers a bad request before queueing it. */
+enum lopad_status lopad_request_validate(const lopad_request *r, const lopad_model *m);
 const char *lopad_request_errmsg(const lopad_request *r);
 
 /* The option table: name, type ("int", "float", "bool", "enum", "seed", "name"),

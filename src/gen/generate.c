@@ -194,6 +194,9 @@ static enum lopad_status request_resolve(const lopad_request *r, const lopad_mod
     return lp_opt_resolve(&r->opts, lopad_model_hparams(m), m->lora_path != NULL, rq);
 }
 
+/* the error slot is the request's own record of its last failure, not its contents */
+#define KEEP_R(r, st) keep(((lopad_request *)(r))->err, sizeof (r)->err, (st))
+
 enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m,
                                          char **json) {
     if (!r || !m || !json) return lp_error(LOPAD_ERR_ARG, "lopad_request_settings: bad arguments");
@@ -201,7 +204,26 @@ enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_mod
     struct lp_decode_request rq;
     enum lopad_status st = request_resolve(r, m, &rq);
     if (st == LOPAD_OK && !(*json = lp_opt_settings_json(&rq))) st = LOPAD_ERR_NOMEM;
-    return st;
+    return KEEP_R(r, st);
+}
+
+static int ctx_limit(const lopad_model *m);
+
+enum lopad_status lopad_request_validate(const lopad_request *r, const lopad_model *m) {
+    if (!r || !m) return lp_error(LOPAD_ERR_ARG, "lopad_request_validate: bad arguments");
+    struct lp_decode_request rq;
+    struct lp_ids prompt = {0};
+    enum lopad_status st = request_resolve(r, m, &rq);
+    if (st == LOPAD_OK) st = request_encode(r, m, &prompt);
+    if (st == LOPAD_OK && prompt.n > (size_t)INT_MAX / 2)
+        st = lp_error(LOPAD_ERR_ARG, "prompt too long");
+    if (st == LOPAD_OK) {
+        rq.prompt = prompt.v;
+        rq.n_prompt = (int)prompt.n;
+        st = lp_decode_validate(&rq, lopad_model_hparams(m), ctx_limit(m));
+    }
+    lp_ids_free(&prompt);
+    return KEEP_R(r, st);
 }
 
 /* ------------------------------------------------------------ option table */

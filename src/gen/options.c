@@ -315,7 +315,9 @@ enum lopad_status lp_opt_resolve(const struct lp_opt_set *s, const struct lopad_
     for (int i = 0; i < lp_n_opts; i++) {
         const struct lp_opt *o = &lp_opts[i];
         if (!s->v[i].set || o->field < 0) continue;
-        if (o->strict && !(o->decoders & LP_D(k))) {
+        /* an int whose lowest value means off (lopa -1) is fine with any decoder */
+        bool off = o->type == LP_OPT_INT && o->lo < 0 && s->v[i].i == (int64_t)o->lo;
+        if (o->strict && !(o->decoders & LP_D(k)) && !off) {
             char list[64];
             decoder_list(o->decoders, list, sizeof list);
             return lp_error(LOPAD_ERR_ARG, "option '%s' needs decoder %s (the decoder is %s)",

@@ -284,6 +284,19 @@ static void test_stepped_and_text(void) {
     lopad_result_free(&res);
     lopad_gen_free(g);
 
+    /* validated without a session: the same checks, the message on the request */
+    CHECK(lopad_request_validate(r, m) == LOPAD_OK);
+    CHECK(lopad_request_set(r, "gen", "100000") == LOPAD_OK);
+    CHECK(lopad_request_validate(r, m) == LOPAD_ERR_ARG &&
+          strstr(lopad_request_errmsg(r), "exceed the context"));
+    CHECK(lopad_request_set(r, "decoder", "llada") == LOPAD_OK &&
+          lopad_request_set(r, "lopa", "2") == LOPAD_OK);
+    char *js = NULL;
+    CHECK(lopad_request_settings(r, m, &js) == LOPAD_ERR_ARG && !js &&
+          strstr(lopad_request_errmsg(r), "option 'lopa' needs decoder"));
+    CHECK(lopad_request_set(r, "decoder", "dream") == LOPAD_OK &&
+          lopad_request_set(r, "lopa", "-1") == LOPAD_OK);
+
     /* a request the model cannot take: the error names it, on the session too */
     CHECK(lopad_request_set(r, "gen", "100000") == LOPAD_OK);
     CHECK(lopad_gen_start(s, r, &g) == LOPAD_ERR_ARG && !g);
