@@ -4,7 +4,7 @@
 # virtual environment under the build directory) checks models, completions, chat,
 # streamed and not, against `lopad run` for every decoder; bad requests; the API key;
 # the queue, the time limit, clients leaving, SIGTERM (tests/serve/test_openai.py);
-# then a short load run with malformed requests mixed in (tests/serve/load.py), and the
+# then a load run with malformed requests mixed in (tests/serve/load.py), and the
 # page at / in headless Chromium (tests/serve/test_web.py; skipped without chromium).
 # Skips, with a message, when lopad was built without libmicrohttpd or when the
 # openai package cannot be installed (no network to PyPI).
@@ -55,10 +55,13 @@ expect 1 "nosuchhost.invalid" -m "$MODEL" --host nosuchhost.invalid --port 0
 cd "$SRC/tests/serve" || exit 1
 echo "== test_openai.py"
 timeout 900 "$PY" test_openai.py "$BIN" "$MODEL" || rc=1
-echo "== load.py (short)"
+echo "== load.py"
+# the load (1000 requests, 64 clients, a quarter malformed) on a release build;
+# a sanitizer build, ten times slower, runs a short one
 slack=32 # MiB of RSS the server may keep after the load; sanitizers keep freed memory
-grep -aqE "__asan_init|__tsan_init" "$BIN" && slack=1024
-timeout 900 "$PY" load.py "$BIN" "$MODEL" --requests 200 --clients 16 --rss-slack $slack || rc=1
+load=(--requests 1000 --clients 64)
+grep -aqE "__asan_init|__tsan_init" "$BIN" && slack=1024 && load=(--requests 200 --clients 16)
+timeout 900 "$PY" load.py "$BIN" "$MODEL" "${load[@]}" --rss-slack $slack || rc=1
 echo "== test_web.py (the page in headless Chromium)"
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
     echo "SKIP: chromium not installed (scripts/deps.sh --test installs it)"
