@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "core/common.h"
-#include "formats/gguf.h"
 #include "model/model.h"
 
 static void text_free(void *p) {
@@ -27,24 +26,6 @@ static enum lopad_status make_empty(const struct lopad_model *m, void *arg, void
     return *out ? LOPAD_OK : LOPAD_ERR_NOMEM;
 }
 
-/* A GGUF without any tokenizer key runs on ids; one with the keys but broken is
- * an error (the loader's message says what is wrong). */
-static bool gguf_has_tokenizer(const char *path) {
-    struct lp_gguf *g = NULL;
-    if (lp_gguf_open(path, &g) != LOPAD_OK) return true; /* let the loader report it */
-    bool has = lp_gguf_find(g, "tokenizer.ggml.model") >= 0 ||
-               lp_gguf_find(g, "tokenizer.ggml.tokens") >= 0;
-    lp_gguf_close(g);
-    return has;
-}
-
-static bool dir_has_tokenizer(const char *dir) {
-    char p[4096];
-    struct stat sb;
-    if (snprintf(p, sizeof p, "%s/tokenizer.json", dir) >= (int)sizeof p) return true;
-    return lstat(p, &sb) == 0;
-}
-
 static void detect_style(const struct lopad_model *m, struct lp_model_text *t) {
     const char *bos = NULL;
     size_t bl;
@@ -58,17 +39,14 @@ static enum lopad_status make_loaded(const struct lopad_model *m, void *arg, voi
     LP_UNUSED(arg);
     struct lp_model_text *t = lp_calloc(1, sizeof *t, "model text");
     if (!t) return LOPAD_ERR_NOMEM;
-    struct stat sb;
-    bool dir = stat(m->path, &sb) == 0 && S_ISDIR(sb.st_mode);
-    bool present = dir ? dir_has_tokenizer(m->path) : gguf_has_tokenizer(m->path);
-    if (present) {
-        enum lopad_status st = lp_tokenizer_load(m->path, &t->tok);
-        if (st != LOPAD_OK) {
-            lp_free(t);
-            return st;
-        }
-        detect_style(m, t);
+    /* no tokenizer (a GGUF without its keys, a directory without tokenizer.json) runs
+     * on ids; one that is there but broken is an error with its reason */
+    enum lopad_status st = lp_tokenizer_load_opt(m->path, &t->tok);
+    if (st != LOPAD_OK) {
+        lp_free(t);
+        return st;
     }
+    if (t->tok) detect_style(m, t);
     *out = t;
     return LOPAD_OK;
 }

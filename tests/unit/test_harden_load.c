@@ -293,7 +293,9 @@ static void test_many_tensors(void) {
     lopad_model *m = NULL;
     CHECK_MSG(lopad_model_load(path, NULL, &m) == LOPAD_OK, "%s", lopad_errmsg());
     double dt = lp_time() - t0;
-    CHECK_MSG(dt < 3.0, "loading took %.1f s", dt);
+    /* a guard against the quadratic lookup (minutes), not a speed target: generous
+     * enough for sanitizer builds on a loaded machine */
+    CHECK_MSG(dt < 60.0, "loading took %.1f s", dt);
     if (m) CHECK(m->hp.n_layer == n_layer && m->layers[n_layer - 1].w_down.n_in == 2);
     lopad_model_free(m);
     unlink(path);
@@ -331,7 +333,7 @@ static void test_many_lora_targets(void) {
     CHECK_MSG(st == LOPAD_ERR_FORMAT && msg_has("model.layers.1023.mlp.down_proj") &&
                   msg_has("no lora_A"),
               "%d %s", st, lopad_errmsg());
-    CHECK_MSG(dt < 1.0, "matching took %.1f s", dt);
+    CHECK_MSG(dt < 60.0, "matching took %.1f s (a guard against the quadratic match)", dt);
     lopad_model_free(m);
     unlink(path);
 }

@@ -690,7 +690,7 @@ static void test_many_tensors(void) {
     expect_load_fail(dir, LOPAD_ERR_FORMAT, "output head", NULL);
     double dt2 = lp_time() - t0;
     fprintf(stderr, "  %d tensors: layer bound %.2f s, index %.2f s\n", N, dt1, dt2);
-    CHECK(dt1 < 20 && dt2 < 20);
+    CHECK(dt1 < 60 && dt2 < 60); /* guards against the quadratic versions, not speed targets */
 }
 
 /* Every allocation failure during a sharded load returns NOMEM and leaks

@@ -581,11 +581,11 @@ static void test_regex_limits(void) {
                    LOPAD_ERR_FORMAT, "target_modules regex '([a-z_.0-9]+)+[A-Z]' exceeded the",
                    "on module 'model.layers.0.self_attn.q_proj'");
     double t1 = lp_time();
-    CHECK_MSG(t1 - t0 < 2.0, "took %.1f s", t1 - t0);
+    CHECK_MSG(t1 - t0 < 30.0, "took %.1f s (unbounded backtracking takes minutes)", t1 - t0);
     expect_refused("exclude_bomb",
                    CFG(", \"exclude_modules\": \"(.*.*)*[A-Z]\"", "[\"q_proj\"]", 2, 2), q01, 2, 2,
                    NULL, LOPAD_ERR_FORMAT, "exclude_modules regex", "limit on module");
-    CHECK_MSG(lp_time() - t1 < 2.0, "took %.1f s", lp_time() - t1);
+    CHECK_MSG(lp_time() - t1 < 30.0, "took %.1f s (a guard, not a speed target)", lp_time() - t1);
     /* a pattern of megabytes is not compiled */
     size_t big = 5000;
     char *cfg = malloc(big + 256), *q = cfg;
