@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
+#include "../core/utf8.h"
 
 const char *const LP_PAT_GPT2 =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -657,38 +658,6 @@ static enum lopad_status split_level(struct lp_tokenizer *t, int level, const ch
     return LOPAD_OK;
 }
 
-/* Length of the valid UTF-8 prefix of s[0..n). */
-static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            k = 2;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            k = 3;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 4;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else
-            return i;
-        if (i + k > n) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j < k; j++)
-            if ((s[i + j] & 0xC0) != 0x80) return i;
-        i += k;
-    }
-    return n;
-}
-
 static enum lopad_status nfc_reserve(struct lp_tokenizer *t, size_t need) {
     if (need <= t->nfc_cap) return LOPAD_OK;
     size_t cap = t->nfc_cap ? t->nfc_cap : 4096;
@@ -706,7 +675,7 @@ static enum lopad_status nfc_text(struct lp_tokenizer *t, const char *s, size_t 
     size_t o = 0, i = 0;
     enum lopad_status st;
     while (i < n) {
-        size_t v = utf8_valid_prefix((const uint8_t *)s + i, n - i);
+        size_t v = lp_utf8_valid_prefix((const char *)s + i, n - i);
         if (v == 0) { /* one invalid byte */
             if ((st = nfc_reserve(t, o + 1))) return st;
             t->nfc_buf[o++] = s[i++];
@@ -822,35 +791,6 @@ enum lopad_status lp_tokenizer_decode(const struct lp_tokenizer *t, const int32_
     *out = s;
     if (len) *len = o;
     return LOPAD_OK;
-}
-
-size_t lp_utf8_complete_prefix(const char *str, size_t n) {
-    const uint8_t *s = (const uint8_t *)str;
-    /* the last lead byte within the final 3 bytes */
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        size_t p = n - back;
-        uint8_t c = s[p];
-        if ((c & 0xC0) == 0x80) continue; /* continuation: keep looking back */
-        size_t need;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 2;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 3;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 4;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else
-            return n;               /* ASCII or an invalid byte: complete */
-        if (back >= need) return n; /* the sequence is whole (or over-long: invalid) */
-        /* incomplete: hold it only if what has arrived can still become valid */
-        if (back >= 2 && (s[p + 1] < lo || s[p + 1] > hi)) return n;
-        return p;
-    }
-    return n;
 }
 
 enum lopad_status lp_tok_stream_push(const struct lp_tokenizer *t, struct lp_tok_stream *s,

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "../core/common.h"
+#include "../core/utf8.h"
 
 struct lp_tokenizer;
 struct lp_gguf;
@@ -114,10 +115,7 @@ enum lopad_status lp_tokenizer_encode(struct lp_tokenizer *t, const char *text, 
 enum lopad_status lp_tokenizer_decode(const struct lp_tokenizer *t, const int32_t *ids, size_t n,
                                       bool skip_special, char **out, size_t *len);
 
-/* Length of the longest prefix of s[0..n) that does not end inside a UTF-8
- * sequence that is still incomplete but could become valid with more bytes.
- * Invalid bytes count as complete (they are passed through). */
-size_t lp_utf8_complete_prefix(const char *s, size_t n);
+/* lp_utf8_complete_prefix (core/utf8.h) cuts the streaming decode at whole characters. */
 
 /* Streaming decode for generation: push ids one by one and get back only text
  * that ends on a complete UTF-8 character; a split character is held until its
