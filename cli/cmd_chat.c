@@ -121,8 +121,10 @@ static int cmd_chat(int argc, char **argv) {
         int t = chat_turn(cmd, &o, &s, &h);
         if (t == 2) { /* e.g. the conversation outgrew the context: drop this turn */
             history_drop_last(&h);
-            fprintf(stderr, "lopad %s: this turn was not answered; /reset starts a new "
-                            "conversation\n", cmd);
+            fprintf(stderr,
+                    "lopad %s: this turn was not answered; /reset starts a new "
+                    "conversation\n",
+                    cmd);
             failed = true;
             continue;
         }

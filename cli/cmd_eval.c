@@ -47,32 +47,33 @@ struct eval_result {
 };
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: lopad eval --task TASK [-m MODEL] [options]\n"
-            "  --task T             tiny-gsm | gsm8k | humaneval | mbpp | math500 | lopa-demo\n"
-            "  --limit N            the first N problems (default: all)\n"
-            "  --shots K            few-shot exemplars (default: gsm8k 4, mbpp 3, others 0)\n"
-            "  --data FILE          problems from FILE instead of the task's file in data/ (tiny-gsm:\n"
-            "                       data/tiny-gsm/heldout.jsonl, GSM8K format)\n"
-            "  --timeout S          seconds per code execution (default 10)\n"
-            "  --samples FILE       write one JSON line per problem (output, extracted, correct)\n"
-            "  --json               one JSON object (task, n, accuracy, flexible_accuracy, tpf,\n"
-            "                       nfe, tokens_per_second, settings) instead of the table\n"
-            "  --sweep P=v1,v2,...  evaluate once per value of the decoder option --P\n"
-            "                       (e.g. lopa=0,1,2 or threshold=0.7,0.9)\n"
-            "  --plot FILE.png      with --sweep: accuracy and TPF against P (gnuplot)\n"
-            "  --self-test          run the built-in scorer cases and exit\n"
-            "  --show-prompt        print the first problem's prompt (as the model sees it)\n"
-            "                       and exit\n"
-            "  --oracle             score the dataset's own solutions instead of generating (a\n"
-            "                       check of data and scorers: expect accuracy 1)\n"
-            "  --unsafe-exec        run generated code (humaneval, mbpp) without a sandbox when\n"
-            "                       bubblewrap is missing (it runs with your full file access)\n"
-            "Generated positions default to the task's (tiny-gsm 48, lopa-demo 64 with\n"
-            "blocks of 16, others 256), fitted to the model's context (--gen N).\n"
-            "Data: $LOPAD_DATA, else the repository's data/ (or an installed share/lopad/data)\n"
-            "found above the lopad binary or the current directory (docs/EVAL.md).\n"
-            "Decoder options as for lopad run:\n");
+    fprintf(
+        f,
+        "usage: lopad eval --task TASK [-m MODEL] [options]\n"
+        "  --task T             tiny-gsm | gsm8k | humaneval | mbpp | math500 | lopa-demo\n"
+        "  --limit N            the first N problems (default: all)\n"
+        "  --shots K            few-shot exemplars (default: gsm8k 4, mbpp 3, others 0)\n"
+        "  --data FILE          problems from FILE instead of the task's file in data/ (tiny-gsm:\n"
+        "                       data/tiny-gsm/heldout.jsonl, GSM8K format)\n"
+        "  --timeout S          seconds per code execution (default 10)\n"
+        "  --samples FILE       write one JSON line per problem (output, extracted, correct)\n"
+        "  --json               one JSON object (task, n, accuracy, flexible_accuracy, tpf,\n"
+        "                       nfe, tokens_per_second, settings) instead of the table\n"
+        "  --sweep P=v1,v2,...  evaluate once per value of the decoder option --P\n"
+        "                       (e.g. lopa=0,1,2 or threshold=0.7,0.9)\n"
+        "  --plot FILE.png      with --sweep: accuracy and TPF against P (gnuplot)\n"
+        "  --self-test          run the built-in scorer cases and exit\n"
+        "  --show-prompt        print the first problem's prompt (as the model sees it)\n"
+        "                       and exit\n"
+        "  --oracle             score the dataset's own solutions instead of generating (a\n"
+        "                       check of data and scorers: expect accuracy 1)\n"
+        "  --unsafe-exec        run generated code (humaneval, mbpp) without a sandbox when\n"
+        "                       bubblewrap is missing (it runs with your full file access)\n"
+        "Generated positions default to the task's (tiny-gsm 48, lopa-demo 64 with\n"
+        "blocks of 16, others 256), fitted to the model's context (--gen N).\n"
+        "Data: $LOPAD_DATA, else the repository's data/ (or an installed share/lopad/data)\n"
+        "found above the lopad binary or the current directory (docs/EVAL.md).\n"
+        "Decoder options as for lopad run:\n");
     lp_run_print_help(f);
 }
 
@@ -270,8 +271,8 @@ static int evaluate(const char *cmd, const struct lp_run_opts *o, struct lp_run_
         gen = request_gen(r->settings);
         if (s->hp->n_ctx_train > 0) ctx_limit = s->hp->n_ctx_train;
         if (gen >= ctx_limit)
-            return lp_cli_usage_error(cmd, "--gen %d leaves no room for a prompt (context %d)",
-                                      gen, ctx_limit);
+            return lp_cli_usage_error(cmd, "--gen %d leaves no room for a prompt (context %d)", gen,
+                                      ctx_limit);
     }
     for (int i = 0; i < set->n_items && !rc; i++) {
         const struct lp_eval_item *it = &set->items[i];
@@ -325,9 +326,9 @@ static bool gsm_style(enum lp_eval_task t) {
 
 /* the settings that matter most, as "decoder k=v k=v" */
 static void settings_text(const char *settings, char *b, size_t cap) {
-    static const char *const keys[] = {"gen",       "steps",     "block", "temperature",
-                                       "remasking", "alg",       "cache", "rule",
-                                       "threshold", "tau_conf",  "lopa",  "dpad"};
+    static const char *const keys[] = {"gen",       "steps",    "block", "temperature",
+                                       "remasking", "alg",      "cache", "rule",
+                                       "threshold", "tau_conf", "lopa",  "dpad"};
     cJSON *j = cJSON_Parse(settings ? settings : "{}");
     const cJSON *d = cJSON_GetObjectItem(j, "decoder");
     int k = snprintf(b, cap, "%s", cJSON_IsString(d) ? d->valuestring : "oracle");
@@ -598,7 +599,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
             if (!strcmp(f, "--task")) {
                 if (!lp_eval_task_parse(v, &c->task))
                     return lp_cli_usage_error(
-                        cmd, "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)", v);
+                        cmd,
+                        "unknown task '%s' (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)",
+                        v);
             } else if (!strcmp(f, "--data")) {
                 a->data = v;
             } else if (!strcmp(f, "--sweep")) {
@@ -631,7 +634,8 @@ static int parse_args(const char *cmd, int argc, char **argv, struct lp_run_opts
     }
     if (a->self_test) return 0;
     if (c->task == LP_TASK_COUNT)
-        return lp_cli_usage_error(cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)");
+        return lp_cli_usage_error(
+            cmd, "give --task (tiny-gsm, gsm8k, humaneval, mbpp, math500, lopa-demo)");
     if (o->visual) return lp_cli_usage_error(cmd, "--visual is for lopad run");
     if (o->chat && o->raw) return lp_cli_usage_error(cmd, "--chat and --raw exclude each other");
     if (a->plot_file && !a->sweep) return lp_cli_usage_error(cmd, "--plot needs --sweep");
@@ -661,8 +665,7 @@ static int run_eval(const char *cmd, struct lp_run_opts *o, struct eval_cfg *c,
                 rc = 2;
                 goto done;
             }
-            fprintf(stderr, "lopad %s: warning: %s; running generated code unconfined\n", cmd,
-                    why);
+            fprintf(stderr, "lopad %s: warning: %s; running generated code unconfined\n", cmd, why);
         }
     }
     if (a->samples && !(c->samples = fopen(a->samples, "w"))) {

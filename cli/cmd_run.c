@@ -234,8 +234,8 @@ static void draw_lopa(const struct lopad_step *ev, FILE *f) {
     if (ev->winner == ev->n_branches - 1)
         fprintf(f, "lopa: %d branches, winner: the anchor", ev->n_branches);
     else
-        fprintf(f, "lopa: %d branches, winner: lookahead %d (token at position %d)",
-                ev->n_branches, ev->winner, ev->winner_pos - ev->n_prompt);
+        fprintf(f, "lopa: %d branches, winner: lookahead %d (token at position %d)", ev->n_branches,
+                ev->winner, ev->winner_pos - ev->n_prompt);
     fputs("; added positions:", f);
     for (int c = 0; c < ev->n_committed; c++)
         fprintf(f, " %d%s", ev->committed[c] - ev->n_prompt,
@@ -451,11 +451,13 @@ static int cmd_run(int argc, char **argv) {
             return 0;
         }
         const char **p = !strcmp(a, "-p") || !strcmp(a, "--prompt") ? &prompt
-                         : !strcmp(a, "--prompt-ids")                ? &prompt_ids
-                                                                     : NULL;
+                         : !strcmp(a, "--prompt-ids")               ? &prompt_ids
+                                                                    : NULL;
         if (p) {
-            if (!need(cmd, argc, argv, i)) rc = 2;
-            else *p = argv[++i];
+            if (!need(cmd, argc, argv, i))
+                rc = 2;
+            else
+                *p = argv[++i];
             continue;
         }
         int r = lp_run_parse_opt(cmd, argc, argv, &i, &o);

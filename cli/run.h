@@ -18,7 +18,7 @@ struct lp_run_opts {
     const char *system;
     int threads;
     bool json, visual, chat, raw;
-    bool quiet; /* lp_run_generate prints nothing; errors are still reported (lopad eval) */
+    bool quiet;        /* lp_run_generate prints nothing; errors are still reported (lopad eval) */
     lopad_request *rq; /* the decoding options from the flags (its prompt is unused) */
 };
 

@@ -55,14 +55,7 @@ void srv_error_param_from(struct srv_error *e, const char *msg, const char *fall
 /* ------------------------------------------------------------ pre-checks */
 
 size_t srv_utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!k || k > n || (k == 2 && c < 0xc2) || c > 0xf4) return 0;
-    for (size_t i = 1; i < k; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    if (k == 3 && ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0))) return 0;
-    if (k == 4 && ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))) return 0;
-    return k;
+    return lopad_utf8_char_len((const char *)s, n); /* the library's one UTF-8 check */
 }
 
 /* UTF-8, nesting depth and "\u0000" (which cJSON would cut strings at) */

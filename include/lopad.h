@@ -222,6 +222,10 @@ enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t 
 enum lopad_status lopad_detokenize(const lopad_model *m, const int32_t *ids, int n_ids,
                                    bool skip_special, char **text, size_t *len);
 
+/* Length of the valid UTF-8 character at s[0..n) (1..4), or 0 when the bytes there are
+ * not one (RFC 3629: no overlongs, surrogates or code points past U+10FFFF). */
+size_t lopad_utf8_char_len(const char *s, size_t n);
+
 struct lopad_chat_msg {
     const char *role; /* "system", "user", "assistant" */
     const char *content;

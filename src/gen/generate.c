@@ -26,7 +26,7 @@ static enum lopad_status keep(char *slot, size_t cap, enum lopad_status st) {
     if (st != LOPAD_OK) snprintf(slot, cap, "%s", lopad_errmsg());
     return st;
 }
-#define KEEP(h, st) keep((h)->err, sizeof (h)->err, (st))
+#define KEEP(h, st) keep((h)->err, sizeof(h)->err, (st))
 
 /* ------------------------------------------------------------------ request */
 
@@ -195,7 +195,7 @@ static enum lopad_status request_resolve(const lopad_request *r, const lopad_mod
 }
 
 /* the error slot is the request's own record of its last failure, not its contents */
-#define KEEP_R(r, st) keep(((lopad_request *)(r))->err, sizeof (r)->err, (st))
+#define KEEP_R(r, st) keep(((lopad_request *)(r))->err, sizeof(r)->err, (st))
 
 enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m,
                                          char **json) {
@@ -236,8 +236,9 @@ bool lopad_option_get(int i, struct lopad_option_info *out) {
     static const char *const types[] = {"int", "float", "bool", "enum", "seed", "name"};
     if (i < 0 || i >= lp_n_opts || !out) return false;
     const struct lp_opt *o = &lp_opts[i];
-    *out = (struct lopad_option_info){o->name,  types[o->type], o->def, o->help, o->choices,
-                                      o->lo,    o->hi,          o->group, o->flag ? NULL : o->metavar,
+    *out = (struct lopad_option_info){o->name, types[o->type], o->def,
+                                      o->help, o->choices,     o->lo,
+                                      o->hi,   o->group,       o->flag ? NULL : o->metavar,
                                       o->flag};
     return true;
 }

@@ -23,8 +23,7 @@
 
 static const char *const decoder_choices[] = {"llada", "dream", "fast", "d2f", NULL};
 static const char *const remasking_choices[] = {"low_confidence", "random", NULL};
-static const char *const alg_choices[] = {"origin", "maskgit_plus", "topk_margin", "entropy",
-                                          NULL};
+static const char *const alg_choices[] = {"origin", "maskgit_plus", "topk_margin", "entropy", NULL};
 static const char *const cache_choices[] = {"none", "prefix", "dual", NULL};
 static const char *const rule_choices[] = {"threshold", "factor", "topk", NULL};
 static const char *const confidence_choices[] = {"auto", "pmax", "margin", "negent", NULL};
@@ -143,8 +142,8 @@ static void choices_list(const struct lp_opt *o, char *buf, size_t cap) {
 }
 
 static enum lopad_status parse_bool(const struct lp_opt *o, const char *t, bool *out) {
-    static const char *const on[] = {"1", "true", "on", "yes"}, *const off[] = {"0", "false",
-                                                                                 "off", "no"};
+    static const char *const on[] = {"1", "true", "on", "yes"}, *const off[] = {"0", "false", "off",
+                                                                                "no"};
     for (int i = 0; i < 4; i++) {
         if (!strcmp(t, on[i])) return *out = true, LOPAD_OK;
         if (!strcmp(t, off[i])) return *out = false, LOPAD_OK;
@@ -162,26 +161,31 @@ enum lopad_status lp_opt_parse(const struct lp_opt *o, const char *t, struct lp_
     case LP_OPT_INT: {
         long long v = strtoll(t, &end, 10);
         if (!*t || *end || errno || v < o->lo || v > o->hi)
-            return lp_error(LOPAD_ERR_ARG, "option '%s' expects an integer in [%.0f, %.0f], got "
-                            "'%.64s'", o->name, o->lo, o->hi, t);
+            return lp_error(LOPAD_ERR_ARG,
+                            "option '%s' expects an integer in [%.0f, %.0f], got "
+                            "'%.64s'",
+                            o->name, o->lo, o->hi, t);
         out->i = v;
         return LOPAD_OK;
     }
     case LP_OPT_FLOAT: {
         double v = strtod(t, &end);
         if (!*t || *end || !isfinite(v) || v < o->lo || v > o->hi)
-            return lp_error(LOPAD_ERR_ARG, "option '%s' expects a number in [%g, %g], got "
-                            "'%.64s'", o->name, o->lo, o->hi, t);
+            return lp_error(LOPAD_ERR_ARG,
+                            "option '%s' expects a number in [%g, %g], got "
+                            "'%.64s'",
+                            o->name, o->lo, o->hi, t);
         out->f = v;
         return LOPAD_OK;
     }
-    case LP_OPT_BOOL:
-        return parse_bool(o, t, &out->b);
+    case LP_OPT_BOOL: return parse_bool(o, t, &out->b);
     case LP_OPT_SEED: {
         unsigned long long v = strtoull(t, &end, 10);
         if (!*t || *end || errno || t[0] == '-')
-            return lp_error(LOPAD_ERR_ARG, "option '%s' expects a non-negative integer, got "
-                            "'%.64s'", o->name, t);
+            return lp_error(LOPAD_ERR_ARG,
+                            "option '%s' expects a non-negative integer, got "
+                            "'%.64s'",
+                            o->name, t);
         out->u = v;
         return LOPAD_OK;
     }
@@ -190,8 +194,8 @@ enum lopad_status lp_opt_parse(const struct lp_opt *o, const char *t, struct lp_
             if (!strcmp(t, o->choices[i])) return out->e = i, LOPAD_OK;
         char list[256];
         choices_list(o, list, sizeof list);
-        return lp_error(LOPAD_ERR_ARG, "option '%s' expects one of %s, got '%.64s'", o->name,
-                        list, t);
+        return lp_error(LOPAD_ERR_ARG, "option '%s' expects one of %s, got '%.64s'", o->name, list,
+                        t);
     case LP_OPT_NAME: {
         struct lp_decode_request probe; /* the preset table knows its names */
         if (lp_dpad_preset_apply(t, &probe) != LOPAD_OK) {
@@ -240,7 +244,7 @@ static enum lopad_status set_json_item(struct lp_opt_set *s, const struct lp_opt
         snprintf(buf, sizeof buf, "%.17g", it->valuedouble);
         text = buf;
     } else {
-        static const char *const want[] = {"an integer", "a number", "a boolean",
+        static const char *const want[] = {"an integer", "a number",   "a boolean",
                                            "a string",   "an integer", "a string"};
         return lp_error(LOPAD_ERR_ARG, "option '%s' expects %s", o->name, want[o->type]);
     }
@@ -399,17 +403,18 @@ static void help_row(const struct lp_opt *o, char *buf, size_t cap, size_t *k) {
     char head[200];
     snprintf(head, sizeof head, "%s%s", flag, rest);
     if (*k < cap)
-        *k += (size_t)snprintf(buf + *k, cap - *k, "%-30s %s (default %s)\n", head, o->help,
-                               o->def);
+        *k +=
+            (size_t)snprintf(buf + *k, cap - *k, "%-30s %s (default %s)\n", head, o->help, o->def);
 }
 
 char *lp_opt_help(void) {
-    static const char *const groups[][2] = {{"decoding", "Decoding"},
-                                            {"llada", "LLaDA (--decoder llada)"},
-                                            {"dream", "Dream (--decoder dream; top-p/top-k also fast)"},
-                                            {"fast", "Fast-dLLM (--decoder fast)"},
-                                            {"d2f", "D2F / LoPA (--decoder d2f)"},
-                                            {"dpad", "DPad (--decoder fast, llada, or dream --block B)"}};
+    static const char *const groups[][2] = {
+        {"decoding", "Decoding"},
+        {"llada", "LLaDA (--decoder llada)"},
+        {"dream", "Dream (--decoder dream; top-p/top-k also fast)"},
+        {"fast", "Fast-dLLM (--decoder fast)"},
+        {"d2f", "D2F / LoPA (--decoder d2f)"},
+        {"dpad", "DPad (--decoder fast, llada, or dream --block B)"}};
     size_t cap = 16384, k = 0;
     char *buf = lp_malloc(cap, "help");
     if (!buf) return NULL;

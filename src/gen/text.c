@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "core/common.h"
+#include "core/utf8.h"
 #include "model/model.h"
 
 static void text_free(void *p) {
@@ -59,8 +60,7 @@ enum lopad_status lp_model_text_load(lopad_model *m) {
 const struct lp_model_text *lp_model_text(const lopad_model *m) {
     static const struct lp_model_text none;
     void *data = NULL;
-    if (lp_model_cache_get(m, "text", make_empty, NULL, text_free, &data) != LOPAD_OK)
-        return &none;
+    if (lp_model_cache_get(m, "text", make_empty, NULL, text_free, &data) != LOPAD_OK) return &none;
     return data;
 }
 
@@ -107,6 +107,10 @@ enum lopad_status lp_chat_encode(const struct lp_model_text *t, const struct lp_
 
 /* ---------------------------------------------------------------- public */
 
+size_t lopad_utf8_char_len(const char *s, size_t n) {
+    return s ? lp_utf8_seq(s, n) : 0;
+}
+
 void lopad_free(void *p) {
     lp_free(p);
 }
@@ -129,8 +133,8 @@ static enum lopad_status ids_out(struct lp_ids *ids, int32_t **out, int *n) {
     return *out ? LOPAD_OK : LOPAD_ERR_NOMEM;
 }
 
-enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t len,
-                                 int32_t **ids, int *n_ids) {
+enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t len, int32_t **ids,
+                                 int *n_ids) {
     if (!m || !text || !ids || !n_ids)
         return lp_error(LOPAD_ERR_ARG, "lopad_tokenize: model, text, ids and n_ids are required");
     *ids = NULL;

@@ -32,8 +32,8 @@ static char *gen_text(lopad_session *s, const char *prompt, const char *const *k
     lopad_request *r = NULL;
     CHECK(lopad_request_new(&r) == LOPAD_OK);
     for (int i = 0; i + 1 < n_kv; i += 2)
-        CHECK_MSG(lopad_request_set(r, kv[i], kv[i + 1]) == LOPAD_OK, "%s=%s: %s", kv[i],
-                  kv[i + 1], lopad_request_errmsg(r));
+        CHECK_MSG(lopad_request_set(r, kv[i], kv[i + 1]) == LOPAD_OK, "%s=%s: %s", kv[i], kv[i + 1],
+                  lopad_request_errmsg(r));
     CHECK(lopad_request_prompt_user(r, prompt, NULL) == LOPAD_OK);
     struct lopad_result res;
     char *text = NULL;
@@ -145,8 +145,9 @@ static void test_settings_roundtrip(void) {
         char *ja = NULL, *jb = NULL;
         CHECK_MSG(lopad_request_settings(a, m, &ja) == LOPAD_OK, "config %zu: %s", c,
                   lopad_errmsg());
-        if (ja) CHECK_MSG(lopad_request_set_json(b, ja) == LOPAD_OK, "%s: %s", ja,
-                          lopad_request_errmsg(b));
+        if (ja)
+            CHECK_MSG(lopad_request_set_json(b, ja) == LOPAD_OK, "%s: %s", ja,
+                      lopad_request_errmsg(b));
         CHECK(lopad_request_settings(b, m, &jb) == LOPAD_OK);
         CHECK_MSG(ja && jb && !strcmp(ja, jb), "%s vs %s", ja, jb);
         for (int i = 0; i < 8 && configs[c][i] && ja; i += 2) /* every set option is listed */
@@ -217,8 +218,10 @@ static void test_defaults(void) {
         const int same = rule ? 2 : 1; /* threshold: auto = pmax; top-k: auto = negent */
         CHECK_MSG(!strcmp(ids[0], ids[same]), "rule %d: auto %s vs %s %s", rule, ids[0],
                   confs[same], ids[same]);
-        CHECK_MSG(strcmp(ids[1], ids[2]), "rule %d: pmax and negent agree, the case proves "
-                                          "nothing", rule);
+        CHECK_MSG(strcmp(ids[1], ids[2]),
+                  "rule %d: pmax and negent agree, the case proves "
+                  "nothing",
+                  rule);
     }
     lopad_session_free(s);
     lopad_model_free(m);
@@ -254,7 +257,7 @@ static void test_stepped_and_text(void) {
         const struct lopad_step *st = NULL;
         CHECK(lopad_gen_step(g, &st) == LOPAD_OK && st);
         if (!st) break;
-        CHECK(st->text_len == len + st->text_new);                /* it only grows */
+        CHECK(st->text_len == len + st->text_new);               /* it only grows */
         CHECK(st->text_len < 8 || !memcmp(st->text, text, len)); /* never retracted */
         CHECK(st->final_prefix >= final_prefix);
         final_prefix = st->final_prefix;
@@ -265,8 +268,8 @@ static void test_stepped_and_text(void) {
     CHECK(steps == 48);
     struct lopad_result res;
     CHECK(lopad_gen_finish(g, &res) == LOPAD_OK);
-    CHECK_MSG(want && !strcmp(text, want) && !strcmp(res.text, want), "stepped '%s' vs '%s'",
-              text, want);
+    CHECK_MSG(want && !strcmp(text, want) && !strcmp(res.text, want), "stepped '%s' vs '%s'", text,
+              want);
     CHECK(res.nfe == blocking.nfe && res.n_ids == blocking.n_ids &&
           !memcmp(res.ids, blocking.ids, sizeof(int32_t) * (size_t)res.n_ids));
     CHECK(!strcmp(res.finish_reason, "stop"));
@@ -300,8 +303,7 @@ static void test_stepped_and_text(void) {
     /* a request the model cannot take: the error names it, on the session too */
     CHECK(lopad_request_set(r, "gen", "100000") == LOPAD_OK);
     CHECK(lopad_gen_start(s, r, &g) == LOPAD_ERR_ARG && !g);
-    CHECK_MSG(strstr(lopad_session_errmsg(s), "exceed the context"), "%s",
-              lopad_session_errmsg(s));
+    CHECK_MSG(strstr(lopad_session_errmsg(s), "exceed the context"), "%s", lopad_session_errmsg(s));
     /* the session still works, with the context it keeps */
     char *again = gen_text(s, QUESTION, kv, 6, NULL);
     CHECK(again && want && !strcmp(again, want));
@@ -374,8 +376,7 @@ static void test_two_threads(void) {
         pthread_join(t[i], NULL);
     for (int i = 0; i < 2; i++) {
         CHECK_MSG(alone[i].text && both[i].text && !strcmp(alone[i].text, both[i].text),
-                  "%s: alone '%s', concurrent '%s'", alone[i].decoder, alone[i].text,
-                  both[i].text);
+                  "%s: alone '%s', concurrent '%s'", alone[i].decoder, alone[i].text, both[i].text);
         free(alone[i].text);
         free(both[i].text);
     }
@@ -417,8 +418,13 @@ static void test_kv_rows_between_contexts(void) {
     CHECK(lopad_kv_import(b, buf, 6, 0) == LOPAD_OK && lopad_kv_len(b) == 6);
     CHECK(lopad_kv_import(b, buf, 6, 9) == LOPAD_ERR_ARG); /* a gap */
     /* the next two tokens over the cached six, on both */
-    struct lopad_batch nb = {.n_tokens = 2, .tokens = tok + 6, .pos = pos + 6, .n_seq = 1,
-                             .n_cache = 6, .n_out = 1, .out_rows = &row};
+    struct lopad_batch nb = {.n_tokens = 2,
+                             .tokens = tok + 6,
+                             .pos = pos + 6,
+                             .n_seq = 1,
+                             .n_cache = 6,
+                             .n_out = 1,
+                             .out_rows = &row};
     nb.logits = la;
     CHECK(lopad_forward(a, &nb) == LOPAD_OK);
     nb.logits = lb;

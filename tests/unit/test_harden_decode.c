@@ -93,11 +93,11 @@ static void test_nonfinite_logits(void) {
                     int nfe;
                     enum lopad_status st = run(&configs[i], shift, fused, &nfe);
                     CHECK_MSG(st == LOPAD_ERR_FORMAT, "%s (%s, shift %d, fused %d): status %d",
-                           configs[i].name, f == FILL_NAN ? "nan" : "inf", shift, fused, st);
+                              configs[i].name, f == FILL_NAN ? "nan" : "inf", shift, fused, st);
                     CHECK_MSG(strstr(lopad_errmsg(), "non-finite") &&
-                               strstr(lopad_errmsg(), "at step ") &&
-                               strstr(lopad_errmsg(), "row"),
-                           "%s: message '%s'", configs[i].name, lopad_errmsg());
+                                  strstr(lopad_errmsg(), "at step ") &&
+                                  strstr(lopad_errmsg(), "row"),
+                              "%s: message '%s'", configs[i].name, lopad_errmsg());
                 }
 }
 
