@@ -543,6 +543,11 @@ bool lp_decode_done(const lp_decoder *d) {
     return d->done;
 }
 
+void lp_decode_cancel(lp_decoder *d) {
+    if (d->done) return;
+    d->done = d->cancelled = true;
+}
+
 enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res) {
     memset(res, 0, sizeof *res);
     res->canvas = lp_malloc(sizeof(int32_t) * d->L, "result canvas");

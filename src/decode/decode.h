@@ -272,6 +272,9 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
  * next call. After ev->done, further steps do nothing. */
 enum lopad_status lp_decode_step(lp_decoder *d, struct lp_step_event *ev);
 bool lp_decode_done(const lp_decoder *d);
+/* Stop before the next step: the decoder is done and cancelled (lp_decode_step then
+ * only describes the canvas). */
+void lp_decode_cancel(lp_decoder *d);
 /* Fill *res from the current state (callable any time; copies). */
 enum lopad_status lp_decode_finish(lp_decoder *d, struct lp_decode_result *res);
 void lp_decode_free(lp_decoder *d);

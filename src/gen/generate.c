@@ -465,7 +465,7 @@ enum lopad_status lopad_gen_start(lopad_session *s, const lopad_request *r, lopa
 }
 
 bool lopad_gen_done(const lopad_gen *g) {
-    return !g || g->cancelled || lp_decode_done(g->d);
+    return !g || lp_decode_done(g->d);
 }
 
 void lopad_gen_cancel(lopad_gen *g) {
@@ -475,13 +475,14 @@ void lopad_gen_cancel(lopad_gen *g) {
 enum lopad_status lopad_gen_step(lopad_gen *g, const struct lopad_step **st_out) {
     if (st_out) *st_out = NULL;
     if (!g) return lp_error(LOPAD_ERR_ARG, "lopad_gen_step: no generation");
-    if (atomic_load(&g->cancel) && !lp_decode_done(g->d)) g->cancelled = true;
-    size_t len0 = g->out_len;
-    if (!g->cancelled) {
-        enum lopad_status st = lp_decode_step(g->d, &g->ev);
-        if (st == LOPAD_OK) st = text_advance(g, &g->ev);
-        if (st != LOPAD_OK) return KEEP(g, st);
+    if (atomic_load(&g->cancel) && !lp_decode_done(g->d)) {
+        g->cancelled = true;
+        lp_decode_cancel(g->d); /* the step below only describes the canvas */
     }
+    size_t len0 = g->out_len;
+    enum lopad_status st = lp_decode_step(g->d, &g->ev);
+    if (st == LOPAD_OK && !g->cancelled) st = text_advance(g, &g->ev);
+    if (st != LOPAD_OK) return KEEP(g, st);
     fill_step(g, len0);
     if (st_out) *st_out = &g->step;
     return LOPAD_OK;
@@ -567,7 +568,7 @@ enum lopad_status lopad_generate(lopad_session *s, const lopad_request *r, lopad
         if ((st = lopad_gen_step(g, &ev))) break;
         if (fn && fn(ud, ev) && !ev->done) {
             g->cancelled = true;
-            break;
+            lp_decode_cancel(g->d);
         }
     }
     if (st == LOPAD_OK) st = lopad_gen_finish(g, res);

@@ -120,18 +120,6 @@ const struct lp_opt *lp_opt_find(const char *name) {
     return NULL;
 }
 
-const struct lp_opt *lp_opt_find_flag(const char *flag) {
-    if (!flag || strncmp(flag, "--", 2)) return NULL;
-    char name[64];
-    size_t n = strlen(flag + 2);
-    if (n >= sizeof name) return NULL;
-    for (size_t i = 0; i <= n; i++)
-        name[i] = flag[2 + i] == '-' ? '_' : flag[2 + i];
-    const struct lp_opt *o = lp_opt_find(name);
-    /* enum choices keep their dashes (block-causal); names never have them */
-    return o && strchr(o->name, '-') == NULL ? o : NULL;
-}
-
 /* ----------------------------------------------------------------- parsing */
 
 static void choices_list(const struct lp_opt *o, char *buf, size_t cap) {

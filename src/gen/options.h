@@ -49,8 +49,6 @@ extern const struct lp_opt lp_opts[];
 extern const int lp_n_opts;
 
 const struct lp_opt *lp_opt_find(const char *name);
-/* The option a CLI flag names ("--lopa-window-attention"), or NULL. */
-const struct lp_opt *lp_opt_find_flag(const char *flag);
 
 /* A set of options given by name: what the caller set, the rest left to the
  * decoder's defaults. */

@@ -287,6 +287,16 @@ static void test_stepped_and_text(void) {
     lopad_result_free(&res);
     lopad_gen_free(g);
 
+    /* cancelled before its first step: no forward, and the event still shows the canvas */
+    CHECK(lopad_gen_start(s, r, &g) == LOPAD_OK);
+    lopad_gen_cancel(g);
+    CHECK(lopad_gen_step(g, &st) == LOPAD_OK && st->done && st->canvas && st->nfe == 0 &&
+          st->n_masked == 48);
+    CHECK(lopad_gen_finish(g, &res) == LOPAD_OK && !strcmp(res.finish_reason, "cancelled") &&
+          res.nfe == 0);
+    lopad_result_free(&res);
+    lopad_gen_free(g);
+
     /* validated without a session: the same checks, the message on the request */
     CHECK(lopad_request_validate(r, m) == LOPAD_OK);
     CHECK(lopad_request_set(r, "gen", "100000") == LOPAD_OK);
