@@ -110,8 +110,17 @@ void lp_dist_finalize(void) {
     MPI_Finalize();
 }
 
+/* The launcher forwards a rank's stderr asynchronously and tears the job down at an
+ * abort: give the message that explains the abort a moment to reach the terminal. */
+static void let_output_drain(void) {
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
 void lp_dist_abort(int code) {
-    if (joined && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+    if (!joined || finalized) return;
+    let_output_drain();
+    MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 struct lp_dist *lp_dist_world(void) {
@@ -142,6 +151,7 @@ static _Noreturn void die(const struct lp_dist *g, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     dprintf(err_fd, "lopad: rank %d of %d: %s; stopping every rank\n", g->rank, g->size, msg);
+    let_output_drain();
     MPI_Abort(MPI_COMM_WORLD, 3);
     _exit(3);
 }
