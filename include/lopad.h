@@ -2,7 +2,8 @@
  * lopad.h - the public API of lopad, a fast inference engine for diffusion
  * language models (LLaDA, Dream, DiffuCoder and their D2F variants).
  *
- * The engine is a chain of rooms; this header exposes the three a caller needs:
+ * The engine is a chain of rooms; this header exposes the engine's three doors,
+ * then generation as a library (requests, sessions, generations: below):
  *
  *   model    lopad_model_load()   a GGUF file or a Hugging Face directory (+ LoRA),
  *                                 memory-mapped; weights stay in their stored type.
@@ -14,7 +15,9 @@
  *
  * Errors: every call that can fail returns enum lopad_status; the message, which
  * names the file / tensor / key / argument at fault, is kept per thread and read
- * with lopad_errmsg(). Handles are opaque; every *_free(NULL) is a no-op.
+ * with lopad_errmsg() (and on the request, session or generation that failed).
+ * Handles are opaque; every *_free(NULL) is a no-op. Contexts and sessions keep
+ * their model alive: lopad_model_free() may come first.
  */
 #ifndef LOPAD_H
 #define LOPAD_H
@@ -95,6 +98,7 @@ typedef struct lopad_model lopad_model;
  * safetensors). opts may be NULL. On success *out owns the mapping. */
 enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opts *opts,
                                    lopad_model **out);
+/* Give back the caller's reference: the model goes with its last context / session. */
 void lopad_model_free(lopad_model *m);
 const struct lopad_hparams *lopad_model_hparams(const lopad_model *m);
 /* Human-readable summary (architecture, sizes, tensor types, special ids). */
