@@ -149,6 +149,28 @@ enum lopad_status lp_lopa_feed_share(struct lp_decoder *d, const struct branch_f
 }
 
 /* Proposals [*i0, *i1) of branches [j0, j1) (qb[nq] lists them in branch order). */
+enum lopad_status lp_lopa_winner(struct lopa_dist *ds, int nbr, bool spread, const int32_t *qb,
+                                 int i0, int i1, double (*conf)(const void *ud, int i),
+                                 const void *ud, int *w) {
+    for (int j = ds->j0, i = i0; j < ds->j1; j++) {
+        double sum = 0;
+        int cnt = 0;
+        for (; i < i1 && qb[i] == j; i++, cnt++)
+            sum += conf(ud, i);
+        ds->conf[j] = cnt ? sum / cnt : 1.0;
+    }
+    enum lopad_status st = LOPAD_OK;
+    if (spread && (st = lp_lopa_dist_confs(ds, nbr, ds->conf + ds->j0))) return st;
+    double best = -INFINITY;
+    *w = 0;
+    for (int j = 0; j < nbr; j++)
+        if (ds->conf[j] > best) { /* ties: the earlier branch */
+            best = ds->conf[j];
+            *w = j;
+        }
+    return LOPAD_OK;
+}
+
 void lp_lopa_prop_range(const int32_t *qb, int nq, int j0, int j1, int *i0, int *i1) {
     int i = 0;
     while (i < nq && qb[i] < j0)

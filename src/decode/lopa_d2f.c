@@ -376,6 +376,12 @@ static bool lopa_scores(struct lopa *s, int nq, int spe, int *w_out) {
     return true;
 }
 
+/* proposal i's ranking confidence (lp_lopa_winner) */
+static double lopa_prop_conf(const void *ud, int i) {
+    const struct lopa *s = ud;
+    return s->props[(size_t)s->qb[i] * s->d->L + s->qq[i]].conf;
+}
+
 static enum lopad_status lopa_step(struct lp_decoder *d) {
     struct lopa *s = d->priv;
     const struct lp_d2f_cfg *c = &s->c;
@@ -482,20 +488,9 @@ static enum lopad_status lopa_step(struct lp_decoder *d) {
         s->qi0 = i0;
         lp_dec_parallel(d, i1 - i0, lopa_propose_task, s);
         s->qi0 = 0;
-        for (int j = ds->j0, i = i0; j < ds->j1; j++) {
-            double sum = 0;
-            int cnt = 0;
-            for (; i < i1 && s->qb[i] == j; i++, cnt++)
-                sum += s->props[(size_t)j * L + s->qq[i]].conf;
-            ds->conf[j] = cnt ? sum / cnt : 1.0;
-        }
-        if (spread && (st = lp_lopa_dist_confs(ds, s->nbr, ds->conf + ds->j0))) return st;
-        double best = -INFINITY;
-        for (int j = 0; j < s->nbr; j++)
-            if (ds->conf[j] > best) { /* f. ties: the earlier branch */
-                best = ds->conf[j];
-                w = j;
-            }
+        /* f. the winner: the highest C_j, ties to the earlier branch */
+        st = lp_lopa_winner(ds, s->nbr, spread, s->qb, i0, i1, lopa_prop_conf, s, &w);
+        if (st != LOPAD_OK) return st;
     }
     struct lp_d2f_branch *win = &s->br[w];
 

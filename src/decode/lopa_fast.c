@@ -366,6 +366,12 @@ static enum lopad_status lfast_dist_winner(struct lfast *s, int w) {
     return st;
 }
 
+/* proposal i's ranking confidence (lp_lopa_winner) */
+static double lfast_prop_conf(const void *ud, int i) {
+    const struct lfast *s = ud;
+    return s->pconf[(size_t)s->qb[i] * s->B + (s->qq[i] - s->sb)];
+}
+
 static enum lopad_status lfast_step(struct lp_decoder *d) {
     struct lfast *s = d->priv;
     const int L = d->L, B = s->B;
@@ -503,20 +509,8 @@ static enum lopad_status lfast_step(struct lp_decoder *d) {
         s->qi0 = i0;
         lp_dec_parallel(d, i1 - i0, lfast_propose_task, s);
         s->qi0 = 0;
-        for (int j = ds->j0, i = i0; j < ds->j1; j++) {
-            double sum = 0;
-            int cnt = 0;
-            for (; i < i1 && s->qb[i] == j; i++, cnt++)
-                sum += s->pconf[(size_t)j * B + (s->qq[i] - s->sb)];
-            ds->conf[j] = cnt ? sum / cnt : 1.0;
-        }
-        if (spread && (st = lp_lopa_dist_confs(ds, s->nbr, ds->conf + ds->j0))) return st;
-        double best = -INFINITY;
-        for (int j = 0; j < s->nbr; j++)
-            if (ds->conf[j] > best) {
-                best = ds->conf[j];
-                w = j;
-            }
+        st = lp_lopa_winner(ds, s->nbr, spread, s->qb, i0, i1, lfast_prop_conf, s, &w);
+        if (st != LOPAD_OK) return st;
         if (spread && (st = lfast_dist_winner(s, w))) return st;
     }
     s->cm.ev_nbr = s->nbr;

@@ -61,6 +61,13 @@ enum lopad_status lp_lopa_feed_share(struct lp_decoder *d, const struct branch_f
                                      const struct lopa_dist *ds, bool serial, int *last_j0,
                                      int *last_j1);
 void lp_lopa_prop_range(const int32_t *qb, int nq, int j0, int j1, int *i0, int *i1);
+/* Both decoders' steps e-f: each branch of this rank's share gets C_j, the mean ranking
+ * confidence of its proposals [i0, i1) (grouped by branch qb; 1.0 when it has none;
+ * conf(ud, i) is proposal i's), all-gathered across ranks when spread; *w = the highest
+ * C_j, ties to the earlier branch. */
+enum lopad_status lp_lopa_winner(struct lopa_dist *ds, int nbr, bool spread, const int32_t *qb,
+                                 int i0, int i1, double (*conf)(const void *ud, int i),
+                                 const void *ud, int *w);
 enum lopad_status lp_lopa_dist_confs(struct lopa_dist *ds, int nbr, const double *mine);
 unsigned char *lp_lopa_dist_msg(struct lopa_dist *ds, size_t n);
 uint64_t lp_lopa_request_hash(const struct lp_decoder *d);
