@@ -492,6 +492,16 @@ static int sweep_request(const char *cmd, const lopad_request *base, const char 
     return rc;
 }
 
+/* whether the options resolve to the whole-canvas dream decoder (which takes no block) */
+static int resolves_to_dream(const char *cmd, const struct lp_run_opts *o,
+                             const struct lp_run_session *s, bool *dream) {
+    char *js = NULL;
+    if (lopad_request_settings(o->rq, s->model, &js)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
+    *dream = strstr(js, "\"decoder\":\"dream\"") != NULL;
+    lopad_free(js);
+    return 0;
+}
+
 /* The task's generation length when the command line gave none, fitted to the
  * model's context and the longest prompt (rounded to the block: --block, else 32 for
  * the block decoders, 1 for dream). */
@@ -506,10 +516,9 @@ static int fit_gen(const char *cmd, struct lp_run_opts *o, struct lp_run_session
         lopad_free(ids);
     }
     if (rc) return rc;
-    char *js = NULL;
-    if (lopad_request_settings(o->rq, s->model, &js)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    int align = block > 0 ? block : strstr(js, "\"decoder\":\"dream\"") ? 1 : 32;
-    lopad_free(js);
+    bool dream;
+    if ((rc = resolves_to_dream(cmd, o, s, &dream))) return rc;
+    int align = block > 0 ? block : dream ? 1 : 32;
     int gen = lp_eval_fit_gen(cmd, c->task, lp_eval_task_default_gen(c->task), align,
                               s->hp->n_ctx_train, longest);
     if (gen <= 0) return 2;
@@ -523,11 +532,9 @@ static int fit_gen(const char *cmd, struct lp_run_opts *o, struct lp_run_session
 static int task_block(const char *cmd, struct lp_run_opts *o, const struct lp_run_session *s,
                       enum lp_eval_task task, int *block) {
     if (task != LP_TASK_LOPA_DEMO) return 0;
-    char *js = NULL;
-    if (lopad_request_settings(o->rq, s->model, &js)) return lp_cli_fail(cmd, LOPAD_ERR_ARG) + 1;
-    bool dream = strstr(js, "\"decoder\":\"dream\"") != NULL;
-    lopad_free(js);
-    if (dream) return 0;
+    bool dream;
+    int rc = resolves_to_dream(cmd, o, s, &dream);
+    if (rc || dream) return rc;
     *block = 16;
     return lp_run_set_option(cmd, o->rq, "block", "16");
 }
