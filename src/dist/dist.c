@@ -163,8 +163,9 @@ static void maybe_fault(struct lp_dist *g) {
         pause();
 }
 
-/* Complete req before the deadline, or end the job naming the exchange. */
-static void wait_req(struct lp_dist *g, MPI_Request *req, const char *what) {
+/* Complete req before the deadline (none when !deadline), or end the job naming the
+ * exchange. */
+static void wait_req(struct lp_dist *g, MPI_Request *req, const char *what, bool deadline) {
     const double t0 = lp_time();
     long ns = 20000;
     for (;;) {
@@ -177,7 +178,7 @@ static void wait_req(struct lp_dist *g, MPI_Request *req, const char *what) {
         }
         if (done) break;
         double t = lp_time() - t0;
-        if (t > g->timeout_s)
+        if (deadline && t > g->timeout_s)
             die(g,
                 "no answer from the other ranks within %.0f s in exchange %u (%s): a rank died "
                 "or stopped answering",
@@ -226,7 +227,7 @@ enum lopad_status lp_dist_allgather(struct lp_dist *g, const void *mine, const s
     if (MPI_Iallgatherv(send, cnt[g->rank], MPI_BYTE, recv, cnt, disp, MPI_BYTE, g->comm, &req) !=
         MPI_SUCCESS)
         die(g, "exchange %u (%s) could not start", g->seq, what);
-    wait_req(g, &req, what);
+    wait_req(g, &req, what, true);
     g->st.bytes_sent += (uint64_t)cnt[g->rank] * (uint64_t)(g->size - 1);
     g->st.n_exchanges++;
     char *dst = all;
@@ -250,8 +251,8 @@ out:
     return st;
 }
 
-enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root,
-                                const char *what) {
+static enum lopad_status bcast_impl(struct lp_dist *g, void *buf, size_t n, int root,
+                                    const char *what, bool deadline) {
     g->seq++;
     maybe_fault(g);
     const size_t H = sizeof(struct msg_hdr);
@@ -267,7 +268,7 @@ enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root
     MPI_Request req;
     if (MPI_Ibcast(msg, (int)(H + n), MPI_BYTE, root, g->comm, &req) != MPI_SUCCESS)
         die(g, "exchange %u (%s) could not start", g->seq, what);
-    wait_req(g, &req, what);
+    wait_req(g, &req, what, deadline);
     g->st.n_exchanges++;
     enum lopad_status st = LOPAD_OK;
     if (g->rank == root) {
@@ -284,6 +285,43 @@ enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root
     }
     lp_free(msg);
     return st;
+}
+
+enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root,
+                                const char *what) {
+    return bcast_impl(g, buf, n, root, what, true);
+}
+
+enum lopad_status lp_dist_bcast_idle(struct lp_dist *g, void *buf, size_t n, int root,
+                                     const char *what) {
+    return bcast_impl(g, buf, n, root, what, false);
+}
+
+enum lopad_status lp_dist_split(struct lp_dist *g, int color, int key, struct lp_dist **out) {
+    *out = NULL;
+    struct lp_dist *s = lp_calloc(1, sizeof *s, "dist sub-group");
+    if (!s) return LOPAD_ERR_NOMEM;
+    if (MPI_Comm_split(g->comm, color, key, &s->comm) != MPI_SUCCESS) {
+        lp_free(s);
+        return lp_error(LOPAD_ERR_IO, "MPI_Comm_split of %d ranks failed", g->size);
+    }
+    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(s->comm, &s->rank);
+    MPI_Comm_size(s->comm, &s->size);
+    s->timeout_s = g->timeout_s;
+    parse_fault(s);
+    s->fault_rank = -1; /* the test hook counts the job's own exchanges only */
+    *out = s;
+    return LOPAD_OK;
+}
+
+void lp_dist_free(struct lp_dist *g) {
+    if (!g || g == &world) return;
+    world.st.bytes_sent += g->st.bytes_sent;
+    world.st.n_exchanges += g->st.n_exchanges;
+    world.st.t_wait += g->st.t_wait;
+    if (!finalized) MPI_Comm_free(&g->comm);
+    lp_free(g);
 }
 
 #else /* no MPI: every process is alone */
@@ -345,6 +383,20 @@ enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root
     LP_UNUSED(what);
     return LOPAD_OK;
 }
+enum lopad_status lp_dist_bcast_idle(struct lp_dist *g, void *buf, size_t n, int root,
+                                     const char *what) {
+    return lp_dist_bcast(g, buf, n, root, what);
+}
+enum lopad_status lp_dist_split(struct lp_dist *g, int color, int key, struct lp_dist **out) {
+    LP_UNUSED(g);
+    LP_UNUSED(color);
+    LP_UNUSED(key);
+    *out = NULL;
+    return LOPAD_OK;
+}
+void lp_dist_free(struct lp_dist *g) {
+    LP_UNUSED(g);
+}
 
 #endif
 
@@ -365,6 +417,28 @@ enum lopad_status lp_dist_agree(struct lp_dist *g, const uint64_t *vals, int n,
                               "every rank must load the same model with the same options",
                               r, names[i], (unsigned long long)all[(size_t)r * n + i],
                               (unsigned long long)all[i]);
+    lp_free(each);
+    lp_free(all);
+    return st;
+}
+
+enum lopad_status lp_dist_allreduce_sum(struct lp_dist *g, float *buf, size_t n, const char *what) {
+    const int R = lp_dist_size(g);
+    if (R <= 1) return LOPAD_OK;
+    size_t *each = lp_malloc(sizeof(size_t) * (size_t)R, "dist counts");
+    float *all = lp_malloc(sizeof(float) * n * (size_t)R, "dist partial sums");
+    enum lopad_status st = each && all ? LOPAD_OK : LOPAD_ERR_NOMEM;
+    for (int r = 0; r < R && each; r++)
+        each[r] = sizeof(float) * n;
+    if (st == LOPAD_OK) st = lp_dist_allgather(g, buf, each, all, what);
+    if (st == LOPAD_OK) {
+        memcpy(buf, all, sizeof(float) * n);
+        for (int r = 1; r < R; r++) {
+            const float *p = all + (size_t)r * n;
+            for (size_t i = 0; i < n; i++)
+                buf[i] += p[i];
+        }
+    }
     lp_free(each);
     lp_free(all);
     return st;

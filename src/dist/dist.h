@@ -54,6 +54,22 @@ enum lopad_status lp_dist_allgather(struct lp_dist *g, const void *mine, const s
                                     void *all, const char *what);
 /* buf[n] from root to every rank (every rank passes the same n). */
 enum lopad_status lp_dist_bcast(struct lp_dist *g, void *buf, size_t n, int root, const char *what);
+/* buf[n] from root, waiting without a deadline: for a rank that idles until the next
+ * piece of work arrives (a server's requests). A dead root still ends the job through
+ * the launcher. */
+enum lopad_status lp_dist_bcast_idle(struct lp_dist *g, void *buf, size_t n, int root,
+                                     const char *what);
+/* buf[n] = the sum over the ranks of their buf[n], added in rank order on every rank,
+ * so every rank gets the same bits whatever MPI's reduction algorithm is
+ * (tensor parallelism's partial sums). */
+enum lopad_status lp_dist_allreduce_sum(struct lp_dist *g, float *buf, size_t n, const char *what);
+
+/* Sub-groups: the ranks with the same color form one communicator, ordered by key
+ * (collective over g; *out NULL in a build without MPI). lp_dist_free adds its
+ * statistics to the job's and releases it. */
+enum lopad_status lp_dist_split(struct lp_dist *g, int color, int key, struct lp_dist **out);
+void lp_dist_free(struct lp_dist *g);
+
 /* Every rank's vals[n] must equal rank 0's: LOPAD_ERR_ARG naming names[i] and the
  * first rank that differs otherwise (on every rank). */
 enum lopad_status lp_dist_agree(struct lp_dist *g, const uint64_t *vals, int n,
