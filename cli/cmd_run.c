@@ -82,6 +82,13 @@ int lp_run_parse_opt(const char *cmd, int argc, char **argv, int *i, struct lp_r
         o->threads = (int)l;
         return 1;
     }
+    if (!strcmp(a, "--tensor-parallel") || !strcmp(a, "-tp")) {
+        long l;
+        if (!need(cmd, argc, argv, *i) || !lp_cli_parse_int(cmd, a, argv[++*i], 1, 4096, &l))
+            return -1;
+        o->tensor_parallel = (int)l;
+        return 1;
+    }
     bool *flag = !strcmp(a, "--json")     ? &o->json
                  : !strcmp(a, "--visual") ? &o->visual
                  : !strcmp(a, "--chat")   ? &o->chat
@@ -108,6 +115,8 @@ void lp_run_print_help(FILE *f) {
           "  --system S           system prompt (chat)\n"
           "  --threads N          worker threads (default 0 = all cores)\n"
           "  --device cpu|cuda    compute device (cuda needs a -DLOPAD_CUDA=ON build)\n"
+          "  --tensor-parallel T  under mpirun: T ranks split every forward (heads, FFN,\n"
+          "                       vocabulary); the groups of T share LoPA's branches\n"
           "  --visual             redraw the canvas on stderr after every step\n"
           "Decoding options (docs/DECODERS.md). Without --decoder: fast (Fast-dLLM, dual cache,\n"
           "threshold 0.9), or d2f when a LoRA adapter is loaded or --lopa is given.\n",
@@ -148,7 +157,8 @@ void lp_run_print_help(FILE *f) {
 /* the environment knobs: CLI conveniences the library takes as parameters */
 int lp_run_session_params(const char *cmd, const struct lp_run_opts *o,
                           struct lopad_session_params *p) {
-    *p = (struct lopad_session_params){.n_threads = o->threads, .device = o->device};
+    *p = (struct lopad_session_params){
+        .n_threads = o->threads, .device = o->device, .tensor_parallel = o->tensor_parallel};
     int rc = lp_cli_env_ctx_params(cmd, &p->kernels, &p->repack);
     if (rc) return rc;
     const char *fs = getenv("LOPAD_FUSED_SCORES");

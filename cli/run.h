@@ -17,6 +17,7 @@ struct lp_run_opts {
     const char *device; /* --device cpu|cuda, NULL = cpu */
     const char *system;
     int threads;
+    int tensor_parallel; /* --tensor-parallel T (under mpirun) */
     bool json, visual, chat, raw;
     bool quiet;        /* lp_run_generate prints nothing; errors are still reported (lopad eval) */
     lopad_request *rq; /* the decoding options from the flags (its prompt is unused) */

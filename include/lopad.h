@@ -122,6 +122,12 @@ struct lopad_ctx_params {
     const char *kernels; /* NULL = the best the CPU has; "ref" | "avx2" | "avx512f32" | "avx512"
                             caps the CPU kernel level (comparisons, debugging) */
     int repack;          /* enum lopad_repack: Q8_0 weights in the int8 kernel's layout */
+    int tensor_parallel; /* 0 / 1 = the whole model here. T > 1, in a job of R ranks (mpirun,
+                            R a multiple of T): consecutive groups of T ranks each hold 1/T of
+                            the attention heads, FFN columns and vocabulary, and compute every
+                            forward together; the R / T groups share LoPA's branches. Every
+                            rank of the job creates its context with the same T (collective).
+                            docs/DISTRIBUTED.md */
 };
 
 enum lopad_repack {
@@ -296,6 +302,7 @@ struct lopad_session_params {
     int repack;          /* enum lopad_repack */
     bool no_fused_scores; /* decoders read full logits instead of the fused head's scores
                              (A/B timing; the tokens are the same) */
+    int tensor_parallel;  /* struct lopad_ctx_params: T ranks per forward under mpirun */
 };
 
 /* The session holds a reference to m (freeing the model first is safe). p may be NULL. */

@@ -310,7 +310,8 @@ static enum lopad_status session_ctx(lopad_session *s, int L, int n_batch) {
                                   .n_threads = s->p.n_threads,
                                   .device = s->p.device,
                                   .kernels = s->p.kernels,
-                                  .repack = s->p.repack};
+                                  .repack = s->p.repack,
+                                  .tensor_parallel = s->p.tensor_parallel};
     enum lopad_status st = lopad_ctx_new(s->model, &cp, &s->ctx);
     if (st == LOPAD_OK) {
         s->ctx_n = L;
