@@ -14,7 +14,7 @@ if [[ "${1:-}" == "--test" ]]; then
   # chromium: tests/serve/test_web.py drives lopad serve's page headless
   pkgs+=(chromium)
   # OpenMPI: LoPA-Dist (mpirun -np R lopad run --lopa K; tests/cli/test_mpi.sh)
-  pkgs+=(openmpi-bin libopenmpi-dev)
+  pkgs+=(openmpi-bin libopenmpi-dev iproute2)
   # gnuplot: lopad eval --plot
   pkgs+=(gnuplot-nox)
   # clang + libFuzzer: the clang UBSan build and the brief fuzz runs of make test
