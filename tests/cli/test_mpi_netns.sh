@@ -8,8 +8,9 @@
 #   the same ids, NFE and winner histogram;
 # - the veth's byte counters grew by at least the bytes each rank reports sending
 #   (LOPAD_DIST_STATS=1), and full attention sent more than block-causal;
-# - --tensor-parallel 2 across the namespaces gives the same ids, when this build lists the
-#   flag and it splits the forward on loopback (exchanges > 0); otherwise a note says so.
+# - --tensor-parallel 2 across the namespaces (plain D2F, and with LoPA) gives the same ids,
+#   and its bytes cross the veth, when this build lists the flag and it splits the forward
+#   on loopback (exchanges > 0); otherwise a note says so and that part is left out.
 # Skipped (exit 0, "SKIP: ...") without mpirun, in a build without MPI, or where network
 # namespaces cannot be made (not root, no CAP_SYS_ADMIN / CAP_NET_ADMIN, no `ip`: iproute2).
 # usage: bash test_mpi_netns.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
@@ -138,6 +139,18 @@ same_as_one() {
     check_bytes "$name"
 }
 
+# tp_same_ids NAME ARGS: --tensor-parallel 2 on the two hosts gives one process's ids
+tp_same_ids() {
+    local name="tensor-parallel 2, $1" one got
+    shift
+    one=$("$BIN" run "$@" --json $T 2>"$ERR" | ids)
+    two_hosts "$@" --tensor-parallel 2
+    got=$(ids <"$OUT")
+    [ -n "$one" ] && [ "$got" = "$one" ] && ok ||
+        bad "$name: [$got] vs one process [$one]: $(tail -3 "$ERR")"
+    check_bytes "$name"
+}
+
 t0=$(date +%s)
 D=(--prompt-ids 5,9,14,3,7,11 --gen 32 --block 4 --decoder d2f --tau-add 0.2 --tau-act 0.4
    --tau-conf 0.25)
@@ -165,12 +178,8 @@ else
     if [ $rc -ne 0 ] || ! grep -q '"ids"' "$TMP/tp_lo" || [ "${n:-0}" -eq 0 ]; then
         echo "test_mpi_netns.sh: note: --tensor-parallel 2 on loopback: rc $rc, ${n:-no} exchanges: not split yet; tensor parallelism not checked"
     else
-        one=$("$BIN" run -m "$FIX/tiny-dream" "${D[@]}" --json $T 2>"$ERR" | ids)
-        two_hosts "${TP[@]}"
-        got=$(ids <"$OUT")
-        [ -n "$one" ] && [ "$got" = "$one" ] && ok ||
-            bad "tensor-parallel 2: [$got] vs one process [$one]: $(tail -3 "$ERR")"
-        check_bytes "tensor-parallel 2"
+        tp_same_ids "tiny-dream d2f" -m "$FIX/tiny-dream" "${D[@]}"
+        tp_same_ids "tiny-llada d2f lopa 2" -m "$FIX/tiny-llada" "${D[@]}" --lopa 2
     fi
 fi
 
