@@ -6,7 +6,13 @@
  * override by option name. --parallel N slots share the model, a bounded queue
  * holds the rest. SIGINT / SIGTERM: stop accepting, give in-flight requests
  * --grace seconds, cancel what is left, exit 0. The parts: serve.h.
+ *
+ * Under mpirun (R ranks): rank 0 serves as above with one slot, run on the main
+ * thread (MPI is called from there alone; a thread takes the signals), and sends
+ * each request to ranks > 0, which run it with rank 0 without HTTP
+ * (serve_dist.c); at shutdown it tells them to quit and every rank exits 0.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dist/dist.h"
 #include "run.h"
 #include "serve.h"
 
@@ -35,6 +42,8 @@ static void usage(FILE *f) {
             "  --max-conns N        open connections (default 128)\n"
             "  --conn-timeout S     idle or slow connections are closed after S s (default 15)\n"
             "  --grace S            on SIGINT/SIGTERM, in-flight requests get S s (default 5)\n"
+            "Under mpirun -np R: rank 0 serves, every rank runs each request (LoPA's\n"
+            "branches and --tensor-parallel T spread over the ranks), one at a time.\n"
             "Decoding flags (those of lopad run) set the server's defaults; a request can\n"
             "override them by option name (\"decoder\": \"d2f\", \"lopa\": 4). docs/SERVER.md.\n");
     lp_run_print_help(f);
@@ -144,7 +153,55 @@ static int wait_for_signal(void) {
     return sig;
 }
 
+/* How the server stops: the signal, then no new connections, the in-flight requests'
+ * grace, the rest cancelled (the slots' threads joined; under mpirun the main
+ * thread's slot returns). */
+struct stopper {
+    const char *cmd;
+    struct srv *s;
+    pthread_t thread;
+};
+
+static void *stop_on_signal(void *arg) {
+    struct stopper *st = arg;
+    int sig = wait_for_signal();
+    fprintf(stderr, "lopad %s: %s: stopping (in-flight requests get %g s)\n", st->cmd,
+            sig == SIGINT ? "SIGINT" : "SIGTERM", st->s->cfg.grace_s);
+    srv_http_quiesce(st->s);
+    srv_pool_stop(st->s->pool, st->s->cfg.grace_s);
+    return NULL;
+}
+
+/* Until SIGINT / SIGTERM: alone, the slots' threads work and this one waits for the
+ * signal; under mpirun this thread runs the slot (MPI is called from it alone), a
+ * thread waits for the signal, and the other ranks are told to quit at the end. */
+static void run_until_signal(struct stopper *st, struct lp_dist *g) {
+    if (!g || pthread_create(&st->thread, NULL, stop_on_signal, st)) {
+        if (g)
+            srv_pool_stop(st->s->pool, 0); /* no thread: refuse, and quit below */
+        else
+            stop_on_signal(st);
+    } else {
+        srv_pool_work(st->s->pool);
+        pthread_join(st->thread, NULL);
+    }
+    if (g) srv_dist_quit(g);
+}
+
+/* --parallel under mpirun: the ranks run one request at a time */
+static void one_slot(const char *cmd, struct serve_args *a, struct lp_dist *g) {
+    if (!g || a->cfg.parallel == 1) return;
+    if (lp_dist_rank(g) == 0)
+        fprintf(stderr,
+                "lopad %s: note: under mpirun the ranks run one request at a time "
+                "(--parallel %d taken as 1; --queue %d still holds the waiting ones)\n",
+                cmd, a->cfg.parallel, a->cfg.queue);
+    a->cfg.parallel = 1;
+}
+
 static int serve(const char *cmd, struct serve_args *a, struct lp_run_session *rs) {
+    struct lp_dist *g = lp_dist_world();
+    one_slot(cmd, a, g);
     struct srv s = {.cfg = a->cfg, .model = rs->model, .defaults = a->o.rq};
     s.created = (long)time(NULL);
     atomic_init(&s.next_id, 1);
@@ -160,23 +217,25 @@ static int serve(const char *cmd, struct serve_args *a, struct lp_run_session *r
     struct lp_run_opts so = a->o; /* the flags and environment knobs, with the slot's threads */
     so.threads = threads;
     if (lp_run_session_params(cmd, &so, &sp)) return 2;
-    if (!(s.pool = srv_pool_new(rs->model, a->cfg.parallel, &sp, a->cfg.queue)))
+    if (g && srv_dist_agree(g, rs->model, &sp)) return 1;
+    if (g && lp_dist_rank(g) > 0) return srv_dist_follow(g, rs->model, &sp);
+    if (!(s.pool = srv_pool_new(rs->model, a->cfg.parallel, &sp, a->cfg.queue, g)))
         return lp_cli_fail(cmd, LOPAD_ERR_NOMEM);
     if (srv_http_start(&s)) {
         srv_pool_stop(s.pool, 0);
         srv_pool_free(s.pool);
-        return 1;
+        return 1; /* under mpirun: lp_cli_dist_exit ends the other ranks */
     }
-    fprintf(stderr, "lopad %s: model %s, %d slot%s x %d thread%s, listening on http://%s%s%s:%d/\n",
-            cmd, s.model_name, a->cfg.parallel, a->cfg.parallel > 1 ? "s" : "", threads,
-            threads > 1 ? "s" : "", strchr(s.cfg.host, ':') ? "[" : "", s.cfg.host,
+    char ranks[48] = "";
+    if (g) snprintf(ranks, sizeof ranks, " on each of %d ranks", lp_dist_size(g));
+    fprintf(stderr,
+            "lopad %s: model %s, %d slot%s x %d thread%s%s, listening on http://%s%s%s:%d/\n", cmd,
+            s.model_name, a->cfg.parallel, a->cfg.parallel > 1 ? "s" : "", threads,
+            threads > 1 ? "s" : "", ranks, strchr(s.cfg.host, ':') ? "[" : "", s.cfg.host,
             strchr(s.cfg.host, ':') ? "]" : "", s.port);
     fflush(stderr);
-    int sig = wait_for_signal();
-    fprintf(stderr, "lopad %s: %s: stopping (in-flight requests get %g s)\n", cmd,
-            sig == SIGINT ? "SIGINT" : "SIGTERM", a->cfg.grace_s);
-    srv_http_quiesce(&s);
-    srv_pool_stop(s.pool, a->cfg.grace_s);
+    struct stopper st = {.cmd = cmd, .s = &s};
+    run_until_signal(&st, g);
     srv_http_stop(&s);
     srv_pool_free(s.pool);
     fprintf(stderr, "lopad %s: stopped\n", cmd);

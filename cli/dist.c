@@ -1,6 +1,7 @@
 /* dist.c (cli) - joining and leaving an mpirun job (dist.h). */
 #include "dist.h"
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,7 @@
 #include "dist/dist.h"
 
 /* the commands whose decoding runs across ranks (the others would each run alone) */
-static const char *const dist_commands[] = {"run", "eval"};
+static const char *const dist_commands[] = {"run", "eval", "serve"};
 
 static int env_rank(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
@@ -50,8 +51,8 @@ int lp_cli_dist_init(int argc, char **argv) {
     if (!ok) {
         if (speak)
             fprintf(stderr,
-                    "lopad %s: does not run across ranks (mpirun -np %d); only `lopad run` and "
-                    "`lopad eval` spread LoPA's branches over ranks\n",
+                    "lopad %s: does not run across ranks (mpirun -np %d); only `lopad run`, "
+                    "`lopad eval` and `lopad serve` spread their decoding over ranks\n",
                     cmd, R);
         return 2;
     }
@@ -65,6 +66,15 @@ int lp_cli_dist_init(int argc, char **argv) {
                 fprintf(stderr, "lopad: LOPAD_DIST_TIMEOUT must be seconds > 0, got '%s'\n", t);
             return 2;
         }
+    }
+    if (!strcmp(cmd, "serve")) {
+        /* the server takes SIGINT / SIGTERM with sigwait: block them before MPI starts
+         * its threads, which would otherwise take them and end the process */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
     }
     enum lopad_status st = lp_dist_init(timeout);
     if (st != LOPAD_OK) {

@@ -8,6 +8,8 @@
  *   serve_stream.c   the OpenAI JSON shapes: responses, SSE chunks, errors
  *   serve_metrics.c  counters and a latency histogram in Prometheus text
  *   serve_http.c     libmicrohttpd: routing, limits, auth, streaming responses
+ *   serve_dist.c     under mpirun: rank 0 sends each request to the other ranks,
+ *                    which run it step for step without HTTP
  *   serve_web.c      the page at / (web/, compiled in)
  *   cmd_serve.c      the command: flags, model, signals
  */
@@ -22,6 +24,7 @@
 #include "lopad.h"
 
 struct cJSON;
+struct lp_dist;
 
 /* ------------------------------------------------------------------ errors */
 
@@ -76,6 +79,10 @@ void srv_req_free(struct srv_req *r);
  * *n_prompt receives the prompt's length in tokens. 0, or -1 with *err. */
 int srv_req_build(const struct srv_req *r, const lopad_request *defaults, const lopad_model *m,
                   lopad_request **out, int *n_prompt, struct srv_error *err);
+/* The same, with the prompt's ids in *ids (malloc; NULL when m is NULL), which the
+ * ranks of an mpirun job receive (serve_dist.c). */
+int srv_req_build_ids(const struct srv_req *r, const lopad_request *defaults, const lopad_model *m,
+                      lopad_request **out, int32_t **ids, int *n_prompt, struct srv_error *err);
 
 /* ---------------------------------------------------------------- metrics */
 
@@ -113,6 +120,7 @@ struct srv_job {
     long created;
     const char *model_name;
     int n_prompt;
+    int32_t *ids; /* the prompt's ids (n_prompt; malloc) */
     /* what the worker made */
     struct srv_buf text; /* the final prefix's text, cut at a stop string */
     size_t sent;         /* stream: text already put in chunks */
@@ -128,9 +136,15 @@ struct srv_job *srv_job_new(void);
 void srv_job_unref(struct srv_job *j);
 
 struct srv_pool;
-/* n sessions on m (sp: their parameters); model_name for responses. */
+/* n sessions on m (sp: their parameters), each with a worker thread. With dist (an
+ * mpirun job's communicator, on rank 0) n must be 1 and the slot has no thread:
+ * srv_pool_work runs it on the caller's thread (MPI is called from one thread), and
+ * every job goes to the other ranks too (serve_dist.c). */
 struct srv_pool *srv_pool_new(lopad_model *m, int n, const struct lopad_session_params *sp,
-                              int queue_cap);
+                              int queue_cap, struct lp_dist *dist);
+/* dist: run the slot here until srv_pool_stop has stopped the pool and the queue is
+ * empty. */
+void srv_pool_work(struct srv_pool *p);
 /* Queue j (takes a reference): 0, or 429 when the queue is full, 503 when shutting down. */
 int srv_pool_submit(struct srv_pool *p, struct srv_job *j);
 void srv_pool_gauges(struct srv_pool *p, int *queue_len, int *busy, int *n_slots);
@@ -138,6 +152,32 @@ void srv_pool_gauges(struct srv_pool *p, int *queue_len, int *busy, int *n_slots
  * then are cancelled. Joins the workers. */
 void srv_pool_stop(struct srv_pool *p, double grace_s);
 void srv_pool_free(struct srv_pool *p);
+
+/* ------------------------------------------------- across ranks (mpirun) */
+
+/* What every rank must share before serving: the model (lp_dist_model_hash) and the
+ * session parameters that make the forwards collective (--tensor-parallel). 0, or -1
+ * with the message printed (on every rank). */
+int srv_dist_agree(struct lp_dist *g, const lopad_model *m, const struct lopad_session_params *sp);
+/* Rank 0, for one job: the request every rank will run, built from the message
+ * (settings of rq on m, and the prompt's ids) exactly as the other ranks build it.
+ * 0 with *out and *msg (free both), or -1 with *err (the job is refused, nothing
+ * is sent). */
+struct srv_dist_msg;
+int srv_dist_prepare(const lopad_request *rq, const int32_t *ids, int n_ids, const lopad_model *m,
+                     lopad_request **out, struct srv_dist_msg **msg, struct srv_error *err);
+/* Rank 0: send msg to the other ranks (they start the same request), then free it. */
+void srv_dist_send(struct lp_dist *g, struct srv_dist_msg *msg);
+/* Before each step, on every rank: rank 0 says whether the ranks take it (go), the
+ * others receive that; returns it. The first one, after lopad_gen_start, also
+ * says whether rank 0 started. */
+bool srv_dist_next_step(struct lp_dist *g, bool go);
+/* Rank 0 at shutdown: the other ranks leave srv_dist_follow. */
+void srv_dist_quit(struct lp_dist *g);
+/* Ranks > 0: run rank 0's requests on one session (sp) until it says quit. 0, or an
+ * exit status. A message that is not valid, or a rank that goes another way than
+ * rank 0, ends the job (MPI_Abort) with a message. */
+int srv_dist_follow(struct lp_dist *g, const lopad_model *m, const struct lopad_session_params *sp);
 
 /* ---------------------------------------------------------- JSON shapes */
 

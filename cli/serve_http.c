@@ -186,7 +186,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static struct srv_job *make_job(struct conn *cn, const struct srv_req *rq, lopad_request *lr,
-                                int n_prompt) {
+                                int32_t *ids, int n_prompt) {
     struct srv *s = cn->s;
     struct srv_job *j = srv_job_new();
     if (!j) return NULL;
@@ -204,6 +204,7 @@ static struct srv_job *make_job(struct conn *cn, const struct srv_req *rq, lopad
     j->created = (long)time(NULL);
     j->model_name = s->model_name;
     j->n_prompt = n_prompt;
+    j->ids = ids;
     return j;
 }
 
@@ -212,16 +213,21 @@ static enum MHD_Result generate(struct conn *cn, struct MHD_Connection *c) {
     struct srv_req rq;
     struct srv_error err;
     lopad_request *lr = NULL;
+    int32_t *ids = NULL;
     int n_prompt = 0;
     enum srv_kind kind = cn->route == R_CHAT ? SRV_CHAT : SRV_COMPLETIONS;
     if (srv_req_parse(cn->body.p ? cn->body.p : "", cn->body.len, kind, &rq, &err) ||
-        srv_req_build(&rq, s->defaults, s->model, &lr, &n_prompt, &err)) {
+        srv_req_build_ids(&rq, s->defaults, s->model, &lr, &ids, &n_prompt, &err)) {
         srv_req_free(&rq);
         return respond_error(cn, c, &err);
     }
-    struct srv_job *j = make_job(cn, &rq, lr, n_prompt);
+    struct srv_job *j = make_job(cn, &rq, lr, ids, n_prompt);
     srv_req_free(&rq);
-    if (!j) return lopad_request_free(lr), fail(cn, c, 500, NULL, "out of memory");
+    if (!j) {
+        free(ids);
+        lopad_request_free(lr);
+        return fail(cn, c, 500, NULL, "out of memory");
+    }
     int busy = srv_pool_submit(s->pool, j);
     if (busy) {
         srv_job_unref(j);

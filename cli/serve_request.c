@@ -463,31 +463,46 @@ static int check_context(const struct srv_req *r, lopad_request *rq, const lopad
     return -1;
 }
 
-int srv_req_build(const struct srv_req *r, const lopad_request *defaults, const lopad_model *m,
-                  lopad_request **out, int *n_prompt, struct srv_error *err) {
+int srv_req_build_ids(const struct srv_req *r, const lopad_request *defaults, const lopad_model *m,
+                      lopad_request **out, int32_t **ids_out, int *n_prompt,
+                      struct srv_error *err) {
     lopad_request *rq = NULL;
     *out = NULL;
     *n_prompt = 0;
+    if (ids_out) *ids_out = NULL;
     if (lopad_request_dup(defaults, &rq)) return srv_error_set(err, 500, NULL, "out of memory"), -1;
     if (set_options(r, rq, err)) goto fail;
     if (!m) { /* the fuzz harness: options only */
         *out = rq;
         return 0;
     }
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *copy = NULL;
     int n = 0;
     if (tokenize(r, m, &ids, &n, err)) goto fail;
-    enum lopad_status st = lopad_request_prompt_ids(rq, ids ? ids : r->ids, n);
+    const int32_t *use = ids ? ids : r->ids;
+    enum lopad_status st = lopad_request_prompt_ids(rq, use, n);
+    if (!st && ids_out && !(copy = malloc(sizeof(int32_t) * (size_t)n))) st = LOPAD_ERR_NOMEM;
+    if (copy) memcpy(copy, use, sizeof(int32_t) * (size_t)n);
     lopad_free(ids);
     if (st) {
-        srv_error_set(err, 500, NULL, "%s", request_msg(rq));
+        srv_error_set(err, 500, NULL, "%s",
+                      st == LOPAD_ERR_NOMEM ? "out of memory" : request_msg(rq));
         goto fail;
     }
-    if (check_context(r, rq, m, n, err)) goto fail;
+    if (check_context(r, rq, m, n, err)) {
+        free(copy);
+        goto fail;
+    }
     *out = rq;
     *n_prompt = n;
+    if (ids_out) *ids_out = copy;
     return 0;
 fail:
     lopad_request_free(rq);
     return -1;
+}
+
+int srv_req_build(const struct srv_req *r, const lopad_request *defaults, const lopad_model *m,
+                  lopad_request **out, int *n_prompt, struct srv_error *err) {
+    return srv_req_build_ids(r, defaults, m, out, NULL, n_prompt, err);
 }

@@ -9,6 +9,9 @@
  * back a tail that could still become one, and for a stream formats the SSE
  * chunks itself, so the connection only copies bytes. Cancellation (client gone,
  * time limit, shutdown) is a flag the worker reads before each step.
+ *
+ * Under mpirun (rank 0) the pool has one slot, run on the main thread, and each
+ * job is sent to the other ranks, which step it with this slot (serve_dist.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@ struct slot {
 
 struct srv_pool {
     lopad_model *model;
+    struct lp_dist *dist; /* mpirun: the job's communicator (rank 0), else NULL */
     struct slot *slots;
     int n;
     pthread_mutex_t mu;
@@ -55,6 +59,7 @@ void srv_job_unref(struct srv_job *j) {
     pthread_mutex_unlock(&j->mu);
     if (left) return;
     lopad_request_free(j->rq);
+    free(j->ids);
     for (int i = 0; i < j->n_stop; i++)
         free(j->stop[i]);
     free(j->text.p);
@@ -141,6 +146,7 @@ struct run {
     struct srv_job *j;
     lopad_gen *g;
     bool stopped;
+    bool failed;
 };
 
 static bool past_deadline(const struct srv_job *j) {
@@ -205,6 +211,40 @@ static void start_failed(struct srv_job *j) {
     pthread_mutex_unlock(&j->mu);
 }
 
+/* Before each step: whether to take it. Under mpirun every rank learns it from
+ * rank 0 here, so a stop (the end, a stop string, a cancel) ends every rank's
+ * generation at the same step. */
+static bool next_step(struct run *r) {
+    struct srv_job *j = r->j;
+    if (past_deadline(j)) {
+        int none = CANCEL_NONE;
+        atomic_compare_exchange_strong(&j->cancel, &none, CANCEL_TIMEOUT);
+    }
+    bool go = r->g && !r->failed && !r->stopped && !lopad_gen_done(r->g) &&
+              atomic_load(&j->cancel) == CANCEL_NONE;
+    struct lp_dist *dist = r->slot->pool->dist;
+    return dist ? srv_dist_next_step(dist, go) : go;
+}
+
+/* The request this slot runs: the job's own, or under mpirun the one every rank
+ * builds from the message sent to them (sent here). NULL when the job failed. */
+static lopad_request *job_request(struct slot *sl, struct srv_job *j, lopad_request **own) {
+    struct srv_pool *p = sl->pool;
+    *own = NULL;
+    if (!p->dist) return j->rq;
+    struct srv_dist_msg *msg = NULL;
+    struct srv_error err;
+    if (srv_dist_prepare(j->rq, j->ids, j->n_prompt, p->model, own, &msg, &err)) {
+        pthread_mutex_lock(&j->mu);
+        j->err = err;
+        job_fail(j);
+        pthread_mutex_unlock(&j->mu);
+        return NULL;
+    }
+    srv_dist_send(p->dist, msg);
+    return *own;
+}
+
 static void run_job(struct slot *sl, struct srv_job *j) {
     struct run r = {.slot = sl, .j = j};
     pthread_mutex_lock(&j->mu);
@@ -216,20 +256,25 @@ static void run_job(struct slot *sl, struct srv_job *j) {
         return;
     }
     pthread_mutex_unlock(&j->mu);
-    if (lopad_gen_start(sl->sess, j->rq, &r.g)) return start_failed(j);
+    lopad_request *own, *rq = job_request(sl, j, &own);
+    if (!rq) return;
+    if (lopad_gen_start(sl->sess, rq, &r.g)) {
+        start_failed(j);
+        if (sl->pool->dist) srv_dist_next_step(sl->pool->dist, false); /* the ranks stop */
+        lopad_request_free(own);
+        return;
+    }
     pthread_mutex_lock(&j->mu);
     j->state = JOB_RUNNING;
     if (j->stream && j->kind == SRV_CHAT) srv_sse_delta(j, "", 0, true); /* the role */
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    bool failed = false;
-    while (!lopad_gen_done(r.g) && !r.stopped) {
-        if (past_deadline(j)) {
-            int none = CANCEL_NONE;
-            atomic_compare_exchange_strong(&j->cancel, &none, CANCEL_TIMEOUT);
-        }
-        if (atomic_load(&j->cancel)) lopad_gen_cancel(r.g);
-        if ((failed = step_once(&r))) break;
+    while (next_step(&r))
+        r.failed = step_once(&r);
+    bool failed = r.failed;
+    if (!failed && !r.stopped && atomic_load(&j->cancel) && !lopad_gen_done(r.g)) {
+        lopad_gen_cancel(r.g); /* this step only describes the canvas: no forward */
+        failed = step_once(&r);
     }
     if (!failed) {
         struct lopad_result res;
@@ -245,6 +290,7 @@ static void run_job(struct slot *sl, struct srv_job *j) {
         pthread_mutex_unlock(&j->mu);
     }
     lopad_gen_free(r.g);
+    lopad_request_free(own);
 }
 
 /* ----------------------------------------------------------------- pool */
@@ -277,10 +323,12 @@ static void *worker(void *arg) {
 }
 
 struct srv_pool *srv_pool_new(lopad_model *m, int n, const struct lopad_session_params *sp,
-                              int queue_cap) {
+                              int queue_cap, struct lp_dist *dist) {
+    if (dist && n != 1) return NULL;
     struct srv_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->model = m;
+    p->dist = dist;
     p->n = n;
     p->cap = queue_cap > 0 ? queue_cap : 1;
     pthread_mutex_init(&p->mu, NULL);
@@ -292,7 +340,7 @@ struct srv_pool *srv_pool_new(lopad_model *m, int n, const struct lopad_session_
         p->slots[i].pool = p;
         if (lopad_session_new(m, sp, &p->slots[i].sess)) goto fail;
     }
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !dist; i++) {
         if (pthread_create(&p->slots[i].thread, NULL, worker, &p->slots[i])) goto fail;
         p->slots[i].started = true;
     }
@@ -301,6 +349,10 @@ fail:
     srv_pool_stop(p, 0);
     srv_pool_free(p);
     return NULL;
+}
+
+void srv_pool_work(struct srv_pool *p) {
+    worker(&p->slots[0]);
 }
 
 int srv_pool_submit(struct srv_pool *p, struct srv_job *j) {
