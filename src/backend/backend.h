@@ -52,6 +52,8 @@ struct lp_row_scores {
     float margin;    /* p[argmax] - p[second] (pmax when the vocabulary has one entry) */
     float negent;    /* sum p log p (<= 0; predict.c adds 1e-10 inside the log) */
     float logsumexp; /* log sum exp z: log p[v] = z[v] - logsumexp */
+    float top1, top2; /* z[argmax] and the runner-up's logit (-inf when none): what
+                         combines slices of the vocabulary (tensor parallelism) */
 };
 
 struct lp_backend_ops {

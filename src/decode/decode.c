@@ -237,7 +237,7 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->kv_rows_bytes = ctx_kv_rows_bytes;
     e->kv_export = ctx_kv_export;
     e->kv_import = ctx_kv_import;
-    e->dist = lp_dist_world();
+    e->dist = lp_forward_branch_dist(c);
     if (e->dist) e->model_hash = lp_dist_model_hash(m);
 }
 

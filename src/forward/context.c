@@ -5,6 +5,7 @@
  */
 #include "forward.h"
 #include "kv_rows.h"
+#include "tensor_parallel.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -34,7 +35,8 @@ void lopad_ctx_free(lopad_ctx *c) {
         lp_backend_free(&c->be);
     }
     lp_free(c->seq_start);
-    if (c->model) lp_model_release(c->model); /* may free the model: last */
+    lp_tp_free(c->tp);
+    if (c->loaded) lp_model_release(c->loaded); /* may free the model: last */
     lp_free(c);
 }
 
@@ -76,7 +78,9 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
     if (lp_cpu_kernels_level(p->kernels, &level)) return LOPAD_ERR_ARG; /* names the value */
     if (p->repack < LOPAD_REPACK_AUTO || p->repack > LOPAD_REPACK_ON)
         return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: repack %d (auto 0, off 1, on 2)", p->repack);
-    const struct lopad_hparams *hp = &m->hp;
+    if (p->tensor_parallel < 0 || p->tensor_parallel > 4096)
+        return lp_error(LOPAD_ERR_ARG, "lopad_ctx_new: tensor_parallel %d out of range 0..4096",
+                        p->tensor_parallel);
 
     struct lopad_ctx *c = lp_calloc(1, sizeof *c, "context");
     if (!c) return LOPAD_ERR_NOMEM;
@@ -84,7 +88,16 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         lp_free(c);
         return LOPAD_ERR_NOMEM;
     }
-    c->model = m;
+    c->model = c->loaded = m;
+    enum lopad_status st;
+    if (p->tensor_parallel > 1) { /* from here on the forward runs this rank's shard */
+        if ((st = lp_tp_new(c, m, p->tensor_parallel))) {
+            lopad_ctx_free(c);
+            return st;
+        }
+        c->model = c->tp->shard;
+    }
+    const struct lopad_hparams *hp = &c->model->hp;
     c->n_ctx = p->n_ctx;
     c->n_batch_max = p->n_batch_max;
     c->kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -96,11 +109,11 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,
     };
-    enum lopad_status st;
     if (!cuda) {
         st = lp_backend_cpu_new(p->n_threads, &lim, &c->be);
         if (!st) lp_backend_cpu_set_level(&c->be, level); /* this context's own cap */
-        if (!st && (st = lp_backend_cpu_bind_model(&c->be, m, p->repack))) lp_backend_free(&c->be);
+        if (!st && (st = lp_backend_cpu_bind_model(&c->be, c->model, p->repack)))
+            lp_backend_free(&c->be);
         if (st) {
             lopad_ctx_free(c);
             return st;
@@ -108,7 +121,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         c->n_threads = lp_backend_cpu_n_threads(&c->be);
     } else {
 #ifdef LOPAD_CUDA
-        st = lp_backend_cuda_new(m, &lim, c->n_batch_max, &c->be);
+        st = lp_backend_cuda_new(c->model, &lim, c->n_batch_max, &c->be);
 #else
         st = LOPAD_ERR_UNSUPPORTED; /* unreachable: rejected above */
 #endif
@@ -159,7 +172,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         }
     }
     c->seq_start = lp_malloc(sizeof(int32_t) * ((size_t)c->n_batch_max + 1), "batch seq starts");
-    if (!c->seq_start) {
+    if (!c->seq_start || (c->tp && lp_tp_alloc(c))) {
         lopad_ctx_free(c);
         return LOPAD_ERR_NOMEM;
     }

@@ -10,7 +10,9 @@
  * Every step goes through the backend table; nothing is allocated here.
  */
 #include "forward.h"
+#include "tensor_parallel.h"
 #include "../backend/cpu/cpu.h"
+#include "../dist/dist.h"
 
 #include <math.h>
 
@@ -78,29 +80,46 @@ enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *
     return LOPAD_OK;
 }
 
+/* Rows rows[no] of the residual stream c->x, final-normed, into c->xn. */
+static void head_input(lopad_ctx *c, const int32_t *rows, int no) {
+    const struct lopad_model *m = c->model;
+    const int E = m->hp.n_embd;
+    const size_t row_bytes = (size_t)E * sizeof(float);
+    for (int i = 0; i < no;) { /* runs of consecutive rows in one copy */
+        int r = 1;
+        while (i + r < no && rows[i + r] == rows[i] + r)
+            r++;
+        c->be.ops->copy(c->be.ctx, c->xn + (int64_t)i * E, c->x + (int64_t)rows[i] * E,
+                        row_bytes * r);
+        i += r;
+    }
+    c->be.ops->rmsnorm(c->be.ctx, c->xn, m->output_norm, m->hp.norm_eps, no, E, c->xn);
+}
+
 /* The output head for fed rows out_rows[n_out] of the residual stream c->x: their
  * logits to `logits` [n_out][V], or their scores to `scores` when scores != NULL. */
-static void run_head(lopad_ctx *c, const int32_t *out_rows, int n_out, float *logits,
-                     struct lp_row_scores *scores) {
+static enum lopad_status run_head(lopad_ctx *c, const int32_t *out_rows, int n_out, float *logits,
+                                  struct lp_row_scores *scores) {
     const struct lopad_model *m = c->model;
     const struct lopad_hparams *hp = &m->hp;
     const struct lp_backend_ops *ops = c->be.ops;
     void *be = c->be.ctx;
-    const int E = hp->n_embd;
+    if (c->tp) { /* this rank's vocabulary slice, combined with the group's */
+        const int chunk = lp_tp_head_rows(c);
+        enum lopad_status st = LOPAD_OK;
+        for (int o0 = 0; o0 < n_out && !st; o0 += chunk) {
+            const int no = LP_MIN(chunk, n_out - o0);
+            head_input(c, out_rows + o0, no);
+            st = lp_tp_head(c, no, logits ? logits + (int64_t)o0 * hp->n_vocab : NULL,
+                            scores ? scores + o0 : NULL);
+        }
+        return st;
+    }
     /* output head for the requested rows only, in chunks that fit the buffers */
-    const size_t row_bytes = (size_t)E * sizeof(float);
     const int chunk = c->logits_dev ? c->logits_rows : c->n_batch_max;
     for (int o0 = 0; o0 < n_out; o0 += chunk) {
         const int no = LP_MIN(chunk, n_out - o0);
-        for (int i = 0; i < no;) { /* runs of consecutive rows in one copy */
-            int r = 1;
-            while (i + r < no && out_rows[o0 + i + r] == out_rows[o0 + i] + r)
-                r++;
-            ops->copy(be, c->xn + (int64_t)i * E, c->x + (int64_t)out_rows[o0 + i] * E,
-                      row_bytes * r);
-            i += r;
-        }
-        ops->rmsnorm(be, c->xn, m->output_norm, hp->norm_eps, no, E, c->xn);
+        head_input(c, out_rows + o0, no);
         if (scores) { /* fused head + scores into the host array; the MLP buffers are free now */
             ops->head_scores(be, &m->output, c->xn, no, c->gate,
                              (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
@@ -114,6 +133,7 @@ static void run_head(lopad_ctx *c, const int32_t *out_rows, int n_out, float *lo
             ops->download(be, dst, c->logits_dev, sizeof(float) * (size_t)no * hp->n_vocab);
         }
     }
+    return LOPAD_OK;
 }
 
 /* The forward; the head writes b->logits, or the rows' scores when scores != NULL. */
@@ -166,6 +186,8 @@ static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
         ad.v_cache = lp_ctx_vcache(c, l);
         ops->attention(be, &ad);                         /* (n, qd) */
         ops->matmul(be, &L->wo, NULL, c->att, n, c->xn); /* (n, E) */
+        if (c->tp && (st = lp_tp_allreduce(c, c->xn, (int64_t)n * E, "attention output")))
+            return st;
         ops->add(be, c->x, c->xn, (int64_t)n * E);
 
         ops->rmsnorm(be, c->x, L->ffn_norm, hp->norm_eps, n, E, c->xn);
@@ -173,10 +195,11 @@ static enum lopad_status forward_impl(lopad_ctx *c, const struct lopad_batch *b,
         ops->matmul(be, &L->w_up, NULL, c->xn, n, c->up);
         ops->silu_mul(be, c->gate, c->up, (int64_t)n * hp->n_ff);
         ops->matmul(be, &L->w_down, NULL, c->gate, n, c->xn); /* (n, E) */
+        if (c->tp && (st = lp_tp_allreduce(c, c->xn, (int64_t)n * E, "FFN output"))) return st;
         ops->add(be, c->x, c->xn, (int64_t)n * E);
     }
 
-    run_head(c, b->out_rows, b->n_out, b->logits, scores);
+    if ((st = run_head(c, b->out_rows, b->n_out, b->logits, scores))) return st;
     /* a device backend queues its work: wait for it and surface its first error */
     if (c->be_sync && (st = c->be_sync(&c->be))) return st;
     c->last_n_fed = n;
@@ -223,10 +246,14 @@ bool lp_forward_scores_exact(const lopad_ctx *c) {
 }
 
 bool lp_forward_has_scores(const lopad_ctx *c) {
-    const struct lopad_hparams *hp = &c->model->hp;
+    const struct lopad_model *m = c->model; /* the head's rows: a slice under tensor parallelism */
     return c->be.ops->head_scores && c->be.ops->head_scores_scratch &&
-           c->be.ops->head_scores_scratch(hp->n_vocab, c->n_batch_max) <=
-               (size_t)c->n_batch_max * (size_t)hp->n_ff;
+           c->be.ops->head_scores_scratch(m->output.n_out, c->n_batch_max) <=
+               (size_t)c->n_batch_max * (size_t)m->hp.n_ff;
+}
+
+struct lp_dist *lp_forward_branch_dist(const lopad_ctx *c) {
+    return c && c->tp ? c->tp->branches : lp_dist_world();
 }
 
 enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int n, float *logits) {
@@ -242,7 +269,7 @@ enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int 
                             "lp_forward_last_logits: rows[%d] = %d outside the last forward's "
                             "fed rows [0, %d)",
                             i, rows[i], c->last_x_rows);
-    run_head(c, rows, n, logits, NULL);
-    if (c->be_sync) return c->be_sync(&c->be);
-    return LOPAD_OK;
+    enum lopad_status st = run_head(c, rows, n, logits, NULL);
+    if (!st && c->be_sync) st = c->be_sync(&c->be);
+    return st;
 }

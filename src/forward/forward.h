@@ -9,8 +9,13 @@
 #include "../backend/backend.h"
 #include "../model/model.h"
 
+struct lp_tp;
+
 struct lopad_ctx {
-    const struct lopad_model *model;
+    const struct lopad_model *model;  /* the weights the forward runs: the loaded model, or
+                                         this rank's shard of it (tensor parallelism) */
+    const struct lopad_model *loaded; /* the model the context keeps alive */
+    struct lp_tp *tp;                 /* tensor parallelism (tensor_parallel.h), NULL when alone */
     struct lp_backend be;
     int n_ctx, n_batch_max, n_threads;
     int64_t kv_dim; /* n_head_kv * head_dim: floats per cached row of one layer */
@@ -84,6 +89,10 @@ enum lopad_status lp_forward_last_logits(lopad_ctx *c, const int32_t *rows, int 
 /* Check a batch against the context; LOPAD_ERR_ARG naming the bad field, index
  * and value. On success fills c->seq_start. */
 enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *b);
+
+/* The ranks that share LoPA's branches with this one: the job's communicator, or with
+ * tensor parallelism the ranks at the same place of the other groups; NULL alone. */
+struct lp_dist *lp_forward_branch_dist(const lopad_ctx *c);
 
 /* The context's worker pool when its backend has one (CPU), else NULL: the decoders
  * run their proposals on it (one thread budget per request). */

@@ -14,7 +14,7 @@
 #include "../gen/text.h"
 #include "../core/types.h"
 
-static void model_destroy(struct lopad_model *m) {
+void lp_model_free_derived(struct lopad_model *m) {
     while (m->caches) {
         struct lp_model_cache *e = m->caches;
         m->caches = e->next;
@@ -28,6 +28,12 @@ static void model_destroy(struct lopad_model *m) {
             lp_free(m->owned[i].ptr);
     }
     lp_free(m->owned);
+    m->owned = NULL;
+    m->n_owned = 0;
+}
+
+static void model_destroy(struct lopad_model *m) {
+    lp_model_free_derived(m);
     lp_free(m->chat_template);
     lp_free(m->lora_path);
     lp_free(m->path);

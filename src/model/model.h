@@ -106,6 +106,10 @@ enum lopad_status lp_model_cache_get(const struct lopad_model *m, const char *ke
                                      lp_model_cache_make_fn make, void *arg,
                                      void (*free_fn)(void *data), void **out);
 
+/* Release what m owns and what backends derived (caches, owned buffers and mappings);
+ * the rest of m stays (a tensor-parallel shard frees itself with it). */
+void lp_model_free_derived(struct lopad_model *m);
+
 /* Take ownership of a heap buffer or mapping; returns false on OOM (and then
  * releases it). */
 bool lp_model_own(struct lopad_model *m, void *ptr, size_t size, bool mapped);

@@ -40,6 +40,7 @@ trap 'rm -f $ERR $ERR.*' EXIT
 key() { grep -o '"ids":\[[0-9,]*\]\|"nfe":[0-9]*\|"winner_hist":\[[0-9,]*\]' | tr '\n' ' '; }
 
 # same_as_one NAME MODEL RANKS... -- ARGS: ids / NFE / winner_hist of R ranks = one process
+# ($RANK_ARGS: added to the runs under mpirun only)
 same_as_one() {
     local name=$1 model=$2
     shift 2
@@ -50,7 +51,7 @@ same_as_one() {
     one=$("$BIN" run -m "$model" "$@" --json $T 2>$ERR | key)
     case "$one" in *winner_hist*) ;; *) bad "$name: one process: $(cat $ERR)"; return ;; esac
     for R in "${ranks[@]}"; do
-        got=$(timeout 120 "${MPI[@]}" "$R" "$BIN" run -m "$model" "$@" --json $T 2>$ERR.$R | key)
+        got=$(timeout 120 "${MPI[@]}" "$R" "$BIN" run -m "$model" "$@" ${RANK_ARGS:-} --json $T 2>$ERR.$R | key)
         if [ "$got" = "$one" ]; then ok; else bad "$name R=$R: [$got] vs one process [$one]: $(tail -3 $ERR.$R)"; fi
     done
 }
@@ -92,6 +93,49 @@ same_as_one "demo d2f lopa 2 block-causal" "$DEMO" 2 -- -p "What is 12 plus 7?" 
     --block 8 --lopa 2 --lopa-window-attention block-causal
 same_as_one "demo fast lopa 2" "$DEMO" 2 3 -- -p "What is 12 plus 7?" --gen 32 --block 8 \
     --decoder fast --lopa 2
+
+# ---- tensor parallelism: logits within float rounding of one process (tests/mpi/tp_check.c),
+# at T = 2 alone and beside branch parallelism (2 x 2), T = 4 on the models whose heads split
+TPC=$3/tp_check
+"$BIN" convert "$FIX/tiny-llada" "$ERR.q8.gguf" --type q8_0 >/dev/null 2>&1 || bad "convert q8_0"
+TPM=("$FIX/tiny-dream" "$FIX/tiny-llada" "$FIX/tiny-dream-q8_0.gguf" "$FIX/tiny-llada.gguf")
+for RT in "2 2" "4 2" "4 4"; do
+    set -- $RT
+    models=("${TPM[@]}")
+    [ "$2" = 4 ] && models=("$FIX/tiny-llada" "$ERR.q8.gguf") # 4 heads, 4 K/V heads
+    timeout 120 "${MPI[@]}" "$1" "$TPC" "$2" "${models[@]}" >$ERR.tp 2>&1 &&
+        grep -q "tp_check T=$2: 0 failures" $ERR.tp && ok || bad "tp_check R=$1 T=$2: $(tail -5 $ERR.tp)"
+done
+# the same tokens, NFE and LoPA winners as one process on the decoding cases (a token can
+# differ only where its top two logits are closer than the rounding: none is here),
+# with tensor parallelism alone (R = T = 2) and with 2 branch groups (R = 4)
+RANK_ARGS="--tensor-parallel 2"
+for f in "$FIX"/d2f/tiny-*lopa*.txt; do
+    A=(--prompt-ids "$(val prompt "$f")" --gen "$(val gen "$f")" --block "$(val block "$f")"
+       --decoder d2f --tau-add "$(val tau_add "$f")" --tau-act "$(val tau_act "$f")"
+       --tau-conf "$(val tau_conf "$f")" --confidence "$(val confidence "$f")"
+       --lopa "$(val lopa "$f")" --lopa-window-attention "$(val window "$f")")
+    same_as_one "tp $(basename "$f" .txt)" "$FIX/$(val model "$f")" 2 4 -- "${A[@]}"
+done
+for m in tiny-dream tiny-llada; do
+    same_as_one "tp $m fast dual lopa 3" "$FIX/$m" 2 4 -- --prompt-ids 5,9,14,3,7,11 --gen 16 \
+        --block 8 --decoder fast --cache dual --threshold 0.3 --lopa 3
+    same_as_one "tp $m d2f lopa 0" "$FIX/$m" 2 -- --prompt-ids 5,9,14,3,7,11 --gen 32 --block 4 \
+        --decoder d2f --tau-add 0.2 --tau-act 0.4 --tau-conf 0.25 --lopa 0
+done
+same_as_one "tp demo d2f lopa 3" "$DEMO" 2 4 -- -p "What is 12 plus 7?" --gen 32 --block 8 --lopa 3
+RANK_ARGS=""
+# T must fit the job and the model
+D2=(--prompt-ids 5,9,14,3,7,11 --gen 16 --block 4 --decoder d2f --lopa 1 $T)
+timeout 60 "${MPI[@]}" 3 "$BIN" run -m "$FIX/tiny-dream" "${D2[@]}" --tensor-parallel 2 >/dev/null 2>$ERR
+rc=$?
+[ $rc -ne 0 ] && grep -q "needs a job of a multiple of 2 ranks" $ERR && ok || bad "T=2 on 3 ranks: rc $rc: $(head -3 $ERR)"
+timeout 60 "${MPI[@]}" 3 "$BIN" run -m "$FIX/tiny-dream" "${D2[@]}" --tensor-parallel 3 >/dev/null 2>$ERR
+rc=$?
+[ $rc -ne 0 ] && grep -q "4 attention heads do not split into 3" $ERR && ok || bad "T=3: rc $rc: $(head -3 $ERR)"
+"$BIN" run -m "$FIX/tiny-dream" "${D2[@]}" --tensor-parallel 2 >/dev/null 2>$ERR
+rc=$?
+[ $rc -ne 0 ] && grep -q "this one has 1" $ERR && ok || bad "T=2 alone: rc $rc: $(head -3 $ERR)"
 
 # ---- lopad eval: the same accuracy, TPF and NFE as one process
 E=(eval --task tiny-gsm --limit 4 --lopa 2 --json $T)

@@ -1545,6 +1545,8 @@ void lp_cpu_head_scores(void *ctx, const struct lp_weight *w, const float *x, in
         o->pmax = (float)exp(v1 - lse);
         o->margin = (float)(exp(v1 - lse) - (i2 < 0 ? 0.0 : exp(v2 - lse)));
         o->negent = (float)(Z / S - log(S));
+        o->top1 = v1;
+        o->top2 = i2 < 0 ? -INFINITY : v2;
     }
 }
 

@@ -66,7 +66,7 @@ int lp_cuda_attention(const struct lp_cuda_attn_args *a, lp_cuda_stream s);
  * layout; cuda_backend.c checks they match). */
 typedef struct lp_cuda_row_scores {
     int32_t argmax;
-    float pmax, margin, negent, logsumexp;
+    float pmax, margin, negent, logsumexp, top1, top2;
 } lp_cuda_row_scores;
 #define LP_CUDA_SCORES_STATE 8 /* floats of per-row state */
 /* Fold the logits z (n_rows, vc) of vocabulary ids [v0, v0 + vc) into state

@@ -111,6 +111,8 @@ __global__ void lp_k_scores_final(const sc_state *__restrict__ state, int n_rows
     o.pmax = (float)p1;
     o.margin = (float)(p1 - (s.i2 < 0 ? 0.0 : exp((double)s.v2 - lse)));
     o.negent = (float)((double)s.Z / (double)s.S - log((double)s.S));
+    o.top1 = s.v1;
+    o.top2 = s.i2 < 0 ? -INFINITY : s.v2;
     out[t] = o;
 }
 
