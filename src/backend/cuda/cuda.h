@@ -24,6 +24,11 @@ enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
  * copy or cuBLAS call recorded since the last sync (and clears it). */
 enum lopad_status lp_backend_cuda_sync(struct lp_backend *b);
 
+/* The backend's stream (a cudaStream_t), on which every kernel, copy and cuBLAS call
+ * of b is queued: work enqueued there (the NCCL door, src/dist/nccl.h) runs in order
+ * with the forward's. NULL when b is not a CUDA backend (or the build has no CUDA). */
+void *lp_backend_cuda_stream(const struct lp_backend *b);
+
 /* Number of usable CUDA devices (0 when none or the driver is missing). */
 int lp_cuda_device_count(void);
 

@@ -686,6 +686,12 @@ enum lopad_status lp_backend_cuda_sync(struct lp_backend *b) {
     return st;
 }
 
+void *lp_backend_cuda_stream(const struct lp_backend *b) {
+    if (!b || b->ops != &cuda_ops || !b->ctx) return NULL;
+    const struct lp_cuda *cu = b->ctx;
+    return cu->stream;
+}
+
 size_t lp_backend_cuda_weight_bytes(const struct lp_backend *b) {
     const struct lp_cuda *cu = b->ctx;
     return cu && cu->w ? cu->w->bytes : 0;
@@ -782,6 +788,10 @@ done:
 }
 
 #else
-/* built without -DLOPAD_CUDA=ON: nothing here (keeps ISO C happy) */
-typedef int lp_cuda_backend_disabled;
+/* built without -DLOPAD_CUDA=ON: only what callers may use without testing LOPAD_CUDA */
+#include "cuda.h"
+void *lp_backend_cuda_stream(const struct lp_backend *b) {
+    (void)b;
+    return NULL;
+}
 #endif
