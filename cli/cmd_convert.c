@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "cli.h"
+#include "run.h" /* lp_cli_synthetic_model */
 
 static int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *lora = NULL, *type_s = NULL;
@@ -14,7 +15,8 @@ static int cmd_convert(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] "
                    "[--lora DIR] [--force]\n"
-                   "  IN is a .gguf file or a Hugging Face directory; without --type the stored\n"
+                   "  IN is a .gguf file, a Hugging Face directory or synthetic:SHAPE[:LAYERS][@TYPE]\n"
+                   "  (random weights, as `lopad run -m`); without --type the stored\n"
                    "  types are kept. A LoRA adapter is merged into the written weights.\n"
                    "  OUT appears complete or not at all (written next to it, then renamed);\n"
                    "  an existing OUT is refused unless --force is given.\n");
@@ -52,8 +54,14 @@ static int cmd_convert(int argc, char **argv) {
         return lp_cli_usage_error("convert", "cannot check '%s': %s", out, strerror(errno));
     struct lopad_load_opts opts = {.lora_dir = lora};
     lopad_model *m;
-    enum lopad_status st = lopad_model_load(in, &opts, &m);
-    if (st) return lp_cli_fail("convert", st);
+    enum lopad_status st;
+    if (!strncmp(in, "synthetic:", strlen("synthetic:"))) { /* random weights as a file */
+        if (lora) return lp_cli_usage_error("convert", "--lora needs a model file");
+        int rc = lp_cli_synthetic_model("convert", in + strlen("synthetic:"), &m);
+        if (rc) return rc;
+    } else if ((st = lopad_model_load(in, &opts, &m))) {
+        return lp_cli_fail("convert", st);
+    }
     st = lopad_model_save_gguf(m, out, type);
     lopad_model_free(m);
     if (st) return lp_cli_fail("convert", st);

@@ -33,8 +33,9 @@ static struct lp_weight row_slice(const struct lp_weight *w, int64_t r0, int64_t
 }
 
 /* Columns [c0, c0 + n) of every row of w as a new matrix owned by shard. */
-static enum lopad_status col_slice(struct lopad_model *shard, const struct lp_weight *w, int64_t c0,
-                                   int64_t n, struct lp_weight *out) {
+static enum lopad_status col_slice(const struct lopad_model *m, struct lopad_model *shard,
+                                   const struct lp_weight *w, int64_t c0, int64_t n,
+                                   struct lp_weight *out) {
     const struct lp_type_traits *tt = lp_type_traits(w->type);
     if (!tt || !tt->to_float)
         return lp_error(LOPAD_ERR_UNSUPPORTED, "tensor parallel: %s has type %s, not sliceable",
@@ -63,13 +64,15 @@ static enum lopad_status col_slice(struct lopad_model *shard, const struct lp_we
         }
     }
     lp_free(row);
+    lp_model_drop_pages(m, w->data, w->row_bytes * (size_t)w->n_out); /* read whole, kept 1/T */
     out->data = buf;
     return lp_model_own(shard, buf, bytes, false) ? LOPAD_OK : LOPAD_ERR_NOMEM;
 }
 
 /* Rank t's share of layer L: heads, their K/V heads, FFN columns. */
-static enum lopad_status shard_layer(struct lopad_model *s, const struct lopad_hparams *hp, int T,
+static enum lopad_status shard_layer(const struct lopad_model *m, struct lopad_model *s, int T,
                                      int t, const struct lp_layer *L, struct lp_layer *S) {
+    const struct lopad_hparams *hp = &m->hp;
     const int64_t hd = hp->head_dim;
     const int64_t q0 = hd * (hp->n_head / T) * t, nq = hd * (hp->n_head / T);
     const int64_t k0 = hd * (hp->n_head_kv / T) * t, nk = hd * (hp->n_head_kv / T);
@@ -83,8 +86,8 @@ static enum lopad_status shard_layer(struct lopad_model *s, const struct lopad_h
     S->bv = L->bv ? L->bv + k0 : NULL;
     S->w_gate = row_slice(&L->w_gate, f0, nf);
     S->w_up = row_slice(&L->w_up, f0, nf);
-    enum lopad_status st = col_slice(s, &L->wo, q0, nq, &S->wo);
-    if (!st) st = col_slice(s, &L->w_down, f0, nf, &S->w_down);
+    enum lopad_status st = col_slice(m, s, &L->wo, q0, nq, &S->wo);
+    if (!st) st = col_slice(m, s, &L->w_down, f0, nf, &S->w_down);
     return st;
 }
 
@@ -113,7 +116,7 @@ static enum lopad_status make_shard(const struct lopad_model *m, int T, int t,
     s->layers = lp_calloc((size_t)hp->n_layer, sizeof *s->layers, "tensor-parallel layers");
     enum lopad_status st = s->layers ? LOPAD_OK : LOPAD_ERR_NOMEM;
     for (int l = 0; l < hp->n_layer && !st; l++)
-        st = shard_layer(s, hp, T, t, &m->layers[l], &s->layers[l]);
+        st = shard_layer(m, s, T, t, &m->layers[l], &s->layers[l]);
     if (st) {
         shard_free(s);
         return st;

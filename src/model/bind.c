@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "model.h"
 #include "../core/types.h"
 
@@ -187,10 +188,29 @@ int64_t lp_find_nonfinite(int type, const void *data, int64_t n) {
     return -1;
 }
 
-/* Refuse a tensor holding NaN or inf: it would poison every logit downstream. */
-static enum lopad_status check_finite(int type, const void *data, int64_t n_rows, size_t row_bytes,
-                                      int64_t n_in, const char *name, const char *src) {
+/* The scan just read the tensor's pages: when they are a read-only file mapping's,
+ * hand them back (the next touch refills them from the file, usually the page cache),
+ * so a load's peak stays about one tensor and a rank that uses a slice of the model
+ * (tensor parallelism) keeps only that slice resident. Heap copies are left alone. */
+void lp_model_drop_pages(const struct lopad_model *m, const void *data, size_t bytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + page - 1) & ~(page - 1),
+              b = ((uintptr_t)data + bytes) & ~(page - 1);
+    for (int i = 0; i < m->n_owned && a < b; i++) {
+        const uintptr_t p = (uintptr_t)m->owned[i].ptr;
+        if (m->owned[i].mapped && a >= p && b <= p + m->owned[i].size)
+            madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+}
+
+/* Refuse a tensor holding NaN or inf: it would poison every logit downstream. The
+ * pages read go back after every 16 MiB when m's file mapping holds them
+ * (lp_model_drop_pages): a load's resident peak stays small. */
+static enum lopad_status check_finite(const struct lopad_model *m, int type, const void *data,
+                                      int64_t n_rows, size_t row_bytes, int64_t n_in,
+                                      const char *name, const char *src) {
     const uint8_t *p = data;
+    const int64_t chunk = row_bytes ? LP_MAX(1, (int64_t)((16u << 20) / row_bytes)) : n_rows;
     for (int64_t r = 0; r < n_rows; r++) {
         int64_t j = lp_find_nonfinite(type, p + (size_t)r * row_bytes, n_in);
         if (j >= 0)
@@ -200,6 +220,10 @@ static enum lopad_status check_finite(int type, const void *data, int64_t n_rows
                             src, name,
                             lp_type_traits(type)->blck_size > 1 ? "block scale" : "value",
                             (long long)r, (long long)j);
+        if (m && ((r + 1) % chunk == 0 || r + 1 == n_rows)) {
+            const int64_t r0 = (r / chunk) * chunk;
+            lp_model_drop_pages(m, p + (size_t)r0 * row_bytes, (size_t)(r + 1 - r0) * row_bytes);
+        }
     }
     return LOPAD_OK;
 }
@@ -229,7 +253,7 @@ static enum lopad_status bind_matrix(struct lopad_model *m, const struct name_in
         return lp_error(LOPAD_ERR_FORMAT,
                         "%s: tensor '%s' holds %zu bytes, %s [%lld x %lld] needs more", src, name,
                         t->nbytes, tr->name, (long long)n_out, (long long)n_in);
-    enum lopad_status st = check_finite(t->type, t->data, n_out, rb, n_in, name, src);
+    enum lopad_status st = check_finite(m, t->type, t->data, n_out, rb, n_in, name, src);
     if (st) return st;
     *w = (struct lp_weight){t->name, t->type, n_in, n_out, rb, t->data};
     if (t->type >= 0 && t->type < 64) m->type_count[t->type]++;
@@ -259,7 +283,7 @@ static enum lopad_status bind_vector(struct lopad_model *m, const struct name_in
     float *v = lp_malloc(sizeof(float) * n, name);
     if (!v || !lp_model_own(m, v, sizeof(float) * n, false)) return LOPAD_ERR_NOMEM;
     tr->to_float(t->data, v, n);
-    enum lopad_status st = check_finite(LOPAD_TYPE_F32, v, 1, 0, n, name, src);
+    enum lopad_status st = check_finite(NULL, LOPAD_TYPE_F32, v, 1, 0, n, name, src);
     if (st) return st;
     *out = v;
     return LOPAD_OK;

@@ -95,6 +95,15 @@ void lopad_model_free(lopad_model *m) {
     if (!r) model_destroy(m);
 }
 
+/* Loading read every page of the mapped files (the non-finite scan). Hand them back:
+ * a read-only file mapping refills from the file (usually the page cache) on the next
+ * touch, so what stays resident is what the forwards use, which for a rank holding a
+ * slice of the model (tensor parallelism) is its slice. */
+static void drop_scanned_pages(struct lopad_model *m) {
+    for (int i = 0; i < m->n_owned; i++)
+        if (m->owned[i].mapped) madvise(m->owned[i].ptr, m->owned[i].size, MADV_DONTNEED);
+}
+
 enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opts *opts,
                                    lopad_model **out) {
     *out = NULL;
@@ -119,6 +128,7 @@ enum lopad_status lopad_model_load(const char *path, const struct lopad_load_opt
     if (opts && opts->lora_dir && (st = lp_lora_merge(m, opts->lora_dir))) goto fail;
     /* the tokenizer and chat template travel with the model (src/gen/text.c) */
     if (!(opts && opts->no_tokenizer) && (st = lp_model_text_load(m))) goto fail;
+    drop_scanned_pages(m);
     *out = m;
     return LOPAD_OK;
 fail:

@@ -132,6 +132,11 @@ enum lopad_status lp_lora_merge(struct lopad_model *m, const char *adapter_dir);
  * all are finite or the type is unknown. One pass, vectorisable. */
 int64_t lp_find_nonfinite(int type, const void *data, int64_t n);
 
+/* Give back the resident pages of [data, data + bytes) when they lie in one of m's
+ * read-only file mappings (the next touch refills them from the file); nothing for
+ * heap memory. After a pass that read weights it will not read again. */
+void lp_model_drop_pages(const struct lopad_model *m, const void *data, size_t bytes);
+
 /* Validate hyper-parameters after a loader filled them (ranges, divisibility). */
 enum lopad_status lp_hparams_check(const struct lopad_hparams *hp, const char *source);
 
