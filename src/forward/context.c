@@ -6,6 +6,7 @@
 #include "forward.h"
 #include "kv_rows.h"
 #include "tensor_parallel.h"
+#include "../dist/dist.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -121,6 +122,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         c->n_threads = lp_backend_cpu_n_threads(&c->be);
     } else {
 #ifdef LOPAD_CUDA
+        if (lp_dist_world()) lp_cuda_use_local_device(); /* one GPU per rank of a machine */
         st = lp_backend_cuda_new(c->model, &lim, c->n_batch_max, &c->be);
 #else
         st = LOPAD_ERR_UNSUPPORTED; /* unreachable: rejected above */

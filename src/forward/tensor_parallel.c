@@ -17,6 +17,10 @@
 #include <string.h>
 #include "../core/types.h"
 #include "../dist/dist.h"
+#include "../dist/nccl.h"
+#ifdef LOPAD_CUDA
+#include "../backend/cuda/cuda.h"
+#endif
 
 /* rows of the output head per exchange (bounds the gathered logits' buffer) */
 #define LP_TP_HEAD_ROWS 64
@@ -188,6 +192,7 @@ enum lopad_status lp_tp_new(struct lopad_ctx *c, const struct lopad_model *m, in
 
 void lp_tp_free(struct lp_tp *tp) {
     if (!tp) return;
+    lp_dist_dev_free(tp->dev);
     lp_dist_free(tp->group);
     lp_dist_free(tp->branches);
     shard_free(tp->shard);
@@ -207,7 +212,10 @@ enum lopad_status lp_tp_alloc(struct lopad_ctx *c) {
     tp->gathered_floats = rows * LP_MAX((size_t)hp->n_vocab, sc * (size_t)tp->T);
     tp->host = lp_malloc(sizeof(float) * tp->host_floats, "tensor-parallel staging");
     tp->gathered = lp_malloc(sizeof(float) * tp->gathered_floats, "tensor-parallel head");
-    return tp->host && tp->gathered ? LOPAD_OK : LOPAD_ERR_NOMEM;
+    if (!tp->host || !tp->gathered) return LOPAD_ERR_NOMEM;
+    /* a device context adds its partial sums on the device when the build has NCCL */
+    if (!c->be.ops->host_memory && lp_dist_dev_built()) return lp_dist_dev_new(tp->group, &tp->dev);
+    return LOPAD_OK;
 }
 
 int lp_tp_head_rows(const struct lopad_ctx *c) {
@@ -217,6 +225,11 @@ int lp_tp_head_rows(const struct lopad_ctx *c) {
 enum lopad_status lp_tp_allreduce(struct lopad_ctx *c, float *buf, int64_t n, const char *what) {
     struct lp_tp *tp = c->tp;
     if (c->be.ops->host_memory) return lp_dist_allreduce_sum(tp->group, buf, (size_t)n, what);
+#ifdef LOPAD_CUDA
+    if (tp->dev)
+        return lp_dist_dev_allreduce_sum(tp->dev, buf, (size_t)n, lp_backend_cuda_stream(&c->be),
+                                         what);
+#endif
     const size_t bytes = sizeof(float) * (size_t)n;
     LP_ASSERT((size_t)n <= tp->host_floats);
     c->be.ops->download(c->be.ctx, tp->host, buf, bytes);

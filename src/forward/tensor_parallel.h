@@ -17,6 +17,7 @@
 #include "forward.h"
 
 struct lp_dist;
+struct lp_dist_dev;
 
 struct lp_tp {
     int T, t;                  /* group size, this rank's place in it */
@@ -27,7 +28,9 @@ struct lp_tp {
     struct lopad_model *shard; /* the slices; weights are views or owned copies */
     float *host;               /* host staging: all-reduce of a device buffer, head slices */
     size_t host_floats;
-    float *gathered; /* host: every rank's head slice of one chunk of rows */
+    float *gathered;         /* host: every rank's head slice of one chunk of rows */
+    struct lp_dist_dev *dev; /* NCCL over the group for a CUDA context (src/dist/nccl.h),
+                                NULL: device buffers go through host staging */
     size_t gathered_floats;
 };
 

@@ -29,6 +29,10 @@ enum lopad_status lp_backend_cuda_sync(struct lp_backend *b);
  * with the forward's. NULL when b is not a CUDA backend (or the build has no CUDA). */
 void *lp_backend_cuda_stream(const struct lp_backend *b);
 
+/* Under a launcher, make device (local rank mod device count) the current one, so that
+ * the ranks of one machine use its GPUs in turn (nothing without a local rank). */
+void lp_cuda_use_local_device(void);
+
 /* Number of usable CUDA devices (0 when none or the driver is missing). */
 int lp_cuda_device_count(void);
 

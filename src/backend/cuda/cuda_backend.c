@@ -589,6 +589,19 @@ int lp_cuda_device_count(void) {
     return n;
 }
 
+void lp_cuda_use_local_device(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                       "PMIX_LOCAL_RANK", "SLURM_LOCALID"};
+    const int n = lp_cuda_device_count();
+    for (unsigned i = 0; i < sizeof vars / sizeof vars[0] && n > 0; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            cudaSetDevice(atoi(v) % n);
+            return;
+        }
+    }
+}
+
 enum lopad_status lp_backend_cuda_new(const struct lopad_model *m,
                                       const struct lp_backend_limits *lim, int n_rows_max,
                                       struct lp_backend *out) {
