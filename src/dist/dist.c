@@ -2,8 +2,10 @@
  * dist.c - the multi-process door (dist.h) on MPI, or a stub without it.
  *
  * Waiting: every exchange is a non-blocking MPI collective completed by MPI_Test in a
- * loop that sleeps between tests (20 us growing to 1 ms: ranks oversubscribed on few
- * cores must not spin against the ones computing) until the deadline. Past it the
+ * loop: for its first 20 ms the loop yields the core between tests (a large message
+ * moves in fragments, each needing a test), then it sleeps between tests (20 us growing
+ * to 1 ms: ranks oversubscribed on few cores must not spin against the ones computing)
+ * until the deadline. Past it the
  * rank prints which exchange and how long, and calls MPI_Abort: the launcher then
  * ends every rank, the dead or stopped one included.
  *
@@ -12,6 +14,7 @@
  */
 #include "dist.h"
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +63,7 @@ static bool joined, finalized;
 static int err_fd = 2;
 
 #define LP_DIST_MAGIC 0x4c504453u /* "LPDS" */
+#define LP_DIST_YIELD_S 0.02      /* seconds a wait tests without sleeping */
 struct msg_hdr {
     uint32_t magic, seq;
     uint64_t bytes;
@@ -183,6 +187,12 @@ static void wait_req(struct lp_dist *g, MPI_Request *req, const char *what, bool
                 "no answer from the other ranks within %.0f s in exchange %u (%s): a rank died "
                 "or stopped answering",
                 g->timeout_s, g->seq, what);
+        /* a large message moves in fragments, each needing a test: keep testing
+         * (yielding the core) while the transfer is young, then back off */
+        if (t < LP_DIST_YIELD_S) {
+            sched_yield();
+            continue;
+        }
         struct timespec ts = {0, ns};
         nanosleep(&ts, NULL);
         if (ns < 1000000) ns *= 2;
