@@ -8,7 +8,8 @@
 # request is still right); SIGTERM to rank 0 (with a request in flight: it finishes)
 # ends the job with status 0, SIGTERM to mpirun ends every rank, and no rank is left
 # either way; a follower that dies (or stops answering) mid-request ends the job
-# nonzero within a time limit, with no answer presented as complete. With
+# nonzero within a time limit, with no answer presented as complete; a rank with
+# another model or --tensor-parallel is refused before the server listens. With
 # --tensor-parallel 2 at R = 2 and 4, when `mpirun -np 2 lopad run --tensor-parallel 2`
 # works in this tree (probed first): the text of `lopad run` with the same R and T.
 # Skipped (exit 0 with a message) without mpirun, python3, MPI or libmicrohttpd.
@@ -346,6 +347,22 @@ def check_fault(how, n):
     ok(none_left(10), f"rank 1 {how}s: no rank left: {lopad_pids()}")
 
 
+def check_mismatch():
+    """Ranks with another model, or another --tensor-parallel, are refused before the
+    server listens (MPMD: rank 1 started with other arguments)."""
+    other = os.path.join(os.path.dirname(os.path.realpath(MODEL)), "..", "tests", "fixtures",
+                         "tiny-dream")
+    base = ["serve", "-m", MODEL, "--port", "0", *T1]
+    for what, rank1 in (("model", ["serve", "-m", other, "--port", "0", *T1]),
+                        ("--tensor-parallel", base + ["--tensor-parallel", "2"])):
+        cmd = MPI + ["-np", "1", BIN, *base, ":", "-np", "1", BIN, *rank1]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        text = out.stdout + out.stderr
+        ok(out.returncode != 0 and f"has another {what}" in text and "listening" not in text,
+           f"rank 1 with another {what}: status {out.returncode}: {text[-400:]}")
+    ok(none_left(10), f"mismatch: no rank left: {lopad_pids()}")
+
+
 def check_tensor_parallel():
     """--tensor-parallel 2 at R = 2 and 4: the text and NFE of `lopad run` with the same
     R and T, when that runs in this tree (the forward's split may not have landed)."""
@@ -385,6 +402,7 @@ for R in (2, 3, 4):
     section(f"R={R}", check_rank, R)
 section("rank 1 exits", check_fault, "exit", 8)
 section("rank 1 hangs", check_fault, "hang", 8)
+section("mismatched ranks", check_mismatch)
 section("--tensor-parallel 2", check_tensor_parallel)
 print(f"test_mpi_serve.sh: {passed} passed, {failed} failed "
       f"({time.monotonic() - t_start:.0f} s)")
