@@ -258,7 +258,7 @@ def leave_midway(job, body, events=3):
 
 def check_rank(R):
     tag = f"R={R}"
-    job = Job(R, "--queue", "1", "--grace", "120")
+    job = Job(R, "--queue", "1" if R == 2 else "64", "--grace", "120")
     try:
         eq(len(lopad_pids()), R, f"{tag}: ranks running")
         check_cases(job, CASES, REF, tag)
@@ -273,6 +273,8 @@ def check_rank(R):
            f"{tag}: stream after a client left")
         if R == 2:
             check_queue(job, tag)
+        if R == 3:
+            check_concurrent(job, tag)
         if R == 3:  # SIGTERM to mpirun: OpenMPI ends every rank (its own status, 1)
             job.proc.send_signal(signal.SIGTERM)
             rc = job.wait(30)
@@ -302,6 +304,36 @@ def check_queue(job, tag):
     eq(status, 429, f"{tag}: the queue full")
     eq(res.get("long"), REF["long"], f"{tag}: the long request")
     eq(res.get("queued"), REF["fast lopa 2"], f"{tag}: the queued request")
+
+
+def check_concurrent(job, tag):
+    """8 clients at once, each with every case and 2 bad requests (one refused by the
+    request parser, one by the decoder's own rules): the requests run one after the
+    other across the ranks, every answer right, the bad ones 400 (never sent to them)."""
+    import threading
+    bad = [dict(prompt=Q, lopa="many"), dict(prompt=Q, decoder="d2f", max_tokens=30, block=8)]
+    res, lock = [], threading.Lock()
+
+    def client(i):
+        names = list(CASES)[i % len(CASES):] + list(CASES)[:i % len(CASES)]
+        for k, name in enumerate(names):
+            got = complete(job, CASES[name]) if k % 2 else stream(job, CASES[name])
+            want = REF[name] if k % 2 else REF[name][:2]
+            with lock:
+                res.append((got == want, f"{name}: {got!r} vs {want!r}"))
+        for b in bad:
+            status, data = post(job, b)
+            with lock:
+                res.append((status == 400, f"bad request {b}: {status} {data[:200]!r}"))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wrong = [what for good, what in res if not good]
+    ok(len(res) == 8 * (len(CASES) + len(bad)) and not wrong,
+       f"{tag}: 8 clients at once: {len(res)} answers, wrong: {wrong[:3]}")
 
 
 def check_sigterm_rank0(job, tag, in_flight):
