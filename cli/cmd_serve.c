@@ -217,6 +217,12 @@ static int serve(const char *cmd, struct serve_args *a, struct lp_run_session *r
     struct lp_run_opts so = a->o; /* the flags and environment knobs, with the slot's threads */
     so.threads = threads;
     if (lp_run_session_params(cmd, &so, &sp)) return 2;
+    int R = lp_dist_size(g); /* the library's rule, said before listening, not per request */
+    if (sp.tensor_parallel > 1 && R % sp.tensor_parallel)
+        return lp_cli_usage_error(cmd,
+                                  "--tensor-parallel %d needs a job of a multiple of %d ranks "
+                                  "(mpirun -np %d ...); this one has %d",
+                                  sp.tensor_parallel, sp.tensor_parallel, sp.tensor_parallel, R);
     if (g && srv_dist_agree(g, rs->model, &sp)) return 1;
     if (g && lp_dist_rank(g) > 0) return srv_dist_follow(g, rs->model, &sp);
     if (!(s.pool = srv_pool_new(rs->model, a->cfg.parallel, &sp, a->cfg.queue, g)))

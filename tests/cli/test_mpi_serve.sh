@@ -9,7 +9,8 @@
 # ends the job with status 0, SIGTERM to mpirun ends every rank, and no rank is left
 # either way; a follower that dies (or stops answering) mid-request ends the job
 # nonzero within a time limit, with no answer presented as complete; a rank with
-# another model or --tensor-parallel is refused before the server listens. With
+# another model or --tensor-parallel, or R not a multiple of T, is refused before the
+# server listens. With
 # --tensor-parallel 2 at R = 2 and 4, when `mpirun -np 2 lopad run --tensor-parallel 2`
 # works in this tree (probed first): the text of `lopad run` with the same R and T.
 # Skipped (exit 0 with a message) without mpirun, python3, MPI or libmicrohttpd.
@@ -392,6 +393,11 @@ def check_mismatch():
         text = out.stdout + out.stderr
         ok(out.returncode != 0 and f"has another {what}" in text and "listening" not in text,
            f"rank 1 with another {what}: status {out.returncode}: {text[-400:]}")
+    out = subprocess.run(MPI + ["-np", "3", BIN, *base, "--tensor-parallel", "2"],
+                         capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    ok(out.returncode != 0 and "needs a job of a multiple of 2 ranks" in text and
+       "listening" not in text, f"3 ranks, --tensor-parallel 2: {out.returncode}: {text[-400:]}")
     ok(none_left(10), f"mismatch: no rank left: {lopad_pids()}")
 
 
