@@ -4,15 +4,15 @@
 # on loopback, for R = 2, 3, 4: LoPA requests (D2F full and block-causal, Fast-dLLM,
 # K = 2..3, text and token-id prompts) through /v1/completions, streamed and not, give
 # the text and NFE of `lopad run` in one process; a stop string, a client that leaves a
-# long streamed request midway, and the queue's 429 leave the ranks in step (the next
-# request is still right); SIGTERM to rank 0 (with a request in flight: it finishes)
-# ends the job with status 0, SIGTERM to mpirun ends every rank, and no rank is left
-# either way; a follower that dies (or stops answering) mid-request ends the job
-# nonzero within a time limit, with no answer presented as complete; a rank with
-# another model or --tensor-parallel, or R not a multiple of T, is refused before the
-# server listens. With
-# --tensor-parallel 2 at R = 2 and 4, when `mpirun -np 2 lopad run --tensor-parallel 2`
-# works in this tree (probed first): the text of `lopad run` with the same R and T.
+# long streamed request midway, the queue's 429, and 8 clients at once with bad requests
+# mixed in leave the ranks in step (every later answer is still right); SIGTERM to rank 0
+# (with a request in flight: it finishes) ends the job with status 0, SIGTERM to mpirun
+# ends every rank, and no rank is left either way; a follower that dies (or stops
+# answering) mid-request ends the job nonzero within a time limit, with no answer
+# presented as complete; a rank with another model or --tensor-parallel, or R not a
+# multiple of T, is refused before the server listens. With --tensor-parallel 2 at R = 2
+# and 4, when `mpirun -np 2 lopad run --tensor-parallel 2` works in this build (probed
+# first): the text and NFE of `lopad run` with the same R and T.
 # Skipped (exit 0 with a message) without mpirun, python3, MPI or libmicrohttpd.
 # usage: bash test_mpi_serve.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
 set -u
