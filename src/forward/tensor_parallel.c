@@ -73,6 +73,18 @@ static enum lopad_status col_slice(const struct lopad_model *m, struct lopad_mod
     return lp_model_own(shard, buf, bytes, false) ? LOPAD_OK : LOPAD_ERR_NOMEM;
 }
 
+/* Rows [r0, r0 + n) of w as a copy owned by shard. */
+static enum lopad_status row_copy(struct lopad_model *shard, const struct lp_weight *w, int64_t r0,
+                                  int64_t n, struct lp_weight *out) {
+    *out = row_slice(w, r0, n);
+    const size_t bytes = out->row_bytes * (size_t)n;
+    void *buf = lp_malloc(bytes, "tensor-parallel head slice");
+    if (!buf) return LOPAD_ERR_NOMEM;
+    memcpy(buf, out->data, bytes);
+    out->data = buf;
+    return lp_model_own(shard, buf, bytes, false) ? LOPAD_OK : LOPAD_ERR_NOMEM;
+}
+
 /* Rank t's share of layer L: heads, their K/V heads, FFN columns. */
 static enum lopad_status shard_layer(const struct lopad_model *m, struct lopad_model *s, int T,
                                      int t, const struct lp_layer *L, struct lp_layer *S) {
@@ -119,6 +131,10 @@ static enum lopad_status make_shard(const struct lopad_model *m, int T, int t,
     s->output = row_slice(&m->output, v0, v1 - v0);
     s->layers = lp_calloc((size_t)hp->n_layer, sizeof *s->layers, "tensor-parallel layers");
     enum lopad_status st = s->layers ? LOPAD_OK : LOPAD_ERR_NOMEM;
+    /* Tied embeddings: rank 0's head slice would start at the embedding's own data, and a
+     * device backend keys its uploaded weights by that pointer (one shape each). */
+    if (!st && v0 == 0 && m->output.data == m->tok_embd.data)
+        st = row_copy(s, &m->output, v0, v1 - v0, &s->output);
     for (int l = 0; l < hp->n_layer && !st; l++)
         st = shard_layer(m, s, T, t, &m->layers[l], &s->layers[l]);
     if (st) {
