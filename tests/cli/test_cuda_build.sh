@@ -55,43 +55,24 @@ fi
 
 # ---- 1b. (opt-in, LOPAD_CUDA_EMU_FULL=1, ~4 min on 2 cores) the whole CUDA backend on the
 # CPU: the library built with -DLOPAD_CUDA against a fake CUDA runtime / cuBLAS on host memory
-# (emu/fake_cuda.c) and the emulated kernels with their real launchers, running test_cuda
+# (emu/fake_cuda.c) and the emulated kernels with their real launchers (cuda_emu_build.sh,
+# which keeps the objects between runs), running test_cuda
 if [ "${LOPAD_CUDA_EMU_FULL:-0}" = 1 ]; then
     cuinc=/usr/local/cuda/include
     if ! command -v g++ >/dev/null || ! command -v perl >/dev/null || [ ! -f "$cuinc/cublas_v2.h" ]; then
         echo "SKIP: full CUDA emulation needs g++, perl and the CUDA headers in $cuinc"
     else
         full="$bin/cuda-emu-full"
-        mkdir -p "$full/obj"
-        {
-            echo '#include "emu.h"'
-            sed -e '/#include <cuda_runtime.h>/d' -e '/#include <cuda_bf16.h>/d' \
-                -e 's/return (int)cudaGetLastError();/return 0;/' "$cu/common.cuh"
-            echo '#define cudaErrorInvalidValue 1'
-        } >"$full/common.cuh"
-        for f in "$cu"/*.cu; do
-            b=$(basename "$f" .cu)
-            echo "#include \"$b.inc\""
-            perl -0pe 's/^#include <mma.h>$//mg; s/(\w+)<<<(.*?),\s*(.*?),\s*0,\s*s>>>\((.*?)\);/emu_launch(dim3($2), dim3($3), [=] { $1($4); });/gs' \
-                "$f" >"$full/$b.inc"
-        done >"$full/kernels_full.cpp"
-        pc=$(pkg-config --cflags libpcre2-8 libcjson libutf8proc)
-        pl=$(pkg-config --libs libpcre2-8 libcjson libutf8proc)
-        cflags="-std=gnu17 -O1 -D_GNU_SOURCE -DLOPAD_CUDA=1 -I$src/include -I$src/src -I$cuinc $pc"
         if ! {
-            (cd "$src" && find src -name '*.c') | while read -r f; do
-                gcc $cflags -DLP_CUDA_FAKE_RUNTIME -c "$src/$f" -o "$full/obj/$(echo "$f" | tr / _).o" || exit 1
-            done &&
-                gcc $cflags -DLOPAD_SOURCE_DIR="\"$src\"" -DLOPAD_BINARY_DIR="\"$full\"" \
-                    -DLOPAD_CLI="\"none\"" -I"$src/tests/unit" -c "$src/tests/unit/test_cuda.c" \
-                    -o "$full/test_cuda.o" &&
-                g++ -std=c++17 -O2 -I"$full" -I"$cu" -I"$cu/emu" -c "$full/kernels_full.cpp" \
-                    -o "$full/kernels_full.o" &&
-                g++ -std=c++17 -O2 -I"$cu/emu" -c "$cu/emu/emu.cpp" -o "$full/emu.o" &&
-                g++ "$full/test_cuda.o" "$full"/obj/*.o "$full/kernels_full.o" "$full/emu.o" $pl \
-                    -lpthread -lm -o "$full/test_cuda_emu"
-        } >"$full/build.log" 2>&1; then
-            tail -30 "$full/build.log"
+            bash "$src/tests/cli/cuda_emu_build.sh" "$src" "$full" gcc "-I$cuinc" &&
+                gcc $(cut -d' ' -f2- "$full/flags") -DLOPAD_SOURCE_DIR="\"$src\"" \
+                    -DLOPAD_BINARY_DIR="\"$full\"" -DLOPAD_CLI="\"none\"" -I"$src/tests/unit" \
+                    -c "$src/tests/unit/test_cuda.c" -o "$full/test_cuda.o" &&
+                g++ "$full/test_cuda.o" $(cat "$full/objs") \
+                    $(pkg-config --libs libpcre2-8 libcjson libutf8proc) -lpthread -lm \
+                    -o "$full/test_cuda_emu"
+        } >"$full.log" 2>&1; then
+            tail -30 "$full.log"
             echo "FAIL: building the full CUDA emulation"
             exit 1
         fi

@@ -6,11 +6,22 @@
 #  2. emulation: nccl.c, the host door (src/dist/dist.c on MPI) and the fake NCCL
 #     (src/backend/cuda/emu/fake_nccl.c: NCCL on MPI over host memory) built into
 #     nccl_check (src/backend/cuda/emu/nccl_check.c), run alone and under mpirun -np 2 and 3:
-#     all-reduce, all-gather and broadcast on "device" buffers equal the host door bit for bit.
+#     all-reduce, all-gather and broadcast on "device" buffers equal the host door bit for bit;
+#  3. tensor parallelism on the emulated GPU: the whole library built with -DLOPAD_CUDA=1
+#     -DLOPAD_MPI=1 -DLOPAD_NCCL=1 against the fake CUDA runtime / cuBLAS, the emulated
+#     kernels (cuda_emu_build.sh) and the fake NCCL, linked into tests/mpi/tp_check.c, run as
+#     `mpirun -np 2|4 tp_check --device cuda 2 MODEL...`: the tensor-parallel CUDA context
+#     against the whole-model CUDA context (float rounding) and the CPU (bf16 tolerance), and
+#     the per-layer all-reduces on NCCL (the group's host exchanges are the head's only).
+#     Tiny fixtures (Dream f32 with GQA and a copy with tied embeddings, LLaDA from GGUF) at
+#     -np 2, the Dream Q8_0 file at -np 4 (two groups of 2); LOPAD_CUDA_EMU_FULL=1 runs every
+#     model at both. About 10 s to build (objects are kept in BINARY_DIR/nccl-emu/tp) and 25 s
+#     to run on 2 cores.
 # Needs nccl.h and the CUDA runtime headers it includes: the CUDA toolkit's folder, $NCCL_HOME,
 # $CUDA_HOME, or $LOPAD_NCCL_WHEELS (default /opt/lopad-nccl) where NCCL's and the CUDA
-# runtime's pip wheels were unpacked (nvidia/nccl/include, nvidia/cu13/include); and mpicc +
-# mpirun for part 2. Each part skips with a message when something is missing. No nvcc needed.
+# runtime's pip wheels were unpacked (nvidia/nccl/include, nvidia/cu13/include); mpicc +
+# mpirun for parts 2 and 3; g++, perl, make and cublas_v2.h for part 3. Each part skips with a
+# message when something is missing. No nvcc needed.
 # usage: bash test_nccl_emu.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
 set -u
 src=${2:?source dir}
@@ -100,20 +111,68 @@ export LOPAD_DIST_TIMEOUT=30
 unset LOPAD_DIST_FAULT
 pass=0
 failed=0
-run() { # NAME COMMAND...
-    local name=$1
-    shift
-    if timeout 120 "$@" >"$out/run.log" 2>&1 && grep -q "all passed" "$out/run.log"; then
+run() { # NAME PASS_LINE COMMAND...
+    local name=$1 want=$2
+    shift 2
+    if timeout 240 "$@" >"$out/run.log" 2>&1 && grep -q "$want" "$out/run.log"; then
         pass=$((pass + 1))
-        grep "all passed" "$out/run.log"
+        grep "$want" "$out/run.log"
     else
         failed=$((failed + 1))
         echo "FAIL: $name"
         tail -20 "$out/run.log"
     fi
 }
-run "one process" "$out/nccl_check"
-run "2 ranks" "${MPI[@]}" 2 "$out/nccl_check"
-run "3 ranks" "${MPI[@]}" 3 "$out/nccl_check"
+run "one process" "all passed" "$out/nccl_check"
+run "2 ranks" "all passed" "${MPI[@]}" 2 "$out/nccl_check"
+run "3 ranks" "all passed" "${MPI[@]}" 3 "$out/nccl_check"
+
+# ---- 3. tensor parallelism on the emulated GPU with the fake NCCL
+tensor_parallel() {
+    local missing="" tool
+    for tool in g++ perl make pkg-config; do
+        command -v $tool >/dev/null || missing="$missing $tool"
+    done
+    [ -f "$cuda_inc/cublas_v2.h" ] || missing="$missing $cuda_inc/cublas_v2.h"
+    if [ -n "$missing" ]; then
+        echo "SKIP: tensor parallelism on the emulated GPU needs$missing"
+        return
+    fi
+    local tp="$out/tp" t0=$SECONDS
+    if ! bash "$src/tests/cli/cuda_emu_build.sh" "$src" "$tp" mpicc \
+        "-DLOPAD_MPI=1 -DLOPAD_NCCL=1 -DLP_NCCL_FAKE -isystem $nccl_inc -isystem $cuda_inc" \
+        >"$tp.log" 2>&1 ||
+        ! mpicc $(cut -d' ' -f2- "$tp/flags") "${warn[@]}" -Werror -c "$src/tests/mpi/tp_check.c" \
+            -o "$tp/tp_check.o" >>"$tp.log" 2>&1 ||
+        ! mpicc "$tp/tp_check.o" $(cat "$tp/objs") \
+            $(pkg-config --libs libpcre2-8 libcjson libutf8proc) -lstdc++ -lpthread -lm \
+            -o "$tp/tp_check" >>"$tp.log" 2>&1; then
+        failed=$((failed + 1))
+        echo "FAIL: building tp_check on the CUDA emulation with the fake NCCL (log: $tp.log)"
+        tail -30 "$tp.log"
+        return
+    fi
+    echo "tp_check on the CUDA emulation built in $((SECONDS - t0)) s"
+    local fix="$src/tests/fixtures" tied="$out/tiny-dream-tied"
+    # a copy whose head is its embedding (rank 0's head slice starts at the embedding's data)
+    mkdir -p "$tied" && cp "$fix/tiny-dream/"* "$tied/" &&
+        sed -i 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' "$tied/config.json"
+    local two=("$fix/tiny-dream" "$tied" "$fix/tiny-llada.gguf") four=("$fix/tiny-dream-q8_0.gguf")
+    if [ "${LOPAD_CUDA_EMU_FULL:-0}" = 1 ]; then
+        two=("$fix/tiny-dream" "$tied" "$fix/tiny-llada" "$fix/tiny-dream-q8_0.gguf"
+            "$fix/tiny-llada.gguf")
+        four=("${two[@]}")
+    fi
+    local np models
+    for np in 2 4; do
+        t0=$SECONDS
+        if [ $np = 2 ]; then models=("${two[@]}"); else models=("${four[@]}"); fi
+        run "tp_check --device cuda, $np ranks" "tp_check cuda T=2: 0 failures" \
+            "${MPI[@]}" $np "$tp/tp_check" --device cuda 2 "${models[@]}"
+        echo "  $np ranks, ${#models[@]} models, all-reduces on NCCL in" \
+            "$(grep -c "all-reduces on NCCL" "$out/run.log"), $((SECONDS - t0)) s"
+    done
+}
+tensor_parallel
 echo "$pass passed, $failed failed"
 [ "$failed" = 0 ]

@@ -10,14 +10,22 @@
  *     tolerance of the whole model's, and the argmax exactly that of the same
  *     context's gathered logits;
  *   - every rank of the job holds the same bits (the decoders' decisions need it).
- * usage: tp_check T MODEL...   (exit 0 = pass)
+ * With --device cuda both contexts run on the CUDA backend (real, or the emulation of
+ * tests/cli/test_nccl_emu.sh), whose weights are bf16: the checks above hold between
+ * the tensor-parallel and the whole-model CUDA contexts, and the tensor-parallel
+ * one's logits and scores must also be within bf16 tolerance of the CPU (as in
+ * test_cuda). In a build with NCCL, the per-layer all-reduces must go through NCCL:
+ * the group's host exchanges in a forward are the output head's only.
+ * usage: tp_check [--device cuda] T MODEL...   (exit 0 = pass)
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "dist/dist.h"
+#include "dist/nccl.h"
 #include "forward/forward.h"
+#include "forward/tensor_parallel.h"
 #include "lopad.h"
 
 enum { N_PRE = 8, N_SEQ = 2, N_FED = 12 };
@@ -33,9 +41,9 @@ static int failures;
         }                                                                                          \
     } while (0)
 
-static lopad_ctx *new_ctx(const lopad_model *m, int T) {
+static lopad_ctx *new_ctx(const lopad_model *m, int T, const char *device) {
     struct lopad_ctx_params p = {
-        .n_ctx = 64, .n_batch_max = 16, .n_threads = 1, .tensor_parallel = T};
+        .n_ctx = 64, .n_batch_max = 16, .n_threads = 1, .device = device, .tensor_parallel = T};
     lopad_ctx *c = NULL;
     if (lopad_ctx_new(m, &p, &c)) fprintf(stderr, "tp_check: %s\n", lopad_errmsg());
     return c;
@@ -129,38 +137,156 @@ static void check_same_everywhere(const void *p, size_t n, const char *name) {
           lopad_errmsg());
 }
 
-static void check_model(const char *path, int T) {
+/* max |a - b| / max |b| over n values: test_cuda's measure of bf16 agreement */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= md)) md = d; /* NaN propagates as a failure */
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return md / mb;
+}
+
+/* A device's tensor-parallel scores against the CPU's whole model: within bf16
+ * rounding (the device rounds weights and GEMM inputs to bf16), as test_cuda. */
+static double compare_cpu_scores(const struct lp_row_scores *cs, const struct lp_row_scores *gs,
+                                 const char *name) {
+    double ds = 0;
+    for (int r = 0; r < N_FED; r++) {
+        const float g[4] = {gs[r].pmax, gs[r].margin, gs[r].negent, gs[r].logsumexp};
+        const float c[4] = {cs[r].pmax, cs[r].margin, cs[r].negent, cs[r].logsumexp};
+        for (int k = 0; k < 4; k++) {
+            const double d = fabs(g[k] - c[k]) / (1 + fabs(c[k]));
+            if (!(d <= ds)) ds = d;
+        }
+        if (cs[r].margin > 5e-2f)
+            CHECK(gs[r].argmax == cs[r].argmax, "%s: row %d argmax %d, the CPU's %d", name, r,
+                  gs[r].argmax, cs[r].argmax);
+    }
+    CHECK(ds <= 2e-2, "%s: scores differ from the CPU's by %.3g (bf16 tolerance 2e-2)", name, ds);
+    return ds;
+}
+
+/* ... and its logits (and scores when sb != NULL) against the CPU context's. */
+static void compare_cpu(lopad_ctx *cpu, const struct lopad_hparams *hp, const float *b,
+                        const struct lp_row_scores *sb, const char *name) {
+    const int V = hp->n_vocab;
+    float *c = malloc(sizeof(float) * N_FED * V);
+    struct lp_row_scores sc[N_FED];
+    if (!c || run(cpu, hp, c, NULL) || (sb && run(cpu, hp, NULL, sc))) {
+        CHECK(0, "%s: CPU forward: %s", name, c ? lopad_errmsg() : "out of memory");
+        free(c);
+        return;
+    }
+    const double dl = rel_diff(b, c, (size_t)N_FED * V);
+    CHECK(dl <= 2e-2, "%s: logits differ from the CPU's by %.3g (bf16 tolerance 2e-2)", name, dl);
+    const double ds = sb ? compare_cpu_scores(sc, sb, name) : 0;
+    if (!lp_dist_rank(lp_dist_world())) {
+        printf("tp_check %s: logits within %.3g of the CPU", name, dl);
+        printf(sb ? ", scores within %.3g\n" : "\n", ds);
+    }
+    free(c);
+}
+
+static uint64_t host_exchanges(const lopad_ctx *c) {
+    struct lp_dist_stats st;
+    lp_dist_get_stats(c->tp->group, &st);
+    return st.n_exchanges;
+}
+
+/* The host exchanges of one run() on a device context: the output head's (one per chunk
+ * of rows) and, unless the build has NCCL, two all-reduces per layer of both forwards but
+ * the prefill's last (with no output row, that layer only writes its K/V). */
+static void check_exchanges(const lopad_ctx *c, uint64_t got, int n_layer, const char *name) {
+    const int rows = lp_tp_head_rows(c);
+    const bool nccl = lp_dist_dev_built();
+    const uint64_t want =
+        (uint64_t)((N_FED + rows - 1) / rows) + (nccl ? 0 : 2 * (2 * n_layer - 1));
+    CHECK(got == want, "%s: %llu host exchanges in a run, %llu expected (%s)", name,
+          (unsigned long long)got, (unsigned long long)want,
+          nccl ? "the head's only: the all-reduces go through NCCL" : "no NCCL in this build");
+    if (!lp_dist_rank(lp_dist_world()))
+        printf("tp_check %s: %llu host exchanges per run (%s)\n", name, (unsigned long long)got,
+               nccl ? "NCCL build: the all-reduces on NCCL" : "no NCCL: the all-reduces staged");
+}
+
+/* The fused scores of tp against one's; false when tp has none. A device shard
+ * can lack them: the device head's scratch (the MLP's, n_ff / T floats a row) may be too
+ * small on a tiny model; then lp_forward_scores must refuse, and the decoders use logits. */
+static bool check_scores(lopad_ctx *one, lopad_ctx *tp, const struct lopad_hparams *hp,
+                         const float *b, struct lp_row_scores *sb, const char *name) {
+    struct lp_row_scores sa[N_FED];
+    if (!lp_forward_has_scores(tp)) {
+        CHECK(!tp->be.ops->host_memory, "%s: no fused scores on the CPU", name);
+        CHECK(run(tp, hp, NULL, sb) == LOPAD_ERR_UNSUPPORTED,
+              "%s: lp_forward_scores without the scratch does not refuse", name);
+        if (!lp_dist_rank(lp_dist_world()))
+            printf("tp_check %s: no fused scores on this shard (%s), not compared\n", name,
+                   lopad_errmsg());
+        return false;
+    }
+    if (run(one, hp, NULL, sa) || run(tp, hp, NULL, sb)) {
+        CHECK(0, "%s: scores: %s", name, lopad_errmsg());
+        return false;
+    }
+    compare_scores(sa, sb, b, hp->n_vocab, name);
+    check_same_everywhere(sb, sizeof(struct lp_row_scores) * N_FED, name);
+    return true;
+}
+
+/* tp against one (the same device), and against cpu when the device is not the CPU. */
+static void check_ctxs(lopad_ctx *one, lopad_ctx *tp, lopad_ctx *cpu,
+                       const struct lopad_hparams *hp, const char *path, const char *name) {
+    const int V = hp->n_vocab;
+    float *a = malloc(sizeof(float) * N_FED * V), *b = malloc(sizeof(float) * N_FED * V);
+    struct lp_row_scores sb[N_FED];
+    CHECK(a && b, "%s: out of memory", name);
+    const uint64_t x0 = cpu && tp->tp ? host_exchanges(tp) : 0;
+    if (a && b && (run(one, hp, a, NULL) || run(tp, hp, b, NULL))) {
+        CHECK(0, "%s: forward: %s", name, lopad_errmsg());
+    } else if (a && b) {
+        if (cpu && tp->tp) check_exchanges(tp, host_exchanges(tp) - x0, hp->n_layer, name);
+        compare_logits(a, b, V, cpu ? name : path);
+        check_same_everywhere(b, sizeof(float) * N_FED * V, name);
+        const bool fused = check_scores(one, tp, hp, b, sb, name);
+        if (cpu) compare_cpu(cpu, hp, b, fused ? sb : NULL, name);
+    }
+    free(a);
+    free(b);
+}
+
+/* device NULL: the CPU; else the tensor-parallel context on that device against the
+ * whole model on the same device, and against the CPU's whole model. */
+static void check_model(const char *path, int T, const char *device) {
     lopad_model *m = NULL;
     if (lopad_model_load(path, NULL, &m)) {
         CHECK(0, "%s: %s", path, lopad_errmsg());
         return;
     }
-    const struct lopad_hparams *hp = lopad_model_hparams(m);
-    const int V = hp->n_vocab;
-    lopad_ctx *one = new_ctx(m, 0), *tp = new_ctx(m, T);
-    float *a = malloc(sizeof(float) * N_FED * V), *b = malloc(sizeof(float) * N_FED * V);
-    struct lp_row_scores sa[N_FED], sb[N_FED];
-    CHECK(one && tp && a && b, "%s: setup", path);
-    if (one && tp && a && b) {
-        CHECK(!run(one, hp, a, NULL) && !run(tp, hp, b, NULL), "%s: forward: %s", path,
-              lopad_errmsg());
-        compare_logits(a, b, V, path);
-        check_same_everywhere(b, sizeof(float) * N_FED * V, path);
-        CHECK(!run(one, hp, NULL, sa) && !run(tp, hp, NULL, sb), "%s: scores: %s", path,
-              lopad_errmsg());
-        compare_scores(sa, sb, b, V, path);
-        check_same_everywhere(sb, sizeof sb, path);
-    }
-    free(a);
-    free(b);
+    char name[1024];
+    snprintf(name, sizeof name, "%s%s%s", device ? device : "", device ? " " : "", path);
+    lopad_ctx *one = new_ctx(m, 0, device), *tp = new_ctx(m, T, device);
+    lopad_ctx *cpu = device ? new_ctx(m, 0, NULL) : NULL;
+    if (one && tp && (!device || cpu))
+        check_ctxs(one, tp, cpu, lopad_model_hparams(m), path, name);
+    else
+        CHECK(0, "%s: setup", name);
     lopad_ctx_free(one);
     lopad_ctx_free(tp);
+    lopad_ctx_free(cpu);
     lopad_model_free(m);
 }
 
 int main(int argc, char **argv) {
+    const char *device = NULL;
+    if (argc > 2 && !strcmp(argv[1], "--device")) {
+        device = strcmp(argv[2], "cpu") ? argv[2] : NULL;
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: tp_check T MODEL...\n");
+        fprintf(stderr, "usage: tp_check [--device cuda] T MODEL...\n");
         return 2;
     }
     if (lp_dist_init(60) || !lp_dist_world()) {
@@ -169,8 +295,10 @@ int main(int argc, char **argv) {
     }
     const int T = atoi(argv[1]);
     for (int i = 2; i < argc; i++)
-        check_model(argv[i], T);
-    if (!lp_dist_rank(lp_dist_world())) printf("tp_check T=%d: %d failures\n", T, failures);
+        check_model(argv[i], T, device);
+    if (!lp_dist_rank(lp_dist_world()))
+        printf("tp_check%s%s T=%d: %d failures\n", device ? " " : "", device ? device : "", T,
+               failures);
     const int rc = failures ? 1 : 0;
     if (rc) lp_dist_abort(rc);
     lp_dist_finalize();
