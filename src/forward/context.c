@@ -138,6 +138,14 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         c->n_threads = p->n_threads > 0 ? p->n_threads : cores > 0 ? (int)cores : 1;
     }
+    /* the gate buffer doubles as the fused head's scratch: a few more floats per row
+     * where a small FFN (a tensor-parallel shard of a small model) leaves too few */
+    c->gate_cols = hp->n_ff;
+    if (c->be.ops->head_scores_scratch) {
+        const size_t need = c->be.ops->head_scores_scratch(c->model->output.n_out, c->n_batch_max);
+        const int64_t cols = (int64_t)((need + c->n_batch_max - 1) / c->n_batch_max);
+        if (cols > c->gate_cols && cols <= c->gate_cols + 4096) c->gate_cols = cols;
+    }
     /* a device backend computes logits into a staging buffer, downloaded per chunk */
     c->logits_rows = c->be.ops->host_memory ? 0 : LP_MIN(c->n_batch_max, LP_LOGITS_CHUNK);
 
@@ -154,7 +162,7 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         {&c->xn, 1, c->n_batch_max, LP_MAX((int64_t)hp->n_embd, qd), "normed activations"},
         {&c->q, 1, c->n_batch_max, qd, "query activations"},
         {&c->att, 1, c->n_batch_max, qd, "attention output"},
-        {&c->gate, 1, c->n_batch_max, hp->n_ff, "mlp gate activations"},
+        {&c->gate, 1, c->n_batch_max, c->gate_cols, "mlp gate activations"},
         {&c->up, 1, c->n_batch_max, hp->n_ff, "mlp up activations"},
         {&c->logits_dev, 1, c->logits_rows, hp->n_vocab, "logits staging"},
     };

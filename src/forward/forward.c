@@ -122,7 +122,7 @@ static enum lopad_status run_head(lopad_ctx *c, const int32_t *out_rows, int n_o
         head_input(c, out_rows + o0, no);
         if (scores) { /* fused head + scores into the host array; the MLP buffers are free now */
             ops->head_scores(be, &m->output, c->xn, no, c->gate,
-                             (size_t)c->n_batch_max * (size_t)hp->n_ff, scores + o0);
+                             (size_t)c->n_batch_max * (size_t)c->gate_cols, scores + o0);
             continue;
         }
         float *dst = logits + (int64_t)o0 * hp->n_vocab;
@@ -249,7 +249,7 @@ bool lp_forward_has_scores(const lopad_ctx *c) {
     const struct lopad_model *m = c->model; /* the head's rows: a slice under tensor parallelism */
     return c->be.ops->head_scores && c->be.ops->head_scores_scratch &&
            c->be.ops->head_scores_scratch(m->output.n_out, c->n_batch_max) <=
-               (size_t)c->n_batch_max * (size_t)m->hp.n_ff;
+               (size_t)c->n_batch_max * (size_t)c->gate_cols;
 }
 
 struct lp_dist *lp_forward_branch_dist(const lopad_ctx *c) {

@@ -32,8 +32,9 @@ struct lopad_ctx {
     float *xn;            /* (n_batch_max, n_embd) normed input / projection output */
     float *q;             /* (n_batch_max, n_head*head_dim) */
     float *att;           /* (n_batch_max, n_head*head_dim) attention output */
-    float *gate;          /* (n_batch_max, n_ff) */
-    float *up;            /* (n_batch_max, n_ff) */
+    float *gate;       /* (n_batch_max, gate_cols): the MLP gate, then the fused head's scratch */
+    int64_t gate_cols; /* n_ff, or more where the fused head needs it (a small shard) */
+    float *up;         /* (n_batch_max, n_ff) */
 
     /* device backends (host_memory false): the output head writes logits here, in
      * chunks of logits_rows rows, and they are downloaded into the caller's array */

@@ -312,7 +312,7 @@ static enum lopad_status head_scores(struct lopad_ctx *c, int no, struct lp_row_
     const struct lopad_model *s = tp->shard;
     struct lp_row_scores *mine = (struct lp_row_scores *)tp->host;
     c->be.ops->head_scores(c->be.ctx, &s->output, c->xn, no, c->gate,
-                           (size_t)c->n_batch_max * (size_t)s->hp.n_ff, mine);
+                           (size_t)c->n_batch_max * (size_t)c->gate_cols, mine);
     size_t each[tp->T];
     enum lopad_status st = gather_rows(tp, mine, each, scores_bytes, no, "the head's scores");
     if (st) return st;
