@@ -56,6 +56,22 @@ if [ -z "${SKIP_CHECK:-}" ]; then
         echo "gpu.sh: no CUDA device; nothing to time" >&2
         exit 1
     fi
+    # tensor parallelism on the GPU (docs/DISTRIBUTED.md): with 2+ GPUs through NCCL, on
+    # one GPU two ranks share it through host staging (NCCL refuses one GPU twice)
+    if command -v mpirun >/dev/null && cmake --build "$build" -j"$JOBS" --target tp_check \
+        >>"$out/build.log" 2>&1; then
+        echo "== check (tensor parallelism, tp_check --device cuda)"
+        ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+        nccl=1
+        [ "$ngpu" -ge 2 ] || nccl=0
+        fx="$root/tests/fixtures"
+        LOPAD_NCCL=$nccl mpirun --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) \
+            -x LOPAD_NCCL -np 2 "$build/tp_check" --device cuda 2 "$fx/tiny-dream" \
+            "$fx/tiny-llada" "$fx/tiny-dream-q8_0.gguf" >"$out/tp_check.log" 2>&1
+        grep -E "tp_check" "$out/tp_check.log" | head -20
+        grep -q "tp_check cuda T=2: 0 failures" "$out/tp_check.log" ||
+            echo "gpu.sh: tp_check --device cuda failed (log: $out/tp_check.log); go on" >&2
+    fi
 fi
 
 echo "== ceilings"

@@ -14,6 +14,7 @@
 #include "tensor_parallel.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "../core/types.h"
 #include "../dist/dist.h"
@@ -230,7 +231,9 @@ enum lopad_status lp_tp_alloc(struct lopad_ctx *c) {
     tp->gathered = lp_malloc(sizeof(float) * tp->gathered_floats, "tensor-parallel head");
     if (!tp->host || !tp->gathered) return LOPAD_ERR_NOMEM;
     /* a device context adds its partial sums on the device when the build has NCCL */
-    if (!c->be.ops->host_memory && lp_dist_dev_built()) return lp_dist_dev_new(tp->group, &tp->dev);
+    const char *env = getenv("LOPAD_NCCL"); /* 0: host staging (ranks sharing one GPU) */
+    if (!c->be.ops->host_memory && lp_dist_dev_built() && !(env && !strcmp(env, "0")))
+        return lp_dist_dev_new(tp->group, &tp->dev);
     return LOPAD_OK;
 }
 
