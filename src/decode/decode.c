@@ -238,6 +238,7 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
     e->kv_export = ctx_kv_export;
     e->kv_import = ctx_kv_import;
     e->dist = lp_forward_branch_dist(c);
+    e->tp_group = lp_forward_tp_group(c);
     if (e->dist) e->model_hash = lp_dist_model_hash(m);
 }
 
@@ -430,6 +431,43 @@ void lp_dec_commit(struct lp_decoder *d, int p, int32_t tok) {
 
 /* -------------------------------------------------------------- the loop */
 
+/* Every option of the request and the canvas length: ranks that must decode together
+ * compare it at start (LoPA's branch groups, tensor parallelism's groups). */
+uint64_t lp_dec_request_hash(const struct lp_decoder *d) {
+    const struct lp_decode_request *q = &d->rq;
+    const int64_t iv[] = {q->decoder,
+                          q->gen_len,
+                          q->block_len,
+                          q->steps,
+                          q->cache,
+                          q->rule,
+                          q->confidence,
+                          q->early_stop,
+                          q->logits_eos_inf,
+                          q->dpad,
+                          q->dpad_window,
+                          q->lopa,
+                          q->lopa_window,
+                          (int64_t)q->seed,
+                          d->L,
+                          q->remasking,
+                          q->dream_first_token_commit,
+                          q->confidence_eos_eot_inf};
+    const double dv[] = {q->temperature, q->threshold, q->factor,   q->dpad_sigma, q->dpad_scale,
+                         q->tau_add,     q->tau_act,   q->tau_conf, q->top_p,      q->cfg_scale};
+    uint64_t h = lp_dist_hash(LP_DIST_HASH0, iv, sizeof iv);
+    return lp_dist_hash(h, dv, sizeof dv);
+}
+
+/* The ranks of a tensor-parallel group compute each forward together: they must run the
+ * same request on the same prompt, or their partial sums would mix two decodes. */
+static enum lopad_status tp_agree(const struct lp_decoder *d) {
+    const uint64_t v[2] = {lp_dec_request_hash(d),
+                           lp_dist_hash(LP_DIST_HASH0, d->prompt, sizeof(int32_t) * (size_t)d->P)};
+    static const char *const names[2] = {"decoding request (options, lengths)", "prompt"};
+    return lp_dist_agree(d->eng.tp_group, v, 2, names);
+}
+
 enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_decode_request *rq,
                                   lp_decoder **out) {
     *out = NULL;
@@ -475,7 +513,8 @@ enum lopad_status lp_decode_start(const struct lp_engine *e, const struct lp_dec
     d->n_steps = -1;
     lp_rng_seed(&d->rng, rq->seed);
     d->t_start = lp_time();
-    st = d->ops->init(d);
+    st = e->tp_group ? tp_agree(d) : LOPAD_OK;
+    if (!st) st = d->ops->init(d);
     if (st != LOPAD_OK) {
         lp_decode_free(d);
         return st;

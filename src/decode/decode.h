@@ -67,6 +67,7 @@ struct lp_engine {
      * communicator (NULL = one process), the model's fingerprint for the ranks' start-up
      * agreement, and K/V rows as one flat buffer (src/forward/kv_rows.h; NULL on fakes). */
     struct lp_dist *dist;
+    struct lp_dist *tp_group; /* the ranks computing each forward with this one, or NULL */
     uint64_t model_hash;
     size_t (*kv_rows_bytes)(void *ud, int n);
     enum lopad_status (*kv_export)(void *ud, int src, int n, void *buf);
@@ -84,8 +85,8 @@ void lp_engine_from_ctx(struct lp_engine *e, const lopad_model *m, lopad_ctx *c,
 enum lp_decoder_kind {
     LP_DEC_LLADA = 0, /* semi-AR blocks, full canvas every step (docs/ALGORITHMS.md 1) */
     LP_DEC_DREAM = 1, /* whole canvas, Dream time grid (docs/ALGORITHMS.md 1) */
-    LP_DEC_FAST = 2,  /* Fast-dLLM: blocks, KV cache, parallel commit rules (docs/ALGORITHMS.md 2) */
-    LP_DEC_D2F = 3,   /* D2F block pipeline (docs/ALGORITHMS.md 4); + LoPA with rq.lopa >= 0 (5) */
+    LP_DEC_FAST = 2, /* Fast-dLLM: blocks, KV cache, parallel commit rules (docs/ALGORITHMS.md 2) */
+    LP_DEC_D2F = 3,  /* D2F block pipeline (docs/ALGORITHMS.md 4); + LoPA with rq.lopa >= 0 (5) */
     LP_DEC_COUNT
 };
 

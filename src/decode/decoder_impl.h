@@ -166,6 +166,9 @@ void lp_fast_propose(const struct lp_fast_prop *c, float *lg, float *probs, int3
  * finished block holding EOS fills the rest of the canvas with EOS and ends. */
 void lp_fast_end_block(struct lp_decoder *d, int sb, int eb, int *b, int nb, bool early_stop);
 
+/* A hash of every option of the request and the canvas length (ranks' agreement). */
+uint64_t lp_dec_request_hash(const struct lp_decoder *d);
+
 /* The most steps a request may take (fixed plans: the plan). */
 int lp_dec_max_steps(const struct lp_decoder *d);
 /* LOPAD_ERR_FORMAT naming the step and row when logits[n_out][V] hold inf / NaN. */

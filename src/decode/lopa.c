@@ -199,34 +199,6 @@ unsigned char *lp_lopa_dist_msg(struct lopa_dist *ds, size_t n) {
     return ds->msg ? ds->msg : (ds->msg = lp_malloc(1, "lopa winner message"));
 }
 
-/* What must be the same on every rank for the ranks to decode as one process: the
- * decoding options, the canvas length and the prompt. */
-uint64_t lp_lopa_request_hash(const struct lp_decoder *d) {
-    const struct lp_decode_request *q = &d->rq;
-    const int64_t iv[] = {q->decoder,
-                          q->gen_len,
-                          q->block_len,
-                          q->steps,
-                          q->cache,
-                          q->rule,
-                          q->confidence,
-                          q->early_stop,
-                          q->logits_eos_inf,
-                          q->dpad,
-                          q->dpad_window,
-                          q->lopa,
-                          q->lopa_window,
-                          (int64_t)q->seed,
-                          d->L,
-                          q->remasking,
-                          q->dream_first_token_commit,
-                          q->confidence_eos_eot_inf};
-    const double dv[] = {q->temperature, q->threshold, q->factor,   q->dpad_sigma, q->dpad_scale,
-                         q->tau_add,     q->tau_act,   q->tau_conf, q->top_p,      q->cfg_scale};
-    uint64_t h = lp_dist_hash(LP_DIST_HASH0, iv, sizeof iv);
-    return lp_dist_hash(h, dv, sizeof dv);
-}
-
 /* Join the engine's communicator (if any): the ranks agree on the model, the request
  * and the prompt before anything else is exchanged. */
 enum lopad_status lp_lopa_dist_start(struct lopa_common *cm, const struct lp_decoder *d,
@@ -240,7 +212,7 @@ enum lopad_status lp_lopa_dist_start(struct lopa_common *cm, const struct lp_dec
         return lp_error(LOPAD_ERR_ARG, "--lopa across ranks: the engine cannot move K/V rows");
     ds->each = lp_calloc((size_t)ds->R, sizeof *ds->each, "lopa rank counts");
     if (!ds->each) return LOPAD_ERR_NOMEM;
-    const uint64_t v[3] = {d->eng.model_hash, lp_lopa_request_hash(d),
+    const uint64_t v[3] = {d->eng.model_hash, lp_dec_request_hash(d),
                            lp_dist_hash(LP_DIST_HASH0, d->prompt, sizeof(int32_t) * (size_t)d->P)};
     static const char *const names[3] = {"model (hyper-parameters, tensor directory, weights)",
                                          "decoding request (options, lengths)", "prompt"};

@@ -70,7 +70,6 @@ enum lopad_status lp_lopa_winner(struct lopa_dist *ds, int nbr, bool spread, con
                                  const void *ud, int *w);
 enum lopad_status lp_lopa_dist_confs(struct lopa_dist *ds, int nbr, const double *mine);
 unsigned char *lp_lopa_dist_msg(struct lopa_dist *ds, size_t n);
-uint64_t lp_lopa_request_hash(const struct lp_decoder *d);
 enum lopad_status lp_lopa_dist_start(struct lopa_common *cm, const struct lp_decoder *d,
                                      bool moves_kv);
 void lp_lopa_dist_free(struct lopa_dist *ds);

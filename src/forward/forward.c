@@ -252,6 +252,10 @@ bool lp_forward_has_scores(const lopad_ctx *c) {
                (size_t)c->n_batch_max * (size_t)c->gate_cols;
 }
 
+struct lp_dist *lp_forward_tp_group(const lopad_ctx *c) {
+    return c && c->tp ? c->tp->group : NULL;
+}
+
 struct lp_dist *lp_forward_branch_dist(const lopad_ctx *c) {
     return c && c->tp ? c->tp->branches : lp_dist_world();
 }

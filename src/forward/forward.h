@@ -95,6 +95,9 @@ enum lopad_status lp_batch_check(struct lopad_ctx *c, const struct lopad_batch *
  * tensor parallelism the ranks at the same place of the other groups; NULL alone. */
 struct lp_dist *lp_forward_branch_dist(const lopad_ctx *c);
 
+/* The ranks computing each forward with this context (tensor parallelism), or NULL. */
+struct lp_dist *lp_forward_tp_group(const lopad_ctx *c);
+
 /* The context's worker pool when its backend has one (CPU), else NULL: the decoders
  * run their proposals on it (one thread budget per request). */
 struct lp_pool;

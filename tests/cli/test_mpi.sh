@@ -136,6 +136,23 @@ rc=$?
 "$BIN" run -m "$FIX/tiny-dream" "${D2[@]}" --tensor-parallel 2 >/dev/null 2>$ERR
 rc=$?
 [ $rc -ne 0 ] && grep -q "this one has 1" $ERR && ok || bad "T=2 alone: rc $rc: $(head -3 $ERR)"
+# a tensor-parallel group decodes one request: another prompt on rank 1 is refused (any
+# decoder, here LLaDA), and a rank that stops answering inside a forward ends the job
+P1=(--prompt-ids 5,9,14,3,7,11 --gen 16 --block 4 --decoder llada --steps 8 --tensor-parallel 2 $T)
+out=$(timeout 60 mpirun --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root) \
+    -np 1 "$BIN" run -m "$FIX/tiny-dream" "${P1[@]}" : \
+    -np 1 "$BIN" run -m "$FIX/tiny-dream" "${P1[@]}" --prompt-ids 5,9,14,3,7,12 2>$ERR)
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "has another prompt" $ERR && ok || bad "tp prompt mismatch: rc $rc: $(tail -3 $ERR)"
+t0=$(date +%s)
+out=$(LOPAD_DIST_FAULT=1:5:hang LOPAD_DIST_TIMEOUT=5 timeout 60 "${MPI[@]}" 2 -x LOPAD_DIST_FAULT \
+    -x LOPAD_DIST_TIMEOUT "$BIN" run -m "$FIX/tiny-dream" "${P1[@]}" --json 2>$ERR)
+rc=$?
+dt=$(($(date +%s) - t0))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $dt -lt 40 ] && ! printf '%s' "$out" | grep -q '"ids"' &&
+    grep -q "no answer from the other ranks within 5 s" $ERR; then ok; else
+    bad "tp rank 1 hang: rc $rc after ${dt}s: $(tail -3 $ERR)"
+fi
 
 # ---- lopad eval: the same accuracy, TPF and NFE as one process
 E=(eval --task tiny-gsm --limit 4 --lopa 2 --json $T)
