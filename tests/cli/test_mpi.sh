@@ -160,6 +160,10 @@ ekey() { grep -o '"accuracy":[0-9.]*\|"nfe":[0-9]*\|"tpf":[0-9.]*' | tr '\n' ' '
 one=$("$BIN" "${E[@]}" 2>$ERR | ekey)
 got=$(timeout 120 "${MPI[@]}" 2 "$BIN" "${E[@]}" 2>$ERR | ekey)
 [ -n "$one" ] && [ "$got" = "$one" ] && ok || bad "eval R=2: [$got] vs one process [$one]: $(tail -3 $ERR)"
+for R in 2 4; do # tensor parallelism (T = 2), alone and beside branch parallelism
+    got=$(timeout 120 "${MPI[@]}" $R "$BIN" "${E[@]}" --tensor-parallel 2 2>$ERR | ekey)
+    [ -n "$one" ] && [ "$got" = "$one" ] && ok || bad "eval R=$R T=2: [$got] vs one process [$one]: $(tail -3 $ERR)"
+done
 
 # ---- rank 0 alone prints: one summary line set, one JSON object
 D=(--prompt-ids 5,9,14,3,7,11 --gen 16 --block 4 --decoder d2f --tau-add 0.2 --tau-act 0.4
