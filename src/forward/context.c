@@ -182,9 +182,11 @@ enum lopad_status lopad_ctx_new(const lopad_model *m, const struct lopad_ctx_par
         }
     }
     c->seq_start = lp_malloc(sizeof(int32_t) * ((size_t)c->n_batch_max + 1), "batch seq starts");
-    if (!c->seq_start || (c->tp && lp_tp_alloc(c))) {
+    st = c->seq_start ? LOPAD_OK : LOPAD_ERR_NOMEM;
+    if (!st && c->tp) st = lp_tp_alloc(c); /* its buffers, and NCCL on a device */
+    if (st) {
         lopad_ctx_free(c);
-        return LOPAD_ERR_NOMEM;
+        return st;
     }
     *out = c;
     return LOPAD_OK;

@@ -202,7 +202,6 @@ enum lopad_status lp_tp_new(struct lopad_ctx *c, const struct lopad_model *m, in
         lp_tp_free(tp);
         return st;
     }
-    tp->vocab0 = vocab_begin(m->hp.n_vocab, T, tp->t);
     c->tp = tp;
     return LOPAD_OK;
 }

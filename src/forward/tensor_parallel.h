@@ -24,14 +24,13 @@ struct lp_tp {
     struct lp_dist *group;     /* the T ranks of this forward */
     struct lp_dist *branches;  /* the ranks with the same t in the other groups (LoPA's
                                   branch parallelism), NULL when there is one group */
-    int64_t vocab0;            /* first vocabulary id of this rank's head slice */
     struct lopad_model *shard; /* the slices; weights are views or owned copies */
     float *host;               /* host staging: all-reduce of a device buffer, head slices */
     size_t host_floats;
-    float *gathered;         /* host: every rank's head slice of one chunk of rows */
+    float *gathered; /* host: every rank's head slice of one chunk of rows */
+    size_t gathered_floats;
     struct lp_dist_dev *dev; /* NCCL over the group for a CUDA context (src/dist/nccl.h),
                                 NULL: device buffers go through host staging */
-    size_t gathered_floats;
 };
 
 /* Join a tensor-parallel group of T ranks (collective over the job: every rank
