@@ -342,10 +342,11 @@ static enum lopad_status head_logits(struct lopad_ctx *c, int no, float *logits)
     enum lopad_status st = gather_rows(tp, tp->host, each, slice_bytes, no, "the head's logits");
     if (st) return st;
     const char *blk = (const char *)tp->gathered;
-    for (int r = 0; r < tp->T; r++, blk += each[r - 1]) {
+    for (int r = 0; r < tp->T; r++) { /* rank r's block: its slice of every row */
         const size_t row = each[r] / (size_t)no;
         for (int i = 0; i < no; i++)
             memcpy(logits + (size_t)i * V + vocab_begin(V, tp->T, r), blk + (size_t)i * row, row);
+        blk += each[r];
     }
     return LOPAD_OK;
 }
