@@ -12,7 +12,9 @@
 # presented as complete; a rank with another model or --tensor-parallel, or R not a
 # multiple of T, is refused before the server listens. With --tensor-parallel 2 at R = 2
 # and 4, when `mpirun -np 2 lopad run --tensor-parallel 2` works in this build (probed
-# first): the text and NFE of `lopad run` with the same R and T.
+# first): the text and NFE of `lopad run` with the same R and T. No check guesses how
+# long a step takes: it waits for /metrics' gauges or for the answer (the ASan build is
+# ~30x slower), and there Open MPI's own leaks are suppressed (lsan_openmpi.supp).
 # Skipped (exit 0 with a message) without mpirun, python3, MPI or libmicrohttpd.
 # usage: bash test_mpi_serve.sh LOPAD_BIN SOURCE_DIR BINARY_DIR
 set -u
@@ -44,6 +46,13 @@ export LOPAD_DIST_TIMEOUT=30
 WORK=$(mktemp -d /tmp/lopad_mpi_serve.XXXXXX)
 ln -s "$(realpath "$SRC/models/demo")" "$WORK/demo"
 trap 'rm -rf "$WORK"' EXIT
+# ASan build: Open MPI's own allocations at exit are not lopad's leaks (lsan_openmpi.supp
+# says why the whole stack is unwound); each process's report goes to $WORK/asan.PID, so
+# that those of ranks > 0 (whose stderr is /dev/null) are shown with a failed check.
+if grep -aq __asan_init "$BIN"; then
+    export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0:log_path=$WORK/asan"
+    export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(realpath "$SRC/tests/cli/lsan_openmpi.supp")"
+fi
 timeout 900 python3 - "$BIN" "$WORK/demo" "$WORK" <<'EOF'
 import http.client, json, os, re, signal, socket, subprocess, sys, time, traceback
 
@@ -122,10 +131,22 @@ class Job:
         if self.port is None:
             self.wait(5)
             raise RuntimeError(f"R={R}: the server did not start: {self.text()}")
+        self.pids = {pid: rank_of(pid) for pid in lopad_pids()}
 
     def text(self):
         with open(self.log_path) as f:
             return f.read()
+
+    def sanitizer_reports(self):
+        """The ASan / LSan reports of this job's ranks (ASan build: $WORK/asan.PID)."""
+        out = ""
+        for pid in self.pids:
+            try:
+                with open(f"{WORK}/asan.{pid}") as f:
+                    out += f"--- rank {self.pids[pid]} (pid {pid}):\n" + f.read()[-3000:]
+            except OSError:
+                pass
+        return out
 
     def rank0(self):
         r0 = [p for p in lopad_pids() if rank_of(p) == 0]
@@ -161,6 +182,36 @@ def post(job, body, timeout=300):
     data = r.read()
     c.close()
     return r.status, data
+
+
+def gauges(job):
+    """(busy slots, queue length) from /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", job.port, timeout=60)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    busy, queue = (int(re.search(rf"^{name} (\d+)$", text, re.M).group(1))
+                   for name in ("lopad_slots_busy", "lopad_queue_length"))
+    return busy, queue
+
+
+def wait_for(pred, within):
+    """Whether pred() holds before the deadline (polled: a bound, not a guess)."""
+    deadline = time.monotonic() + within
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def refused(job):
+    """Whether rank 0 no longer accepts connections (it took the signal)."""
+    try:
+        socket.create_connection(("127.0.0.1", job.port), timeout=5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 
 
 def complete(job, body):
@@ -225,11 +276,15 @@ CASES = {
     "fast lopa 3 prefix": dict(prompt=Q, decoder="fast", cache="prefix", max_tokens=32,
                                block=8, lopa=3, threshold=0.5),
 }
-# about 80 forwards of 4 branches: seconds, long enough to leave midway or to signal
+# 95 forwards of 4 branches: seconds (a minute in the ASan build), long enough to leave
+# midway, to hold the slot while the queue fills, or for rank 1's fault; no check waits
+# for its end
 LONG = dict(prompt=Q, decoder="fast", cache="none", threshold=1.0, early_stop=False,
             max_tokens=200, block=4, lopa=3)
+# in flight when rank 0 gets SIGTERM: it runs to its end (36 forwards)
+IN_FLIGHT = dict(LONG, max_tokens=64)
 REF = {name: lopad_run(b) for name, b in CASES.items()}
-REF["long"] = lopad_run(LONG)
+REF["in flight"] = lopad_run(IN_FLIGHT)
 for name, ref in REF.items():
     ok(ref is not None, f"lopad run of {name} in one process")
 
@@ -241,9 +296,10 @@ def check_cases(job, cases, ref, tag):
         eq(stream(job, body), ref[name][:2], f"{tag} {name}: stream vs lopad run")
 
 
-def leave_midway(job, body, events=3):
-    """A streamed request (with canvas events) whose client goes away after a few steps."""
-    s = socket.create_connection(("127.0.0.1", job.port), timeout=120)
+def open_stream(job, body, events):
+    """A streamed request (with canvas events) read until its first few steps: (socket,
+    whether they came before its end)."""
+    s = socket.create_connection(("127.0.0.1", job.port), timeout=300)
     data = json.dumps(dict(body, stream=True, stream_canvas=True)).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(data) + data)
@@ -253,13 +309,19 @@ def leave_midway(job, body, events=3):
         if not chunk:
             break
         got += chunk
+    return s, got.count(b"event: canvas") >= events and b"[DONE]" not in got
+
+
+def leave_midway(job, body, events=3):
+    """A streamed request whose client goes away after a few steps."""
+    s, running = open_stream(job, body, events)
     s.close()
-    return got.count(b"event: canvas") >= events and b"[DONE]" not in got
+    return running
 
 
 def check_rank(R):
     tag = f"R={R}"
-    job = Job(R, "--queue", "1" if R == 2 else "64", "--grace", "120")
+    job = Job(R, "--queue", "1" if R == 2 else "64", "--grace", "300")
     try:
         eq(len(lopad_pids()), R, f"{tag}: ranks running")
         check_cases(job, CASES, REF, tag)
@@ -288,22 +350,20 @@ def check_rank(R):
 
 
 def check_queue(job, tag):
-    """One request runs, one waits in the queue of 1, the next gets 429; the queued one
-    is then run right."""
+    """One request runs (a long stream), one waits in the queue of 1, the next gets 429;
+    the running one's client leaves, and the queued one is then run right."""
     import threading
     res = {}
-    t_long = threading.Thread(target=lambda: res.setdefault("long", complete(job, LONG)))
-    t_long.start()
-    time.sleep(0.5)
+    s, running = open_stream(job, LONG, 1)
+    ok(running, f"{tag}: the long stream runs")
     t_q = threading.Thread(target=lambda: res.setdefault("queued",
                                                           complete(job, CASES["fast lopa 2"])))
     t_q.start()
-    time.sleep(0.3)
+    ok(wait_for(lambda: gauges(job) == (1, 1), 60), f"{tag}: one running, one queued")
     status, data = post(job, CASES["d2f lopa 2"])
-    t_long.join()
+    s.close()
     t_q.join()
     eq(status, 429, f"{tag}: the queue full")
-    eq(res.get("long"), REF["long"], f"{tag}: the long request")
     eq(res.get("queued"), REF["fast lopa 2"], f"{tag}: the queued request")
 
 
@@ -338,22 +398,29 @@ def check_concurrent(job, tag):
 
 
 def check_sigterm_rank0(job, tag, in_flight):
+    """SIGTERM to rank 0 (with a request running when in_flight): the request finishes
+    within the grace, then every rank exits 0."""
     import threading
     res = {}
     t = None
     if in_flight:
-        t = threading.Thread(target=lambda: res.setdefault("long", complete(job, LONG)))
+        # the slot is still busy a moment after its last answer: idle first, so that the
+        # busy slot seen next is this request's
+        ok(wait_for(lambda: gauges(job) == (0, 0), 60), f"{tag}: the slot idle")
+        t = threading.Thread(target=lambda: res.setdefault("r", complete(job, IN_FLIGHT)))
         t.start()
-        time.sleep(0.8)
+        ok(wait_for(lambda: gauges(job) == (1, 0), 60), f"{tag}: a request in flight")
     r0 = job.rank0()
     ok(r0 is not None, f"{tag}: rank 0 found")
     if r0:
         os.kill(r0, signal.SIGTERM)
-    rc = job.wait(60)
+    ok(wait_for(lambda: refused(job), 30), f"{tag}: SIGTERM: rank 0 stopped listening")
     if t:
-        t.join()
-        eq(res.get("long"), REF["long"], f"{tag}: SIGTERM: the request in flight finished")
-    eq(rc, 0, f"{tag}: SIGTERM to rank 0: exit status")
+        t.join()  # the request's own time: a slower build takes longer
+        eq(res.get("r"), REF["in flight"], f"{tag}: SIGTERM: the request in flight finished")
+    rc = job.wait(60)  # what is left: the quit message, MPI_Finalize
+    eq(rc, 0, f"{tag}: SIGTERM to rank 0: exit status" +
+       (f"; sanitizer reports:\n{job.sanitizer_reports()}" if rc else ""))
     ok("lopad serve: stopped" in job.text(), f"{tag}: SIGTERM: rank 0 stopped: {job.text()}")
     ok(none_left(10), f"{tag}: SIGTERM: no rank left: {lopad_pids()}")
 
