@@ -15,7 +15,8 @@ static int cmd_convert(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: lopad convert IN OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] "
                    "[--lora DIR] [--force]\n"
-                   "  IN is a .gguf file, a Hugging Face directory or synthetic:SHAPE[:LAYERS][@TYPE]\n"
+                   "  IN is a .gguf file, a Hugging Face directory or "
+                   "synthetic:SHAPE[:LAYERS][@TYPE]\n"
                    "  (random weights, as `lopad run -m`); without --type the stored\n"
                    "  types are kept. A LoRA adapter is merged into the written weights.\n"
                    "  OUT appears complete or not at all (written next to it, then renamed);\n"

@@ -71,14 +71,14 @@ enum lopad_type {
 struct lopad_hparams {
     enum lopad_arch arch;
     enum lopad_rope rope;
-    int n_embd;       /* hidden size */
+    int n_embd; /* hidden size */
     int n_layer;
-    int n_head;       /* query heads */
-    int n_head_kv;    /* key/value heads (GQA when < n_head) */
+    int n_head;    /* query heads */
+    int n_head_kv; /* key/value heads (GQA when < n_head) */
     int head_dim;
-    int n_ff;         /* MLP inner size */
+    int n_ff; /* MLP inner size */
     int n_vocab;
-    int n_ctx_train;  /* context length the model was trained for (0 = unknown) */
+    int n_ctx_train; /* context length the model was trained for (0 = unknown) */
     float rope_theta;
     float norm_eps;
     bool shift_logits; /* prediction for position j is the output at j-1 */
@@ -115,10 +115,10 @@ enum lopad_status lopad_model_save_gguf(const lopad_model *m, const char *path, 
 typedef struct lopad_ctx lopad_ctx;
 
 struct lopad_ctx_params {
-    int n_ctx;       /* KV cache rows (>= longest canvas fed) */
-    int n_batch_max; /* most fed tokens in one lopad_forward (all sequences together) */
-    int n_threads;   /* 0 = all cores */
-    const char *device; /* NULL or "cpu" = CPU backend; "cuda" = CUDA backend (-DLOPAD_CUDA=ON) */
+    int n_ctx;           /* KV cache rows (>= longest canvas fed) */
+    int n_batch_max;     /* most fed tokens in one lopad_forward (all sequences together) */
+    int n_threads;       /* 0 = all cores */
+    const char *device;  /* NULL or "cpu" = CPU backend; "cuda" = CUDA backend (-DLOPAD_CUDA=ON) */
     const char *kernels; /* NULL = the best the CPU has; "ref" | "avx2" | "avx512f32" | "avx512"
                             caps the CPU kernel level (comparisons, debugging) */
     int repack;          /* enum lopad_repack: Q8_0 weights in the int8 kernel's layout */
@@ -225,8 +225,8 @@ bool lopad_model_has_tokenizer(const lopad_model *m);
 bool lopad_model_has_chat_template(const lopad_model *m);
 /* Text -> ids (*ids: lopad_free). Text never becomes control tokens: a literal
  * "<|im_start|>" is tokenised as the characters it is made of. */
-enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t len,
-                                 int32_t **ids, int *n_ids);
+enum lopad_status lopad_tokenize(const lopad_model *m, const char *text, size_t len, int32_t **ids,
+                                 int *n_ids);
 /* Ids -> UTF-8 bytes exactly as stored (*text: NUL-terminated, lopad_free; len may
  * be NULL); skip_special drops control tokens. */
 enum lopad_status lopad_detokenize(const lopad_model *m, const int32_t *ids, int n_ids,
@@ -271,8 +271,7 @@ enum lopad_status lopad_request_prompt_user(lopad_request *r, const char *text,
 enum lopad_status lopad_request_prompt_ids(lopad_request *r, const int32_t *ids, int n_ids);
 /* The settings the request resolves to on model m (the decoder, then every option
  * that decoder reads), as a JSON object (*json: lopad_free). Also validates. */
-enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m,
-                                         char **json);
+enum lopad_status lopad_request_settings(const lopad_request *r, const lopad_model *m, char **json);
 /* The whole check a generation would make (options, prompt, context, the decoder's own
  * rules) without a session: a server answers a bad request before queueing it. */
 enum lopad_status lopad_request_validate(const lopad_request *r, const lopad_model *m);
@@ -296,10 +295,10 @@ bool lopad_option_get(int i, struct lopad_option_info *out);
 typedef struct lopad_session lopad_session;
 
 struct lopad_session_params {
-    int n_threads;       /* 0 = all cores; forwards and the decoders' proposals share them */
-    const char *device;  /* NULL / "cpu", or "cuda" */
-    const char *kernels; /* CPU kernel cap (struct lopad_ctx_params) */
-    int repack;          /* enum lopad_repack */
+    int n_threads;        /* 0 = all cores; forwards and the decoders' proposals share them */
+    const char *device;   /* NULL / "cpu", or "cuda" */
+    const char *kernels;  /* CPU kernel cap (struct lopad_ctx_params) */
+    int repack;           /* enum lopad_repack */
     bool no_fused_scores; /* decoders read full logits instead of the fused head's scores
                              (A/B timing; the tokens are the same) */
     int tensor_parallel;  /* struct lopad_ctx_params: T ranks per forward under mpirun */
@@ -341,16 +340,16 @@ struct lopad_step {
 typedef int (*lopad_step_fn)(void *ud, const struct lopad_step *st);
 
 struct lopad_result {
-    char *text;      /* the generated text, cut at the first EOS / EoT, no control tokens */
+    char *text; /* the generated text, cut at the first EOS / EoT, no control tokens */
     size_t text_len;
-    int32_t *ids;    /* generated ids cut before the first EOS / EoT */
+    int32_t *ids; /* generated ids cut before the first EOS / EoT */
     int n_ids;
     int32_t *canvas; /* the final canvas, prompt included */
     int n_canvas, n_prompt;
-    int n_committed;   /* committed generated positions */
-    int nfe;           /* forwards (denoiser evaluations as the references count them) */
-    int n_seq_evals;   /* sequences evaluated (CFG: 2 per step; LoPA: branches) */
-    double tpf;        /* tokens per forward (d2f: non-pad tokens, as LoPA reports) */
+    int n_committed; /* committed generated positions */
+    int nfe;         /* forwards (denoiser evaluations as the references count them) */
+    int n_seq_evals; /* sequences evaluated (CFG: 2 per step; LoPA: branches) */
+    double tpf;      /* tokens per forward (d2f: non-pad tokens, as LoPA reports) */
     int n_nonpad;
     double tpf_nonpad;
     double seconds, prefill_seconds, forward_seconds;

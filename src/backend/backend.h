@@ -47,11 +47,11 @@ struct lp_attn_desc {
 /* Confidence scores of one output row, from its logits z over the vocabulary
  * (no temperature): p = softmax(z). */
 struct lp_row_scores {
-    int32_t argmax;  /* most likely id; ties go to the lower id, NaN never wins */
-    float pmax;      /* p[argmax] */
-    float margin;    /* p[argmax] - p[second] (pmax when the vocabulary has one entry) */
-    float negent;    /* sum p log p (<= 0; predict.c adds 1e-10 inside the log) */
-    float logsumexp; /* log sum exp z: log p[v] = z[v] - logsumexp */
+    int32_t argmax;   /* most likely id; ties go to the lower id, NaN never wins */
+    float pmax;       /* p[argmax] */
+    float margin;     /* p[argmax] - p[second] (pmax when the vocabulary has one entry) */
+    float negent;     /* sum p log p (<= 0; predict.c adds 1e-10 inside the log) */
+    float logsumexp;  /* log sum exp z: log p[v] = z[v] - logsumexp */
     float top1, top2; /* z[argmax] and the runner-up's logit (-inf when none): what
                          combines slices of the vocabulary (tensor parallelism) */
 };
