@@ -171,6 +171,30 @@ enum lopad_status lp_lopa_winner(struct lopa_dist *ds, int nbr, bool spread, con
     return LOPAD_OK;
 }
 
+bool lp_lopa_winner_clear(int nbr, const int32_t *qb, int nq,
+                          void (*bounds)(const void *ud, int i, double *lo, double *hi),
+                          const void *ud, int *w) {
+    double lo[LP_LOPA_MAX_K + 1], hi[LP_LOPA_MAX_K + 1];
+    LP_ASSERT(nbr <= LP_LOPA_MAX_K + 1);
+    *w = 0;
+    for (int j = 0, i = 0; j < nbr; j++) {
+        double sl = 0, sh = 0;
+        int cnt = 0;
+        for (; i < nq && qb[i] == j; i++, cnt++) {
+            double l, h;
+            bounds(ud, i, &l, &h);
+            sl += l;
+            sh += h;
+        }
+        lo[j] = cnt ? sl / cnt : 1.0;
+        hi[j] = cnt ? sh / cnt : 1.0;
+        if (lo[j] > lo[*w]) *w = j;
+    }
+    for (int j = 0; j < nbr; j++)
+        if (j != *w && !(lo[*w] > hi[j])) return false;
+    return true;
+}
+
 void lp_lopa_prop_range(const int32_t *qb, int nq, int j0, int j1, int *i0, int *i1) {
     int i = 0;
     while (i < nq && qb[i] < j0)

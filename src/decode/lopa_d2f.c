@@ -316,6 +316,13 @@ static void adopt(struct lopa *s, const struct lp_d2f_branch *b) {
  * branch's, the winner's fill (lp_d2f_fill_clear), and the lookahead candidates'
  * order (each of the K best above all the later ones). True with the winner in *w;
  * false: the iteration needs its rows' logits. */
+static void lopa_prop_bounds(const void *ud, int i, double *lo, double *hi) {
+    const struct lopa *s = ud;
+    const size_t id = (size_t)s->qb[i] * s->c.L + s->qq[i];
+    *lo = s->qlo[id];
+    *hi = s->qhi[id];
+}
+
 static bool lopa_scores(struct lopa *s, int nq, int spe, int *w_out) {
     const struct lp_d2f_cfg *c = &s->c;
     const int L = c->L;
@@ -329,22 +336,9 @@ static bool lopa_scores(struct lopa *s, int nq, int spe, int *w_out) {
             return false;
         }
     }
-    /* f. the winner: its mean range above every other branch's (ties: in doubt) */
-    double lo[65], hi[65];
-    int w = 0;
-    for (int j = 0, i = 0; j < s->nbr; j++) {
-        double sl = 0, sh = 0;
-        int cnt = 0;
-        for (; i < nq && s->qb[i] == j; i++, cnt++) {
-            sl += s->qlo[(size_t)j * L + s->qq[i]];
-            sh += s->qhi[(size_t)j * L + s->qq[i]];
-        }
-        lo[j] = cnt ? sl / cnt : 1.0;
-        hi[j] = cnt ? sh / cnt : 1.0;
-        if (lo[j] > lo[w]) w = j;
-    }
-    for (int j = 0; j < s->nbr; j++)
-        if (j != w && !(lo[w] > hi[j])) return false;
+    /* f. the winner: its mean range above every other branch's */
+    int w;
+    if (!lp_lopa_winner_clear(s->nbr, s->qb, nq, lopa_prop_bounds, s, &w)) return false;
     /* g. the winner's fill */
     const struct lp_d2f_branch *win = &s->br[w];
     const struct lp_d2f_prop *props = s->props + (size_t)w * L;

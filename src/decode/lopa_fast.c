@@ -251,6 +251,13 @@ static struct branch_feed lfast_feed(struct lfast *s, bool refresh) {
  * masked position surely on one side of tau; with none above, one surely the most
  * confident), and the K lookahead positions each above all later candidates. The
  * winner goes to *w_out. False: the iteration needs its rows' logits. */
+static void lfast_prop_bounds(const void *ud, int i, double *lo, double *hi) {
+    const struct lfast *s = ud;
+    const size_t k = (size_t)s->qb[i] * s->B + (size_t)(s->qq[i] - s->sb);
+    *lo = s->clo[k];
+    *hi = s->chi[k];
+}
+
 static bool lfast_scores(struct lfast *s, int nq, int *w_out) {
     const struct lp_decoder *d = s->d;
     const int B = s->B, V = d->V;
@@ -280,23 +287,9 @@ static bool lfast_scores(struct lfast *s, int nq, int *w_out) {
         s->clo[k] = conf - tc;
         s->chi[k] = conf + tc;
     }
-    /* the winner: its mean range above every other branch's (ties: in doubt) */
-    double lo[65], hi[65];
-    int w = 0;
-    for (int j = 0, i = 0; j < s->nbr; j++) {
-        double sl = 0, sh = 0;
-        int cnt = 0;
-        for (; i < nq && s->qb[i] == j; i++, cnt++) {
-            size_t k = (size_t)j * B + (size_t)(s->qq[i] - s->sb);
-            sl += s->clo[k];
-            sh += s->chi[k];
-        }
-        lo[j] = cnt ? sl / cnt : 1.0;
-        hi[j] = cnt ? sh / cnt : 1.0;
-        if (lo[j] > lo[w]) w = j;
-    }
-    for (int j = 0; j < s->nbr; j++)
-        if (j != w && !(lo[w] > hi[j])) return false;
+    /* the winner: its mean range above every other branch's */
+    int w;
+    if (!lp_lopa_winner_clear(s->nbr, s->qb, nq, lfast_prop_bounds, s, &w)) return false;
     /* the threshold fill of the winner's block */
     const int32_t *wb = s->bt + (size_t)w * B;
     const size_t wk = (size_t)w * B;

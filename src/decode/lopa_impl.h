@@ -68,6 +68,16 @@ void lp_lopa_prop_range(const int32_t *qb, int nq, int j0, int j1, int *i0, int 
 enum lopad_status lp_lopa_winner(struct lopa_dist *ds, int nbr, bool spread, const int32_t *qb,
                                  int i0, int i1, double (*conf)(const void *ud, int i),
                                  const void *ud, int *w);
+#define LP_LOPA_MAX_K 64 /* the option's range (src/gen/options.c) */
+
+/* Steps e-f on the fused scores: each branch's mean of its proposals' confidence bounds
+ * (bounds(ud, i, &lo, &hi) for proposal i < nq, grouped by branch qb; [1, 1] when it has
+ * none); *w = the highest mean lower bound (ties to the earlier branch). True when that
+ * winner holds over the bounds: its mean lower bound above every other branch's mean
+ * upper bound (ties: in doubt). */
+bool lp_lopa_winner_clear(int nbr, const int32_t *qb, int nq,
+                          void (*bounds)(const void *ud, int i, double *lo, double *hi),
+                          const void *ud, int *w);
 enum lopad_status lp_lopa_dist_confs(struct lopa_dist *ds, int nbr, const double *mine);
 unsigned char *lp_lopa_dist_msg(struct lopa_dist *ds, size_t n);
 enum lopad_status lp_lopa_dist_start(struct lopa_common *cm, const struct lp_decoder *d,
